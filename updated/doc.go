@@ -1,0 +1,2 @@
+// Package updated is twinslot's host update agent.
+package updated
