@@ -1,0 +1,55 @@
+// Package locksmith is twinslot's reboot semaphore: at most Max hosts of a group may hold a
+// reboot slot at once, stored in etcd v3 and changed only by transactions on revisions.
+//
+// The package has two layers. The rules (State, PlanAcquire, PlanRelease, PlanConfig) are pure:
+// they look at a State value read at one etcd revision and decide what to write, with no I/O.
+// Store applies a plan as one etcd transaction whose compares make the decision still valid at
+// commit time; when a compare fails the store re-reads and decides again.
+//
+// # Key layout (format version 1)
+//
+// All keys live under a prefix, DefaultPrefix unless the caller chooses another. A group name G
+// is stored path-escaped (url.PathEscape), so "prod/db" becomes "prod%2Fdb".
+//
+//	<prefix>groups/<G>/config        GroupConfig as JSON: {"version":1,"max":2,"lease_ttl_seconds":0,"stale":"hold"}
+//	<prefix>groups/<G>/slots/<NNNN>  Holder as JSON: {"version":1,"id":"…","boot_id":"…","from_version":"…",
+//	                                 "to_version":"…","acquired_at":"RFC 3339",…}; NNNN is the slot index, 4 digits
+//
+// A missing config key means the defaults: max 1, no lease, stale policy "hold". Values carry a
+// "version" field; a reader refuses a version it does not know rather than guess.
+//
+// # Transactions
+//
+//   - Acquire (a new holder) puts slots/<i> with i < max, the lowest free index, in one Txn that
+//     requires CreateRevision(slots/<i>) == 0 (the slot is free) and ModRevision(config) == the
+//     revision read (max did not change). While a lowered max leaves holders at indexes >= max, the
+//     Txn also requires that no key under slots/ changed since the read, so holders that were
+//     admitted under the old max are counted and nobody new is admitted until the group is under
+//     max again.
+//   - Re-lock by the current holder (same id) rewrites its own slot (new boot id, versions) with
+//     ModRevision(slot) == read; it succeeds whatever max is now.
+//   - Release deletes the holder's slot with ModRevision(slot) == read. Only the holder itself may
+//     release unless the caller forces it (locksmithctl unlock --force ID). A Lock remembers the
+//     slot's CreateRevision as a fencing token: Store.Release and Store.Update on a Lock fail with
+//     ErrLost if the slot was broken and taken again meanwhile.
+//   - SetMax and SetPolicy rewrite config with ModRevision(config) == read.
+//
+// # Invariant
+//
+// At every etcd revision the number of slots in a group is at most max, except after max was
+// lowered below the number of holders at that moment: then the count only goes down until it is
+// under max. Proof sketch: a slot is created only by Acquire; with no holder at an index >= max
+// at read time every slot created under the same config has a distinct index < max; with one,
+// the whole-slots compare makes the Txn see the exact holder set it counted.
+//
+// # Stale holders
+//
+// A group may have a lease TTL. With stale policy "expire", a new slot is attached to an etcd lease
+// of that TTL that is never kept alive, so a host that dies or never comes back loses its slot
+// when etcd's leader expires the lease. With the default policy "hold" no lease is used: a dead or
+// rolled-back host keeps its slot so a bad rollout stops, and the TTL only marks the holder stale
+// in status output. An operator breaks such a slot with ForceUnlock.
+//
+// Waiting for a slot (Store.Lock) reads once, then watches the group's keys from the next revision
+// and tries again only after a slot was freed or the config changed: there is no polling.
+package locksmith

@@ -1,0 +1,404 @@
+package locksmith
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// DefaultPrefix is where the semaphore keys live unless a store is given another prefix.
+const DefaultPrefix = "twinslot.io/locksmith/v1/"
+
+// maxConflicts bounds how often one call re-reads after losing a transaction race. Every lost
+// race means another writer made progress, so this is only reached under pathological churn.
+const maxConflicts = 1000
+
+// Store is the semaphore kept in etcd. It is safe for concurrent use.
+type Store struct {
+	cli    *clientv3.Client
+	prefix string
+	now    func() time.Time
+}
+
+// NewStore returns a store using cli under prefix ("" means DefaultPrefix). now stamps
+// acquisition times; nil means time.Now.
+func NewStore(cli *clientv3.Client, prefix string, now func() time.Time) *Store {
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	if now == nil {
+		now = time.Now
+	}
+	return &Store{cli: cli, prefix: prefix, now: now}
+}
+
+// Lock is a slot held by this process: the group, the slot as written, and its fencing token
+// (Slot.CreateRevision).
+type Lock struct {
+	Group string
+	Slot  Slot
+}
+
+// Token is the fencing token of this tenure: the slot key's CreateRevision.
+func (l Lock) Token() int64 { return l.Slot.CreateRevision }
+
+func (s *Store) groupPrefix(g string) string { return s.prefix + "groups/" + url.PathEscape(g) + "/" }
+func (s *Store) configKey(g string) string   { return s.groupPrefix(g) + "config" }
+func (s *Store) slotsPrefix(g string) string { return s.groupPrefix(g) + "slots/" }
+func (s *Store) slotKey(g string, i int) string {
+	return fmt.Sprintf("%s%04d", s.slotsPrefix(g), i)
+}
+
+// GroupKeyPrefix is the etcd key prefix of group g's keys, for callers that watch them.
+func (s *Store) GroupKeyPrefix(g string) string { return s.groupPrefix(g) }
+
+// State reads group's semaphore at one revision.
+func (s *Store) State(ctx context.Context, group string) (State, error) {
+	return s.read(ctx, group, false)
+}
+
+// read reads the group. lenient replaces an unreadable config by the defaults (for SetConfig,
+// which overwrites it).
+func (s *Store) read(ctx context.Context, group string, lenient bool) (State, error) {
+	if err := ValidateGroup(group); err != nil {
+		return State{}, fmt.Errorf("locksmith: %w", err)
+	}
+	resp, err := s.cli.Get(ctx, s.groupPrefix(group), clientv3.WithPrefix())
+	if err != nil {
+		return State{}, fmt.Errorf("locksmith: read group %q from etcd: %w", group, err)
+	}
+	st := State{Group: group, Config: DefaultConfig(), Revision: resp.Header.Revision}
+	cfgKey, slots := s.configKey(group), s.slotsPrefix(group)
+	for _, kv := range resp.Kvs {
+		k := string(kv.Key)
+		switch {
+		case k == cfgKey:
+			st.ConfigRevision = kv.ModRevision
+			var c GroupConfig
+			err := decode(kv.Value, &c)
+			if err == nil {
+				err = c.Validate()
+			}
+			if err != nil && !lenient {
+				return State{}, fmt.Errorf("locksmith: group %q: config key %s is unreadable (%v); rewrite it with locksmithctl set-max", group, k, err)
+			}
+			if err == nil {
+				st.Config = c
+			}
+		case strings.HasPrefix(k, slots):
+			st.Slots = append(st.Slots, parseSlot(strings.TrimPrefix(k, slots), kv))
+		}
+	}
+	return st, nil
+}
+
+// parseSlot decodes a slot key. An unreadable slot still counts as taken (it is never safe to
+// ignore a holder) and shows up under a pseudo id an operator can force-unlock.
+func parseSlot(suffix string, kv *mvccpb.KeyValue) Slot {
+	sl := Slot{Index: -1, CreateRevision: kv.CreateRevision, ModRevision: kv.ModRevision, Lease: kv.Lease}
+	if i, err := strconv.Atoi(suffix); err == nil && i >= 0 && len(suffix) == 4 {
+		sl.Index = i
+	}
+	err := decode(kv.Value, &sl.Holder)
+	if err == nil {
+		err = sl.Holder.Validate()
+	}
+	if err != nil || sl.Index < 0 {
+		sl.Holder = Holder{Version: FormatVersion, ID: "corrupt:" + suffix, Note: fmt.Sprintf("unreadable slot key (%v)", err)}
+	}
+	return sl
+}
+
+func decode(b []byte, v any) error {
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("decode JSON: %w", err)
+	}
+	return nil
+}
+
+// TryLock takes a slot in group for h.ID, or re-locks the one it holds (updating boot id and
+// versions; the acquisition time is kept). A full group gives a *FullError at once.
+func (s *Store) TryLock(ctx context.Context, group string, h Holder) (Lock, error) {
+	lk, _, err := s.tryLock(ctx, group, h)
+	return lk, err
+}
+
+// Lock is TryLock that waits, by watching the group, until a slot is free or ctx ends.
+func (s *Store) Lock(ctx context.Context, group string, h Holder) (Lock, error) {
+	for {
+		lk, st, err := s.tryLock(ctx, group, h)
+		if !errors.Is(err, ErrFull) {
+			return lk, err
+		}
+		if err := s.waitFree(ctx, group, st.Revision); err != nil {
+			return Lock{}, err
+		}
+	}
+}
+
+func (s *Store) tryLock(ctx context.Context, group string, h Holder) (Lock, State, error) {
+	h.Version = FormatVersion
+	if err := h.Validate(); err != nil {
+		return Lock{}, State{}, fmt.Errorf("locksmith: %w", err)
+	}
+	var ls leases
+	defer ls.revokeUnused(ctx, s.cli)
+	for range maxConflicts {
+		st, err := s.State(ctx, group)
+		if err != nil {
+			return Lock{}, State{}, err
+		}
+		lk, ok, err := s.attempt(ctx, st, h, &ls)
+		if err != nil || ok {
+			return lk, st, err
+		}
+		// Someone else wrote first; decide again on fresh state.
+	}
+	return Lock{}, State{}, errRaces(group)
+}
+
+// attempt decides on st and commits the decision in one transaction. ok is false when the
+// transaction's compares failed because the group changed since st was read.
+func (s *Store) attempt(ctx context.Context, st State, h Holder, ls *leases) (lk Lock, ok bool, err error) {
+	group := st.Group
+	plan, err := PlanAcquire(st, h.ID)
+	if err != nil {
+		return Lock{}, false, err
+	}
+	key := s.slotKey(group, plan.Index)
+	val := h
+	var cmps []clientv3.Cmp
+	var put clientv3.Op
+	var lease clientv3.LeaseID
+	if plan.Relock {
+		old := plan.Existing.Holder
+		val.AcquiredAt = old.AcquiredAt
+		val.FromVersion = orOld(val.FromVersion, old.FromVersion)
+		val.ToVersion = orOld(val.ToVersion, old.ToVersion)
+		val.Hostname = orOld(val.Hostname, old.Hostname)
+		cmps = []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", plan.Existing.ModRevision)}
+		put = clientv3.OpPut(key, mustJSON(val), clientv3.WithIgnoreLease())
+	} else {
+		val.AcquiredAt = s.now().UTC()
+		cmps = []clientv3.Cmp{
+			clientv3.Compare(clientv3.CreateRevision(key), "=", 0),
+			clientv3.Compare(clientv3.ModRevision(s.configKey(group)), "=", st.ConfigRevision),
+		}
+		if plan.GuardAll {
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(s.slotsPrefix(group)), "<", st.Revision+1).WithPrefix())
+		}
+		var opts []clientv3.OpOption
+		if st.Config.Stale == StaleExpire {
+			if lease, err = ls.get(ctx, s.cli, st.Config.LeaseTTLSeconds); err != nil {
+				return Lock{}, false, fmt.Errorf("locksmith: group %q: grant a %ds lease: %w", group, st.Config.LeaseTTLSeconds, err)
+			}
+			opts = append(opts, clientv3.WithLease(lease))
+		}
+		put = clientv3.OpPut(key, mustJSON(val), opts...)
+	}
+	resp, err := s.cli.Txn(ctx).If(cmps...).Then(put).Commit()
+	if err != nil {
+		return Lock{}, false, fmt.Errorf("locksmith: group %q: take slot %d: %w", group, plan.Index, err)
+	}
+	if !resp.Succeeded {
+		return Lock{}, false, nil
+	}
+	sl := Slot{Index: plan.Index, Holder: val, CreateRevision: resp.Header.Revision, ModRevision: resp.Header.Revision, Lease: int64(lease)}
+	if plan.Relock {
+		sl.CreateRevision, sl.Lease = plan.Existing.CreateRevision, plan.Existing.Lease
+	}
+	ls.used = lease != 0
+	return Lock{Group: group, Slot: sl}, true, nil
+}
+
+// leases keeps the lease granted for one acquisition across transaction retries, so a lost race
+// does not leak a lease per attempt.
+type leases struct {
+	id   clientv3.LeaseID
+	ttl  int64
+	used bool
+}
+
+func (l *leases) get(ctx context.Context, cli *clientv3.Client, ttl int64) (clientv3.LeaseID, error) {
+	if l.id != 0 && l.ttl == ttl {
+		return l.id, nil
+	}
+	l.revokeUnused(ctx, cli)
+	g, err := cli.Grant(ctx, ttl)
+	if err != nil {
+		return 0, err
+	}
+	l.id, l.ttl = g.ID, ttl
+	return l.id, nil
+}
+
+// revokeUnused gives back a lease that ended up attached to nothing (it would expire anyway).
+func (l *leases) revokeUnused(ctx context.Context, cli *clientv3.Client) {
+	if l.id == 0 || l.used {
+		return
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	cli.Revoke(rctx, l.id)
+	l.id = 0
+}
+
+func orOld(newer, older string) string {
+	if newer != "" {
+		return newer
+	}
+	return older
+}
+
+func errRaces(group string) error {
+	return fmt.Errorf("locksmith: group %q: lost %d transaction races in a row; is something rewriting the keys?", group, maxConflicts)
+}
+
+func mustJSON(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(fmt.Sprintf("locksmith: encode %T: %v", v, err)) // only plain structs are encoded
+	}
+	return string(b)
+}
+
+// waitFree blocks until a slot of group is deleted or its config changes after revision rev.
+// It returns nil also when the watch breaks (compaction, leader loss), so the caller re-reads.
+func (s *Store) waitFree(ctx context.Context, group string, rev int64) error {
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	cfgKey := s.configKey(group)
+	for resp := range s.cli.Watch(wctx, s.groupPrefix(group), clientv3.WithPrefix(), clientv3.WithRev(rev+1)) {
+		if resp.Canceled || resp.Err() != nil {
+			return ctx.Err() // nil unless the caller gave up: re-read
+		}
+		for _, ev := range resp.Events {
+			if ev.Type == clientv3.EventTypeDelete || string(ev.Kv.Key) == cfgKey {
+				return nil
+			}
+		}
+	}
+	return ctx.Err()
+}
+
+// Release gives up the slot of lk. It fails with ErrLost if the slot is no longer lk's tenure
+// (broken by an operator, expired, or already released).
+func (s *Store) Release(ctx context.Context, lk Lock) error {
+	key := s.slotKey(lk.Group, lk.Slot.Index)
+	resp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", lk.Token())).
+		Then(clientv3.OpDelete(key)).Commit()
+	if err != nil {
+		return fmt.Errorf("locksmith: group %q: release slot %d: %w", lk.Group, lk.Slot.Index, err)
+	}
+	if !resp.Succeeded {
+		return fmt.Errorf("locksmith: group %q: release slot %d: %w (broken by an operator, expired, or already released)", lk.Group, lk.Slot.Index, ErrLost)
+	}
+	return nil
+}
+
+// Update rewrites the holder value of lk with fn applied, only if lk is still the slot's tenure.
+// It doubles as an ownership check right before a reboot.
+func (s *Store) Update(ctx context.Context, lk Lock, fn func(*Holder)) (Lock, error) {
+	h := lk.Slot.Holder
+	fn(&h)
+	h.Version = FormatVersion
+	if err := h.Validate(); err != nil {
+		return lk, fmt.Errorf("locksmith: %w", err)
+	}
+	key := s.slotKey(lk.Group, lk.Slot.Index)
+	resp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", lk.Token())).
+		Then(clientv3.OpPut(key, mustJSON(h), clientv3.WithIgnoreLease())).Commit()
+	if err != nil {
+		return lk, fmt.Errorf("locksmith: group %q: update slot %d: %w", lk.Group, lk.Slot.Index, err)
+	}
+	if !resp.Succeeded {
+		return lk, fmt.Errorf("locksmith: group %q: update slot %d: %w", lk.Group, lk.Slot.Index, ErrLost)
+	}
+	lk.Slot.Holder, lk.Slot.ModRevision = h, resp.Header.Revision
+	return lk, nil
+}
+
+// Held returns the slot id holds in group, as a Lock, or ErrNotHeld.
+func (s *Store) Held(ctx context.Context, group, id string) (Lock, error) {
+	st, err := s.State(ctx, group)
+	if err != nil {
+		return Lock{}, err
+	}
+	sl, ok := st.Holding(id)
+	if !ok {
+		return Lock{}, fmt.Errorf("locksmith: %w: %s holds no slot in group %q", ErrNotHeld, id, group)
+	}
+	return Lock{Group: group, Slot: sl}, nil
+}
+
+// Unlock deletes target's slot on requester's behalf. Without force only the holder itself
+// (requester == target) may do that. It returns the released holder, or ErrNotHeld.
+func (s *Store) Unlock(ctx context.Context, group, requester, target string, force bool) (Holder, error) {
+	for range maxConflicts {
+		st, err := s.State(ctx, group)
+		if err != nil {
+			return Holder{}, err
+		}
+		sl, err := PlanRelease(st, requester, target, force)
+		if err != nil {
+			return Holder{}, fmt.Errorf("locksmith: %w", err)
+		}
+		key := s.slotKeyOf(group, sl)
+		resp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", sl.ModRevision)).
+			Then(clientv3.OpDelete(key)).Commit()
+		if err != nil {
+			return Holder{}, fmt.Errorf("locksmith: group %q: release %s's slot: %w", group, target, err)
+		}
+		if resp.Succeeded {
+			return sl.Holder, nil
+		}
+	}
+	return Holder{}, errRaces(group)
+}
+
+// slotKeyOf is the key a read slot came from (also for unreadable ones, whose id is derived).
+func (s *Store) slotKeyOf(group string, sl Slot) string {
+	if suffix, ok := strings.CutPrefix(sl.Holder.ID, "corrupt:"); ok {
+		return s.slotsPrefix(group) + suffix
+	}
+	return s.slotKey(group, sl.Index)
+}
+
+// SetConfig changes group's config with fn and returns the old and new config. Holders are never
+// removed: lowering max below their number only stops new ones.
+func (s *Store) SetConfig(ctx context.Context, group string, fn func(GroupConfig) GroupConfig) (old, updated GroupConfig, err error) {
+	for range maxConflicts {
+		st, err := s.read(ctx, group, true)
+		if err != nil {
+			return GroupConfig{}, GroupConfig{}, err
+		}
+		c, err := PlanConfig(st, fn(st.Config))
+		if err != nil {
+			return GroupConfig{}, GroupConfig{}, err
+		}
+		key := s.configKey(group)
+		resp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", st.ConfigRevision)).
+			Then(clientv3.OpPut(key, mustJSON(c))).Commit()
+		if err != nil {
+			return GroupConfig{}, GroupConfig{}, fmt.Errorf("locksmith: group %q: write config: %w", group, err)
+		}
+		if resp.Succeeded {
+			return st.Config, c, nil
+		}
+	}
+	return GroupConfig{}, GroupConfig{}, errRaces(group)
+}
+
+// SetMax sets group's max and returns the previous one.
+func (s *Store) SetMax(ctx context.Context, group string, n int) (int, error) {
+	old, _, err := s.SetConfig(ctx, group, func(c GroupConfig) GroupConfig { c.Max = n; return c })
+	return old.Max, err
+}
