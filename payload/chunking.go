@@ -1,0 +1,82 @@
+package payload
+
+import (
+	"fmt"
+	"io"
+
+	"github.com/restic/chunker"
+)
+
+// DefaultPolynomial is the irreducible Rabin polynomial (degree 53) twinslot builds with. It need
+// not be secret; keeping it fixed makes builds reproducible.
+const DefaultPolynomial = 0x2f39f238c08281
+
+// DefaultChunking is the chunking Build uses unless told otherwise: content-defined (Rabin) with
+// 16 KiB minimum, about 64 KiB average and 256 KiB maximum, chosen by the measurement in
+// bench_test.go (see doc.go § Chunking).
+var DefaultChunking = Chunking{Algorithm: ChunkingRabin, Min: 16 << 10, Max: 256 << 10, AverageBits: 16, Polynomial: DefaultPolynomial}
+
+// FixedChunking returns fixed-size chunking of size bytes.
+func FixedChunking(size int) Chunking { return Chunking{Algorithm: ChunkingFixed, Size: size} }
+
+// maxLen is the largest chunk c produces.
+func (c Chunking) maxLen() int {
+	if c.Algorithm == ChunkingFixed {
+		return c.Size
+	}
+	return c.Max
+}
+
+// cutter cuts a stream into chunks. Next returns the next chunk, valid until the following call,
+// or io.EOF.
+type cutter interface {
+	Next() ([]byte, error)
+}
+
+func (c Chunking) newCutter(r io.Reader) (cutter, error) {
+	if err := c.check(); err != nil {
+		return nil, err
+	}
+	switch c.Algorithm {
+	case ChunkingFixed:
+		return &fixedCutter{r: r, buf: make([]byte, c.Size)}, nil
+	case ChunkingRabin:
+		pol := chunker.Pol(c.Polynomial)
+		if !pol.Irreducible() {
+			return nil, fmt.Errorf("rabin polynomial %#x is not irreducible", c.Polynomial)
+		}
+		ch := chunker.NewWithBoundaries(r, pol, uint(c.Min), uint(c.Max))
+		ch.SetAverageBits(c.AverageBits)
+		return &rabinCutter{c: ch, buf: make([]byte, c.Max)}, nil
+	}
+	return nil, fmt.Errorf("unknown chunking %q", c.Algorithm)
+}
+
+type fixedCutter struct {
+	r   io.Reader
+	buf []byte
+}
+
+func (f *fixedCutter) Next() ([]byte, error) {
+	n, err := io.ReadFull(f.r, f.buf)
+	switch {
+	case n > 0 && (err == nil || err == io.ErrUnexpectedEOF):
+		return f.buf[:n], nil
+	case err == nil || err == io.ErrUnexpectedEOF:
+		return nil, io.EOF
+	}
+	return nil, err
+}
+
+type rabinCutter struct {
+	c   *chunker.Chunker
+	buf []byte
+}
+
+func (r *rabinCutter) Next() ([]byte, error) {
+	ch, err := r.c.Next(r.buf)
+	if err != nil {
+		return nil, err
+	}
+	return ch.Data, nil
+}

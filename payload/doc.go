@@ -1,0 +1,92 @@
+// Package payload is twinslot's update payload: one /usr image, cut into chunks, compressed,
+// described by a signed manifest; and the streaming, adaptive installer that writes it into a slot.
+//
+// # Goals
+//
+// Sign the small part, stream the big part, never trust a byte before it is checked, and ship one
+// file that serves full and delta installs from any older version: a host reuses every chunk it
+// already has (in the active slot, or in the target slot from an interrupted attempt) and fetches
+// only the rest with HTTP Range requests.
+//
+// # File format, version 1 (all integers big-endian)
+//
+//	offset  size  field
+//	0       8     magic "TWINSLOT"
+//	8       2     format version = 1 (readers refuse others)
+//	10      2     flags = 0 (readers refuse others)
+//	12      4     E: envelope length in bytes (1 ≤ E ≤ A)
+//	16      4     A: envelope area length (≤ MaxEnvelopeArea = 1 MiB)
+//	20      4     reserved = 0
+//	24      8     D: data section length (≤ MaxDataSize)
+//	32      8     T: chunk table length (multiple of 64, ≤ MaxChunks·64)
+//	40      8     reserved = 0
+//	48      A     envelope area: E bytes of DSSE envelope JSON, then zero padding
+//	48+A    D     data section: stored chunk bytes
+//	48+A+D  T     chunk table: T/64 records of 64 bytes
+//
+// The file is exactly 48+A+D+T bytes; shorter is ReasonTruncated, longer ReasonMalformed.
+// The padding lets 'payload sign' add signatures without moving the data (it still rewrites the
+// file through a temporary file and a rename).
+//
+// The envelope is a DSSE envelope (https://github.com/secure-systems-lab/dsse), made with
+// sigstore's pkg/signature/dsse: {"payloadType":PayloadType,"payload":base64(manifest JSON),
+// "signatures":[{"keyid":KeyID,"sig":base64(signature over PAE(payloadType, manifest))}]}.
+// The key id is the lower-case hex SHA-256 of the signer's DER SubjectPublicKeyInfo. ECDSA P-256
+// signs SHA-256 of the PAE (ASN.1 signature); Ed25519 signs the PAE itself. Only the manifest is
+// signed (pure Ed25519 buffers the whole message, so the image is never signed directly).
+//
+// The manifest JSON (schema version = formatVersion = 1; unknown fields are refused):
+//
+//	{"formatVersion":1, "appId":…, "board":…, "version":…, "securityVersion":N,
+//	 "created":RFC 3339, "imageSize":bytes, "imageSha256":hex,
+//	 "chunking":{"algorithm":"rabin","min":…,"max":…,"averageBits":…,"polynomial":…}
+//	           or {"algorithm":"fixed","size":…},
+//	 "chunkCount":n, "tableSize":64·n, "tableSha256":hex, "dataSize":D}
+//
+// It binds the chunk table by hash and the section lengths by value, so every byte a host uses
+// is covered by the signature transitively. A chunk-table record (64 bytes):
+//
+//	0   8  image offset (chunks are contiguous from 0 and cover imageSize exactly)
+//	8   4  length (1..MaxChunkSize = 16 MiB)
+//	12  1  encoding: 0 zero (nothing stored), 1 raw, 2 zstd (one frame)
+//	13  3  reserved = 0
+//	16  8  data offset, relative to the data section
+//	24  4  stored length (0 for zero; = length for raw; ≤ length+length/128+1024 for zstd)
+//	28  4  reserved = 0
+//	32  32 SHA-256 of the chunk's decoded bytes
+//
+// Stored ranges lie inside the data section and may be shared: identical chunks are stored once.
+//
+// # Trust
+//
+// A TrustRoot (JSON, "version":1) lists public keys by id, a threshold, revoked ids and a security
+// floor. Verify counts distinct keys that are listed, not revoked, and whose signature verifies;
+// it needs at least threshold of them. Key rotation: sign with the old and the new key during the
+// overlap (hosts trusting either accept), then ship a trust root without (or revoking) the old key.
+// A payload whose security version is below max(trust floor, Expect.Floor) is refused.
+//
+// # Chunking
+//
+// Content-defined chunking (Rabin fingerprints, github.com/restic/chunker) is the default because
+// a rebuilt filesystem moves file contents to other block offsets; fixed-size chunks lose every
+// chunk behind a shift, content-defined chunks re-synchronise. The measurement behind the choice
+// is BenchmarkChunking (bench_test.go); its numbers are in the package README section.
+//
+// # Install
+//
+// Install opens the source, verifies the envelope and the chunk table, and only then touches the
+// target. For each chunk (in image order) it reuses the target's bytes when their hash already
+// matches (an interrupted earlier attempt), else copies a chunk with the same hash from the active
+// slot (found by cutting the active slot with the manifest's chunking), else fetches the stored
+// bytes — neighbouring stored ranges coalesced into requests of at most InstallOptions.MaxRequest,
+// several in flight, retried with jittered backoff and resumed after a cut — decodes, hashes and
+// only then writes. At the end the whole target range [0, imageSize) is re-read and hashed against
+// imageSha256. Every refusal is a *RejectError (see Reason); I/O failures are plain errors.
+//
+// # Invariants
+//
+//   - Nothing is written to the target before the envelope and the chunk table verified.
+//   - No byte is written to the target before the SHA-256 of its chunk matched the signed table.
+//   - Every length read from a file or a server is bounded by a named limit before use.
+//   - Memory is bounded by the chunk table and a few chunk-sized buffers per worker.
+package payload

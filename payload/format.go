@@ -1,0 +1,252 @@
+package payload
+
+import (
+	"encoding/binary"
+	"math"
+)
+
+// Format constants. See doc.go for the byte-by-byte layout.
+const (
+	// Magic opens every payload file.
+	Magic = "TWINSLOT"
+	// FormatVersion is the version of the container layout (header, envelope area, data, table)
+	// and of the manifest schema. Readers refuse other versions.
+	FormatVersion = 1
+	// HeaderSize is the fixed header length in bytes.
+	HeaderSize = 48
+	// TableEntrySize is the length of one chunk-table record in bytes.
+	TableEntrySize = 64
+	// PayloadType is the DSSE payloadType of the manifest.
+	PayloadType = "application/vnd.twinslot.manifest+json"
+	// DefaultAppID is twinslot's Omaha application id (without braces; Omaha adds them).
+	DefaultAppID = "f7d0ccdd-af0a-402c-b7d1-0693b2cf46bc"
+	// DefaultEnvelopeArea is the room Build reserves for the envelope so that signatures can be
+	// added without growing the file in most cases.
+	DefaultEnvelopeArea = 64 << 10
+)
+
+// Limits on untrusted input. Every length read from a payload is checked against these before it
+// is used to allocate or to compute an offset.
+const (
+	MaxEnvelopeArea  = 1 << 20   // envelope area in the header
+	MaxManifestSize  = 256 << 10 // decoded DSSE payload (manifest JSON)
+	MaxSignatures    = 32        // signatures per envelope
+	MaxSignatureSize = 8 << 10   // one decoded signature
+	MaxKeyIDSize     = 128       // one key id string
+	MaxChunks        = 1 << 20   // chunks per image
+	MaxChunkSize     = 16 << 20  // one chunk, decoded
+	MaxImageSize     = 1 << 40   // 1 TiB
+	MaxDataSize      = 1 << 41   // data section
+	MaxStringField   = 256       // app id, board, version, …
+	maxZstdOverhead  = 1 << 10   // stored zstd frame may exceed its decoded size by this much (+1/128)
+	maxTrustRootSize = 1 << 20
+	maxTrustRootKeys = 64
+	maxPublicKeyPEM  = 16 << 10
+)
+
+// Encoding says how a chunk's bytes are stored in the data section.
+type Encoding uint8
+
+// Chunk encodings.
+const (
+	EncodingZero Encoding = 0 // all zero bytes, nothing stored
+	EncodingRaw  Encoding = 1 // stored as is
+	EncodingZstd Encoding = 2 // one zstd frame
+)
+
+func (e Encoding) String() string {
+	switch e {
+	case EncodingZero:
+		return "zero"
+	case EncodingRaw:
+		return "raw"
+	case EncodingZstd:
+		return "zstd"
+	}
+	return "unknown"
+}
+
+// header is the fixed 48-byte file header.
+type header struct {
+	Version      uint16
+	Flags        uint16
+	EnvelopeLen  uint32 // bytes of envelope JSON at the start of the envelope area
+	EnvelopeArea uint32 // bytes reserved for the envelope (JSON + zero padding)
+	DataLen      uint64
+	TableLen     uint64
+}
+
+func (h header) marshal() []byte {
+	b := make([]byte, HeaderSize)
+	copy(b, Magic)
+	binary.BigEndian.PutUint16(b[8:], h.Version)
+	binary.BigEndian.PutUint16(b[10:], h.Flags)
+	binary.BigEndian.PutUint32(b[12:], h.EnvelopeLen)
+	binary.BigEndian.PutUint32(b[16:], h.EnvelopeArea)
+	// b[20:24] reserved, zero
+	binary.BigEndian.PutUint64(b[24:], h.DataLen)
+	binary.BigEndian.PutUint64(b[32:], h.TableLen)
+	// b[40:48] reserved, zero
+	return b
+}
+
+// parseHeader checks b (HeaderSize bytes) and returns the header. It checks every length against
+// its limit but not against the file size (see header.fileSize).
+func parseHeader(b []byte) (header, error) {
+	var h header
+	if len(b) < HeaderSize {
+		return h, reject(ReasonTruncated, "file is %d bytes, shorter than the %d-byte header", len(b), HeaderSize)
+	}
+	if string(b[:8]) != Magic {
+		return h, reject(ReasonMalformed, "not a twinslot payload (magic %q)", b[:8])
+	}
+	h.Version = binary.BigEndian.Uint16(b[8:])
+	h.Flags = binary.BigEndian.Uint16(b[10:])
+	h.EnvelopeLen = binary.BigEndian.Uint32(b[12:])
+	h.EnvelopeArea = binary.BigEndian.Uint32(b[16:])
+	h.DataLen = binary.BigEndian.Uint64(b[24:])
+	h.TableLen = binary.BigEndian.Uint64(b[32:])
+	if h.Version != FormatVersion {
+		return h, reject(ReasonMalformed, "format version %d is not supported (this build reads version %d); update the updater", h.Version, FormatVersion)
+	}
+	if h.Flags != 0 || !allZero(b[20:24]) || !allZero(b[40:48]) {
+		return h, reject(ReasonMalformed, "reserved header bits are set")
+	}
+	switch {
+	case h.EnvelopeArea > MaxEnvelopeArea:
+		return h, reject(ReasonLengthOverflow, "envelope area %d bytes exceeds the limit %d", h.EnvelopeArea, MaxEnvelopeArea)
+	case h.EnvelopeLen > h.EnvelopeArea:
+		return h, reject(ReasonLengthOverflow, "envelope length %d exceeds its area %d", h.EnvelopeLen, h.EnvelopeArea)
+	case h.EnvelopeLen == 0:
+		return h, reject(ReasonMalformed, "empty envelope")
+	case h.DataLen > MaxDataSize:
+		return h, reject(ReasonLengthOverflow, "data section %d bytes exceeds the limit %d", h.DataLen, uint64(MaxDataSize))
+	case h.TableLen > MaxChunks*TableEntrySize:
+		return h, reject(ReasonLengthOverflow, "chunk table %d bytes exceeds the limit %d", h.TableLen, MaxChunks*TableEntrySize)
+	case h.TableLen%TableEntrySize != 0:
+		return h, reject(ReasonMalformed, "chunk table length %d is not a multiple of %d", h.TableLen, TableEntrySize)
+	}
+	return h, nil
+}
+
+// dataOffset is the file offset of the data section.
+func (h header) dataOffset() int64 { return HeaderSize + int64(h.EnvelopeArea) }
+
+// tableOffset is the file offset of the chunk table.
+func (h header) tableOffset() int64 { return h.dataOffset() + int64(h.DataLen) }
+
+// fileSize is the exact size of a file with this header. The limits in parseHeader keep it far
+// below MaxInt64, so it cannot overflow.
+func (h header) fileSize() int64 { return h.tableOffset() + int64(h.TableLen) }
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// Chunk is one piece of the image: Length bytes at Offset whose SHA-256 is SHA256, stored with
+// Encoding at [DataOffset, DataOffset+DataLength) of the data section. Several chunks may share
+// stored bytes (identical content is stored once).
+type Chunk struct {
+	Offset     int64
+	Length     uint32
+	Encoding   Encoding
+	DataOffset int64
+	DataLength uint32
+	SHA256     [32]byte
+}
+
+func (c Chunk) marshal(b []byte) {
+	binary.BigEndian.PutUint64(b[0:], uint64(c.Offset))
+	binary.BigEndian.PutUint32(b[8:], c.Length)
+	b[12] = byte(c.Encoding)
+	b[13], b[14], b[15] = 0, 0, 0
+	binary.BigEndian.PutUint64(b[16:], uint64(c.DataOffset))
+	binary.BigEndian.PutUint32(b[24:], c.DataLength)
+	clear(b[28:32])
+	copy(b[32:64], c.SHA256[:])
+}
+
+func marshalTable(chunks []Chunk) []byte {
+	b := make([]byte, len(chunks)*TableEntrySize)
+	for i, c := range chunks {
+		c.marshal(b[i*TableEntrySize:])
+	}
+	return b
+}
+
+// parseTable decodes and checks a chunk table: chunks are in image order, contiguous, non-empty,
+// cover exactly [0, imageSize), and each stored range lies inside a data section of dataLen bytes
+// with a length that fits its encoding.
+func parseTable(b []byte, imageSize int64, dataLen uint64) ([]Chunk, error) {
+	if len(b)%TableEntrySize != 0 {
+		return nil, reject(ReasonMalformed, "chunk table length %d is not a multiple of %d", len(b), TableEntrySize)
+	}
+	n := len(b) / TableEntrySize
+	if n > MaxChunks {
+		return nil, reject(ReasonLengthOverflow, "%d chunks exceed the limit %d", n, MaxChunks)
+	}
+	chunks := make([]Chunk, n)
+	var next int64
+	for i := range chunks {
+		e := b[i*TableEntrySize : (i+1)*TableEntrySize]
+		off := binary.BigEndian.Uint64(e[0:])
+		c := Chunk{
+			Length:     binary.BigEndian.Uint32(e[8:]),
+			Encoding:   Encoding(e[12]),
+			DataLength: binary.BigEndian.Uint32(e[24:]),
+		}
+		doff := binary.BigEndian.Uint64(e[16:])
+		copy(c.SHA256[:], e[32:64])
+		if !allZero(e[13:16]) || !allZero(e[28:32]) {
+			return nil, reject(ReasonMalformed, "chunk %d: reserved bytes are set", i)
+		}
+		if off != uint64(next) {
+			return nil, reject(ReasonMalformed, "chunk %d starts at %d, want %d (chunks must be contiguous)", i, off, next)
+		}
+		if c.Length == 0 || c.Length > MaxChunkSize {
+			return nil, reject(ReasonLengthOverflow, "chunk %d length %d outside 1..%d", i, c.Length, MaxChunkSize)
+		}
+		if doff > dataLen || uint64(c.DataLength) > dataLen-doff {
+			return nil, reject(ReasonLengthOverflow, "chunk %d data [%d,+%d) outside the %d-byte data section", i, doff, c.DataLength, dataLen)
+		}
+		switch c.Encoding {
+		case EncodingZero:
+			if c.DataLength != 0 {
+				return nil, reject(ReasonMalformed, "zero chunk %d stores %d bytes", i, c.DataLength)
+			}
+		case EncodingRaw:
+			if c.DataLength != c.Length {
+				return nil, reject(ReasonMalformed, "raw chunk %d stores %d bytes for %d", i, c.DataLength, c.Length)
+			}
+		case EncodingZstd:
+			if c.DataLength == 0 || c.DataLength > zstdBound(c.Length) {
+				return nil, reject(ReasonLengthOverflow, "zstd chunk %d stores %d bytes for %d", i, c.DataLength, c.Length)
+			}
+		default:
+			return nil, reject(ReasonMalformed, "chunk %d has unknown encoding %d", i, c.Encoding)
+		}
+		c.Offset = next
+		c.DataOffset = int64(doff)
+		next += int64(c.Length)
+		if next > imageSize {
+			return nil, reject(ReasonLengthOverflow, "chunk %d ends at %d, past the %d-byte image", i, next, imageSize)
+		}
+		chunks[i] = c
+	}
+	if next != imageSize {
+		return nil, reject(ReasonMalformed, "chunks cover %d bytes of a %d-byte image", next, imageSize)
+	}
+	return chunks, nil
+}
+
+// zstdBound is the largest stored size accepted for a zstd chunk of n decoded bytes (Build stores
+// a chunk raw when zstd does not shrink it, so real frames are smaller than n).
+func zstdBound(n uint32) uint32 {
+	b := uint64(n) + uint64(n)/128 + maxZstdOverhead
+	return uint32(min(b, math.MaxUint32))
+}

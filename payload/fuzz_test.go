@@ -1,0 +1,94 @@
+package payload
+
+import (
+	"bytes"
+	"encoding/binary"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func goldenSeed(t testing.TB) ([]byte, *TrustRoot) {
+	b, err := os.ReadFile(filepath.Join("testdata", "v1.tsp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := LoadTrustRoot(filepath.Join("testdata", "trust.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b, tr
+}
+
+// FuzzEnvelope feeds arbitrary files to Open and Verify: they must never panic, never allocate
+// past the limits, and never accept a file the golden trust root did not sign.
+func FuzzEnvelope(f *testing.F) {
+	golden, tr := goldenSeed(f)
+	f.Add(golden)
+	f.Add(golden[:HeaderSize])
+	f.Add(golden[:len(golden)/2])
+	short := bytes.Clone(golden[:HeaderSize+4096])
+	binary.BigEndian.PutUint64(short[24:], 0)
+	binary.BigEndian.PutUint64(short[32:], 0)
+	f.Add(short)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		pf, err := Open(bytes.NewReader(b), int64(len(b)))
+		if err != nil {
+			if _, ok := IsRejection(err); !ok {
+				t.Fatalf("Open error is not a rejection: %v", err)
+			}
+			return
+		}
+		pf.Unverified()
+		m, err := pf.Verify(tr, Expect{})
+		if err != nil {
+			if _, ok := IsRejection(err); !ok {
+				t.Fatalf("Verify error is not a rejection: %v", err)
+			}
+			return
+		}
+		// Accepted: the signed parts must be the golden ones.
+		if len(m.Chunks) != m.ChunkCount || m.Version != "0.0.1-golden" {
+			t.Fatalf("accepted a manifest the golden key never signed: %+v", m)
+		}
+	})
+}
+
+// FuzzManifest feeds arbitrary manifest JSON and chunk tables to the parsers.
+func FuzzManifest(f *testing.F) {
+	golden, _ := goldenSeed(f)
+	pf, err := Open(bytes.NewReader(golden), int64(len(golden)))
+	if err != nil {
+		f.Fatal(err)
+	}
+	table := golden[pf.hdr.tableOffset():]
+	f.Add(pf.body, table)
+	f.Add([]byte(`{"formatVersion":1}`), table[:TableEntrySize])
+	f.Add(pf.body, []byte{})
+	f.Fuzz(func(t *testing.T, manifest, table []byte) {
+		m, err := parseManifest(manifest)
+		if err != nil {
+			if _, ok := IsRejection(err); !ok {
+				t.Fatalf("not a rejection: %v", err)
+			}
+			return
+		}
+		chunks, err := parseTable(table, m.ImageSize, uint64(m.DataSize))
+		if err != nil {
+			if _, ok := IsRejection(err); !ok {
+				t.Fatalf("not a rejection: %v", err)
+			}
+			return
+		}
+		var end int64
+		for _, c := range chunks {
+			if c.Offset != end || c.DataOffset+int64(c.DataLength) > m.DataSize {
+				t.Fatalf("parseTable accepted an inconsistent chunk %+v", c)
+			}
+			end += int64(c.Length)
+		}
+		if end != m.ImageSize {
+			t.Fatalf("chunks cover %d of %d", end, m.ImageSize)
+		}
+	})
+}

@@ -1,0 +1,51 @@
+package payload_test
+
+import (
+	"bytes"
+	"flag"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/twinslot/twinslot/payload"
+	"github.com/twinslot/twinslot/payload/payloadtest"
+)
+
+var updateGolden = flag.Bool("update-golden", false, "rewrite testdata/v1.tsp and testdata/trust.json with a fresh key")
+
+// goldenImage is the image inside testdata/v1.tsp.
+func goldenImage() []byte { return payloadtest.Image(48<<10, 42) }
+
+// TestGoldenV1 proves that a format-version-1 payload written by an earlier build still opens and
+// verifies: the file format and the manifest schema are a compatibility promise.
+func TestGoldenV1(t *testing.T) {
+	tsp, trust := filepath.Join("testdata", "v1.tsp"), filepath.Join("testdata", "trust.json")
+	if *updateGolden {
+		k := payloadtest.NewKey(t, payload.KeyECDSAP256)
+		o := payloadtest.Options("0.0.1-golden")
+		o.Chunking = payload.Chunking{Algorithm: payload.ChunkingRabin, Min: 1 << 10, Max: 16 << 10, AverageBits: 12, Polynomial: payload.DefaultPolynomial}
+		o.EnvelopeArea = 4096
+		payloadtest.BuildBytes(t, goldenImage(), tsp, o, k)
+		payloadtest.WriteTrustRoot(t, "testdata", payloadtest.TrustRoot(t, 1, 0, k))
+	}
+	b, err := os.ReadFile(tsp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := payload.LoadTrustRoot(trust)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := payload.Open(bytes.NewReader(b), int64(len(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := f.Verify(tr, payload.Expect{AppID: payload.DefaultAppID, Board: "amd64-usr", Floor: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := goldenImage()
+	if m.Version != "0.0.1-golden" || m.ImageSize != int64(len(img)) || m.Chunking.Algorithm != payload.ChunkingRabin {
+		t.Fatalf("manifest %+v", m)
+	}
+}

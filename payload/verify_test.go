@@ -1,0 +1,369 @@
+package payload_test
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/twinslot/twinslot/payload"
+	"github.com/twinslot/twinslot/payload/payloadtest"
+)
+
+// fixture is one built payload with its keys.
+type fixture struct {
+	dir    string
+	image  []byte
+	path   string
+	old    *payloadtest.Key
+	new    *payloadtest.Key
+	stray  *payloadtest.Key
+	ed     *payloadtest.Key
+	manif  *payload.Manifest
+	opts   payload.BuildOptions
+	rawLen int64
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	f := &fixture{dir: t.TempDir()}
+	f.old = payloadtest.NewKey(t, payload.KeyECDSAP256)
+	f.new = payloadtest.NewKey(t, payload.KeyECDSAP256)
+	f.stray = payloadtest.NewKey(t, payload.KeyECDSAP256)
+	f.ed = payloadtest.NewKey(t, payload.KeyEd25519)
+	f.image = payloadtest.Image(3<<20+12345, 1)
+	f.opts = payloadtest.Options("1.2.3")
+	f.opts.SecurityVersion = 5
+	f.path = filepath.Join(f.dir, "p.tsp")
+	f.manif = payloadtest.BuildBytes(t, f.image, f.path, f.opts)
+	st, err := os.Stat(f.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.rawLen = st.Size()
+	return f
+}
+
+// variant copies the unsigned payload, signs it with keys and applies edit to the bytes.
+func (f *fixture) variant(t *testing.T, name string, edit func([]byte) []byte, keys ...*payloadtest.Key) string {
+	t.Helper()
+	b, err := os.ReadFile(f.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(f.dir, name+".tsp")
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	payloadtest.Sign(t, p, keys...)
+	if edit != nil {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, edit(b), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return p
+}
+
+func verifyPath(p string, tr *payload.TrustRoot, want payload.Expect) (*payload.Manifest, error) {
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return nil, err
+	}
+	f, err := payload.Open(bytes.NewReader(b), int64(len(b)))
+	if err != nil {
+		return nil, err
+	}
+	return f.Verify(tr, want)
+}
+
+// envelopeEdit rewrites the envelope JSON in place (keeping the area) with fn.
+func envelopeEdit(fn func(env map[string]any)) func([]byte) []byte {
+	return func(b []byte) []byte {
+		n := binary.BigEndian.Uint32(b[12:])
+		area := binary.BigEndian.Uint32(b[16:])
+		var env map[string]any
+		if err := json.Unmarshal(b[payload.HeaderSize:payload.HeaderSize+n], &env); err != nil {
+			panic(err)
+		}
+		fn(env)
+		nb, _ := json.Marshal(env)
+		if uint32(len(nb)) > area {
+			panic("envelope grew past its area")
+		}
+		out := bytes.Clone(b)
+		clear(out[payload.HeaderSize : payload.HeaderSize+area])
+		copy(out[payload.HeaderSize:], nb)
+		binary.BigEndian.PutUint32(out[12:], uint32(len(nb)))
+		return out
+	}
+}
+
+func TestVerifyRejects(t *testing.T) {
+	f := newFixture(t)
+	trustOld := payloadtest.TrustRoot(t, 1, 0, f.old)
+	trustBoth2 := payloadtest.TrustRoot(t, 2, 0, f.old, f.new)
+	trustRevoked := payloadtest.TrustRoot(t, 1, 0, f.old, f.new)
+	trustRevoked.Revoke(f.old.ID)
+	trustFloor := payloadtest.TrustRoot(t, 1, 6, f.old)
+	app := payload.Expect{AppID: payload.DefaultAppID, Board: "amd64-usr"}
+
+	flipSig := envelopeEdit(func(env map[string]any) {
+		s := env["signatures"].([]any)[0].(map[string]any)
+		sig := []byte(s["sig"].(string))
+		sig[10] ^= 'A' ^ 'B'
+		if sig[10] == '=' || sig[10] == '/' {
+			sig[10] = 'C'
+		}
+		s["sig"] = string(sig)
+	})
+	tests := []struct {
+		name  string
+		path  func() string
+		trust *payload.TrustRoot
+		want  payload.Expect
+		err   *payload.RejectError
+	}{
+		{"unsigned", func() string { return f.variant(t, "unsigned", nil) }, trustOld, app, payload.ErrNoSignature},
+		{"invalid signature", func() string { return f.variant(t, "badsig", flipSig, f.old) }, trustOld, app, payload.ErrBadSignature},
+		{"manifest changed after signing", func() string {
+			return f.variant(t, "changed", envelopeEdit(func(env map[string]any) {
+				var m map[string]any
+				body, _ := base64Decode(env["payload"].(string))
+				json.Unmarshal(body, &m)
+				m["board"] = "arm64-usr"
+				nb, _ := json.Marshal(m)
+				env["payload"] = base64Encode(nb)
+			}), f.old)
+		}, trustOld, payload.Expect{}, payload.ErrBadSignature},
+		{"unknown key", func() string { return f.variant(t, "stray", nil, f.stray) }, trustOld, app, payload.ErrUnknownKey},
+		{"revoked key", func() string { return f.variant(t, "revoked", nil, f.old) }, trustRevoked, app, payload.ErrRevokedKey},
+		{"below threshold", func() string { return f.variant(t, "one", nil, f.old, f.stray) }, trustBoth2, app, payload.ErrBelowThreshold},
+		{"same key twice counts once", func() string {
+			return f.variant(t, "twice", envelopeEdit(func(env map[string]any) {
+				sigs := env["signatures"].([]any)
+				env["signatures"] = append(sigs, sigs[0])
+			}), f.old)
+		}, trustBoth2, app, payload.ErrBelowThreshold},
+		{"wrong board", func() string { return f.variant(t, "board", nil, f.old) }, trustOld, payload.Expect{Board: "arm64-usr"}, payload.ErrWrongBoard},
+		{"wrong app", func() string { return f.variant(t, "app", nil, f.old) }, trustOld, payload.Expect{AppID: "e96281a6-d1af-4bde-9a0a-97b76e56dc57"}, payload.ErrWrongApp},
+		{"security version below trust floor", func() string { return f.variant(t, "floor", nil, f.old) }, trustFloor, app, payload.ErrSecurityVersion},
+		{"security version below expected floor", func() string { return f.variant(t, "floor2", nil, f.old) }, trustOld, payload.Expect{Floor: 9}, payload.ErrSecurityVersion},
+		{"truncated", func() string {
+			return f.variant(t, "trunc", func(b []byte) []byte { return b[:len(b)-1] }, f.old)
+		}, trustOld, app, payload.ErrTruncated},
+		{"truncated header", func() string {
+			return f.variant(t, "trunchdr", func(b []byte) []byte { return b[:20] }, f.old)
+		}, trustOld, app, payload.ErrTruncated},
+		{"trailing data", func() string {
+			return f.variant(t, "trail", func(b []byte) []byte { return append(b, 0) }, f.old)
+		}, trustOld, app, payload.ErrMalformed},
+		{"envelope area overflow", func() string {
+			return f.variant(t, "areaovf", func(b []byte) []byte {
+				binary.BigEndian.PutUint32(b[16:], 0xffffffff)
+				return b
+			}, f.old)
+		}, trustOld, app, payload.ErrLengthOverflow},
+		{"envelope length past area", func() string {
+			return f.variant(t, "envovf", func(b []byte) []byte {
+				binary.BigEndian.PutUint32(b[12:], binary.BigEndian.Uint32(b[16:])+1)
+				return b
+			}, f.old)
+		}, trustOld, app, payload.ErrLengthOverflow},
+		{"data length overflow", func() string {
+			return f.variant(t, "dataovf", func(b []byte) []byte {
+				binary.BigEndian.PutUint64(b[24:], 1<<63)
+				return b
+			}, f.old)
+		}, trustOld, app, payload.ErrLengthOverflow},
+		{"table length overflow", func() string {
+			return f.variant(t, "tableovf", func(b []byte) []byte {
+				binary.BigEndian.PutUint64(b[32:], ^uint64(0)-63)
+				return b
+			}, f.old)
+		}, trustOld, app, payload.ErrLengthOverflow},
+		{"chunk table tampered", func() string {
+			return f.variant(t, "table", func(b []byte) []byte {
+				b[len(b)-1] ^= 1 // last byte of the last chunk's hash
+				return b
+			}, f.old)
+		}, trustOld, app, payload.ErrChunkTableMismatch},
+		{"bad magic", func() string {
+			return f.variant(t, "magic", func(b []byte) []byte { b[0] = 'X'; return b }, f.old)
+		}, trustOld, app, payload.ErrMalformed},
+		{"future format version", func() string {
+			return f.variant(t, "ver", func(b []byte) []byte { b[9] = 2; return b }, f.old)
+		}, trustOld, app, payload.ErrMalformed},
+		{"wrong payload type", func() string {
+			return f.variant(t, "ptype", envelopeEdit(func(env map[string]any) { env["payloadType"] = "text/plain" }), f.old)
+		}, trustOld, app, payload.ErrMalformed},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := verifyPath(tc.path(), tc.trust, tc.want)
+			if !errors.Is(err, tc.err) {
+				t.Fatalf("got %v, want reason %s", err, tc.err.Reason)
+			}
+			var re *payload.RejectError
+			if !errors.As(err, &re) || re.Reason != tc.err.Reason {
+				t.Fatalf("errors.As: %v", err)
+			}
+		})
+	}
+}
+
+func TestVerifyAccepts(t *testing.T) {
+	f := newFixture(t)
+	app := payload.Expect{AppID: payload.DefaultAppID, Board: "amd64-usr", Floor: 5}
+	tests := []struct {
+		name  string
+		keys  []*payloadtest.Key
+		trust *payload.TrustRoot
+	}{
+		{"ecdsa", []*payloadtest.Key{f.old}, payloadtest.TrustRoot(t, 1, 0, f.old)},
+		{"ed25519", []*payloadtest.Key{f.ed}, payloadtest.TrustRoot(t, 1, 0, f.ed)},
+		{"2 of 3", []*payloadtest.Key{f.stray, f.ed, f.new}, payloadtest.TrustRoot(t, 2, 0, f.old, f.new, f.ed)},
+		{"unknown and revoked signatures beside enough valid ones", []*payloadtest.Key{f.stray, f.old, f.new}, func() *payload.TrustRoot {
+			tr := payloadtest.TrustRoot(t, 1, 0, f.old, f.new)
+			tr.Revoke(f.old.ID)
+			return tr
+		}()},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p := f.variant(t, tc.name, nil, tc.keys...)
+			m, err := verifyPath(p, tc.trust, app)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m.Version != "1.2.3" || m.Board != "amd64-usr" || m.SecurityVersion != 5 || m.ImageSize != int64(len(f.image)) {
+				t.Fatalf("manifest %+v", m)
+			}
+			if m.ImageSHA256 != f.manif.ImageSHA256 || len(m.Chunks) != m.ChunkCount {
+				t.Fatalf("image hash or chunks differ")
+			}
+		})
+	}
+}
+
+// TestKeyRotation walks a rotation: hosts trusting only the old key and hosts already trusting
+// only the new key both accept payloads signed by both during the overlap; after the old key is
+// revoked, a payload signed only by it is refused.
+func TestKeyRotation(t *testing.T) {
+	f := newFixture(t)
+	oldHosts := payloadtest.TrustRoot(t, 1, 0, f.old)
+	newHosts := payloadtest.TrustRoot(t, 1, 0, f.new)
+	overlap := f.variant(t, "overlap", nil, f.old, f.new)
+	for name, tr := range map[string]*payload.TrustRoot{"old hosts": oldHosts, "new hosts": newHosts} {
+		if _, err := verifyPath(overlap, tr, payload.Expect{}); err != nil {
+			t.Errorf("%s refuse the overlap payload: %v", name, err)
+		}
+	}
+	after := payloadtest.TrustRoot(t, 1, 0, f.old, f.new)
+	after.Revoke(f.old.ID)
+	oldOnly := f.variant(t, "oldonly", nil, f.old)
+	if _, err := verifyPath(oldOnly, after, payload.Expect{}); !errors.Is(err, payload.ErrRevokedKey) {
+		t.Fatalf("old-key-only payload after revocation: %v, want revoked", err)
+	}
+	if _, err := verifyPath(overlap, after, payload.Expect{}); err != nil {
+		t.Fatalf("overlap payload after revocation: %v", err)
+	}
+}
+
+func TestSignReplacesSameKey(t *testing.T) {
+	f := newFixture(t)
+	p := f.variant(t, "resign", nil, f.old, f.old, f.new)
+	b, _ := os.ReadFile(p)
+	pf, err := payload.Open(bytes.NewReader(b), int64(len(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ids := pf.KeyIDs(); len(ids) != 2 || ids[0] != f.old.ID || ids[1] != f.new.ID {
+		t.Fatalf("key ids %v", ids)
+	}
+}
+
+func TestTrustRoot(t *testing.T) {
+	a := payloadtest.NewKey(t, payload.KeyECDSAP256)
+	b := payloadtest.NewKey(t, payload.KeyEd25519)
+	tr := payloadtest.TrustRoot(t, 2, 7, a, b)
+	tr.Revoke("ab" + a.ID[2:])
+	js, err := tr.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := payload.ParseTrustRoot(js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if back.Threshold != 2 || back.SecurityFloor != 7 || len(back.Keys) != 2 || back.Keys[1].ID != b.ID {
+		t.Fatalf("round trip: %+v", back)
+	}
+	bad := []struct{ name, json string }{
+		{"no version", `{"keys":[],"threshold":1}`},
+		{"unknown field", `{"version":1,"keys":[],"threshold":1,"extra":1}`},
+		{"no keys", `{"version":1,"keys":[],"threshold":1}`},
+		{"id mismatch", `{"version":1,"keys":[{"id":"` + b.ID + `","publicKey":` + jsonString(a.PublicPEM) + `}],"threshold":1}`},
+		{"threshold too high", `{"version":1,"keys":[{"id":"` + a.ID + `","publicKey":` + jsonString(a.PublicPEM) + `}],"threshold":2}`},
+		{"all revoked", `{"version":1,"keys":[{"id":"` + a.ID + `","publicKey":` + jsonString(a.PublicPEM) + `}],"threshold":1,"revoked":["` + a.ID + `"]}`},
+		{"zero threshold", `{"version":1,"keys":[{"id":"` + a.ID + `","publicKey":` + jsonString(a.PublicPEM) + `}],"threshold":0}`},
+		{"duplicate key", `{"version":1,"keys":[{"id":"` + a.ID + `","publicKey":` + jsonString(a.PublicPEM) + `},{"id":"` + a.ID + `","publicKey":` + jsonString(a.PublicPEM) + `}],"threshold":1}`},
+		{"not a key", `{"version":1,"keys":[{"id":"x","publicKey":"hello"}],"threshold":1}`},
+	}
+	for _, tc := range bad {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := payload.ParseTrustRoot([]byte(tc.json)); err == nil {
+				t.Fatal("accepted")
+			}
+		})
+	}
+}
+
+func TestBuildDedupAndEncodings(t *testing.T) {
+	dir := t.TempDir()
+	img := make([]byte, 1<<20)
+	copy(img[256<<10:], bytes.Repeat([]byte("twinslot"), 32<<10)) // compressible
+	rnd := make([]byte, 256<<10)
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range rnd {
+		rnd[i] = byte(rng.Uint32())
+	}
+	copy(img[512<<10:], rnd)
+	copy(img[768<<10:], rnd) // a duplicate extent
+	o := payloadtest.Options("1")
+	o.Chunking = payload.FixedChunking(64 << 10)
+	k := payloadtest.NewKey(t, "")
+	p := filepath.Join(dir, "p.tsp")
+	payloadtest.BuildBytes(t, img, p, o, k)
+	m, err := verifyPath(p, payloadtest.TrustRoot(t, 1, 0, k), payload.Expect{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := map[payload.Encoding]int{}
+	for _, c := range m.Chunks {
+		count[c.Encoding]++
+	}
+	if count[payload.EncodingZero] != 4 || count[payload.EncodingZstd] != 4 || count[payload.EncodingRaw] != 8 || len(m.Chunks) != 16 {
+		t.Fatalf("encodings %v of %d chunks", count, len(m.Chunks))
+	}
+	// The duplicate extent is stored once.
+	if m.DataSize > int64(256<<10)+(8<<10) {
+		t.Fatalf("data %d bytes: duplicate stored twice?", m.DataSize)
+	}
+}
+
+func base64Decode(s string) ([]byte, error) { return base64.StdEncoding.DecodeString(s) }
+func base64Encode(b []byte) string          { return base64.StdEncoding.EncodeToString(b) }
+
+func jsonString(b []byte) string {
+	j, _ := json.Marshal(string(b))
+	return string(j)
+}
