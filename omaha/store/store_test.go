@@ -704,4 +704,3 @@ func testCatalog(t *testing.T, e env) {
 		t.Fatal(err)
 	}
 }
-
