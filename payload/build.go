@@ -110,8 +110,9 @@ func build(ctx context.Context, image io.ReaderAt, size int64, o BuildOptions, m
 		defer close(work)
 		full := sha256.New()
 		seen := map[[32]byte]bool{}
+		buf := make([]byte, o.Chunking.maxLen())
 		for {
-			data, err := cut.Next()
+			data, err := cut.Next(buf)
 			if err == io.EOF {
 				break
 			}

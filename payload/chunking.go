@@ -27,10 +27,10 @@ func (c Chunking) maxLen() int {
 	return c.Max
 }
 
-// cutter cuts a stream into chunks. Next returns the next chunk, valid until the following call,
-// or io.EOF.
+// cutter cuts a stream into chunks. Next copies the next chunk into buf (cap ≥ maxLen) and
+// returns it, or returns io.EOF at the end.
 type cutter interface {
-	Next() ([]byte, error)
+	Next(buf []byte) ([]byte, error)
 }
 
 func (c Chunking) newCutter(r io.Reader) (cutter, error) {
@@ -39,7 +39,7 @@ func (c Chunking) newCutter(r io.Reader) (cutter, error) {
 	}
 	switch c.Algorithm {
 	case ChunkingFixed:
-		return &fixedCutter{r: r, buf: make([]byte, c.Size)}, nil
+		return &fixedCutter{r: r, size: c.Size}, nil
 	case ChunkingRabin:
 		pol := chunker.Pol(c.Polynomial)
 		if !pol.Irreducible() {
@@ -47,21 +47,21 @@ func (c Chunking) newCutter(r io.Reader) (cutter, error) {
 		}
 		ch := chunker.NewWithBoundaries(r, pol, uint(c.Min), uint(c.Max))
 		ch.SetAverageBits(c.AverageBits)
-		return &rabinCutter{c: ch, buf: make([]byte, c.Max)}, nil
+		return &rabinCutter{c: ch}, nil
 	}
 	return nil, fmt.Errorf("unknown chunking %q", c.Algorithm)
 }
 
 type fixedCutter struct {
-	r   io.Reader
-	buf []byte
+	r    io.Reader
+	size int
 }
 
-func (f *fixedCutter) Next() ([]byte, error) {
-	n, err := io.ReadFull(f.r, f.buf)
+func (f *fixedCutter) Next(buf []byte) ([]byte, error) {
+	n, err := io.ReadFull(f.r, buf[:f.size])
 	switch {
 	case n > 0 && (err == nil || err == io.ErrUnexpectedEOF):
-		return f.buf[:n], nil
+		return buf[:n], nil
 	case err == nil || err == io.ErrUnexpectedEOF:
 		return nil, io.EOF
 	}
@@ -69,12 +69,11 @@ func (f *fixedCutter) Next() ([]byte, error) {
 }
 
 type rabinCutter struct {
-	c   *chunker.Chunker
-	buf []byte
+	c *chunker.Chunker
 }
 
-func (r *rabinCutter) Next() ([]byte, error) {
-	ch, err := r.c.Next(r.buf)
+func (r *rabinCutter) Next(buf []byte) ([]byte, error) {
+	ch, err := r.c.Next(buf[:0])
 	if err != nil {
 		return nil, err
 	}

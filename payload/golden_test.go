@@ -48,4 +48,14 @@ func TestGoldenV1(t *testing.T) {
 	if m.Version != "0.0.1-golden" || m.ImageSize != int64(len(img)) || m.Chunking.Algorithm != payload.ChunkingRabin {
 		t.Fatalf("manifest %+v", m)
 	}
+	// Install it into a slot and compare with the image generator's bytes.
+	slot := newMemSlot(len(img))
+	res, err := payload.Install(t.Context(), payload.FromFile(bytes.NewReader(b), int64(len(b))),
+		payload.Target{Slot: slot, Size: int64(len(img))}, payload.InstallOptions{Trust: tr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(slot.b, img) || res.Manifest.Version != m.Version {
+		t.Fatal("installed golden payload differs from its image")
+	}
 }

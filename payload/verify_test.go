@@ -118,12 +118,9 @@ func TestVerifyRejects(t *testing.T) {
 
 	flipSig := envelopeEdit(func(env map[string]any) {
 		s := env["signatures"].([]any)[0].(map[string]any)
-		sig := []byte(s["sig"].(string))
-		sig[10] ^= 'A' ^ 'B'
-		if sig[10] == '=' || sig[10] == '/' {
-			sig[10] = 'C'
-		}
-		s["sig"] = string(sig)
+		sig, _ := base64Decode(s["sig"].(string))
+		sig[len(sig)-1] ^= 1
+		s["sig"] = base64Encode(sig)
 	})
 	tests := []struct {
 		name  string

@@ -156,17 +156,19 @@ func Image(size int, seed uint64) []byte {
 	return b
 }
 
-// Mutate returns a copy of img where about fraction of the 4 KiB blocks changed and, to imitate a
-// rebuilt filesystem, a few extents moved by a few blocks.
+// Mutate returns a copy of img where about fraction of the bytes changed, in file-like runs of
+// 4 KiB to 256 KiB (4 KiB-aligned) at random places.
 func Mutate(img []byte, fraction float64, seed uint64) []byte {
 	rng := rand.New(rand.NewPCG(seed, ^seed))
 	out := bytes.Clone(img)
 	blocks := len(out) / 4096
-	for i := 0; i < int(float64(blocks)*fraction); i++ {
-		b := rng.IntN(blocks)
-		for j := b * 4096; j < (b+1)*4096; j++ {
+	for todo := int(float64(blocks) * fraction); todo > 0 && blocks > 0; {
+		n := min(1+rng.IntN(64), todo, blocks)
+		b := rng.IntN(blocks - n + 1)
+		for j := b * 4096; j < (b+n)*4096; j++ {
 			out[j] = byte(rng.Uint32())
 		}
+		todo -= n
 	}
 	return out
 }

@@ -1,0 +1,416 @@
+package payload_test
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/twinslot/twinslot/payload"
+	"github.com/twinslot/twinslot/payload/payloadtest"
+)
+
+// memSlot is a slot in memory that counts writes.
+type memSlot struct {
+	mu     sync.Mutex
+	b      []byte
+	writes int
+}
+
+func newMemSlot(n int) *memSlot { return &memSlot{b: make([]byte, n)} }
+
+func (s *memSlot) ReadAt(p []byte, off int64) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if off >= int64(len(s.b)) {
+		return 0, io.EOF
+	}
+	n := copy(p, s.b[off:])
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+func (s *memSlot) WriteAt(p []byte, off int64) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if off+int64(len(p)) > int64(len(s.b)) {
+		return 0, errors.New("write past the end of the slot")
+	}
+	s.writes++
+	return copy(s.b[off:], p), nil
+}
+
+func (s *memSlot) sum() [32]byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return sha256.Sum256(s.b)
+}
+
+var noWait = payload.Retry{Backoff: func(int) time.Duration { return 0 }}
+
+type installFixture struct {
+	key   *payloadtest.Key
+	trust *payload.TrustRoot
+	old   []byte // the active slot's image
+	new   []byte // the image in the payload
+	path  string
+	file  []byte
+	m     *payload.Manifest
+}
+
+func newInstallFixture(t *testing.T, size int, change float64) *installFixture {
+	t.Helper()
+	f := &installFixture{key: payloadtest.NewKey(t, "")}
+	f.trust = payloadtest.TrustRoot(t, 1, 0, f.key)
+	f.old = payloadtest.Image(size, 7)
+	f.new = payloadtest.Mutate(f.old, change, 8)
+	// Shift the second half by 3 blocks, as a rebuilt filesystem would.
+	half := len(f.new) / 2
+	shifted := append(append(bytes.Clone(f.new[:half]), make([]byte, 3*4096)...), f.new[half:len(f.new)-3*4096]...)
+	f.new = shifted
+	f.path = filepath.Join(t.TempDir(), "p.tsp")
+	f.m = payloadtest.BuildBytes(t, f.new, f.path, payloadtest.Options("2.0.0"), f.key)
+	var err error
+	if f.file, err = os.ReadFile(f.path); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func (f *installFixture) src() payload.Source {
+	return payload.FromFile(bytes.NewReader(f.file), int64(len(f.file)))
+}
+
+func (f *installFixture) opts() payload.InstallOptions {
+	return payload.InstallOptions{Trust: f.trust, Expect: payload.Expect{Board: "amd64-usr"}, Retry: noWait}
+}
+
+func TestInstallFullAndDelta(t *testing.T) {
+	f := newInstallFixture(t, 4<<20, 0.05)
+	slotSize := len(f.new) + 1<<20
+
+	t.Run("full", func(t *testing.T) {
+		slot := newMemSlot(slotSize)
+		var last payload.Progress
+		o := f.opts()
+		o.Progress = func(p payload.Progress) { last = p }
+		res, err := payload.Install(t.Context(), f.src(), payload.Target{Slot: slot, Size: int64(slotSize)}, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(slot.b[:len(f.new)], f.new) {
+			t.Fatal("slot differs from the image")
+		}
+		if res.BytesReusedActive != 0 || res.BytesFetched != f.m.DataSize {
+			t.Fatalf("full install result %+v (data %d)", res, f.m.DataSize)
+		}
+		if last.Phase != "done" || last.Done != int64(len(f.new)) || last.Total != int64(len(f.new)) {
+			t.Fatalf("last progress %+v", last)
+		}
+	})
+	t.Run("delta from the active slot", func(t *testing.T) {
+		slot := newMemSlot(slotSize)
+		active := bytes.NewReader(append(bytes.Clone(f.old), make([]byte, 1<<20)...))
+		res, err := payload.Install(t.Context(), f.src(), payload.Target{Slot: slot, Size: int64(slotSize), Active: active, ActiveSize: active.Size()}, f.opts())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(slot.b[:len(f.new)], f.new) {
+			t.Fatal("slot differs from the image")
+		}
+		if res.BytesReusedActive < int64(len(f.new))/2 || res.BytesFetched > f.m.DataSize/2 {
+			t.Fatalf("delta reused %d, fetched %d of %d", res.BytesReusedActive, res.BytesFetched, f.m.DataSize)
+		}
+	})
+	t.Run("repeat is a no-op", func(t *testing.T) {
+		slot := newMemSlot(slotSize)
+		copy(slot.b, f.new)
+		res, err := payload.Install(t.Context(), f.src(), payload.Target{Slot: slot, Size: int64(slotSize)}, f.opts())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.BytesFetched != 0 || res.BytesWritten != 0 || slot.writes != 0 || res.BytesReusedTarget != int64(len(f.new))-res.BytesZero {
+			t.Fatalf("repeat did work: %+v, %d writes", res, slot.writes)
+		}
+	})
+}
+
+// cutReader fails every read that touches [from, to), like a download cut or an unplugged disk.
+type cutReader struct {
+	r        io.ReaderAt
+	from, to int64
+}
+
+func (c *cutReader) ReadAt(p []byte, off int64) (int, error) {
+	if off < c.to && off+int64(len(p)) > c.from {
+		return 0, errors.New("cable unplugged")
+	}
+	return c.r.ReadAt(p, off)
+}
+
+func TestInstallResumesFromTarget(t *testing.T) {
+	f := newInstallFixture(t, 4<<20, 0.05)
+	slot := newMemSlot(len(f.new))
+	dataStart := int64(len(f.file)) - f.m.TableSize - f.m.DataSize
+	cut := payload.FromFile(&cutReader{r: bytes.NewReader(f.file), from: dataStart + f.m.DataSize/2, to: dataStart + f.m.DataSize}, int64(len(f.file)))
+	o := f.opts()
+	o.MaxRequest = 64 << 10 // many small requests, so part of the image lands before the cut
+	o.Parallel = 1
+	if _, err := payload.Install(t.Context(), cut, payload.Target{Slot: slot, Size: int64(len(slot.b))}, o); err == nil {
+		t.Fatal("install through a cut source succeeded")
+	}
+	res, err := payload.Install(t.Context(), f.src(), payload.Target{Slot: slot, Size: int64(len(slot.b))}, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(slot.b, f.new) {
+		t.Fatal("slot differs from the image")
+	}
+	if res.BytesReusedTarget == 0 || res.BytesFetched >= f.m.DataSize {
+		t.Fatalf("resume redid everything: %+v", res)
+	}
+}
+
+// TestInstallRejectsBeforeWriting proves the target stays byte-identical on every rejection that
+// happens before data.
+func TestInstallRejectsBeforeWriting(t *testing.T) {
+	f := newInstallFixture(t, 1<<20, 0.05)
+	stranger := payloadtest.NewKey(t, "")
+	unsigned := filepath.Join(t.TempDir(), "u.tsp")
+	payloadtest.BuildBytes(t, f.new, unsigned, payloadtest.Options("2.0.0"))
+	ub, _ := os.ReadFile(unsigned)
+	fileSrc := func(b []byte) payload.Source { return payload.FromFile(bytes.NewReader(b), int64(len(b))) }
+	tests := []struct {
+		name string
+		src  payload.Source
+		opts func(o *payload.InstallOptions)
+		size int64
+		want *payload.RejectError
+	}{
+		{"unsigned", fileSrc(ub), nil, 0, payload.ErrNoSignature},
+		{"unknown key", f.src(), func(o *payload.InstallOptions) { o.Trust = payloadtest.TrustRoot(t, 1, 0, stranger) }, 0, payload.ErrUnknownKey},
+		{"wrong board", f.src(), func(o *payload.InstallOptions) { o.Expect.Board = "arm64-usr" }, 0, payload.ErrWrongBoard},
+		{"below floor", f.src(), func(o *payload.InstallOptions) { o.Expect.Floor = 2 }, 0, payload.ErrSecurityVersion},
+		{"truncated", fileSrc(f.file[:len(f.file)-10]), nil, 0, payload.ErrTruncated},
+		{"image larger than slot", f.src(), nil, int64(len(f.new)) - 1, payload.ErrImageTooLarge},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			slot := newMemSlot(len(f.new) + 4096)
+			copy(slot.b, f.old)
+			before := slot.sum()
+			o := f.opts()
+			if tc.opts != nil {
+				tc.opts(&o)
+			}
+			size := tc.size
+			if size == 0 {
+				size = int64(len(slot.b))
+			}
+			_, err := payload.Install(t.Context(), tc.src, payload.Target{Slot: slot, Size: size}, o)
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("got %v, want %s", err, tc.want.Reason)
+			}
+			if slot.writes != 0 || slot.sum() != before {
+				t.Fatalf("target changed on rejection (%d writes)", slot.writes)
+			}
+		})
+	}
+}
+
+func TestInstallChunkHashMismatch(t *testing.T) {
+	f := newInstallFixture(t, 1<<20, 0.05)
+	bad := bytes.Clone(f.file)
+	dataStart := len(bad) - int(f.m.TableSize) - int(f.m.DataSize)
+	for _, c := range f.m.Chunks {
+		if c.Encoding == payload.EncodingRaw {
+			bad[dataStart+int(c.DataOffset)+int(c.DataLength)/2] ^= 0xff
+			break
+		}
+	}
+	slot := newMemSlot(len(f.new))
+	_, err := payload.Install(t.Context(), payload.FromFile(bytes.NewReader(bad), int64(len(bad))), payload.Target{Slot: slot, Size: int64(len(slot.b))}, f.opts())
+	if !errors.Is(err, payload.ErrChunkHash) {
+		t.Fatalf("got %v, want chunk-hash", err)
+	}
+}
+
+func TestInstallImageHashMismatch(t *testing.T) {
+	f := newInstallFixture(t, 1<<20, 0.05)
+	slot := &flakySlot{memSlot: newMemSlot(len(f.new)), flipAt: int64(len(f.new) / 3)}
+	_, err := payload.Install(t.Context(), f.src(), payload.Target{Slot: slot, Size: int64(len(f.new))}, f.opts())
+	if !errors.Is(err, payload.ErrImageHash) {
+		t.Fatalf("got %v, want image-hash", err)
+	}
+}
+
+// flakySlot corrupts one byte on its way to "disk", as a failing device would.
+type flakySlot struct {
+	*memSlot
+	flipAt int64
+}
+
+func (s *flakySlot) WriteAt(p []byte, off int64) (int, error) {
+	n, err := s.memSlot.WriteAt(p, off)
+	if off <= s.flipAt && s.flipAt < off+int64(len(p)) {
+		s.memSlot.mu.Lock()
+		s.memSlot.b[s.flipAt] ^= 1
+		s.memSlot.mu.Unlock()
+	}
+	return n, err
+}
+
+// servePayload serves b over loopback HTTP with Range support, passing each request to mw first.
+func servePayload(t *testing.T, b []byte, mw func(w http.ResponseWriter, r *http.Request) bool) (*httptest.Server, *atomic.Int64) {
+	var count atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		count.Add(1)
+		if mw != nil && mw(w, r) {
+			return
+		}
+		http.ServeContent(w, r, "p.tsp", time.Time{}, bytes.NewReader(b))
+	}))
+	t.Cleanup(srv.Close)
+	return srv, &count
+}
+
+func TestInstallHTTP(t *testing.T) {
+	f := newInstallFixture(t, 4<<20, 0.05)
+	active := bytes.NewReader(f.old)
+
+	t.Run("delta over http", func(t *testing.T) {
+		srv, count := servePayload(t, f.file, nil)
+		slot := newMemSlot(len(f.new))
+		res, err := payload.Install(t.Context(), payload.FromURL(srv.URL+"/p.tsp", srv.Client()),
+			payload.Target{Slot: slot, Size: int64(len(slot.b)), Active: active, ActiveSize: active.Size()}, f.opts())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(slot.b, f.new) {
+			t.Fatal("slot differs from the image")
+		}
+		if res.BytesFetched > f.m.DataSize/2 || int64(res.Requests) >= count.Load() {
+			t.Fatalf("fetched %d of %d in %d requests (%d served)", res.BytesFetched, f.m.DataSize, res.Requests, count.Load())
+		}
+	})
+	t.Run("retries 503 and resumes after cuts", func(t *testing.T) {
+		var n atomic.Int64
+		srv, _ := servePayload(t, f.file, func(w http.ResponseWriter, r *http.Request) bool {
+			switch k := n.Add(1); {
+			case k == 2:
+				http.Error(w, "busy", http.StatusServiceUnavailable)
+				return true
+			case k%3 == 0 && strings.HasPrefix(r.Header.Get("Range"), "bytes="):
+				cutResponse(t, w, r, f.file)
+				return true
+			}
+			return false
+		})
+		slot := newMemSlot(len(f.new))
+		o := f.opts()
+		o.MaxRequest = 256 << 10
+		res, err := payload.Install(t.Context(), payload.FromURL(srv.URL, srv.Client()), payload.Target{Slot: slot, Size: int64(len(slot.b))}, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(slot.b, f.new) {
+			t.Fatal("slot differs from the image")
+		}
+		if res.BytesFetched < f.m.DataSize {
+			t.Fatalf("fetched %d < data %d: cuts not counted?", res.BytesFetched, f.m.DataSize)
+		}
+	})
+	bad := []struct {
+		name string
+		mw   func(w http.ResponseWriter, r *http.Request) bool
+		want *payload.RejectError
+	}{
+		{"server ignores Range", func(w http.ResponseWriter, r *http.Request) bool {
+			r.Header.Del("Range")
+			return false
+		}, payload.ErrRangeIgnored},
+		{"wrong Content-Range", func(w http.ResponseWriter, r *http.Request) bool {
+			var a, b int64
+			fmt.Sscanf(r.Header.Get("Range"), "bytes=%d-%d", &a, &b)
+			a++
+			w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", a, b, len(f.file)))
+			w.WriteHeader(http.StatusPartialContent)
+			w.Write(f.file[a : b+1])
+			return true
+		}, payload.ErrContentRange},
+		{"total size changes between requests", func(w http.ResponseWriter, r *http.Request) bool {
+			if r.Header.Get("Range") == "bytes=0-0" {
+				return false
+			}
+			var a, b int64
+			fmt.Sscanf(r.Header.Get("Range"), "bytes=%d-%d", &a, &b)
+			w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", a, b, len(f.file)+1))
+			w.WriteHeader(http.StatusPartialContent)
+			w.Write(f.file[a : b+1])
+			return true
+		}, payload.ErrContentRange},
+	}
+	for _, tc := range bad {
+		t.Run(tc.name, func(t *testing.T) {
+			srv, _ := servePayload(t, f.file, tc.mw)
+			slot := newMemSlot(len(f.new))
+			copy(slot.b, f.old)
+			before := slot.sum()
+			_, err := payload.Install(t.Context(), payload.FromURL(srv.URL, srv.Client()), payload.Target{Slot: slot, Size: int64(len(slot.b))}, f.opts())
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("got %v, want %s", err, tc.want.Reason)
+			}
+			if slot.writes != 0 || slot.sum() != before {
+				t.Fatal("target changed")
+			}
+		})
+	}
+	t.Run("404 is not retried forever", func(t *testing.T) {
+		srv, count := servePayload(t, f.file, func(w http.ResponseWriter, r *http.Request) bool {
+			http.NotFound(w, r)
+			return true
+		})
+		_, err := payload.Install(t.Context(), payload.FromURL(srv.URL, srv.Client()), payload.Target{Slot: newMemSlot(10), Size: 10}, f.opts())
+		if err == nil || !strings.Contains(err.Error(), "404") || count.Load() != 1 {
+			t.Fatalf("err %v after %d requests", err, count.Load())
+		}
+	})
+}
+
+// cutResponse answers a Range request with the right headers but only half the body, then drops
+// the connection.
+func cutResponse(t *testing.T, w http.ResponseWriter, r *http.Request, file []byte) {
+	var a, b int64
+	fmt.Sscanf(r.Header.Get("Range"), "bytes=%d-%d", &a, &b)
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		t.Error("no hijacker")
+		return
+	}
+	conn, buf, err := hj.Hijack()
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	defer conn.Close()
+	n := b - a + 1
+	fmt.Fprintf(buf, "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes %d-%d/%d\r\nContent-Length: %d\r\n\r\n", a, b, len(file), n)
+	buf.Write(file[a : a+n/2])
+	buf.Flush()
+	if tc, ok := conn.(*net.TCPConn); ok {
+		tc.SetLinger(0)
+	}
+}
