@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -205,6 +206,11 @@ func (s *Store) attempt(ctx context.Context, st State, h Holder, ls *leases) (lk
 		put = clientv3.OpPut(key, mustJSON(val), opts...)
 	}
 	resp, err := s.cli.Txn(ctx).If(cmps...).Then(put).Commit()
+	if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		// The lease kept from an earlier attempt expired meanwhile: grant a new one and retry.
+		ls.id = 0
+		return Lock{}, false, nil
+	}
 	if err != nil {
 		return Lock{}, false, fmt.Errorf("locksmith: group %q: take slot %d: %w", group, plan.Index, err)
 	}
