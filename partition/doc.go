@@ -1,0 +1,53 @@
+// Package partition is the A/B /usr slot model of twinslot over a GPT disk (an image file or
+// a block device), compatible with Flatcar's GRUB gptprio and ChromeOS cgpt.
+//
+// # Slots and attribute bits
+//
+// A slot is a partition of type TypeUSR (5DFBF5F4-2848-4BAC-AA5E-0D9A20B745A6); Flatcar names
+// them USR-A (partition 3) and USR-B (partition 4). The 64-bit attribute word of each entry
+// carries priority in bits 48–51, tries left in bits 52–55 and successful in bit 56; every
+// other bit is preserved exactly. Fresh image: USR-A P=1 S=1 (0x0101000000000000), USR-B P=0.
+//
+//   - Boot (GRUB gptprio.next, Next/NextBoot): the highest priority > 0 with tries > 0 or
+//     successful; ties go to the lower partition number; tries is decremented (even when
+//     successful) and the table written before booting. No candidate: boot fails.
+//   - Install (PlanInstall/PrepareInstall): successful=0, tries=1, then cgpt prioritize
+//     (the slot alone at the top, other non-zero groups renumbered densely below it: with
+//     two slots new=2, old=1).
+//   - Commit (PlanMarkGood/MarkGood): successful=1, tries=0, prioritize again.
+//   - MarkBad: priority 0. BeginInstall: priority, tries and successful cleared before a slot
+//     is overwritten, so a half-written slot is never booted or rolled back to.
+//   - Rollback: the partner of the active slot boots next, but only when it booted
+//     successfully before and was not marked bad; otherwise a RollbackError says why.
+//
+// The Plan* functions, Next, Prioritize and Other are the same logic without I/O. Disk
+// methods refuse any change after which no slot could boot (ErrNoBootableSlot).
+//
+// # Reading and writing the table
+//
+// Both GPT copies are read and checked on every call (signature, revision, header size and
+// CRC, where the header says it and its partner live, entry size 128, at most MaxEntries
+// entries, entry array CRC); the primary is used when valid, else the backup. go-diskfs
+// (partition/gpt) decodes the copy in use and serialises updates. Its writes are captured,
+// checked to differ from what is on disk only in the attribute words of the slots and in
+// the CRCs (names, GUIDs, unknown bits, unused entries and LBA 0 are never touched), and
+// then replayed with an fsync after each:
+//
+//	backup entry array, backup header, primary entry array, primary header
+//
+// When the primary is the damaged copy the order is reversed (primary first), so that at
+// every instant at least one copy is valid: a crash or torn write at any step leaves either
+// the old or the new table readable, never neither. A damaged copy is repaired by Repair or
+// by the next write; NextBoot, like GRUB, writes only when a tries counter changes.
+//
+// Open takes no O_EXCL (the booted disk has mounted partitions) and never asks the kernel to
+// re-read the table (only attributes change). A read-write Disk holds an exclusive flock on
+// the file; a second writer gets ErrBusy. Readers (ReadOnly) take no lock.
+//
+// # The booted slot
+//
+// FindBooted reads proc/cmdline (verity.usr=, mount.usr=, usr= with PARTUUID=, PARTLABEL= or
+// a device) or the mount at /usr in proc/self/mountinfo, from an fs.FS rooted at the host's
+// "/" so tests pass their own; Locate maps it to the disk device and partition number via
+// dev/disk/by-partuuid and sys/class/block; Disk.Active and ActiveSlot pick the slot.
+package partition
