@@ -1,0 +1,481 @@
+package payloadcmd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/twinslot/twinslot/payload"
+	"github.com/twinslot/twinslot/tools/cli"
+	"github.com/twinslot/twinslot/tools/progress"
+)
+
+const summary = "build, sign, verify, inspect and apply twinslot update payloads"
+
+// Main runs the payload command line with args (without the program name) and returns the exit
+// code: 0 success, 1 failure (including every rejected payload), 2 usage error.
+func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	return MainWith(ctx, Env{Now: time.Now}, args, stdin, stdout, stderr)
+}
+
+// Env holds the command's dependencies, for tests.
+type Env struct {
+	Now func() time.Time
+	// Booted, if set, names the running slot's partition for 'apply' without --disk (live hosts).
+	// Tests and --disk leave it nil.
+	Booted func() (disk string, partUUID string, err error)
+}
+
+// MainWith is Main with explicit dependencies.
+func MainWith(ctx context.Context, env Env, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if env.Now == nil {
+		env.Now = time.Now
+	}
+	c := &cmd{env: env}
+	return cli.Run(ctx, "payload", summary, c.commands(), args, cli.IO{Stdin: stdin, Stdout: stdout, Stderr: stderr})
+}
+
+type cmd struct{ env Env }
+
+func (c *cmd) commands() []cli.Command {
+	return []cli.Command{
+		{Name: "keygen", Summary: "make a signing key pair (NAME.key, NAME.pub)", Run: c.keygen},
+		{Name: "trust", Summary: "manage trust roots", Sub: []cli.Command{
+			{Name: "init", Summary: "write a trust root from public keys", Run: c.trustInit},
+		}},
+		{Name: "build", Summary: "build an unsigned payload from a /usr image", Run: c.build},
+		{Name: "sign", Summary: "add a signature to a payload", Run: c.sign},
+		{Name: "verify", Summary: "verify a payload against a trust root", Run: c.verify},
+		{Name: "inspect", Summary: "show what a payload holds (signatures NOT checked)", Run: c.inspect},
+	}
+}
+
+// multiFlag collects a repeated string flag.
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+func (c *cmd) keygen(ctx context.Context, stdio cli.IO, args []string) error {
+	fs := stdio.FlagSet("payload keygen", "-o NAME [--type ecdsa-p256|ed25519]",
+		"Writes a new signing key: NAME.key (private, mode 0600) and NAME.pub (public). Prints the key id.\nKeep NAME.key offline; put NAME.pub into trust roots with 'payload trust init'.")
+	out := fs.String("o", "", "output name (writes NAME.key and NAME.pub)")
+	kt := fs.String("type", payload.KeyECDSAP256, "key type: ecdsa-p256 or ed25519")
+	force := fs.Bool("force", false, "overwrite existing files")
+	pos, err := cli.Parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := cli.NArgs(pos, 0, 0, "no arguments"); err != nil {
+		return err
+	}
+	if *out == "" {
+		return cli.Usagef("-o NAME is required")
+	}
+	if *kt != payload.KeyECDSAP256 && *kt != payload.KeyEd25519 {
+		return cli.Usagef("--type %q: want ecdsa-p256 or ed25519", *kt)
+	}
+	priv, pub, err := payload.GenerateKey(*kt, nil)
+	if err != nil {
+		return err
+	}
+	tk, err := payload.NewTrustedKey(pub)
+	if err != nil {
+		return err
+	}
+	flags := os.O_WRONLY | os.O_CREATE | os.O_EXCL
+	if *force {
+		flags = os.O_WRONLY | os.O_CREATE | os.O_TRUNC
+	}
+	for _, f := range []struct {
+		path string
+		data []byte
+		mode os.FileMode
+	}{{*out + ".key", priv, 0o600}, {*out + ".pub", pub, 0o644}} {
+		if err := writeFile(f.path, f.data, flags, f.mode); err != nil {
+			return fmt.Errorf("keygen: %w (use --force to overwrite)", err)
+		}
+	}
+	fmt.Fprintf(stdio.Stdout, "wrote %s.key and %s.pub (%s)\nkey id %s\n", *out, *out, *kt, tk.ID)
+	return nil
+}
+
+func writeFile(path string, data []byte, flags int, mode os.FileMode) error {
+	f, err := os.OpenFile(path, flags, mode)
+	if err != nil {
+		return err
+	}
+	if err := f.Chmod(mode); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// writeAtomic writes data to path through a temporary file and a rename.
+func writeAtomic(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		os.Remove(tmp.Name())
+		return err
+	}
+	if err := tmp.Chmod(0o644); err != nil {
+		tmp.Close()
+		os.Remove(tmp.Name())
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		os.Remove(tmp.Name())
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		os.Remove(tmp.Name())
+		return err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		os.Remove(tmp.Name())
+		return err
+	}
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+func (c *cmd) trustInit(ctx context.Context, stdio cli.IO, args []string) error {
+	fs := stdio.FlagSet("payload trust init", "--key NAME.pub [--key …] [--threshold K] [--floor N] [--revoke ID] -o trust.json",
+		"Writes a trust root: payloads need valid signatures by K distinct listed, non-revoked keys and a\nsecurity version of at least N. To rotate keys, list old and new keys and sign payloads with both.")
+	var keys, revoked multiFlag
+	fs.Var(&keys, "key", "public key file (repeat for several)")
+	fs.Var(&revoked, "revoke", "key id to refuse (repeat for several)")
+	threshold := fs.Int("threshold", 1, "distinct valid signatures required")
+	floor := fs.Uint64("floor", 0, "lowest security version accepted")
+	out := fs.String("o", "", "output trust root file")
+	pos, err := cli.Parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := cli.NArgs(pos, 0, 0, "no arguments"); err != nil {
+		return err
+	}
+	if len(keys) == 0 || *out == "" {
+		return cli.Usagef("--key and -o are required")
+	}
+	var pems [][]byte
+	for _, k := range keys {
+		b, err := os.ReadFile(k)
+		if err != nil {
+			return err
+		}
+		pems = append(pems, b)
+	}
+	tr, err := payload.NewTrustRoot(pems, *threshold, *floor)
+	if err != nil {
+		return err
+	}
+	for _, r := range revoked {
+		tr.Revoke(r)
+	}
+	b, err := tr.Marshal()
+	if err != nil {
+		return err
+	}
+	if err := writeAtomic(*out, b); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdio.Stdout, "wrote %s: %d key(s), threshold %d, floor %d\n", *out, len(tr.Keys), tr.Threshold, tr.SecurityFloor)
+	return nil
+}
+
+// parseChunking parses "rabin" (default), "rabin:MIN:AVGBITS:MAX" or "fixed:SIZE" (sizes in bytes
+// or with K/M suffix).
+func parseChunking(s string) (payload.Chunking, error) {
+	parts := strings.Split(s, ":")
+	switch {
+	case s == "" || s == "rabin":
+		return payload.DefaultChunking, nil
+	case parts[0] == "fixed" && len(parts) == 2:
+		n, err := parseSize(parts[1])
+		return payload.FixedChunking(int(n)), err
+	case parts[0] == "rabin" && len(parts) == 4:
+		mn, err1 := parseSize(parts[1])
+		bits, err2 := strconv.Atoi(parts[2])
+		mx, err3 := parseSize(parts[3])
+		if err := errors.Join(err1, err2, err3); err != nil {
+			return payload.Chunking{}, err
+		}
+		return payload.Chunking{Algorithm: payload.ChunkingRabin, Min: int(mn), Max: int(mx), AverageBits: bits, Polynomial: payload.DefaultPolynomial}, nil
+	}
+	return payload.Chunking{}, fmt.Errorf("chunking %q: want rabin, rabin:MIN:AVGBITS:MAX or fixed:SIZE", s)
+}
+
+func parseSize(s string) (int64, error) {
+	mult := int64(1)
+	switch {
+	case strings.HasSuffix(s, "K"):
+		mult, s = 1<<10, strings.TrimSuffix(s, "K")
+	case strings.HasSuffix(s, "M"):
+		mult, s = 1<<20, strings.TrimSuffix(s, "M")
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("bad size %q", s)
+	}
+	return n * mult, nil
+}
+
+func (c *cmd) build(ctx context.Context, stdio cli.IO, args []string) error {
+	fs := stdio.FlagSet("payload build", "--image usr.img --version V --board B --security-version N [--app ID] -o p.tsp",
+		"Builds an unsigned payload from a /usr image: content-defined chunks, zstd, a manifest.\nSign it afterwards with 'payload sign'.")
+	image := fs.String("image", "", "the /usr image file")
+	version := fs.String("version", "", "the image's version")
+	board := fs.String("board", "", "board, e.g. amd64-usr")
+	secver := fs.Uint64("security-version", 0, "security version (hosts refuse payloads below their floor)")
+	app := fs.String("app", payload.DefaultAppID, "Omaha app id")
+	chunking := fs.String("chunking", "rabin", "rabin (default), rabin:MIN:AVGBITS:MAX or fixed:SIZE")
+	out := fs.String("o", "", "output payload file")
+	pos, err := cli.Parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := cli.NArgs(pos, 0, 0, "no arguments"); err != nil {
+		return err
+	}
+	if *image == "" || *version == "" || *board == "" || *out == "" {
+		return cli.Usagef("--image, --version, --board and -o are required")
+	}
+	ch, err := parseChunking(*chunking)
+	if err != nil {
+		return cli.Usagef("%v", err)
+	}
+	f, err := os.Open(*image)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	bar := progress.New(stdio.Stderr, cli.IsTerminal(stdio.Stderr), "build", st.Size(), c.env.Now)
+	m, err := payload.Build(ctx, f, st.Size(), payload.BuildOptions{
+		AppID: *app, Board: *board, Version: *version, SecurityVersion: *secver, Created: c.env.Now(),
+		Chunking: ch, Progress: func(done, _ int64) { bar.Set(done, "") },
+	}, *out)
+	if err != nil {
+		return err
+	}
+	bar.Finish()
+	fst, err := os.Stat(*out)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdio.Stdout, "wrote %s (unsigned): version %s, board %s, security version %d\n", *out, m.Version, m.Board, m.SecurityVersion)
+	fmt.Fprintf(stdio.Stdout, "image %s in %d chunks, payload %s (%.1f%% of the image)\nsign it: payload sign --key NAME.key %s\n",
+		progress.Bytes(m.ImageSize), m.ChunkCount, progress.Bytes(fst.Size()), 100*float64(fst.Size())/float64(m.ImageSize), *out)
+	return nil
+}
+
+func (c *cmd) sign(ctx context.Context, stdio cli.IO, args []string) error {
+	fs := stdio.FlagSet("payload sign", "--key NAME.key p.tsp", "Adds a signature by the key to the payload (replacing an earlier one by the same key).")
+	key := fs.String("key", "", "private key file")
+	pos, err := cli.Parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := cli.NArgs(pos, 1, 1, "payload file"); err != nil {
+		return err
+	}
+	if *key == "" {
+		return cli.Usagef("--key is required")
+	}
+	s, err := payload.LoadSignerFile(*key, nil)
+	if err != nil {
+		return err
+	}
+	if err := payload.Sign(ctx, pos[0], s, ""); err != nil {
+		return err
+	}
+	b, err := os.Open(pos[0])
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	st, err := b.Stat()
+	if err != nil {
+		return err
+	}
+	f, err := payload.Open(b, st.Size())
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdio.Stdout, "signed %s; signatures by %s\n", pos[0], strings.Join(f.KeyIDs(), ", "))
+	return nil
+}
+
+func openFile(path string) (*os.File, *payload.File, error) {
+	fh, err := os.Open(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := fh.Stat()
+	if err != nil {
+		fh.Close()
+		return nil, nil, err
+	}
+	f, err := payload.Open(fh, st.Size())
+	if err != nil {
+		fh.Close()
+		return nil, nil, err
+	}
+	return fh, f, nil
+}
+
+// manifestJSON is the --json shape of a manifest.
+type manifestJSON struct {
+	*payload.Manifest
+	Verified   bool     `json:"verified"`
+	Signatures []string `json:"signatures"`
+	FileSize   int64    `json:"fileSize"`
+	Encodings  struct {
+		Zero, Raw, Zstd int
+	} `json:"encodings"`
+}
+
+func describe(m *payload.Manifest, f *payload.File, verified bool) manifestJSON {
+	j := manifestJSON{Manifest: m, Verified: verified, Signatures: f.KeyIDs(), FileSize: f.Size()}
+	for _, c := range m.Chunks {
+		switch c.Encoding {
+		case payload.EncodingZero:
+			j.Encodings.Zero++
+		case payload.EncodingRaw:
+			j.Encodings.Raw++
+		case payload.EncodingZstd:
+			j.Encodings.Zstd++
+		}
+	}
+	return j
+}
+
+func printManifest(w io.Writer, j manifestJSON) {
+	t := cli.Table(w)
+	status := "VERIFIED"
+	if !j.Verified {
+		status = "UNVERIFIED (signatures not checked; use 'payload verify')"
+	}
+	fmt.Fprintf(t, "status\t%s\n", status)
+	fmt.Fprintf(t, "app id\t%s\n", j.AppID)
+	fmt.Fprintf(t, "board\t%s\n", j.Board)
+	fmt.Fprintf(t, "version\t%s\n", j.Version)
+	fmt.Fprintf(t, "security version\t%d\n", j.SecurityVersion)
+	fmt.Fprintf(t, "created\t%s\n", j.Created.Format(time.RFC3339))
+	fmt.Fprintf(t, "image\t%s (%d bytes), sha256 %s\n", progress.Bytes(j.ImageSize), j.ImageSize, j.ImageSHA256)
+	ch := j.Chunking
+	switch ch.Algorithm {
+	case payload.ChunkingFixed:
+		fmt.Fprintf(t, "chunking\tfixed %s\n", progress.Bytes(int64(ch.Size)))
+	default:
+		fmt.Fprintf(t, "chunking\t%s min %s avg ~%s max %s\n", ch.Algorithm, progress.Bytes(int64(ch.Min)), progress.Bytes(1<<ch.AverageBits), progress.Bytes(int64(ch.Max)))
+	}
+	if j.Chunks != nil {
+		fmt.Fprintf(t, "chunks\t%d (zstd %d, raw %d, zero %d)\n", j.ChunkCount, j.Encodings.Zstd, j.Encodings.Raw, j.Encodings.Zero)
+	} else {
+		fmt.Fprintf(t, "chunks\t%d\n", j.ChunkCount)
+	}
+	fmt.Fprintf(t, "payload\t%s (data %s)\n", progress.Bytes(j.FileSize), progress.Bytes(j.DataSize))
+	if len(j.Signatures) == 0 {
+		fmt.Fprintf(t, "signatures\tnone\n")
+	}
+	for i, s := range j.Signatures {
+		fmt.Fprintf(t, "signature %d\tkey %s\n", i+1, s)
+	}
+	t.Flush()
+}
+
+func (c *cmd) verify(ctx context.Context, stdio cli.IO, args []string) error {
+	fs := stdio.FlagSet("payload verify", "--trust trust.json [--app ID] [--board B] [--floor N] [--json] p.tsp",
+		"Verifies signatures, threshold, revocations, app, board, security floor and the chunk table.\nExit 0 when the payload is acceptable, 1 with the reason when it is not.")
+	trustPath := fs.String("trust", "", "trust root file")
+	app := fs.String("app", "", "required app id (default: any)")
+	board := fs.String("board", "", "required board (default: any)")
+	floor := fs.Uint64("floor", 0, "required minimum security version (besides the trust root's)")
+	asJSON := fs.Bool("json", false, "print the verified manifest as JSON")
+	pos, err := cli.Parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := cli.NArgs(pos, 1, 1, "payload file"); err != nil {
+		return err
+	}
+	if *trustPath == "" {
+		return cli.Usagef("--trust is required")
+	}
+	tr, err := payload.LoadTrustRoot(*trustPath)
+	if err != nil {
+		return err
+	}
+	fh, f, err := openFile(pos[0])
+	if err != nil {
+		return err
+	}
+	defer fh.Close()
+	m, err := f.Verify(tr, payload.Expect{AppID: *app, Board: *board, Floor: *floor})
+	if err != nil {
+		return err
+	}
+	j := describe(m, f, true)
+	if *asJSON {
+		return cli.PrintJSON(stdio.Stdout, j)
+	}
+	fmt.Fprintf(stdio.Stdout, "OK: %s is a valid payload\n", pos[0])
+	printManifest(stdio.Stdout, j)
+	return nil
+}
+
+func (c *cmd) inspect(ctx context.Context, stdio cli.IO, args []string) error {
+	fs := stdio.FlagSet("payload inspect", "[--json] p.tsp", "Shows what a payload says about itself. Nothing is verified: use 'payload verify' before trusting it.")
+	asJSON := fs.Bool("json", false, "print JSON")
+	pos, err := cli.Parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := cli.NArgs(pos, 1, 1, "payload file"); err != nil {
+		return err
+	}
+	fh, f, err := openFile(pos[0])
+	if err != nil {
+		return err
+	}
+	defer fh.Close()
+	m, err := f.Unverified()
+	if err != nil {
+		return err
+	}
+	j := describe(m, f, false)
+	if *asJSON {
+		return cli.PrintJSON(stdio.Stdout, j)
+	}
+	printManifest(stdio.Stdout, j)
+	return nil
+}

@@ -1,0 +1,157 @@
+package payloadcmd_test
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twinslot/twinslot/payload"
+	"github.com/twinslot/twinslot/payload/payloadtest"
+	"github.com/twinslot/twinslot/tools/payloadcmd"
+)
+
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+func run(t *testing.T, args ...string) result {
+	t.Helper()
+	var out, errb bytes.Buffer
+	env := payloadcmd.Env{Now: func() time.Time { return time.Date(2026, 5, 6, 7, 8, 9, 0, time.UTC) }}
+	code := payloadcmd.MainWith(t.Context(), env, args, strings.NewReader(""), &out, &errb)
+	return result{code, out.String(), errb.String()}
+}
+
+func mustRun(t *testing.T, args ...string) result {
+	t.Helper()
+	r := run(t, args...)
+	if r.code != 0 {
+		t.Fatalf("payload %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), r.code, r.stdout, r.stderr)
+	}
+	return r
+}
+
+func fileSum(t *testing.T, p string) [32]byte {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sha256.Sum256(b)
+}
+
+// TestReleaseFlow walks keygen → trust init → build → sign → verify → inspect as a release
+// engineer would, including a rotation to a second key.
+func TestReleaseFlow(t *testing.T) {
+	dir := t.TempDir()
+	at := func(n string) string { return filepath.Join(dir, n) }
+	img := at("usr.img")
+	if err := os.WriteFile(img, payloadtest.Image(2<<20, 3), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mustRun(t, "keygen", "-o", at("old"))
+	mustRun(t, "keygen", "-o", at("new"), "--type", "ed25519")
+	if st, err := os.Stat(at("old.key")); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("old.key: %v %v", st.Mode(), err)
+	}
+	if r := run(t, "keygen", "-o", at("old")); r.code != 1 || !strings.Contains(r.stderr, "--force") {
+		t.Fatalf("keygen over an existing key: %+v", r)
+	}
+	mustRun(t, "trust", "init", "--key", at("old.pub"), "-o", at("trust-old.json"))
+	mustRun(t, "trust", "init", "--key", at("old.pub"), "--key", at("new.pub"), "--threshold", "2", "--floor", "3", "-o", at("trust-both.json"))
+	r := mustRun(t, "build", "--image", img, "--version", "1.2.3", "--board", "amd64-usr", "--security-version", "4", "-o", at("p.tsp"))
+	if !strings.Contains(r.stdout, "unsigned") {
+		t.Fatalf("build output: %s", r.stdout)
+	}
+	if r := run(t, "verify", "--trust", at("trust-old.json"), at("p.tsp")); r.code != 1 || !strings.Contains(r.stderr, "no-signature") {
+		t.Fatalf("verify unsigned: %+v", r)
+	}
+	mustRun(t, "sign", "--key", at("old.key"), at("p.tsp"))
+	mustRun(t, "verify", "--trust", at("trust-old.json"), "--board", "amd64-usr", at("p.tsp"))
+	if r := run(t, "verify", "--trust", at("trust-both.json"), at("p.tsp")); r.code != 1 || !strings.Contains(r.stderr, "below-threshold") {
+		t.Fatalf("verify one of two: %+v", r)
+	}
+	mustRun(t, "sign", "--key", at("new.key"), at("p.tsp"))
+	r = mustRun(t, "verify", "--trust", at("trust-both.json"), "--json", at("p.tsp"))
+	var j struct {
+		Version    string
+		Board      string
+		Verified   bool
+		Signatures []string
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &j); err != nil || !j.Verified || j.Version != "1.2.3" || len(j.Signatures) != 2 {
+		t.Fatalf("verify --json: %v %+v\n%s", err, j, r.stdout)
+	}
+	if r := run(t, "verify", "--trust", at("trust-old.json"), "--board", "arm64-usr", at("p.tsp")); r.code != 1 || !strings.Contains(r.stderr, "wrong-board") {
+		t.Fatalf("verify wrong board: %+v", r)
+	}
+	r = mustRun(t, "inspect", at("p.tsp"))
+	if !strings.Contains(r.stdout, "UNVERIFIED") || !strings.Contains(r.stdout, "1.2.3") {
+		t.Fatalf("inspect: %s", r.stdout)
+	}
+	r = mustRun(t, "inspect", "--json", at("p.tsp"))
+	var m payload.Manifest
+	if err := json.Unmarshal([]byte(r.stdout), &m); err != nil || m.SecurityVersion != 4 || m.Created.Year() != 2026 {
+		t.Fatalf("inspect --json: %v %+v", err, m)
+	}
+}
+
+func TestBadInputLeavesFilesAlone(t *testing.T) {
+	dir := t.TempDir()
+	at := func(n string) string { return filepath.Join(dir, n) }
+	junk := at("junk.tsp")
+	if err := os.WriteFile(junk, []byte("this is not a payload at all, not even close......"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mustRun(t, "keygen", "-o", at("k"))
+	mustRun(t, "trust", "init", "--key", at("k.pub"), "-o", at("trust.json"))
+	before := fileSum(t, junk)
+	tests := []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"sign junk", []string{"sign", "--key", at("k.key"), junk}, 1, "malformed"},
+		{"verify junk", []string{"verify", "--trust", at("trust.json"), junk}, 1, "malformed"},
+		{"inspect junk", []string{"inspect", junk}, 1, "malformed"},
+		{"sign with a public key", []string{"sign", "--key", at("k.pub"), junk}, 1, "private key"},
+		{"verify with a bad trust root", []string{"verify", "--trust", at("k.pub"), junk}, 1, "trust root"},
+		{"build without version", []string{"build", "--image", junk, "--board", "b", "-o", at("x")}, 2, "required"},
+		{"build bad chunking", []string{"build", "--image", junk, "--version", "1", "--board", "b", "--chunking", "magic", "-o", at("x")}, 2, "chunking"},
+		{"trust init threshold too high", []string{"trust", "init", "--key", at("k.pub"), "--threshold", "2", "-o", at("t2.json")}, 1, "threshold"},
+		{"unknown command", []string{"frobnicate"}, 2, "unknown command"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := run(t, tc.args...)
+			if r.code != tc.code || !strings.Contains(r.stderr, tc.want) {
+				t.Fatalf("exit %d stderr %q; want exit %d containing %q", r.code, r.stderr, tc.code, tc.want)
+			}
+		})
+	}
+	if fileSum(t, junk) != before {
+		t.Fatal("junk payload was modified")
+	}
+	for _, n := range []string{"x", "t2.json"} {
+		if _, err := os.Stat(at(n)); err == nil {
+			t.Errorf("%s was written on bad input", n)
+		}
+	}
+}
+
+func TestHelpEverywhere(t *testing.T) {
+	for _, args := range [][]string{{"--help"}, {"keygen", "--help"}, {"trust", "init", "--help"}, {"build", "--help"},
+		{"sign", "--help"}, {"verify", "--help"}, {"inspect", "--help"}} {
+		r := run(t, args...)
+		if r.code != 0 || !strings.Contains(r.stdout, "Usage") {
+			t.Errorf("%v: exit %d, stdout %q", args, r.code, r.stdout)
+		}
+	}
+}
