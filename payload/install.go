@@ -58,6 +58,11 @@ type InstallOptions struct {
 	Parallel         int   // requests in flight; default 4
 	Workers          int   // hashing workers; default GOMAXPROCS
 	Now              func() time.Time
+	// BeforeWrite, if set, runs once, after verification, right before the first write to the
+	// target (never when nothing needs writing). 'payload apply' uses it to mark the slot
+	// unbootable (partition BeginInstall) only when it is really about to change; an error
+	// aborts the install with nothing written.
+	BeforeWrite func() error
 }
 
 // Result summarises a finished install.
@@ -167,6 +172,9 @@ func (in *installer) run(ctx context.Context) (*Result, error) {
 	in.log.Info("payload verified", "version", m.Version, "board", m.Board, "image_bytes", m.ImageSize, "chunks", len(m.Chunks))
 
 	// From here on the target may be written.
+	if in.o.BeforeWrite != nil {
+		in.dst.Slot = &hookedSlot{Slot: in.dst.Slot, hook: in.o.BeforeWrite}
+	}
 	in.need = make([]bool, len(m.Chunks))
 	in.setPhase("scan-target")
 	if err := in.scanTarget(ctx); err != nil {
@@ -353,6 +361,29 @@ func (in *installer) copyFromActive(ctx context.Context) error {
 		return readErr
 	}
 	return parent.Err() // our own early stop (all found) is not an error
+}
+
+// hookedSlot runs hook once before the first write.
+type hookedSlot struct {
+	Slot
+	once sync.Once
+	hook func() error
+	err  error
+}
+
+func (h *hookedSlot) WriteAt(p []byte, off int64) (int, error) {
+	h.once.Do(func() { h.err = h.hook() })
+	if h.err != nil {
+		return 0, fmt.Errorf("before writing: %w", h.err)
+	}
+	return h.Slot.WriteAt(p, off)
+}
+
+func (h *hookedSlot) Sync() error {
+	if s, ok := h.Slot.(interface{ Sync() error }); ok {
+		return s.Sync()
+	}
+	return nil
 }
 
 func (in *installer) write(b []byte, off int64) error {

@@ -138,12 +138,25 @@ func TestInstallFullAndDelta(t *testing.T) {
 	t.Run("repeat is a no-op", func(t *testing.T) {
 		slot := newMemSlot(slotSize)
 		copy(slot.b, f.new)
-		res, err := payload.Install(t.Context(), f.src(), payload.Target{Slot: slot, Size: int64(slotSize)}, f.opts())
+		o := f.opts()
+		hooked := 0
+		o.BeforeWrite = func() error { hooked++; return nil }
+		res, err := payload.Install(t.Context(), f.src(), payload.Target{Slot: slot, Size: int64(slotSize)}, o)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if res.BytesFetched != 0 || res.BytesWritten != 0 || slot.writes != 0 || res.BytesReusedTarget != int64(len(f.new))-res.BytesZero {
-			t.Fatalf("repeat did work: %+v, %d writes", res, slot.writes)
+		if res.BytesFetched != 0 || res.BytesWritten != 0 || slot.writes != 0 || res.BytesReusedTarget != int64(len(f.new))-res.BytesZero || hooked != 0 {
+			t.Fatalf("repeat did work: %+v, %d writes, hook ran %d times", res, slot.writes, hooked)
+		}
+	})
+	t.Run("BeforeWrite runs once and can refuse", func(t *testing.T) {
+		slot := newMemSlot(slotSize)
+		o := f.opts()
+		hooked := 0
+		o.BeforeWrite = func() error { hooked++; return errors.New("slot is busy") }
+		_, err := payload.Install(t.Context(), f.src(), payload.Target{Slot: slot, Size: int64(slotSize)}, o)
+		if err == nil || !strings.Contains(err.Error(), "slot is busy") || hooked != 1 || slot.writes != 0 {
+			t.Fatalf("err %v, hook ran %d times, %d writes", err, hooked, slot.writes)
 		}
 	})
 }
