@@ -183,7 +183,7 @@ func build(ctx context.Context, image io.ReaderAt, size int64, o BuildOptions, m
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-		c := Chunk{Offset: imgOff, Length: uint32(len(j.data)), SHA256: j.sum, Encoding: j.enc}
+		c := Chunk{Offset: imgOff, Length: uint32(len(j.data)), SHA256: j.sum, Encoding: j.enc, Probe: probe(j.data)}
 		switch {
 		case j.zero:
 			c.Encoding = EncodingZero

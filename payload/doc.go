@@ -52,7 +52,7 @@
 //	13  3  reserved = 0
 //	16  8  data offset, relative to the data section
 //	24  4  stored length (0 for zero; = length for raw; ≤ length+length/128+1024 for zstd)
-//	28  4  reserved = 0
+//	28  4  probe: CRC-32C (Castagnoli) of the decoded chunk's first min(4096, length) bytes
 //	32  32 SHA-256 of the chunk's decoded bytes
 //
 // Stored ranges lie inside the data section and may be shared: identical chunks are stored once.

@@ -2,6 +2,7 @@ package payload
 
 import (
 	"encoding/binary"
+	"hash/crc32"
 	"math"
 )
 
@@ -150,15 +151,25 @@ func allZero(b []byte) bool {
 
 // Chunk is one piece of the image: Length bytes at Offset whose SHA-256 is SHA256, stored with
 // Encoding at [DataOffset, DataOffset+DataLength) of the data section. Several chunks may share
-// stored bytes (identical content is stored once).
+// stored bytes (identical content is stored once). Probe is the CRC-32C of the chunk's first
+// min(ProbeSize, Length) bytes: a cheap filter an installer uses to skip hashing a region that
+// cannot hold the chunk (a match is always confirmed by SHA256).
 type Chunk struct {
 	Offset     int64
 	Length     uint32
 	Encoding   Encoding
 	DataOffset int64
 	DataLength uint32
+	Probe      uint32
 	SHA256     [32]byte
 }
+
+// ProbeSize is how many leading bytes of a chunk Probe covers.
+const ProbeSize = 4096
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+func probe(b []byte) uint32 { return crc32.Checksum(b[:min(len(b), ProbeSize)], castagnoli) }
 
 func (c Chunk) marshal(b []byte) {
 	binary.BigEndian.PutUint64(b[0:], uint64(c.Offset))
@@ -167,7 +178,7 @@ func (c Chunk) marshal(b []byte) {
 	b[13], b[14], b[15] = 0, 0, 0
 	binary.BigEndian.PutUint64(b[16:], uint64(c.DataOffset))
 	binary.BigEndian.PutUint32(b[24:], c.DataLength)
-	clear(b[28:32])
+	binary.BigEndian.PutUint32(b[28:], c.Probe)
 	copy(b[32:64], c.SHA256[:])
 }
 
@@ -199,10 +210,11 @@ func parseTable(b []byte, imageSize int64, dataLen uint64) ([]Chunk, error) {
 			Length:     binary.BigEndian.Uint32(e[8:]),
 			Encoding:   Encoding(e[12]),
 			DataLength: binary.BigEndian.Uint32(e[24:]),
+			Probe:      binary.BigEndian.Uint32(e[28:]),
 		}
 		doff := binary.BigEndian.Uint64(e[16:])
 		copy(c.SHA256[:], e[32:64])
-		if !allZero(e[13:16]) || !allZero(e[28:32]) {
+		if !allZero(e[13:16]) {
 			return nil, reject(ReasonMalformed, "chunk %d: reserved bytes are set", i)
 		}
 		if off != uint64(next) {

@@ -1,6 +1,7 @@
 package payload
 
 import (
+	"bufio"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -76,6 +77,8 @@ type Result struct {
 	BytesWritten      int64 // bytes written to the target
 	Requests          int   // data Range requests (or reads of a file)
 	Duration          time.Duration
+	// Phases is the time spent in each phase ("verify", "scan-target", "index-active", "fetch", "rehash").
+	Phases map[string]time.Duration
 }
 
 // BytesReused is the image bytes that needed no download.
@@ -105,11 +108,14 @@ type installer struct {
 	log *slog.Logger
 	m   *Manifest
 
-	need  []bool // need[i]: chunk i is not yet in place
-	start time.Time
+	need   []bool // need[i]: chunk i is not yet in place
+	placed *placement
+	start  time.Time
 
 	mu       sync.Mutex
 	phase    string
+	phaseAt  time.Time
+	phases   map[string]time.Duration
 	lastRep  time.Time
 	done     atomic.Int64
 	reusedT  atomic.Int64
@@ -176,25 +182,29 @@ func (in *installer) run(ctx context.Context) (*Result, error) {
 		in.dst.Slot = &hookedSlot{Slot: in.dst.Slot, hook: in.o.BeforeWrite}
 	}
 	in.need = make([]bool, len(m.Chunks))
-	in.setPhase("scan-target")
-	if err := in.scanTarget(ctx); err != nil {
+	in.placed = newPlacement(len(m.Chunks))
+	if err := in.checkZeroChunks(); err != nil {
 		return nil, err
 	}
-	if in.dst.Active != nil && in.missing() > 0 {
-		in.setPhase("index-active")
-		if err := in.copyFromActive(ctx); err != nil {
-			return nil, err
-		}
-	}
-	in.setPhase("fetch")
-	if err := in.writeZeros(ctx); err != nil {
-		return nil, err
-	}
-	if err := in.fetch(ctx, f.hdr.dataOffset()); err != nil {
+	// The final re-hash trails the writes: it reads back and hashes the target in image order as
+	// soon as each chunk is in place, on its own goroutine, and finishes after the last write.
+	hctx, hcancel := context.WithCancel(ctx)
+	defer hcancel()
+	hashed := make(chan error, 1)
+	go func() { hashed <- in.rehash(hctx) }()
+	if err := in.writeAll(ctx, f.hdr.dataOffset()); err != nil {
+		hcancel()
+		in.placed.stop()
+		<-hashed
 		return nil, err
 	}
 	in.setPhase("rehash")
-	if err := in.rehash(ctx); err != nil {
+	if s, ok := in.dst.Slot.(interface{ Sync() error }); ok {
+		if err := s.Sync(); err != nil {
+			return nil, fmt.Errorf("sync target slot: %w", err)
+		}
+	}
+	if err := <-hashed; err != nil {
 		return nil, err
 	}
 	in.setPhase("done")
@@ -208,10 +218,51 @@ func (in *installer) run(ctx context.Context) (*Result, error) {
 		BytesWritten:      in.written.Load(),
 		Requests:          int(in.requests.Load()),
 		Duration:          in.o.Now().Sub(in.start),
+		Phases:            in.phases,
 	}
 	in.log.Info("payload installed", "version", m.Version, "reused_target", res.BytesReusedTarget,
 		"reused_active", res.BytesReusedActive, "fetched", res.BytesFetched, "written", res.BytesWritten, "duration", res.Duration)
 	return res, nil
+}
+
+// writeAll puts every chunk in place: kept from the target, copied from the active slot, zero,
+// or fetched.
+func (in *installer) writeAll(ctx context.Context, dataOff int64) error {
+	in.setPhase("scan-target")
+	if err := in.scanTarget(ctx); err != nil {
+		return err
+	}
+	if in.dst.Active != nil && in.missing() > 0 {
+		in.setPhase("index-active")
+		if err := in.copyFromActive(ctx); err != nil {
+			return err
+		}
+	}
+	in.setPhase("fetch")
+	if err := in.writeZeros(ctx); err != nil {
+		return err
+	}
+	return in.fetch(ctx, dataOff)
+}
+
+// checkZeroChunks refuses a table whose zero chunks carry a hash other than that of zeros, so
+// that "all zero" can stand for "hash matches" afterwards.
+func (in *installer) checkZeroChunks() error {
+	sums := map[uint32][32]byte{}
+	for _, c := range in.m.Chunks {
+		if c.Encoding != EncodingZero {
+			continue
+		}
+		sum, ok := sums[c.Length]
+		if !ok {
+			sum = sha256.Sum256(make([]byte, c.Length))
+			sums[c.Length] = sum
+		}
+		if sum != c.SHA256 {
+			return reject(ReasonChunkHash, "zero chunk at %d does not match its signed hash", c.Offset)
+		}
+	}
+	return nil
 }
 
 func (in *installer) missing() int {
@@ -253,7 +304,8 @@ func (in *installer) parallel(ctx context.Context, n int, f func(w, i int) error
 	return first
 }
 
-// scanTarget marks the chunks whose bytes are already at their place in the target.
+// scanTarget marks the chunks whose bytes are already at their place in the target. It reads
+// only the first ProbeSize bytes of a region whose probe does not match.
 func (in *installer) scanTarget(ctx context.Context) error {
 	bufs := make([][]byte, in.o.Workers)
 	return in.parallel(ctx, len(in.m.Chunks), func(w, i int) error {
@@ -262,15 +314,23 @@ func (in *installer) scanTarget(ctx context.Context) error {
 			bufs[w] = make([]byte, in.m.Chunking.maxLen())
 		}
 		b := bufs[w][:c.Length]
-		if err := readFull(in.dst.Slot, b, c.Offset); err != nil {
+		p := min(int(c.Length), ProbeSize)
+		if err := readFull(in.dst.Slot, b[:p], c.Offset); err != nil {
 			return fmt.Errorf("read target slot at %d: %w", c.Offset, err)
 		}
-		// A zero-filled region cannot hold a non-zero chunk; skip the hash.
-		if (c.Encoding != EncodingZero && allZero(b)) || sha256.Sum256(b) != c.SHA256 {
+		if probe(b[:p]) != c.Probe {
+			in.need[i] = true
+			return nil
+		}
+		if err := readFull(in.dst.Slot, b[p:], c.Offset+int64(p)); err != nil {
+			return fmt.Errorf("read target slot at %d: %w", c.Offset, err)
+		}
+		if c.Encoding == EncodingZero && !allZero(b) || c.Encoding != EncodingZero && sha256.Sum256(b) != c.SHA256 {
 			in.need[i] = true
 			return nil
 		}
 		in.reusedT.Add(int64(c.Length))
+		in.placed.mark(i)
 		in.addDone(int64(c.Length))
 		return nil
 	})
@@ -322,6 +382,7 @@ func (in *installer) copyFromActive(ctx context.Context) error {
 						break
 					}
 					in.need[i] = false
+					in.placed.mark(i)
 					in.reusedA.Add(int64(c.Length))
 					in.addDone(int64(c.Length))
 				}
@@ -394,9 +455,8 @@ func (in *installer) write(b []byte, off int64) error {
 	return nil
 }
 
-// writeZeros writes the missing zero chunks after checking the table's hash of them.
+// writeZeros writes the missing zero chunks (their hashes were checked by checkZeroChunks).
 func (in *installer) writeZeros(ctx context.Context) error {
-	sums := map[uint32][32]byte{}
 	var zeros []byte
 	for i, c := range in.m.Chunks {
 		if !in.need[i] || c.Encoding != EncodingZero {
@@ -408,31 +468,24 @@ func (in *installer) writeZeros(ctx context.Context) error {
 		if int(c.Length) > len(zeros) {
 			zeros = make([]byte, c.Length)
 		}
-		sum, ok := sums[c.Length]
-		if !ok {
-			sum = sha256.Sum256(zeros[:c.Length])
-			sums[c.Length] = sum
-		}
-		if sum != c.SHA256 {
-			return reject(ReasonChunkHash, "zero chunk at %d does not match its signed hash", c.Offset)
-		}
 		if err := in.write(zeros[:c.Length], c.Offset); err != nil {
 			return err
 		}
 		in.need[i] = false
+		in.placed.mark(i)
 		in.zero.Add(int64(c.Length))
 		in.addDone(int64(c.Length))
 	}
 	return nil
 }
 
-// stored is one stored range to fetch and the image offsets its decoded bytes go to.
+// stored is one stored range to fetch and the chunks (indices) its decoded bytes become.
 type stored struct {
 	doff, dlen int64
 	enc        Encoding
 	length     uint32
 	sum        [32]byte
-	targets    []int64
+	chunks     []int
 }
 
 type request struct {
@@ -464,7 +517,7 @@ func (in *installer) plan() []request {
 			byKey[k] = s
 			items = append(items, s)
 		}
-		s.targets = append(s.targets, c.Offset)
+		s.chunks = append(s.chunks, i)
 	}
 	slices.SortFunc(items, func(a, b *stored) int {
 		if a.doff != b.doff {
@@ -501,16 +554,14 @@ func (in *installer) fetch(ctx context.Context, dataOff int64) error {
 	var wg sync.WaitGroup
 	for range min(in.o.Parallel, len(reqs)) {
 		wg.Go(func() {
-			dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(MaxChunkSize+1),
-				zstd.WithDecoderMaxWindow(MaxChunkSize+1))
+			fw, err := in.newFetchWorker()
 			if err != nil {
 				once.Do(func() { first = err; cancel() })
 				return
 			}
-			defer dec.Close()
-			var raw, out []byte
+			defer fw.dec.Close()
 			for r := range ch {
-				if err := in.fetchOne(ctx, r, dataOff, dec, &raw, &out); err != nil {
+				if err := fw.fetch(ctx, r, dataOff); err != nil {
 					once.Do(func() { first = err; cancel() })
 				}
 			}
@@ -533,9 +584,46 @@ func (in *installer) fetch(ctx context.Context, dataOff int64) error {
 	return ctx.Err()
 }
 
-// fetchOne streams one coalesced request; after a cut it re-requests from the first stored range
-// not yet written, up to Retry.Attempts times without progress.
-func (in *installer) fetchOne(ctx context.Context, r request, dataOff int64, dec *zstd.Decoder, raw, out *[]byte) error {
+// writeBatchSize bounds how many decoded bytes of neighbouring chunks a fetch worker gathers into
+// one write.
+const writeBatchSize = 1 << 20
+
+// fetchWorker decodes stored ranges and writes neighbouring chunks in batches.
+type fetchWorker struct {
+	in    *installer
+	dec   *zstd.Decoder
+	raw   []byte
+	one   []byte // decode buffer for chunks written to several places
+	batch []byte // decoded bytes for image [batchOff, batchOff+len(batch))
+	off   int64
+	idx   []int // chunks in the batch
+}
+
+func (in *installer) newFetchWorker() (*fetchWorker, error) {
+	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(MaxChunkSize+1),
+		zstd.WithDecoderMaxWindow(MaxChunkSize+1))
+	if err != nil {
+		return nil, err
+	}
+	return &fetchWorker{in: in, dec: dec, batch: make([]byte, 0, max(writeBatchSize, in.m.Chunking.maxLen()))}, nil
+}
+
+// countingReader counts bytes read into n.
+type countingReader struct {
+	r io.Reader
+	n *atomic.Int64
+}
+
+func (c countingReader) Read(p []byte) (int, error) {
+	k, err := c.r.Read(p)
+	c.n.Add(int64(k))
+	return k, err
+}
+
+// fetch streams one coalesced request; after a cut it re-requests from the first stored range
+// not yet decoded, up to Retry.Attempts times without progress.
+func (fw *fetchWorker) fetch(ctx context.Context, r request, dataOff int64) error {
+	in := fw.in
 	rt := retrier{in.o.Retry}
 	pos, failures := 0, 0
 	for pos < len(r.items) {
@@ -545,29 +633,26 @@ func (in *installer) fetchOne(ctx context.Context, r request, dataOff int64, dec
 			return err
 		}
 		in.requests.Add(1)
+		br := bufio.NewReaderSize(countingReader{body, &in.fetched}, 256<<10)
 		cur := from
 		var cut error
 		for pos < len(r.items) {
 			s := r.items[pos]
 			if gap := s.doff - cur; gap > 0 {
-				n, err := io.CopyN(io.Discard, body, gap)
-				in.fetched.Add(n)
-				if err != nil {
+				if _, err := br.Discard(int(gap)); err != nil {
 					cut = err
 					break
 				}
 			}
-			if int64(cap(*raw)) < s.dlen {
-				*raw = make([]byte, s.dlen)
+			if int64(cap(fw.raw)) < s.dlen {
+				fw.raw = make([]byte, s.dlen)
 			}
-			b := (*raw)[:s.dlen]
-			n, err := io.ReadFull(body, b)
-			in.fetched.Add(int64(n))
-			if err != nil {
+			b := fw.raw[:s.dlen]
+			if _, err := io.ReadFull(br, b); err != nil {
 				cut = err
 				break
 			}
-			if err := in.place(s, b, dec, out); err != nil {
+			if err := fw.place(s, b); err != nil {
 				body.Close()
 				return err
 			}
@@ -576,6 +661,9 @@ func (in *installer) fetchOne(ctx context.Context, r request, dataOff int64, dec
 			failures = 0
 		}
 		body.Close()
+		if err := fw.flush(); err != nil {
+			return err
+		}
 		if cut == nil {
 			continue
 		}
@@ -590,53 +678,145 @@ func (in *installer) fetchOne(ctx context.Context, r request, dataOff int64, dec
 			return err
 		}
 	}
-	return nil
+	return fw.flush()
 }
 
-// place decodes a stored range, checks its hash and writes it to every target offset.
-func (in *installer) place(s *stored, b []byte, dec *zstd.Decoder, out *[]byte) error {
-	data := b
+// decode appends the decoded bytes of s (stored as b) to dst and checks their hash.
+func (fw *fetchWorker) decode(dst []byte, s *stored, b []byte) ([]byte, error) {
+	n := len(dst)
 	if s.enc == EncodingZstd {
-		if cap(*out) < int(s.length) {
-			*out = make([]byte, 0, s.length)
+		d, err := fw.dec.DecodeAll(b, dst)
+		if err != nil || len(d)-n != int(s.length) {
+			return dst, rejectErr(ReasonChunkHash, err, "chunk at data offset %d does not decode to its %d bytes", s.doff, s.length)
 		}
-		d, err := dec.DecodeAll(b, (*out)[:0])
-		if err != nil || len(d) != int(s.length) {
-			return rejectErr(ReasonChunkHash, err, "chunk at data offset %d does not decode to its %d bytes", s.doff, s.length)
+		dst = d
+	} else {
+		dst = append(dst, b...)
+	}
+	if sha256.Sum256(dst[n:]) != s.sum {
+		return dst[:n], reject(ReasonChunkHash, "chunk at data offset %d does not match its signed hash; the payload or the server is corrupt", s.doff)
+	}
+	return dst, nil
+}
+
+// place decodes and checks s, then adds it to the write batch (or writes it to each of its
+// chunks when it is stored once for several).
+func (fw *fetchWorker) place(s *stored, b []byte) error {
+	if len(s.chunks) == 1 {
+		c := fw.in.m.Chunks[s.chunks[0]]
+		if len(fw.batch) > 0 && (fw.off+int64(len(fw.batch)) != c.Offset || cap(fw.batch)-len(fw.batch) < int(c.Length)) {
+			if err := fw.flush(); err != nil {
+				return err
+			}
 		}
-		data = d
-	}
-	if sha256.Sum256(data) != s.sum {
-		return reject(ReasonChunkHash, "chunk at data offset %d does not match its signed hash; the payload or the server is corrupt", s.doff)
-	}
-	for _, off := range s.targets {
-		if err := in.write(data, off); err != nil {
+		if len(fw.batch) == 0 {
+			fw.off = c.Offset
+		}
+		var err error
+		if fw.batch, err = fw.decode(fw.batch, s, b); err != nil {
 			return err
 		}
-		in.addDone(int64(len(data)))
+		fw.idx = append(fw.idx, s.chunks[0])
+		return nil
+	}
+	d, err := fw.decode(fw.one[:0], s, b)
+	if err != nil {
+		return err
+	}
+	fw.one = d
+	for _, i := range s.chunks {
+		if err := fw.in.write(d, fw.in.m.Chunks[i].Offset); err != nil {
+			return err
+		}
+		fw.in.placed.mark(i)
+		fw.in.addDone(int64(len(d)))
 	}
 	return nil
 }
 
-// rehash re-reads [0, imageSize) of the target and compares it with the signed image hash.
-func (in *installer) rehash(ctx context.Context) error {
-	if s, ok := in.dst.Slot.(interface{ Sync() error }); ok {
-		if err := s.Sync(); err != nil {
-			return fmt.Errorf("sync target slot: %w", err)
-		}
+// flush writes the batch (only checked chunks are ever in it).
+func (fw *fetchWorker) flush() error {
+	if len(fw.batch) == 0 {
+		return nil
 	}
+	if err := fw.in.write(fw.batch, fw.off); err != nil {
+		return err
+	}
+	for _, i := range fw.idx {
+		fw.in.placed.mark(i)
+	}
+	fw.in.addDone(int64(len(fw.batch)))
+	fw.batch, fw.idx = fw.batch[:0], fw.idx[:0]
+	return nil
+}
+
+// placement tracks which chunks are in place in the target, for the trailing re-hash.
+type placement struct {
+	mu      sync.Mutex
+	cond    *sync.Cond
+	done    []atomic.Bool
+	stopped bool
+}
+
+func newPlacement(n int) *placement {
+	p := &placement{done: make([]atomic.Bool, n)}
+	p.cond = sync.NewCond(&p.mu)
+	return p
+}
+
+func (p *placement) mark(i int) {
+	p.done[i].Store(true)
+	p.mu.Lock()
+	p.cond.Broadcast()
+	p.mu.Unlock()
+}
+
+func (p *placement) stop() {
+	p.mu.Lock()
+	p.stopped = true
+	p.cond.Broadcast()
+	p.mu.Unlock()
+}
+
+// wait blocks until chunk i is in place; false when stopped.
+func (p *placement) wait(i int) bool {
+	if p.done[i].Load() {
+		return true
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for !p.done[i].Load() && !p.stopped {
+		p.cond.Wait()
+	}
+	return !p.stopped
+}
+
+// rehash reads back [0, imageSize) of the target in order, each chunk once it is in place, and
+// compares the SHA-256 with the manifest's image hash.
+func (in *installer) rehash(ctx context.Context) error {
 	h := sha256.New()
 	buf := make([]byte, 1<<20)
-	for off := int64(0); off < in.m.ImageSize; {
-		if err := ctx.Err(); err != nil {
-			return err
+	chunks := in.m.Chunks
+	for i := 0; i < len(chunks); {
+		if !in.placed.wait(i) || ctx.Err() != nil {
+			return errors.New("re-hash stopped")
 		}
-		n := min(int64(len(buf)), in.m.ImageSize-off)
-		if err := readFull(in.dst.Slot, buf[:n], off); err != nil {
-			return fmt.Errorf("re-read target slot at %d: %w", off, err)
+		start := chunks[i].Offset
+		end := start + int64(chunks[i].Length)
+		j := i + 1
+		for j < len(chunks) && in.placed.done[j].Load() && chunks[j].Offset+int64(chunks[j].Length)-start <= int64(len(buf)) {
+			end = chunks[j].Offset + int64(chunks[j].Length)
+			j++
 		}
-		h.Write(buf[:n])
-		off += n
+		for off := start; off < end; {
+			n := min(int64(len(buf)), end-off)
+			if err := readFull(in.dst.Slot, buf[:n], off); err != nil {
+				return fmt.Errorf("re-read target slot at %d: %w", off, err)
+			}
+			h.Write(buf[:n])
+			off += n
+		}
+		i = j
 	}
 	var got Digest
 	copy(got[:], h.Sum(nil))
@@ -659,7 +839,14 @@ func readFull(r io.ReaderAt, b []byte, off int64) error {
 
 func (in *installer) setPhase(p string) {
 	in.mu.Lock()
-	in.phase = p
+	now := in.o.Now()
+	if in.phase != "" {
+		if in.phases == nil {
+			in.phases = map[string]time.Duration{}
+		}
+		in.phases[in.phase] += now.Sub(in.phaseAt)
+	}
+	in.phase, in.phaseAt = p, now
 	in.mu.Unlock()
 	in.report(true)
 }
