@@ -43,8 +43,19 @@
 //
 // # API for hosts
 //
-// Client sends update checks, pings and events with failover across server URLs; see its
-// documentation. (*UpdateCheck).Update extracts and checks an offer as update_engine would.
+// The agent passes its identity in a Host (this package reads no files) and calls a Client:
+//
+//	c, err := omaha.NewClient(servers, omaha.ClientOptions{Timeout: 30 * time.Second})
+//	res, err := c.UpdateCheck(ctx, host, omaha.CheckOptions{PreviousVersion: prev}) // or Rollback: true
+//	// res.Update == nil: noupdate; else res.Update.DownloadURLs(), Size, SHA256
+//	err = c.Event(ctx, host, omaha.Event{Type: omaha.EventTypeUpdateDownloadStarted, Result: omaha.EventResultSuccess})
+//	err = c.Event(ctx, host, omaha.ErrorEvent(code))
+//	err = c.Ping(ctx, host)
+//
+// Each call tries the servers in order, failing over on transport errors, timeouts and HTTP
+// 5xx/408/429. Failures are *Error: Transient says whether to retry later with backoff, Code()
+// gives the update_engine error code to report (2000+HTTP status, 30, 31, 34, 2).
+// (*UpdateCheck).Update extracts and checks an offer as update_engine would.
 //
 // # Invariants
 //

@@ -1,9 +1,13 @@
 package omaha_test
 
 import (
+	"context"
 	"crypto/sha1"
 	"crypto/sha256"
+	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 
 	"github.com/twinslot/twinslot/omaha"
@@ -77,4 +81,52 @@ func Example() {
 	//     </updatecheck>
 	//   </app>
 	// </response>
+}
+
+// A host checks for an update against a server that has none.
+func ExampleClient_UpdateCheck() {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		req, err := omaha.ParseRequest(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		resp := omaha.NewResponse()
+		a := resp.AddApp(req.Apps[0].AppID, omaha.StatusOK)
+		a.Acknowledge(req.Apps[0])
+		a.AddUpdateCheck(omaha.StatusNoUpdate)
+		body, _ := resp.Marshal()
+		w.Header().Set("Content-Type", omaha.ContentType)
+		w.Write(body)
+	}))
+	defer srv.Close()
+
+	c, err := omaha.NewClient([]string{srv.URL + "/v1/update/"}, omaha.ClientOptions{})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	host := omaha.Host{
+		AppID:     "f7d0ccdd-af0a-402c-b7d1-0693b2cf46bc",
+		MachineID: "639c3d1041b94d7c915c18174eeeb154",
+		BootID:    "60eb8c4b-919d-422f-9d4f-8fda10c50ab8",
+		Version:   "1.2.0",
+		Track:     "stable",
+		Board:     "amd64-usr",
+	}
+	res, err := c.UpdateCheck(context.Background(), host, omaha.CheckOptions{})
+	switch {
+	case omaha.IsTransient(err):
+		fmt.Println("retry later:", err)
+	case err != nil:
+		var oe *omaha.Error
+		if errors.As(err, &oe) {
+			fmt.Println("report error code", oe.Code())
+		}
+	case res.Update == nil:
+		fmt.Println("no update")
+	default:
+		fmt.Println("update to", res.Update.Version)
+	}
+	// Output: no update
 }

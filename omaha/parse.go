@@ -32,6 +32,8 @@ var (
 	ErrTooLarge            = errors.New("document exceeds a size limit")
 	ErrMalformed           = errors.New("malformed Omaha XML")
 	ErrUnsupportedProtocol = errors.New("unsupported Omaha protocol version")
+
+	errEmptyDocument = errors.New("empty document") // wrapped with ErrMalformed
 )
 
 // ParseRequest reads and decodes one request document of at most MaxRequestBytes. It checks
@@ -84,7 +86,7 @@ func parseDoc(r io.Reader, limit int64, v any) error {
 	d := xml.NewDecoder(bytes.NewReader(data))
 	if err := d.Decode(v); err != nil {
 		if errors.Is(err, io.EOF) {
-			return fmt.Errorf("%w: empty document", ErrMalformed)
+			return fmt.Errorf("%w: %w", ErrMalformed, errEmptyDocument)
 		}
 		return fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
