@@ -1,0 +1,19 @@
+// Command mkimage builds test disks and /usr images and emulates installs and boots; see
+// package github.com/twinslot/twinslot/testimages/mkimage.
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/twinslot/twinslot/testimages/mkimage"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := mkimage.Main(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
