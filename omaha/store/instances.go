@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -99,13 +100,28 @@ func (v *valuesSQL) get(rows, cols int) string {
 	return b.String()
 }
 
-// WriteCheckins upserts instances and appends events in one transaction (group commit). An
-// instance must appear at most once in instances.
-func (db *DB) WriteCheckins(ctx context.Context, instances []Instance, events []Event) error {
-	if len(instances) == 0 && len(events) == 0 {
-		return nil
+// GrantResult is the decision on one grant candidate.
+type GrantResult struct {
+	OK     bool
+	Reason string // when !OK: "paused" or "rate-limited"
+	Active int64  // hosts of the group holding a slot, not counting the candidate
+}
+
+// WriteCheckins writes a batch in one transaction (group commit): it upserts instances, appends
+// events, then decides each grant candidate in order, seeing everything written before it (see
+// Grant). An instance must appear at most once in instances. It returns one result per grant.
+func (db *DB) WriteCheckins(ctx context.Context, instances []Instance, events []Event, grants []Instance) ([]GrantResult, error) {
+	if len(instances) == 0 && len(events) == 0 && len(grants) == 0 {
+		return nil, nil
 	}
-	return db.tx(ctx, "write check-ins", func(tx *sql.Tx) error {
+	for _, g := range grants {
+		if g.GrantedVersion == "" || g.GrantedAt.IsZero() {
+			return nil, invalidf("grant without a granted version and time")
+		}
+	}
+	var results []GrantResult
+	err := db.tx(ctx, "write check-ins", func(tx *sql.Tx) error {
+		results = results[:0]
 		args := make([]any, 0, batchRows*instNCols)
 		for len(instances) > 0 {
 			n := min(len(instances), batchRows)
@@ -129,8 +145,66 @@ func (db *DB) WriteCheckins(ctx context.Context, instances []Instance, events []
 			}
 			events = events[n:]
 		}
+		if len(grants) == 0 {
+			return nil
+		}
+		groups, err := db.lockGroups(ctx, tx, grants)
+		if err != nil {
+			return err
+		}
+		for i := range grants {
+			r, err := db.decideGrant(ctx, tx, groups, &grants[i])
+			if err != nil {
+				return err
+			}
+			results = append(results, r)
+		}
 		return nil
 	})
+	if err != nil {
+		return nil, err
+	}
+	return results, nil
+}
+
+// lockGroups reads (and on PostgreSQL row-locks, in id order against deadlocks) the groups of
+// the grant candidates.
+func (db *DB) lockGroups(ctx context.Context, tx *sql.Tx, grants []Instance) (map[string]Group, error) {
+	ids := make([]string, 0, len(grants))
+	for _, g := range grants {
+		ids = append(ids, g.GroupID)
+	}
+	slices.Sort(ids)
+	groups := map[string]Group{}
+	for _, id := range slices.Compact(ids) {
+		g, err := scanGroup(tx.QueryRowContext(ctx, `SELECT `+groupCols+` FROM update_groups WHERE id = $1`+db.d.forUpdate, id))
+		if errors.Is(err, sql.ErrNoRows) {
+			continue // decideGrant reports it
+		}
+		if err != nil {
+			return nil, err
+		}
+		groups[id] = g
+	}
+	return groups, nil
+}
+
+func (db *DB) decideGrant(ctx context.Context, tx *sql.Tx, groups map[string]Group, in *Instance) (GrantResult, error) {
+	g, ok := groups[in.GroupID]
+	if !ok || g.AppID != in.AppID {
+		return GrantResult{}, fmt.Errorf("group %s of app %s: %w", in.GroupID, in.AppID, ErrNotFound)
+	}
+	var r GrantResult
+	if g.Policy.Enabled && g.Policy.MaxUpdates > 0 {
+		if err := tx.QueryRowContext(ctx, activeSQL, activeArgs(g.ID, g.Policy, in.GrantedAt, in.AppID, in.MachineID)...).Scan(&r.Active); err != nil {
+			return GrantResult{}, err
+		}
+	}
+	if r.OK, r.Reason = g.Policy.Allows(r.Active); !r.OK {
+		return r, nil
+	}
+	_, err := tx.ExecContext(ctx, `INSERT INTO instances (`+instCols+`) VALUES `+db.values.get(1, instNCols)+upsertInstances, instArgs(nil, in)...)
+	return r, err
 }
 
 // Instance returns one instance.
@@ -253,32 +327,14 @@ func (db *DB) ActiveGrants(ctx context.Context, groupID string, p Policy, now ti
 }
 
 // Grant decides, under the group's row lock, whether in may be granted an update under the
-// group's current policy (read in the same transaction). If so it writes in, which the caller
-// has already marked granted (GrantedVersion, GrantedAt), and returns true. Otherwise it writes
-// nothing and returns false with the reason and the number of active grants.
-func (db *DB) Grant(ctx context.Context, in Instance, now time.Time) (ok bool, reason string, active int64, err error) {
-	if in.GrantedVersion == "" || in.GrantedAt.IsZero() {
-		return false, "", 0, invalidf("grant without a granted version and time")
-	}
-	err = db.tx(ctx, "grant", func(tx *sql.Tx) error {
-		g, err := scanGroup(tx.QueryRowContext(ctx, `SELECT `+groupCols+` FROM update_groups WHERE id = $1 AND app_id = $2`+db.d.forUpdate, in.GroupID, in.AppID))
-		if errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("group %s of app %s: %w", in.GroupID, in.AppID, ErrNotFound)
-		}
-		if err != nil {
-			return err
-		}
-		if err := tx.QueryRowContext(ctx, activeSQL, activeArgs(g.ID, g.Policy, now, in.AppID, in.MachineID)...).Scan(&active); err != nil {
-			return err
-		}
-		if ok, reason = g.Policy.Allows(active); !ok {
-			return nil
-		}
-		_, err = tx.ExecContext(ctx, `INSERT INTO instances (`+instCols+`) VALUES `+db.values.get(1, instNCols)+upsertInstances, instArgs(nil, &in)...)
-		return err
-	})
+// group's current policy (read in the same transaction). The caller has already marked in
+// granted (GrantedVersion, GrantedAt = now). If the policy allows, in is written and the result
+// is OK; otherwise nothing is written and the result says why. Active is counted only for
+// groups with a max-updates cap.
+func (db *DB) Grant(ctx context.Context, in Instance) (GrantResult, error) {
+	rs, err := db.WriteCheckins(ctx, nil, nil, []Instance{in})
 	if err != nil {
-		return false, "", 0, err
+		return GrantResult{}, err
 	}
-	return ok, reason, active, nil
+	return rs[0], nil
 }

@@ -123,6 +123,7 @@ func conformance(t *testing.T, open opener) {
 		{"Groups", testGroups},
 		{"Checkins", testCheckins},
 		{"Grants", testGrants},
+		{"BatchGrants", testBatchGrants},
 		{"ConcurrentGrants", testConcurrentGrants},
 		{"Tokens", testTokens},
 		{"Catalog", testCatalog},
@@ -463,13 +464,13 @@ func testCheckins(t *testing.T, e env) {
 		store.Event{AppID: appID, MachineID: machine(1), GroupID: stable.ID, Type: 3, Result: 0, ErrorCode: 9, Version: "1.0.0", TargetVersion: "1.1.0", At: t0},
 		store.Event{AppID: appID, MachineID: machine(2), GroupID: stable.ID, Type: 999, Result: 77, Version: "1.0.0", At: t0.Add(time.Hour)},
 	)
-	if err := db.WriteCheckins(ctx, ins, evs); err != nil {
+	if _, err := db.WriteCheckins(ctx, ins, evs, nil); err != nil {
 		t.Fatal(err)
 	}
 	// A later check-in replaces everything but first_seen.
 	later := ins[0]
 	later.Version, later.State, later.LastCheck, later.FirstSeen, later.Alias = "1.1.0", store.StateComplete, t0.Add(time.Hour), t0.Add(time.Hour), "web-1"
-	if err := db.WriteCheckins(ctx, []store.Instance{later}, nil); err != nil {
+	if _, err := db.WriteCheckins(ctx, []store.Instance{later}, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	got, err := db.Instance(ctx, appID, machine(0))
@@ -542,11 +543,11 @@ func testGrants(t *testing.T, e env) {
 	}
 	grant := func(i int, at time.Time) (bool, string, int64) {
 		t.Helper()
-		ok, reason, active, err := db.Grant(ctx, inst(i, at), at)
+		r, err := db.Grant(ctx, inst(i, at))
 		if err != nil {
 			t.Fatal(err)
 		}
-		return ok, reason, active
+		return r.OK, r.Reason, r.Active
 	}
 	if ok, _, _ := grant(0, t0); !ok {
 		t.Fatal("first grant refused")
@@ -567,7 +568,7 @@ func testGrants(t *testing.T, e env) {
 	// Host 0 installs (3/1): it keeps its slot for the period.
 	done := inst(0, t0)
 	done.InstalledAt, done.State = t0.Add(5*time.Minute), store.StateInstalled
-	if err := db.WriteCheckins(ctx, []store.Instance{done}, nil); err != nil {
+	if _, err := db.WriteCheckins(ctx, []store.Instance{done}, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	// After the timeout host 1 (no 3/1) frees its slot; host 0 (installed) does not.
@@ -592,13 +593,47 @@ func testGrants(t *testing.T, e env) {
 	if ok, reason, _ := grant(4, t0.Add(3*time.Hour)); ok || reason != "paused" {
 		t.Fatalf("grant in a paused group = %v %q", ok, reason)
 	}
-	if _, _, _, err := db.Grant(ctx, store.Instance{AppID: appID, MachineID: machine(5), GroupID: g.ID}, at); !errors.Is(err, store.ErrInvalid) {
+	if _, err := db.Grant(ctx, store.Instance{AppID: appID, MachineID: machine(5), GroupID: g.ID}); !errors.Is(err, store.ErrInvalid) {
 		t.Fatalf("grant without version: %v", err)
 	}
 	bad := inst(5, at)
 	bad.GroupID = store.NewUUID()
-	if _, _, _, err := db.Grant(ctx, bad, at); !errors.Is(err, store.ErrNotFound) {
+	if _, err := db.Grant(ctx, bad); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("grant in unknown group: %v", err)
+	}
+}
+
+// testBatchGrants checks grants decided in one batch: in order, each seeing the rows and
+// grants before it.
+func testBatchGrants(t *testing.T, e env) {
+	ctx, db := t.Context(), e.db
+	createApp(t, db)
+	g, err := db.CreateGroup(ctx, store.Group{AppID: appID, Name: "batch", Channel: "stable",
+		Policy: store.Policy{Enabled: true, MaxUpdates: 2, Period: time.Hour, UpdateTimeout: 10 * time.Minute}}, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cand := func(i int, at time.Time) store.Instance {
+		return store.Instance{AppID: appID, MachineID: machine(i), GroupID: g.ID, Version: "1.0.0", State: store.StateGranted,
+			FirstSeen: at, LastCheck: at, GrantedVersion: "1.1.0", GrantedAt: at}
+	}
+	// Host 0 was granted long ago and has just reported 3/1 in the same batch: it holds a slot.
+	old := cand(0, t0)
+	if _, err := db.Grant(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	at := t0.Add(30 * time.Minute)
+	old.InstalledAt, old.State = at, store.StateInstalled
+	rs, err := db.WriteCheckins(ctx, []store.Instance{old}, nil, []store.Instance{cand(1, at), cand(2, at), cand(3, at)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := fmt.Sprint(rs)
+	if want := "[{true  1} {false rate-limited 2} {false rate-limited 2}]"; got != want {
+		t.Fatalf("batch grants = %s, want %s", got, want)
+	}
+	if _, err := db.WriteCheckins(ctx, nil, nil, []store.Instance{{AppID: appID, MachineID: machine(9), GroupID: store.NewUUID(), GrantedVersion: "1", GrantedAt: at}}); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("grant in an unknown group: %v", err)
 	}
 }
 
@@ -619,11 +654,11 @@ func testConcurrentGrants(t *testing.T, e env) {
 		wg.Go(func() {
 			in := store.Instance{AppID: appID, MachineID: machine(i), GroupID: g.ID, Version: "1.0.0", State: store.StateGranted,
 				FirstSeen: t0, LastCheck: t0, GrantedVersion: "1.1.0", GrantedAt: t0}
-			ok, _, _, err := db.Grant(ctx, in, t0)
+			r, err := db.Grant(ctx, in)
 			if err != nil {
 				t.Error(err)
 			}
-			if ok {
+			if r.OK {
 				mu.Lock()
 				granted++
 				mu.Unlock()
@@ -694,7 +729,7 @@ func testCatalog(t *testing.T, e env) {
 		t.Fatalf("Catalog = %+v (v0 %d)", c, v0)
 	}
 	// Check-ins do not touch the catalog.
-	if err := db.WriteCheckins(ctx, []store.Instance{{AppID: appID, MachineID: machine(0), State: store.StateIdle}}, nil); err != nil {
+	if _, err := db.WriteCheckins(ctx, []store.Instance{{AppID: appID, MachineID: machine(0), State: store.StateIdle}}, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	if v, _ := db.CatalogVersion(ctx); v != c.Version {

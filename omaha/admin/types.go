@@ -1,0 +1,181 @@
+package admin
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// App is an Omaha application.
+type App struct {
+	ID      string          `json:"id"`
+	Name    string          `json:"name"`
+	Trust   json.RawMessage `json:"trust,omitempty"` // payload trust root
+	Created time.Time       `json:"created,omitzero"`
+}
+
+// Package is a published payload file.
+type Package struct {
+	ID              int64     `json:"id"`
+	AppID           string    `json:"app_id"`
+	Version         string    `json:"version"`
+	Board           string    `json:"board"`
+	SecurityVersion uint64    `json:"security_version"`
+	FileName        string    `json:"file_name"`
+	Size            int64     `json:"size"`
+	SHA256          string    `json:"sha256"` // hex
+	SHA1            string    `json:"sha1"`   // base64
+	URL             string    `json:"url,omitempty"`
+	Withdrawn       bool      `json:"withdrawn,omitempty"`
+	Created         time.Time `json:"created,omitzero"`
+}
+
+// Channel is a release channel and its current package per board.
+type Channel struct {
+	Name        string             `json:"name"`
+	ExternalURL string             `json:"external_url,omitempty"`
+	Packages    map[string]Package `json:"packages"` // board → package
+}
+
+// ChannelChange sets a channel's external download base URL ("" serves packages from omahad).
+// {board}, {version} and {sha256} in it are replaced per package.
+type ChannelChange struct {
+	ExternalURL string `json:"external_url"`
+}
+
+// Duration is a time.Duration written as a Go duration string in JSON.
+type Duration time.Duration
+
+// MarshalJSON writes "1h0m0s".
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+// UnmarshalJSON reads a Go duration string (or a number of seconds).
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		var secs float64
+		if err2 := json.Unmarshal(b, &secs); err2 != nil {
+			return fmt.Errorf("duration: want a string such as \"1h30m\": %w", err)
+		}
+		*d = Duration(secs * float64(time.Second))
+		return nil
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("duration: %w", err)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Policy is a group's rollout policy.
+type Policy struct {
+	Enabled       bool     `json:"enabled"`        // false = updates paused
+	MaxUpdates    int64    `json:"max_updates"`    // hosts granted an update per period; 0 = no cap
+	Period        Duration `json:"period"`         // the window of MaxUpdates
+	UpdateTimeout Duration `json:"update_timeout"` // a grant without 3/1 in this time frees its slot; 0 = never
+}
+
+// Group is a set of hosts following a channel under one policy.
+type Group struct {
+	ID      string    `json:"id,omitempty"`
+	AppID   string    `json:"app_id,omitempty"`
+	Name    string    `json:"name"`
+	Channel string    `json:"channel"`
+	Default bool      `json:"default,omitempty"` // the channel's default group (named after it)
+	Policy  Policy    `json:"policy"`
+	Created time.Time `json:"created,omitzero"`
+	Updated time.Time `json:"updated,omitzero"`
+}
+
+// GroupChange changes some fields of a group; nil fields stay.
+type GroupChange struct {
+	Channel       *string   `json:"channel,omitempty"`
+	Enabled       *bool     `json:"enabled,omitempty"`
+	MaxUpdates    *int64    `json:"max_updates,omitempty"`
+	Period        *Duration `json:"period,omitempty"`
+	UpdateTimeout *Duration `json:"update_timeout,omitempty"`
+}
+
+// Instance is one host running an app.
+type Instance struct {
+	MachineID       string    `json:"machine_id"`
+	Alias           string    `json:"alias,omitempty"`
+	GroupID         string    `json:"group_id"`
+	Group           string    `json:"group,omitempty"` // group name
+	Track           string    `json:"track"`
+	Version         string    `json:"version"`
+	Board           string    `json:"board"`
+	OEM             string    `json:"oem,omitempty"`
+	BootID          string    `json:"boot_id,omitempty"`
+	State           string    `json:"state"`
+	LastError       int64     `json:"last_error,omitempty"`
+	FirstSeen       time.Time `json:"first_seen,omitzero"`
+	LastCheck       time.Time `json:"last_check,omitzero"`
+	GrantedVersion  string    `json:"granted_version,omitempty"`
+	GrantedAt       time.Time `json:"granted_at,omitzero"`
+	InstalledAt     time.Time `json:"installed_at,omitzero"`
+	FailedAt        time.Time `json:"failed_at,omitzero"`
+	RollbackVersion string    `json:"rollback_version,omitempty"`
+}
+
+// Event is one event a host reported.
+type Event struct {
+	ID              int64     `json:"id"`
+	MachineID       string    `json:"machine_id"`
+	GroupID         string    `json:"group_id"`
+	Type            int       `json:"type"`
+	Result          int       `json:"result"`
+	ErrorCode       int64     `json:"error_code,omitempty"`
+	Description     string    `json:"description"` // e.g. "update complete: error (RollbackError)"
+	Version         string    `json:"version"`
+	PreviousVersion string    `json:"previous_version,omitempty"`
+	TargetVersion   string    `json:"target_version,omitempty"`
+	At              time.Time `json:"at"`
+}
+
+// Promote asks to point channel To at the packages of Version that channel From carries.
+type Promote struct {
+	Version string `json:"version"`
+	From    string `json:"from"`
+	To      string `json:"to"`
+}
+
+// Withdraw asks to withdraw every package of Version: channels fall back to their previous one.
+type Withdraw struct {
+	Version string `json:"version"`
+}
+
+// Status is an app's rollout at a glance.
+type Status struct {
+	App      App           `json:"app"`
+	Channels []Channel     `json:"channels"`
+	Groups   []GroupStatus `json:"groups"`
+}
+
+// GroupStatus is one group's hosts by version and state, and its failures by target version.
+type GroupStatus struct {
+	Group     Group      `json:"group"`
+	Instances int64      `json:"instances"`
+	Counts    []Count    `json:"counts"`
+	Failures  []Failures `json:"failures,omitempty"`
+}
+
+// Count is the number of hosts running Version in State.
+type Count struct {
+	Version string `json:"version"`
+	State   string `json:"state"`
+	N       int64  `json:"n"`
+}
+
+// Failures counts distinct hosts that failed (3/0) or rolled back (3/0/44) trying TargetVersion.
+type Failures struct {
+	TargetVersion string `json:"target_version"`
+	Failed        int64  `json:"failed"`
+	RolledBack    int64  `json:"rolled_back"`
+}
+
+// ErrorBody is the JSON body of every error response.
+type ErrorBody struct {
+	Error string `json:"error"`
+}

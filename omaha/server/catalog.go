@@ -1,0 +1,173 @@
+package server
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/twinslot/twinslot/omaha/store"
+)
+
+// catalog is an immutable in-memory snapshot of apps, channels, packages and groups: what every
+// update check looks up. It is rebuilt after each admin write in this process and whenever the
+// store's catalog version changes (another replica wrote), so lookups never touch the database.
+type catalog struct {
+	version int64
+	apps    map[string]*appEntry // by bare lower-case app id
+}
+
+type appEntry struct {
+	store.App
+	channels map[string]*channelEntry
+	byID     map[string]*store.Group
+	byName   map[string]*store.Group
+}
+
+type channelEntry struct {
+	store.Channel
+	pkgs map[string]*pkgEntry // board → current package
+}
+
+// pkgEntry is a package with its digests decoded once.
+type pkgEntry struct {
+	store.Package
+	sha256 [32]byte
+	sha1   [20]byte
+}
+
+func buildCatalog(c *store.Catalog) (*catalog, error) {
+	cat := &catalog{version: c.Version, apps: map[string]*appEntry{}}
+	for _, a := range c.Apps {
+		cat.apps[a.ID] = &appEntry{App: a, channels: map[string]*channelEntry{}, byID: map[string]*store.Group{}, byName: map[string]*store.Group{}}
+	}
+	for _, ch := range c.Channels {
+		a := cat.apps[ch.AppID]
+		if a == nil {
+			continue
+		}
+		ce := &channelEntry{Channel: ch, pkgs: map[string]*pkgEntry{}}
+		for board, p := range ch.Packages {
+			pe := &pkgEntry{Package: p}
+			if err := decodeDigest(pe.sha256[:], p.SHA256, hex.DecodeString); err != nil {
+				return nil, fmt.Errorf("package %s/%s sha256: %w", p.Version, p.Board, err)
+			}
+			if err := decodeDigest(pe.sha1[:], p.SHA1, base64.StdEncoding.DecodeString); err != nil {
+				return nil, fmt.Errorf("package %s/%s sha1: %w", p.Version, p.Board, err)
+			}
+			ce.pkgs[board] = pe
+		}
+		a.channels[ch.Name] = ce
+	}
+	for i := range c.Groups {
+		g := &c.Groups[i]
+		if a := cat.apps[g.AppID]; a != nil {
+			a.byID[g.ID] = g
+			a.byName[g.Name] = g
+		}
+	}
+	return cat, nil
+}
+
+func decodeDigest(dst []byte, s string, decode func(string) ([]byte, error)) error {
+	b, err := decode(s)
+	if err != nil || len(b) != len(dst) {
+		return fmt.Errorf("%q is not a %d-byte digest", s, len(dst))
+	}
+	copy(dst, b)
+	return nil
+}
+
+// group resolves a host's track: a group id, a group name, or a channel name (whose default
+// group is named after it). It returns nil for an unknown track.
+func (a *appEntry) group(track string) *store.Group {
+	if g := a.byID[strings.ToLower(track)]; g != nil {
+		return g
+	}
+	return a.byName[track]
+}
+
+// pkg returns a channel's current package for board, or nil.
+func (a *appEntry) pkg(channel, board string) (*channelEntry, *pkgEntry) {
+	ch := a.channels[channel]
+	if ch == nil {
+		return nil, nil
+	}
+	return ch, ch.pkgs[board]
+}
+
+// holds remembers groups whose max-updates cap was reached, so that the hosts asking in the
+// next moments are answered without a grant transaction each.
+type holds struct {
+	mu    sync.Mutex
+	until map[string]time.Time
+}
+
+func (h *holds) held(groupID string, now time.Time) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return now.Before(h.until[groupID])
+}
+
+func (h *holds) hold(groupID string, until time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.until == nil {
+		h.until = map[string]time.Time{}
+	}
+	h.until[groupID] = until
+}
+
+func (h *holds) reset() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	clear(h.until)
+}
+
+// refresh reloads the catalog when the store's catalog version differs from the loaded one
+// (or always, when force).
+func (s *Server) refresh(ctx context.Context, force bool) error {
+	s.refreshMu.Lock()
+	defer s.refreshMu.Unlock()
+	if !force {
+		v, err := s.db.CatalogVersion(ctx)
+		if err != nil {
+			return err
+		}
+		if cur := s.cat.Load(); cur != nil && cur.version == v {
+			return nil
+		}
+	}
+	start := time.Now()
+	c, err := s.db.Catalog(ctx)
+	s.m.observeDB("catalog", start)
+	if err != nil {
+		return err
+	}
+	cat, err := buildCatalog(c)
+	if err != nil {
+		return fmt.Errorf("server: load catalog: %w", err)
+	}
+	s.cat.Store(cat)
+	s.holds.reset()
+	return nil
+}
+
+// pollCatalog refreshes the catalog every interval until ctx ends.
+func (s *Server) pollCatalog(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := s.refresh(ctx, false); err != nil && ctx.Err() == nil {
+				s.log.Warn("reload catalog", "err", err)
+			}
+		}
+	}
+}

@@ -1,0 +1,211 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/twinslot/twinslot/omaha/store"
+	"github.com/twinslot/twinslot/tools/cli"
+)
+
+const summary = "the twinslot Omaha update server"
+
+// Main is omahad's command line: with no command (or "serve") it serves; "token create|list|
+// revoke" manage admin API tokens; "migrate" brings a database schema up to date.
+func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	stdio := cli.IO{Stdin: stdin, Stdout: stdout, Stderr: stderr}
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") && args[0] != "-h" && args[0] != "--help" && args[0] != "-help" {
+		args = append([]string{"serve"}, args...)
+	}
+	cmds := []cli.Command{
+		{Name: "serve", Summary: "serve Omaha, payload downloads, the admin API, the dashboard and metrics (the default)", Run: serve},
+		{Name: "token", Summary: "manage admin API tokens", Sub: []cli.Command{
+			{Name: "create", Summary: "create a token and print it (shown once)", Run: tokenCreate},
+			{Name: "list", Summary: "list tokens (without secrets)", Run: tokenList},
+			{Name: "revoke", Summary: "revoke a token by id", Run: tokenRevoke},
+		}},
+		{Name: "migrate", Summary: "apply database migrations and print the schema version", Run: migrate},
+	}
+	return cli.Run(ctx, "omahad", summary, cmds, args, stdio)
+}
+
+func dbFlag(fs *flag.FlagSet) *string {
+	return fs.String("db", "omahad.db", "database: a SQLite file path, or a postgres:// URL")
+}
+
+func serve(ctx context.Context, stdio cli.IO, args []string) error {
+	fs := stdio.FlagSet("omahad serve", "[flags]", `Serve the Omaha endpoint (/v1/update/), payload downloads (/packages/), the admin API
+(/api/v1/), the dashboard (/), /metrics and /healthz until interrupted, then shut down gracefully:
+in-flight requests finish and queued check-ins are written.`)
+	listen := fs.String("listen", "127.0.0.1:8080", "address to listen on")
+	dsn := dbFlag(fs)
+	storeDir := fs.String("store", "payloads", "directory for published payload files")
+	public := fs.String("public-url", "", "base URL hosts reach this server at (for download URLs); default: from each request")
+	logFormat := fs.String("log-format", "text", "log format: text or json")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	flush := fs.Duration("flush-interval", DefaultFlushInterval, "group commit: longest wait before check-ins are written")
+	batch := fs.Int("batch-rows", DefaultBatchRows, "group commit: rows per write transaction")
+	queue := fs.Int("queue-rows", DefaultQueueRows, "group commit: rows queued before requests wait")
+	poll := fs.Duration("cache-poll", DefaultCachePoll, "how often to look for catalog changes by other replicas")
+	maxUpload := fs.Int64("max-upload", DefaultMaxUploadBytes, "largest payload upload in bytes")
+	retention := fs.Duration("event-retention", DefaultEventRetention, "how long to keep host events (negative: forever)")
+	grace := fs.Duration("shutdown-grace", 30*time.Second, "how long shutdown waits for requests and the last writes")
+	rest, err := cli.Parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := cli.NArgs(rest, 0, 0, "no arguments"); err != nil {
+		return err
+	}
+	log, err := newLogger(stdio.Stderr, *logFormat, *logLevel)
+	if err != nil {
+		return err
+	}
+	db, err := store.Open(ctx, *dsn)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	s, err := New(ctx, Config{
+		DB: db, StoreDir: *storeDir, PublicURL: *public, Logger: log,
+		FlushInterval: *flush, BatchRows: *batch, QueueRows: *queue, CachePoll: *poll,
+		MaxUploadBytes: *maxUpload, EventRetention: *retention,
+	})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		s.Close(ctx)
+		return fmt.Errorf("listen on %s: %w", *listen, err)
+	}
+	log.Info("omahad listening", "addr", ln.Addr().String(), "db", db.Backend(), "store", *storeDir)
+	return s.Serve(ctx, ln, *grace)
+}
+
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, cli.Usagef("--log-level %q: want debug, info, warn or error", level)
+	}
+	o := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, o)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, o)), nil
+	}
+	return nil, cli.Usagef("--log-format %q: want text or json", format)
+}
+
+func tokenCreate(ctx context.Context, stdio cli.IO, args []string) error {
+	fs := stdio.FlagSet("omahad token create", "--role admin|readonly [--name N] [--db DSN]",
+		"Create an admin API token and print it on stdout. Only its hash is stored: keep it safe.")
+	dsn := dbFlag(fs)
+	role := fs.String("role", "", "admin (everything) or readonly (reads only)")
+	name := fs.String("name", "", "what the token is for (shown by 'token list')")
+	rest, err := cli.Parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := cli.NArgs(rest, 0, 0, "no arguments"); err != nil {
+		return err
+	}
+	r, err := store.ParseRole(*role)
+	if err != nil {
+		return cli.Usagef("--role %q: want admin or readonly", *role)
+	}
+	db, err := store.Open(ctx, *dsn)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	secret, _, err := db.CreateToken(ctx, r, *name, time.Now())
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdio.Stdout, secret)
+	return nil
+}
+
+func tokenList(ctx context.Context, stdio cli.IO, args []string) error {
+	fs := stdio.FlagSet("omahad token list", "[--db DSN] [--json]", "List admin API tokens (ids, roles, names; never secrets).")
+	dsn := dbFlag(fs)
+	asJSON := fs.Bool("json", false, "print JSON")
+	rest, err := cli.Parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := cli.NArgs(rest, 0, 0, "no arguments"); err != nil {
+		return err
+	}
+	db, err := store.Open(ctx, *dsn)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	toks, err := db.Tokens(ctx)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return cli.PrintJSON(stdio.Stdout, toks)
+	}
+	tw := cli.Table(stdio.Stdout)
+	fmt.Fprintln(tw, "ID\tROLE\tNAME\tCREATED")
+	for _, t := range toks {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", t.ID, t.Role, t.Name, t.Created.Format(time.RFC3339))
+	}
+	return tw.Flush()
+}
+
+func tokenRevoke(ctx context.Context, stdio cli.IO, args []string) error {
+	fs := stdio.FlagSet("omahad token revoke", "[--db DSN] ID", "Revoke a token; requests using it are refused from then on.")
+	dsn := dbFlag(fs)
+	rest, err := cli.Parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := cli.NArgs(rest, 1, 1, "a token id (see 'omahad token list')"); err != nil {
+		return err
+	}
+	db, err := store.Open(ctx, *dsn)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if err := db.DeleteToken(ctx, rest[0]); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("no token %s (see 'omahad token list')", rest[0])
+		}
+		return err
+	}
+	fmt.Fprintf(stdio.Stdout, "revoked %s\n", rest[0])
+	return nil
+}
+
+func migrate(ctx context.Context, stdio cli.IO, args []string) error {
+	fs := stdio.FlagSet("omahad migrate", "[--db DSN]", "Create or upgrade the database schema (omahad serve does this too) and print its version.")
+	dsn := dbFlag(fs)
+	rest, err := cli.Parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := cli.NArgs(rest, 0, 0, "no arguments"); err != nil {
+		return err
+	}
+	db, err := store.Open(ctx, *dsn)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	fmt.Fprintf(stdio.Stdout, "schema version %d (%s)\n", store.SchemaVersion(), db.Backend())
+	return nil
+}

@@ -1,0 +1,119 @@
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twinslot/twinslot/omaha/server"
+	"github.com/twinslot/twinslot/omaha/store"
+)
+
+// syncBuffer is a bytes.Buffer safe for the server's log goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func run(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := server.Main(t.Context(), args, strings.NewReader(""), &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func TestMainTokens(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "o.db")
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+		out  string // regexp
+	}{
+		{"no role", []string{"token", "create", "--db", db}, 2, ""},
+		{"bad role", []string{"token", "create", "--db", db, "--role", "root"}, 2, ""},
+		{"extra arg", []string{"token", "create", "--db", db, "--role", "admin", "x"}, 2, ""},
+		{"revoke unknown", []string{"token", "revoke", "--db", db, "nope"}, 1, ""},
+		{"bad command", []string{"tokens"}, 2, ""},
+		{"help", []string{"--help"}, 0, "token"},
+		{"admin", []string{"token", "create", "--db", db, "--role", "admin", "--name", "ci"}, 0, `^tst_[0-9a-f]{12}_\S{43}\n$`},
+		{"readonly", []string{"token", "create", "--db", db, "--role", "readonly"}, 0, `^tst_`},
+		{"list", []string{"token", "list", "--db", db}, 0, `admin\s+ci`},
+		{"migrate", []string{"migrate", "--db", db}, 0, `schema version \d+ \(sqlite\)`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, out, errs := run(t, tc.args...)
+			if code != tc.code || !regexp.MustCompile(tc.out).MatchString(out) {
+				t.Fatalf("exit %d (want %d)\nstdout %q\nstderr %q", code, tc.code, out, errs)
+			}
+		})
+	}
+	// The token works against the database it was made for.
+	_, out, _ := run(t, "token", "create", "--db", db, "--role", "admin")
+	sdb, err := store.Open(t.Context(), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sdb.Close()
+	if tok, err := sdb.Authenticate(t.Context(), strings.TrimSpace(out)); err != nil || tok.Role != store.RoleAdmin {
+		t.Fatalf("printed token does not authenticate: %+v %v", tok, err)
+	}
+}
+
+// TestMainServe starts omahad on a loopback port, checks /healthz, and stops it by cancelling.
+func TestMainServe(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(t.Context())
+	var logs syncBuffer
+	done := make(chan int)
+	go func() {
+		done <- server.Main(ctx, []string{"--listen", "127.0.0.1:0", "--db", filepath.Join(dir, "o.db"), "--store", filepath.Join(dir, "p"),
+			"--log-format", "json", "--shutdown-grace", "5s"}, strings.NewReader(""), io.Discard, &logs)
+	}()
+	re := regexp.MustCompile(`"addr":"(127\.0\.0\.1:\d+)"`)
+	var addr string
+	for addr == "" {
+		select {
+		case code := <-done:
+			t.Fatalf("omahad exited %d: %s", code, logs.String())
+		case <-time.After(10 * time.Millisecond):
+		}
+		if m := re.FindStringSubmatch(logs.String()); m != nil {
+			addr = m[1]
+		}
+	}
+	resp, err := http.Get("http://" + addr + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("healthz %d", resp.StatusCode)
+	}
+	cancel()
+	if code := <-done; code != 0 {
+		t.Fatalf("omahad exited %d after cancel: %s", code, logs.String())
+	}
+	if !strings.Contains(logs.String(), "shutting down") {
+		t.Fatalf("no shutdown log: %s", logs.String())
+	}
+}

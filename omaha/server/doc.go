@@ -1,0 +1,57 @@
+// Package server is omahad, the twinslot update server: the Omaha endpoint hosts check in
+// with, payload downloads, the JSON admin API (package admin), a read-only dashboard,
+// Prometheus metrics and a health check. Main is the omahad command line.
+//
+// # Routes
+//
+//	POST /v1/update/                  Omaha v3 in Flatcar's dialect (package omaha)
+//	GET  /packages/{sha256}/{name}    a published payload file: Range, If-Range, ETag = sha256
+//	     /api/v1/…                    the admin API (bearer tokens; see package admin)
+//	GET  /                            the dashboard (token as HTTP Basic password, any user)
+//	GET  /metrics                     Prometheus
+//	GET  /healthz                     200 "ok" when the database answers and the queue has room
+//
+// # Update checks
+//
+// Each <app> of a request is validated before anything is recorded (a bad machine id, boot id,
+// version or text field refuses the whole request with 400; a malformed or oversized document
+// gets 400/413). An unknown app is answered error-unknownApplication; an unknown track (not a
+// group id, group name or channel name) noupdate; neither is recorded. Otherwise events are
+// applied to the instance first (13/1 downloading, 14/1 downloaded, 3/1 installed, 3/0 error,
+// 3/0 with code 44 rolled back, 3/2 after an update complete; unknown pairs are recorded and
+// change nothing), then the update check is decided by plan:
+//
+//   - no package for the host's board on the group's channel, or the host is not older
+//     (CompareVersions; never a downgrade): noupdate;
+//   - the package is the version the host rolled back from: noupdate (until a newer one);
+//   - the group is paused: noupdate, state onhold;
+//   - the host holds a grant for that version (it reported installed or failed since, or the
+//     update timeout has not passed): offered again, no new slot;
+//   - otherwise a grant transaction (store.DB.Grant) takes a slot of "max updates per period"
+//     under the group's row lock: ok, or noupdate and onhold when the cap is reached.
+//
+// Policy never produces an error status: update_engine treats anything but ok/noupdate as an
+// invalid response. The answer carries this server's /packages/ URL (after the channel's
+// external base URL when one is set), hex hash_sha256, base64 SHA-1 hash and the postinstall
+// action's base64 sha256.
+//
+// # Performance
+//
+// Apps, channels, packages and groups are served from an in-memory catalog, rebuilt after
+// every admin write and whenever the store's catalog version changes (polled every
+// Config.CachePoll, so replicas on PostgreSQL see each other's writes within that time).
+// Check-ins and events are queued and written by one goroutine in batches, one transaction
+// per batch (group commit): a response does not wait for its row, and a crash loses at most
+// the rows queued but not committed, in practice the last Config.FlushInterval of traffic
+// (bounded by Config.QueueRows). Requests of one machine are serialised, and reads of an
+// instance see its queued row, so a host's back-to-back events are applied in order. Grants
+// are synchronous transactions: a granted update is never lost.
+//
+// # Uploads
+//
+// A publish streams the body to a temporary file under the store directory while hashing it
+// (SHA-256, SHA-1), fsyncs it, verifies it with payload.Open and File.Verify against the app's
+// trust root and app id, and only then renames it to sha256/<hex> (content-addressed, fsync of
+// the directory) and records the package. A payload that does not verify is refused with 422
+// and nothing is kept. Chunk data is not decoded on the server; hosts check every chunk.
+package server

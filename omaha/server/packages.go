@@ -1,0 +1,208 @@
+package server
+
+import (
+	"crypto/sha1"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+
+	"github.com/twinslot/twinslot/omaha"
+	"github.com/twinslot/twinslot/omaha/store"
+	"github.com/twinslot/twinslot/payload"
+)
+
+// DefaultPackageName is the file name hosts download when publish names none.
+const DefaultPackageName = "update.tsp"
+
+// maxNameLen bounds a package file name.
+const maxNameLen = 128
+
+// checkName accepts a plain file name: [A-Za-z0-9._-], not starting with a dot.
+func checkName(name string) error {
+	if name == "" || len(name) > maxNameLen || name[0] == '.' {
+		return badRequest("package name %.40q: want 1..%d characters, not starting with '.'", name, maxNameLen)
+	}
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return badRequest("package name %.40q: only letters, digits, '.', '_' and '-' are allowed", name)
+		}
+	}
+	return nil
+}
+
+// verifyPayload is the only way an upload becomes a package: it opens the file as a payload and
+// verifies its signatures against the app's trust root and its manifest against the app id.
+func verifyPayload(f *os.File, size int64, trust []byte, appID string) (*payload.Manifest, error) {
+	tr, err := payload.ParseTrustRoot(trust)
+	if err != nil {
+		return nil, &apiError{http.StatusConflict, fmt.Sprintf("the app's trust root is unusable (%v): replace it with 'releasectl app set-trust'", err)}
+	}
+	pf, err := payload.Open(f, size)
+	if err != nil {
+		return nil, err
+	}
+	m, err := pf.Verify(tr, payload.Expect{AppID: appID})
+	if err != nil {
+		return nil, err
+	}
+	if err := omaha.CheckVersion(m.Version); err != nil {
+		return nil, badRequest("payload version: %v", err)
+	}
+	if err := omaha.CheckText("board", m.Board, omaha.MaxShortLen); err != nil || m.Board == "" {
+		return nil, badRequest("payload board %.40q is empty or not printable", m.Board)
+	}
+	return m, nil
+}
+
+// publish receives a payload file (the request body), verifies it, keeps it under the store
+// directory by its SHA-256 (temp file, fsync, rename, fsync dir) and records the package.
+// Nothing is kept or recorded when any step fails.
+func (s *Server) publish(w http.ResponseWriter, r *http.Request) (any, error) {
+	ctx := r.Context()
+	appID, err := appParam(r)
+	if err != nil {
+		return nil, err
+	}
+	app, err := s.db.App(ctx, appID)
+	if err != nil {
+		return nil, err
+	}
+	q := r.URL.Query()
+	channel, extURL := q.Get("channel"), q.Get("url")
+	if channel != "" && !store.IsChannel(channel) {
+		return nil, badRequest("unknown channel %q (channels: alpha, beta, stable)", channel)
+	}
+	name := q.Get("name")
+	if extURL != "" {
+		if err := store.CheckURL(extURL); err != nil {
+			return nil, err
+		}
+		u, _ := url.Parse(extURL)
+		if u.RawQuery != "" || u.Fragment != "" || strings.HasSuffix(u.Path, "/") {
+			return nil, badRequest("external URL %q must name the file (no query, no trailing '/')", extURL)
+		}
+		name = path.Base(u.Path)
+	}
+	if name == "" {
+		name = DefaultPackageName
+	}
+	if err := checkName(name); err != nil {
+		return nil, err
+	}
+
+	tmp, err := os.CreateTemp(filepath.Join(s.storeDir, "tmp"), "upload-*")
+	if err != nil {
+		return nil, fmt.Errorf("publish: %w", err)
+	}
+	defer func() {
+		tmp.Close()
+		os.Remove(tmp.Name()) // a no-op once renamed
+	}()
+	h256, h1 := sha256.New(), sha1.New()
+	size, err := io.Copy(io.MultiWriter(tmp, h256, h1), http.MaxBytesReader(w, r.Body, s.maxUpload))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, err
+		}
+		return nil, badRequest("reading the upload: %v", err)
+	}
+	if size == 0 {
+		return nil, badRequest("empty upload: send the payload file as the request body")
+	}
+	if err := tmp.Sync(); err != nil {
+		return nil, fmt.Errorf("publish: %w", err)
+	}
+	m, err := verifyPayload(tmp, size, app.Trust, appID)
+	if err != nil {
+		s.log.Warn("refused a payload upload", "app", appID, "err", err)
+		return nil, err
+	}
+	sum := hex.EncodeToString(h256.Sum(nil))
+	p := store.Package{AppID: appID, Version: m.Version, Board: m.Board, SecurityVersion: m.SecurityVersion, FileName: name,
+		Size: size, SHA256: sum, SHA1: base64.StdEncoding.EncodeToString(h1.Sum(nil))}
+	var created string
+	if extURL != "" {
+		p.URL = extURL
+	} else {
+		p.Path = path.Join("sha256", sum)
+		final := filepath.Join(s.storeDir, "sha256", sum)
+		if _, err := os.Stat(final); errors.Is(err, os.ErrNotExist) {
+			if err := tmp.Close(); err != nil {
+				return nil, fmt.Errorf("publish: %w", err)
+			}
+			if err := os.Rename(tmp.Name(), final); err != nil {
+				return nil, fmt.Errorf("publish: %w", err)
+			}
+			if err := syncDir(filepath.Dir(final)); err != nil {
+				os.Remove(final)
+				return nil, fmt.Errorf("publish: %w", err)
+			}
+			created = final
+		}
+	}
+	stored, err := s.db.AddPackage(ctx, p, channel, s.now())
+	if err != nil {
+		if created != "" {
+			os.Remove(created)
+		}
+		return nil, err
+	}
+	s.log.Info("published", "app", appID, "version", stored.Version, "board", stored.Board, "channel", channel,
+		"size", stored.Size, "sha256", stored.SHA256)
+	return toPackage(stored), nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// handleDownload serves GET /packages/{sha256}/{name}: a stored payload file, with Range and
+// ETag (the SHA-256) handled by http.ServeContent. The file is immutable, so it may be cached.
+func (s *Server) handleDownload(w http.ResponseWriter, r *http.Request) {
+	sum := r.PathValue("sha256")
+	if b, err := hex.DecodeString(sum); err != nil || len(b) != sha256.Size || strings.ToLower(sum) != sum {
+		http.Error(w, "no such package", http.StatusNotFound)
+		return
+	}
+	p, err := s.db.PackageBySHA256(r.Context(), sum)
+	if errors.Is(err, store.ErrNotFound) || err == nil && p.Path == "" {
+		http.Error(w, "no such package", http.StatusNotFound)
+		return
+	}
+	if err != nil {
+		s.log.Error("find package", "err", err)
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		return
+	}
+	f, err := os.Open(filepath.Join(s.storeDir, filepath.FromSlash(p.Path)))
+	if err != nil {
+		s.log.Error("open stored package", "sha256", sum, "err", err)
+		http.Error(w, "package file missing on the server", http.StatusInternalServerError)
+		return
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("ETag", `"`+sum+`"`)
+	w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")
+	w.Header().Set("Content-Type", "application/octet-stream")
+	http.ServeContent(w, r, r.PathValue("name"), st.ModTime(), f)
+}

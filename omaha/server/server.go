@@ -1,0 +1,253 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/twinslot/twinslot/omaha/store"
+)
+
+// Defaults of Config.
+const (
+	DefaultFlushInterval  = 5 * time.Millisecond
+	DefaultBatchRows      = 1000
+	DefaultQueueRows      = 200_000
+	DefaultCachePoll      = time.Second
+	DefaultMaxUploadBytes = 16 << 30
+	DefaultEventRetention = 30 * 24 * time.Hour
+	// holdFor is how long a group whose cap was reached answers onhold without asking the
+	// database again.
+	holdFor = time.Second
+	// maxJSONBytes caps admin API request bodies (a trust root is at most store.MaxTrustLen).
+	maxJSONBytes = 1 << 20
+	// pruneEvery and pruneBatch pace the deletion of events older than the retention.
+	pruneEvery = time.Hour
+	pruneBatch = 10_000
+)
+
+// Config configures a Server.
+type Config struct {
+	DB       *store.DB // required
+	StoreDir string    // required: where uploaded payload files are kept
+	// PublicURL is the base URL hosts use to reach this server (http(s)://host[:port][/prefix]),
+	// used in the download URLs of responses; "" takes scheme and host from each request.
+	PublicURL string
+	Logger    *slog.Logger     // nil discards logs
+	Now       func() time.Time // nil = time.Now
+	// Registry receives the metrics; nil makes a registry with the Go and process collectors.
+	Registry *prometheus.Registry
+	// FlushInterval, BatchRows and QueueRows tune the group commit of check-ins (see checkins).
+	FlushInterval time.Duration
+	BatchRows     int
+	QueueRows     int
+	// CachePoll is how often the catalog version is polled to see other replicas' writes.
+	CachePoll      time.Duration
+	MaxUploadBytes int64
+	// EventRetention is how long events are kept; < 0 keeps them forever.
+	EventRetention time.Duration
+}
+
+// Server is the update server: the Omaha endpoint, payload downloads, the admin API, the
+// dashboard, /metrics and /healthz. Create it with New and stop it with Close.
+type Server struct {
+	db        *store.DB
+	storeDir  string
+	publicURL string
+	log       *slog.Logger
+	now       func() time.Time
+	m         *metrics
+	maxUpload int64
+
+	cat       atomic.Pointer[catalog]
+	refreshMu sync.Mutex
+	holds     holds
+	rec       *checkins
+	seed      maphash.Seed
+	stripes   [256]sync.Mutex // serialise requests of one machine
+
+	cancel    context.CancelFunc // stops the background work
+	flushStop context.CancelFunc // bounds the final flush
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+}
+
+// New returns a server over c.DB. It loads the catalog and starts the check-in writer, the
+// catalog poller and the event pruner, which run until Close. ctx bounds only the start.
+func New(ctx context.Context, c Config) (*Server, error) {
+	if c.DB == nil {
+		return nil, errors.New("server: no database")
+	}
+	if c.StoreDir == "" {
+		return nil, errors.New("server: no payload store directory (--store)")
+	}
+	if c.PublicURL != "" {
+		if err := store.CheckURL(c.PublicURL); err != nil {
+			return nil, fmt.Errorf("server: public URL: %w", err)
+		}
+	}
+	for _, d := range []string{c.StoreDir, filepath.Join(c.StoreDir, "sha256"), filepath.Join(c.StoreDir, "tmp")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, fmt.Errorf("server: payload store: %w", err)
+		}
+	}
+	s := &Server{
+		db: c.DB, storeDir: c.StoreDir, publicURL: strings.TrimRight(c.PublicURL, "/"),
+		log: c.Logger, now: c.Now, m: newMetrics(c.Registry), maxUpload: c.MaxUploadBytes, seed: maphash.MakeSeed(),
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.maxUpload <= 0 {
+		s.maxUpload = DefaultMaxUploadBytes
+	}
+	if err := s.refresh(ctx, true); err != nil {
+		return nil, fmt.Errorf("server: load catalog: %w", err)
+	}
+	s.rec = newCheckins(c.DB, s.log, s.m, orDefault(c.FlushInterval, DefaultFlushInterval),
+		orDefault(c.BatchRows, DefaultBatchRows), orDefault(c.QueueRows, DefaultQueueRows))
+
+	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	flushCtx, flushStop := context.WithCancel(context.WithoutCancel(ctx))
+	s.cancel, s.flushStop = cancel, flushStop
+	s.wg.Go(func() { s.rec.run(bg, flushCtx) })
+	s.wg.Go(func() { s.pollCatalog(bg, orDefault(c.CachePoll, DefaultCachePoll)) })
+	if ret := orDefault(c.EventRetention, DefaultEventRetention); ret > 0 {
+		s.wg.Go(func() { s.pruneEvents(bg, ret) })
+	}
+	return s, nil
+}
+
+func orDefault[T int | int64 | time.Duration](v, def T) T {
+	if v == 0 {
+		return def
+	}
+	return v
+}
+
+// Close stops the background work and writes the check-ins still queued, waiting at most
+// until ctx ends (then the rest is lost, and Close says how many rows).
+func (s *Server) Close(ctx context.Context) error {
+	var err error
+	s.closeOnce.Do(func() {
+		s.cancel()
+		done := make(chan struct{})
+		go func() { s.wg.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			s.flushStop()
+			<-done
+		}
+		s.flushStop()
+		if n := s.rec.size(); n > 0 {
+			err = fmt.Errorf("server: %d check-in rows not written at shutdown", n)
+		}
+	})
+	return err
+}
+
+// Flush writes every queued check-in and event now (tests and shutdown use it).
+func (s *Server) Flush(ctx context.Context) error { return s.rec.drain(ctx) }
+
+// Handler returns the HTTP handler serving everything.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/update/{$}", s.handleUpdate)
+	mux.HandleFunc("POST /v1/update", s.handleUpdate)
+	mux.HandleFunc("GET /packages/{sha256}/{name}", s.handleDownload)
+	mux.Handle("GET /metrics", s.m.handler())
+	mux.HandleFunc("GET /healthz", s.handleHealth)
+	mux.Handle("GET /{$}", s.auth(store.RoleReadOnly, http.HandlerFunc(s.handleDashboard)))
+	s.adminRoutes(mux)
+	return s.m.instrument(mux)
+}
+
+func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := s.db.Ping(ctx); err != nil {
+		http.Error(w, "database: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	if n := s.rec.size(); n >= s.rec.queueRows {
+		http.Error(w, fmt.Sprintf("check-in queue full (%d rows): the database cannot keep up", n), http.StatusServiceUnavailable)
+		return
+	}
+	fmt.Fprintln(w, "ok")
+}
+
+// stripe returns the lock serialising requests of one machine.
+func (s *Server) stripe(machine string) *sync.Mutex {
+	return &s.stripes[maphash.String(s.seed, machine)%uint64(len(s.stripes))]
+}
+
+func (s *Server) pruneEvents(ctx context.Context, retention time.Duration) {
+	t := time.NewTicker(pruneEvery)
+	defer t.Stop()
+	for {
+		before := s.now().Add(-retention)
+		for {
+			n, err := s.db.PruneEvents(ctx, before, pruneBatch)
+			if err != nil {
+				if ctx.Err() == nil {
+					s.log.Warn("prune events", "err", err)
+				}
+				break
+			}
+			if n > 0 {
+				s.log.Info("pruned events", "n", n, "before", before)
+			}
+			if n < pruneBatch {
+				break
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Serve serves on ln until ctx ends, then shuts down gracefully: in-flight requests get up to
+// grace to finish, and queued check-ins are written.
+func (s *Server) Serve(ctx context.Context, ln net.Listener, grace time.Duration) error {
+	hs := &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errc:
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace)
+	defer cancel()
+	s.log.Info("shutting down", "grace", grace)
+	err := hs.Shutdown(sctx)
+	if errors.Is(serveErr, http.ErrServerClosed) {
+		serveErr = nil
+	}
+	return errors.Join(serveErr, err, s.Close(sctx))
+}

@@ -1,0 +1,209 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/twinslot/twinslot/omaha"
+	"github.com/twinslot/twinslot/omaha/store"
+)
+
+// handleUpdate serves POST /v1/update/: one Omaha request, one response.
+func (s *Server) handleUpdate(w http.ResponseWriter, r *http.Request) {
+	// One byte over the limit so that ParseRequest itself reports ErrTooLarge.
+	req, err := omaha.ParseRequest(http.MaxBytesReader(w, r.Body, omaha.MaxRequestBytes+1))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		switch {
+		case errors.Is(err, omaha.ErrTooLarge), errors.As(err, &mbe):
+			s.refuse(w, "too-large", http.StatusRequestEntityTooLarge, err)
+		case errors.Is(err, omaha.ErrUnsupportedProtocol):
+			s.refuse(w, "protocol", http.StatusBadRequest, err)
+		default:
+			s.refuse(w, "malformed", http.StatusBadRequest, err)
+		}
+		return
+	}
+	// Judge every untrusted field before anything is recorded. A bad appid is answered per
+	// app (error-invalidAppId); any other bad field refuses the whole request.
+	for _, a := range req.Apps {
+		var fe *omaha.FieldError
+		if err := a.Validate(); err != nil && !(errors.As(err, &fe) && fe.Field == "appid") {
+			s.refuse(w, "invalid-field", http.StatusBadRequest, err)
+			return
+		}
+	}
+	now := s.now()
+	resp := omaha.NewResponse()
+	for _, a := range req.Apps {
+		if err := s.answer(r, resp, a, now); err != nil {
+			s.log.Error("update request failed", "machine", a.MachineID, "err", err)
+			http.Error(w, "internal error; try again later", http.StatusInternalServerError)
+			return
+		}
+	}
+	body, err := resp.Marshal()
+	if err != nil {
+		s.log.Error("marshal response", "err", err)
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", omaha.ContentType)
+	w.Write(body)
+}
+
+func (s *Server) refuse(w http.ResponseWriter, reason string, code int, err error) {
+	s.m.rejected.WithLabelValues(reason).Inc()
+	s.log.Debug("refused Omaha request", "reason", reason, "err", err)
+	http.Error(w, err.Error(), code)
+}
+
+// answer answers one <app> of a request and queues its check-in and events.
+func (s *Server) answer(r *http.Request, resp *omaha.Response, a *omaha.App, now time.Time) error {
+	ctx := r.Context()
+	id, err := omaha.ParseAppID(a.AppID)
+	if err != nil {
+		resp.AddApp(a.AppID, omaha.StatusInvalidAppID)
+		s.m.rejected.WithLabelValues("invalid-appid").Inc()
+		return nil
+	}
+	app := s.cat.Load().apps[id]
+	if app == nil {
+		resp.AddApp(a.AppID, omaha.StatusUnknownApplication)
+		s.m.rejected.WithLabelValues("unknown-app").Inc()
+		s.log.Debug("unknown app; nothing recorded", "app", id, "machine", a.MachineID)
+		return nil
+	}
+	ra := resp.AddApp(a.AppID, omaha.StatusOK)
+	ra.Acknowledge(a)
+	g := app.group(a.Track)
+	if g == nil {
+		if a.UpdateCheck != nil {
+			ra.AddUpdateCheck(omaha.StatusNoUpdate)
+			s.m.checks.WithLabelValues(string(omaha.StatusNoUpdate), reasonUnknownTrack).Inc()
+		}
+		s.log.Info("unknown track: answered noupdate, nothing recorded", "app", id, "machine", a.MachineID, "track", a.Track)
+		return nil
+	}
+
+	mu := s.stripe(a.MachineID)
+	mu.Lock()
+	defer mu.Unlock()
+	in, err := s.instance(ctx, id, a.MachineID, now)
+	if err != nil {
+		return err
+	}
+	in.Alias, in.GroupID, in.Track, in.Version, in.Board = a.MachineAlias, g.ID, a.Track, a.Version, a.Board
+	in.OEM, in.BootID, in.LastCheck = a.OEM, a.BootID, now
+	var evs []store.Event
+	for _, ev := range a.Events {
+		evs = append(evs, applyEvent(&in, ev, now))
+		s.m.event(ev.Type, ev.Result)
+		if ev.Result == omaha.EventResultError {
+			s.log.Warn("host reported a failed update", "app", id, "machine", a.MachineID, "group", g.Name,
+				"version", in.Version, "target", in.GrantedVersion, "code", ev.ErrorCode.String())
+		}
+	}
+	if a.UpdateCheck != nil {
+		if err := s.check(ctx, r, ra, &in, app, g, now); err != nil {
+			return err
+		}
+	}
+	return s.rec.put(ctx, in, evs)
+}
+
+// instance returns the newest known row of an instance: queued, written, or a new one.
+func (s *Server) instance(ctx context.Context, app, machine string, now time.Time) (store.Instance, error) {
+	if in, ok := s.rec.get(instKey{app, machine}); ok {
+		return in, nil
+	}
+	start := time.Now()
+	in, err := s.db.Instance(ctx, app, machine)
+	s.m.observeDB("read_instance", start)
+	if errors.Is(err, store.ErrNotFound) {
+		return store.Instance{AppID: app, MachineID: machine, State: store.StateIdle, FirstSeen: now}, nil
+	}
+	return in, err
+}
+
+// check answers an update check: plan, then take a slot of the group's policy if needed.
+func (s *Server) check(ctx context.Context, r *http.Request, ra *omaha.App, in *store.Instance, app *appEntry, g *store.Group, now time.Time) error {
+	ch, pe := app.pkg(g.Channel, in.Board)
+	var pkg *store.Package
+	if pe != nil {
+		pkg = &pe.Package
+	}
+	v := plan(*in, pkg, g.Policy, now)
+	if v.offer && v.grant {
+		if s.holds.held(g.ID, now) {
+			v = verdict{reason: reasonRateLimited, state: store.StateOnHold}
+		} else {
+			cand := *in
+			cand.State, cand.GrantedVersion, cand.GrantedAt = store.StateGranted, pkg.Version, now
+			cand.InstalledAt, cand.FailedAt = time.Time{}, time.Time{}
+			start := time.Now()
+			res, err := s.rec.grant(ctx, cand)
+			s.m.observeDB("grant", start)
+			if err != nil {
+				return err
+			}
+			if !res.OK {
+				v = verdict{reason: res.Reason, state: store.StateOnHold}
+				if res.Reason == reasonRateLimited {
+					s.holds.hold(g.ID, now.Add(holdFor))
+				}
+			} else {
+				*in = cand
+				s.m.granted.Inc()
+				s.log.Info("granted update", "app", in.AppID, "machine", in.MachineID, "group", g.Name,
+					"from", in.Version, "to", pkg.Version, "active", res.Active+1)
+			}
+		}
+	}
+	if !v.offer {
+		in.State = v.state
+		ra.AddUpdateCheck(omaha.StatusNoUpdate)
+		s.m.checks.WithLabelValues(string(omaha.StatusNoUpdate), v.reason).Inc()
+		return nil
+	}
+	if !v.grant && !inProgress(in.State) {
+		in.State = store.StateGranted // offered again under the grant it holds
+	}
+	_, err := ra.AddUpdate(omaha.Update{
+		Version: pkg.Version, URLs: s.codebases(r, ch, pe), PackageName: pe.FileName,
+		Size: pe.Size, SHA256: pe.sha256, SHA1: pe.sha1,
+	})
+	if err != nil {
+		return err
+	}
+	s.m.checks.WithLabelValues(string(omaha.StatusOK), "").Inc()
+	return nil
+}
+
+// codebases returns where a host downloads p, in order of preference: the package's own
+// external URL; else the channel's external base URL (templated) and this server.
+func (s *Server) codebases(r *http.Request, ch *channelEntry, p *pkgEntry) []string {
+	if p.URL != "" {
+		return []string{strings.TrimSuffix(p.URL, p.FileName)}
+	}
+	var urls []string
+	if ch.ExternalURL != "" {
+		urls = append(urls, strings.NewReplacer("{board}", p.Board, "{version}", p.Version, "{sha256}", p.SHA256).Replace(ch.ExternalURL))
+	}
+	return append(urls, s.baseURL(r)+"/packages/"+p.SHA256+"/")
+}
+
+// baseURL is the server's URL as hosts reach it.
+func (s *Server) baseURL(r *http.Request) string {
+	if s.publicURL != "" {
+		return s.publicURL
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	return scheme + "://" + r.Host
+}
