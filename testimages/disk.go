@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/diskfs/go-diskfs/partition/gpt"
 	"github.com/twinslot/twinslot/partition"
@@ -208,8 +209,9 @@ func rawCopy(dst io.WriterAt, src io.ReaderAt, size int64) error {
 }
 
 // Boot emulates one boot of the disk by GRUB: NextBoot chooses the slot and writes the
-// decremented tries counter, then the release is read from the chosen slot's filesystem,
-// as the booted system would see it in /usr/lib/os-release.
+// decremented tries counter; the kernel command line GRUB would pass is written to
+// CmdlinePath(diskPath) (so tools can tell which slot is "booted"), and the release is read
+// from the chosen slot's filesystem, as the booted system would see /usr/lib/os-release.
 func Boot(diskPath string) (partition.Slot, Release, error) {
 	d, err := partition.Open(diskPath)
 	if err != nil {
@@ -220,9 +222,30 @@ func Boot(diskPath string) (partition.Slot, Release, error) {
 	if err != nil {
 		return partition.Slot{}, Release{}, fmt.Errorf("boot %s: %w", diskPath, err)
 	}
+	if err := writeCmdline(diskPath, s); err != nil {
+		return s, Release{}, fmt.Errorf("boot %s: %w", diskPath, err)
+	}
 	rel, err := ReadRelease(d.SlotReader(s), s.Size)
 	if err != nil {
 		return s, Release{}, fmt.Errorf("boot %s from %v: /usr does not mount: %w", diskPath, s, err)
 	}
 	return s, rel, nil
+}
+
+// CmdlinePath is where Boot writes the emulated kernel command line of a disk image's last
+// boot: the image path with ".cmdline" appended.
+func CmdlinePath(diskPath string) string { return diskPath + ".cmdline" }
+
+// writeCmdline writes what Flatcar's GRUB puts on the kernel command line for slot s.
+func writeCmdline(diskPath string, s partition.Slot) error {
+	kernel := "vmlinuz-b"
+	if strings.EqualFold(s.PartUUID, GUIDUsrA) {
+		kernel = "vmlinuz-a"
+	}
+	line := fmt.Sprintf("BOOT_IMAGE=/flatcar/%s mount.usr=PARTUUID=%s rootflags=rw mount.usrflags=ro\n", kernel, s.PartUUID)
+	p := CmdlinePath(diskPath)
+	return writeAtomic(p, 0, func(f *os.File) error {
+		_, err := f.WriteString(line)
+		return err
+	})
 }

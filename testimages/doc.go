@@ -33,6 +33,9 @@
 //
 // # Emulation
 //
-// InstallRaw writes an image into the inactive slot and calls PrepareInstall; Boot does
-// what GRUB does (partition.Disk.NextBoot) and reads the release of the chosen slot.
+// InstallRaw writes an image into the inactive slot (the partner of the proven one) and calls
+// PrepareInstall. Boot does what GRUB does (partition.Disk.NextBoot), writes the kernel
+// command line GRUB would pass ("mount.usr=PARTUUID=…") to DISK.cmdline (CmdlinePath), which
+// stands in for /proc/cmdline when tools ask which slot of an image is booted, and reads the
+// release of the chosen slot.
 package testimages

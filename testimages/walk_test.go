@@ -2,7 +2,9 @@ package testimages
 
 import (
 	"errors"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/twinslot/twinslot/partition"
@@ -41,6 +43,13 @@ func TestWalk(t *testing.T) {
 		t.Fatalf("install: %v %v", s, err)
 	}
 	boot("USR-B", "1.0.1", attr(2, 0, false))
+	cmdline, err := os.ReadFile(CmdlinePath(disk))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, ok := partition.ParseCmdline(string(cmdline)); !ok || b.PartUUID != s.PartUUID || !strings.Contains(string(cmdline), "vmlinuz-b") {
+		t.Fatalf("cmdline %q", cmdline)
+	}
 	d, err := partition.Open(disk)
 	if err != nil {
 		t.Fatal(err)
