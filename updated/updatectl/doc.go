@@ -1,0 +1,17 @@
+// Package updatectl is the updatectl command, the operator's view of a host's update state.
+//
+// This package holds the slot commands; other commands (status, check, watch, history,
+// download) are added as further entries of Commands, each in its own file:
+//
+//	updatectl slots [--disk PATH] [--json]      partition number, label, PARTUUID, priority,
+//	                                            tries, successful, version, active, next boot
+//	updatectl mark-good [--disk PATH] [--slot S]  commit the booted slot (S=1, T=0, top priority)
+//	updatectl rollback [--disk PATH] [--slot S]   make the other slot boot next, if it is good
+//
+// Without --disk the commands work on the disk holding the booted /usr, found from
+// /proc/cmdline (verity.usr=, mount.usr=, usr=) or the mount at /usr, through the Env's
+// host filesystem. With --disk on an image file the booted slot is read from the emulated
+// command line DISK.cmdline that `mkimage boot` writes; --slot names it explicitly.
+//
+// Main runs updatectl against the real host; Run takes an Env so tests supply their own.
+package updatectl

@@ -1,0 +1,317 @@
+package updatectl
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/twinslot/twinslot/partition"
+	"github.com/twinslot/twinslot/testimages"
+	"github.com/twinslot/twinslot/tools/cli"
+)
+
+func slotCommands(env Env) []cli.Command {
+	return []cli.Command{
+		{Name: "slots", Summary: "list the /usr slots: priority, tries, successful, version, active, next boot", Run: env.runSlots},
+		{Name: "mark-good", Summary: "commit the booted slot: successful, no tries, top priority", Run: env.runMarkGood},
+		{Name: "rollback", Summary: "make the other slot boot next, if it booted successfully before", Run: env.runRollback},
+	}
+}
+
+// target is the disk a command works on and what is known about the booted slot.
+type target struct {
+	disk   string
+	booted *partition.Booted // nil: unknown
+}
+
+// locate finds the disk (--disk, else the one holding the booted /usr) and the booted slot.
+func (env Env) locate(disk string) (target, error) {
+	if disk == "" {
+		b, err := partition.FindBooted(env.Host)
+		if err != nil {
+			return target{}, fmt.Errorf("%w (on a disk image pass --disk)", err)
+		}
+		if b, err = partition.Locate(env.Host, b); err != nil {
+			return target{}, fmt.Errorf("%w; pass --disk", err)
+		}
+		return target{disk: b.Disk, booted: &b}, nil
+	}
+	if c, err := os.ReadFile(testimages.CmdlinePath(disk)); err == nil {
+		if b, ok := partition.ParseCmdline(string(c)); ok {
+			b.From = testimages.CmdlinePath(disk)
+			return target{disk: disk, booted: &b}, nil
+		}
+	}
+	// The running system's /usr counts only when it is on this very disk: test images
+	// carry Flatcar's PARTUUIDs, which a real host's disk has too.
+	if env.Host != nil {
+		if b, err := partition.FindBooted(env.Host); err == nil {
+			if l, err := partition.Locate(env.Host, b); err == nil && sameFile(l.Disk, disk) {
+				return target{disk: disk, booted: &l}, nil
+			}
+		}
+	}
+	return target{disk: disk}, nil
+}
+
+func sameFile(a, b string) bool {
+	sa, err := os.Stat(a)
+	if err != nil {
+		return false
+	}
+	sb, err := os.Stat(b)
+	return err == nil && os.SameFile(sa, sb)
+}
+
+// active returns the booted slot of d, or ok=false when it is unknown or not on d.
+func (t target) active(d *partition.Disk) (partition.Slot, bool) {
+	if t.booted == nil {
+		return partition.Slot{}, false
+	}
+	s, err := d.Active(*t.booted)
+	return s, err == nil
+}
+
+// SlotInfo is one slot in `updatectl slots --json`.
+type SlotInfo struct {
+	Number     int    `json:"number"`
+	Label      string `json:"label"`
+	PartUUID   string `json:"partuuid"`
+	Start      int64  `json:"start"`
+	Size       int64  `json:"size"`
+	Attributes string `json:"attributes"` // the 64-bit attribute word, hex
+	Priority   int    `json:"priority"`
+	Tries      int    `json:"tries"`
+	Successful bool   `json:"successful"`
+	Version    string `json:"version,omitempty"`
+	Board      string `json:"board,omitempty"`
+	Broken     bool   `json:"broken,omitempty"`
+	Unreadable string `json:"unreadable,omitempty"` // why no version could be read
+	Active     bool   `json:"active"`
+	Next       bool   `json:"next"`
+}
+
+// SlotsReport is the output of `updatectl slots --json`.
+type SlotsReport struct {
+	Disk      string     `json:"disk"`
+	PrimaryOK bool       `json:"gpt_primary_ok"`
+	BackupOK  bool       `json:"gpt_backup_ok"`
+	InSync    bool       `json:"gpt_in_sync"`
+	Active    string     `json:"active,omitempty"` // label of the booted slot, if known
+	Next      string     `json:"next,omitempty"`   // label of the slot the next boot picks
+	NextError string     `json:"next_error,omitempty"`
+	Slots     []SlotInfo `json:"slots"`
+}
+
+func (env Env) runSlots(ctx context.Context, stdio cli.IO, args []string) error {
+	fs := stdio.FlagSet("updatectl slots", "[--disk PATH] [--json]", `
+List the /usr slots of the disk holding the booted /usr (or of --disk): partition number,
+label, PARTUUID, priority, tries left, successful, the version in its filesystem, which
+slot is booted and which one the next boot picks (GRUB's gptprio.next).`)
+	disk := fs.String("disk", "", "disk or image `path` (default: the disk holding the booted /usr)")
+	asJSON := fs.Bool("json", false, "print JSON")
+	pos, err := cli.Parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := cli.NArgs(pos, 0, 0, "no arguments"); err != nil {
+		return err
+	}
+	t, err := env.locate(*disk)
+	if err != nil {
+		return err
+	}
+	d, err := partition.Open(t.disk, partition.ReadOnly())
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	rep, err := report(d, t)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return cli.PrintJSON(stdio.Stdout, rep)
+	}
+	printReport(stdio, rep, t)
+	return nil
+}
+
+func report(d *partition.Disk, t target) (SlotsReport, error) {
+	slots, err := d.Slots()
+	if err != nil {
+		return SlotsReport{}, err
+	}
+	h, err := d.Health()
+	if err != nil {
+		return SlotsReport{}, err
+	}
+	rep := SlotsReport{Disk: d.Path(), PrimaryOK: h.PrimaryErr == nil, BackupOK: h.BackupErr == nil, InSync: h.InSync}
+	active, haveActive := t.active(d)
+	if haveActive {
+		rep.Active = active.Label
+	}
+	next, _, nextErr := partition.Next(slots)
+	if nextErr != nil {
+		rep.NextError = nextErr.Error()
+	} else {
+		rep.Next = next.Label
+	}
+	for _, s := range slots {
+		si := SlotInfo{Number: s.Number, Label: s.Label, PartUUID: s.PartUUID, Start: s.Start, Size: s.Size,
+			Attributes: fmt.Sprintf("%016x", uint64(s.Attr)), Priority: s.Attr.Priority(), Tries: s.Attr.Tries(),
+			Successful: s.Attr.Successful(), Active: haveActive && s.Number == active.Number, Next: nextErr == nil && s.Number == next.Number}
+		if rel, err := testimages.ReadRelease(d.SlotReader(s), s.Size); err == nil {
+			si.Version, si.Board, si.Broken = rel.Version, rel.Board, rel.Broken
+		} else {
+			si.Unreadable = shortReason(err)
+		}
+		rep.Slots = append(rep.Slots, si)
+	}
+	return rep, nil
+}
+
+func shortReason(err error) string {
+	if errors.Is(err, testimages.ErrNoRelease) {
+		return "no /usr image"
+	}
+	return err.Error()
+}
+
+func printReport(stdio cli.IO, rep SlotsReport, t target) {
+	w := stdio.Stdout
+	fmt.Fprintf(w, "disk %s", rep.Disk)
+	switch {
+	case !rep.PrimaryOK || !rep.BackupOK:
+		fmt.Fprintf(w, " (GPT: primary ok=%v, backup ok=%v — the next change repairs it)", rep.PrimaryOK, rep.BackupOK)
+	case !rep.InSync:
+		fmt.Fprint(w, " (GPT copies differ — the next change rewrites both)")
+	}
+	fmt.Fprintln(w)
+	tw := cli.Table(w)
+	fmt.Fprintln(tw, "#\tLABEL\tPARTUUID\tPRIORITY\tTRIES\tSUCCESSFUL\tVERSION\tSTATE")
+	for _, s := range rep.Slots {
+		version := s.Version + " " + s.Board
+		if s.Unreadable != "" {
+			version = "- (" + s.Unreadable + ")"
+		}
+		var state []string
+		if s.Active {
+			state = append(state, "active")
+		}
+		if s.Next {
+			state = append(state, "boots next")
+		}
+		if s.Broken {
+			state = append(state, "broken image")
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", s.Number, s.Label, s.PartUUID, s.Priority, s.Tries, yesNo(s.Successful), version, strings.Join(state, ", "))
+	}
+	tw.Flush()
+	if rep.NextError != "" {
+		fmt.Fprintf(w, "warning: the next boot will fail: %s\n", rep.NextError)
+	}
+	if rep.Active == "" {
+		fmt.Fprintln(w, "active: unknown (the running system did not boot from this disk; for an image, 'mkimage boot' records it)")
+	} else {
+		fmt.Fprintf(w, "active: %s (from %s)\n", rep.Active, t.booted.From)
+	}
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+// chosen is the slot a change applies to: --slot, else the booted one.
+func chosen(d *partition.Disk, t target, slot, what string) (partition.Slot, error) {
+	if slot != "" {
+		return d.Slot(slot)
+	}
+	s, ok := t.active(d)
+	if !ok {
+		return partition.Slot{}, fmt.Errorf("cannot tell which slot of %s is booted (no %s from 'mkimage boot', and the running system did not boot from it); name the slot to %s with --slot", t.disk, testimages.CmdlinePath(t.disk), what)
+	}
+	return s, nil
+}
+
+func (env Env) runMarkGood(ctx context.Context, stdio cli.IO, args []string) error {
+	fs := stdio.FlagSet("updatectl mark-good", "[--disk PATH] [--slot SLOT]", `
+Commit the booted slot after a healthy boot: successful=1, tries=0, top priority (as
+flatcar-setgoodroot does), so it keeps booting. The health gate of updated does this
+automatically; this command is for operators and tests.`)
+	disk := fs.String("disk", "", "disk or image `path` (default: the disk holding the booted /usr)")
+	slot := fs.String("slot", "", "the slot (label, number or PARTUUID) to mark instead of the booted one")
+	pos, err := cli.Parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := cli.NArgs(pos, 0, 0, "no arguments"); err != nil {
+		return err
+	}
+	t, err := env.locate(*disk)
+	if err != nil {
+		return err
+	}
+	d, err := partition.Open(t.disk)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	s, err := chosen(d, t, *slot, "mark good")
+	if err != nil {
+		return err
+	}
+	if err := d.MarkGood(s); err != nil {
+		return err
+	}
+	s, err = d.SlotByNumber(s.Number)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdio.Stdout, "marked %v good: %v\n", s, s.Attr)
+	return nil
+}
+
+func (env Env) runRollback(ctx context.Context, stdio cli.IO, args []string) error {
+	fs := stdio.FlagSet("updatectl rollback", "[--disk PATH] [--slot SLOT]", `
+Make the other slot boot next, when it holds an image that booted successfully before and
+was not marked bad; the booted slot stays as the fallback. Refused, with the reason, when
+the other slot never booted, holds a pending update, or was marked bad. Reboot to apply.`)
+	disk := fs.String("disk", "", "disk or image `path` (default: the disk holding the booted /usr)")
+	slot := fs.String("slot", "", "the slot (label, number or PARTUUID) to roll back from instead of the booted one")
+	pos, err := cli.Parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := cli.NArgs(pos, 0, 0, "no arguments"); err != nil {
+		return err
+	}
+	t, err := env.locate(*disk)
+	if err != nil {
+		return err
+	}
+	d, err := partition.Open(t.disk)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	from, err := chosen(d, t, *slot, "roll back from")
+	if err != nil {
+		return err
+	}
+	to, err := d.Rollback(from)
+	if err != nil {
+		return err
+	}
+	version := ""
+	if rel, err := testimages.ReadRelease(d.SlotReader(to), to.Size); err == nil {
+		version = " (" + rel.Version + ")"
+	}
+	fmt.Fprintf(stdio.Stdout, "%v%s boots next (%v); %v stays as fallback; reboot to apply\n", to, version, to.Attr, from)
+	return nil
+}

@@ -1,0 +1,175 @@
+package updatectl
+
+import (
+	"bytes"
+	"encoding/json"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"testing/fstest"
+
+	"github.com/twinslot/twinslot/testimages"
+	"github.com/twinslot/twinslot/tools/cli"
+)
+
+// noHost is a host on which nothing says where /usr is.
+var noHost = fstest.MapFS{"proc/cmdline": {Data: []byte("quiet\n")}}
+
+func run(t *testing.T, env Env, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := Run(t.Context(), env, args, cli.IO{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errb})
+	return code, out.String(), errb.String()
+}
+
+func slotsJSON(t *testing.T, env Env, disk string) SlotsReport {
+	t.Helper()
+	code, out, errs := run(t, env, "slots", "--disk", disk, "--json")
+	if code != 0 {
+		t.Fatalf("slots: %d %s", code, errs)
+	}
+	var r SlotsReport
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// newDisk builds a 64 MiB disk with 1.0.0 and a 1.0.1 image for it.
+func newDisk(t *testing.T) (disk, usr string) {
+	t.Helper()
+	dir := t.TempDir()
+	disk, usr = filepath.Join(dir, "disk.img"), filepath.Join(dir, "usr.img")
+	if err := testimages.BuildDisk(t.Context(), disk, testimages.DiskOptions{Version: "1.0.0", Size: testimages.MinDiskSize}); err != nil {
+		t.Fatal(err)
+	}
+	if err := testimages.BuildUsr(t.Context(), usr, testimages.UsrOptions{Version: "1.0.1", Size: testimages.SlotSize(testimages.MinDiskSize)}); err != nil {
+		t.Fatal(err)
+	}
+	return disk, usr
+}
+
+// TestWalk is the walk: install 1.0.1, boot it, mark-good, and slots shows USR-B
+// successful and booting next; then rollback goes back to 1.0.0.
+func TestWalk(t *testing.T) {
+	env := Env{Host: noHost}
+	disk, usr := newDisk(t)
+
+	r := slotsJSON(t, env, disk)
+	if r.Active != "" || r.Next != "USR-A" || len(r.Slots) != 2 || r.Slots[0].Version != "1.0.0" || r.Slots[1].Unreadable != "no /usr image" || !r.InSync {
+		t.Fatalf("fresh disk: %+v", r)
+	}
+	if code, _, errs := run(t, env, "mark-good", "--disk", disk); code != 1 || !strings.Contains(errs, "--slot") {
+		t.Fatalf("mark-good without a known booted slot: %d %s", code, errs)
+	}
+
+	if _, err := testimages.InstallRaw(disk, usr); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := testimages.Boot(disk); err != nil {
+		t.Fatal(err)
+	}
+	r = slotsJSON(t, env, disk)
+	b := r.Slots[1]
+	if r.Active != "USR-B" || r.Next != "USR-A" || b.Version != "1.0.1" || b.Tries != 0 || b.Successful || !b.Active || b.Attributes != "0002000000000000" {
+		t.Fatalf("after booting B: %+v", r)
+	}
+	code, out, errs := run(t, env, "mark-good", "--disk", disk)
+	if code != 0 || !strings.Contains(out, "marked USR-B (#4) good: P=2 T=0 S=1") {
+		t.Fatalf("mark-good: %d %q %q", code, out, errs)
+	}
+	code, out, _ = run(t, env, "slots", "--disk", disk)
+	if code != 0 || !regexpLine(out, "4", "USR-B", "2", "0", "yes", "1.0.1", "active, boots next") {
+		t.Fatalf("slots:\n%s", out)
+	}
+	code, out, errs = run(t, env, "rollback", "--disk", disk)
+	if code != 0 || !strings.Contains(out, "USR-A (#3) (1.0.0) boots next") {
+		t.Fatalf("rollback: %d %q %q", code, out, errs)
+	}
+	if r := slotsJSON(t, env, disk); r.Next != "USR-A" || r.Slots[1].Priority != 1 || !r.Slots[1].Successful {
+		t.Fatalf("after rollback: %+v", r)
+	}
+}
+
+// regexpLine reports whether some line of out has all fields in order.
+func regexpLine(out string, fields ...string) bool {
+	for line := range strings.Lines(out) {
+		rest, ok := line, true
+		for _, f := range fields {
+			i := strings.Index(rest, f)
+			if i < 0 {
+				ok = false
+				break
+			}
+			rest = rest[i+len(f):]
+		}
+		if ok {
+			return true
+		}
+	}
+	return false
+}
+
+func TestRefusals(t *testing.T) {
+	env := Env{Host: noHost}
+	disk, usr := newDisk(t)
+	if _, err := testimages.InstallRaw(disk, usr); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := os.ReadFile(disk)
+	notDisk := filepath.Join(t.TempDir(), "zeros.img")
+	if err := os.WriteFile(notDisk, make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		args   []string
+		code   int
+		stderr string
+	}{
+		{name: "rollback to a pending update", args: []string{"rollback", "--disk", disk, "--slot", "USR-A"}, code: 1, stderr: "has not booted yet"},
+		{name: "unknown slot", args: []string{"mark-good", "--disk", disk, "--slot", "USR-C"}, code: 1, stderr: "unknown slot"},
+		{name: "not a GPT disk", args: []string{"slots", "--disk", notDisk}, code: 1, stderr: "not a GPT disk"},
+		{name: "no disk on this host", args: []string{"slots"}, code: 1, stderr: "pass --disk"},
+		{name: "extra argument", args: []string{"slots", "x"}, code: 2, stderr: "too many arguments"},
+		{name: "help", args: []string{"rollback", "--help"}, code: 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, _, errs := run(t, env, tc.args...)
+			if code != tc.code || !strings.Contains(errs, tc.stderr) {
+				t.Fatalf("code %d stderr %q", code, errs)
+			}
+		})
+	}
+	if after, _ := os.ReadFile(disk); !bytes.Equal(before, after) {
+		t.Fatal("refused commands changed the disk")
+	}
+}
+
+// TestLocateLiveHost: without --disk the disk and the booted slot come from the host.
+func TestLocateLiveHost(t *testing.T) {
+	link := func(target string) *fstest.MapFile {
+		return &fstest.MapFile{Data: []byte(target), Mode: fs.ModeSymlink | 0o777}
+	}
+	host := fstest.MapFS{
+		"proc/cmdline": {Data: []byte("mount.usr=/dev/mapper/usr verity.usr=PARTUUID=e03dd35c-7c2d-4a47-b3fe-27f15780a57c\n")},
+		"dev/disk/by-partuuid/e03dd35c-7c2d-4a47-b3fe-27f15780a57c": link("../../nvme0n1p4"),
+		"sys/class/block/nvme0n1p4":                                 link("../../devices/pci0000:00/nvme/nvme0/nvme0n1/nvme0n1p4"),
+		"sys/devices/pci0000:00/nvme/nvme0/nvme0n1/nvme0n1p4/partition": {Data: []byte("4\n")},
+	}
+	tg, err := Env{Host: host}.locate("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tg.disk != "/dev/nvme0n1" || tg.booted == nil || tg.booted.Number != 4 || tg.booted.PartUUID != "e03dd35c-7c2d-4a47-b3fe-27f15780a57c" {
+		t.Fatalf("target %+v %+v", tg, tg.booted)
+	}
+	// The same host does not make a slot of an unrelated image "active".
+	disk, _ := newDisk(t)
+	r := slotsJSON(t, Env{Host: host}, disk)
+	if r.Active != "" {
+		t.Fatalf("image slot %s shown active from the host's cmdline", r.Active)
+	}
+}
