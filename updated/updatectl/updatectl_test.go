@@ -155,8 +155,8 @@ func TestLocateLiveHost(t *testing.T) {
 	}
 	host := fstest.MapFS{
 		"proc/cmdline": {Data: []byte("mount.usr=/dev/mapper/usr verity.usr=PARTUUID=e03dd35c-7c2d-4a47-b3fe-27f15780a57c\n")},
-		"dev/disk/by-partuuid/e03dd35c-7c2d-4a47-b3fe-27f15780a57c": link("../../nvme0n1p4"),
-		"sys/class/block/nvme0n1p4":                                 link("../../devices/pci0000:00/nvme/nvme0/nvme0n1/nvme0n1p4"),
+		"dev/disk/by-partuuid/e03dd35c-7c2d-4a47-b3fe-27f15780a57c":     link("../../nvme0n1p4"),
+		"sys/class/block/nvme0n1p4":                                     link("../../devices/pci0000:00/nvme/nvme0/nvme0n1/nvme0n1p4"),
 		"sys/devices/pci0000:00/nvme/nvme0/nvme0n1/nvme0n1p4/partition": {Data: []byte("4\n")},
 	}
 	tg, err := Env{Host: host}.locate("")
