@@ -1,0 +1,16 @@
+// Package releasectl is the releasectl command line, for release engineers and update server
+// operators: publish payloads (with a progress bar; omahad verifies them against the app's trust
+// root and refuses what does not verify), promote versions between channels, withdraw a bad
+// build, manage apps, channels' download URLs and groups with their rollout policy, and read
+// hosts, events and per-group status. It talks to omahad's admin API (package omaha/admin) with
+// a bearer token. Tables are for people; --json output is for scripts.
+//
+//	releasectl --server https://omaha.example --token $T publish --channel alpha p.tsp
+//	releasectl promote --version 4152.2.0 --from alpha --to beta
+//	releasectl group create --name canary --channel beta --max-updates 10 --period 1h
+//	releasectl group pause canary
+//	releasectl status
+//
+// Main is what the binary runs (tools/cmd/releasectl), with RELEASECTL_SERVER and
+// RELEASECTL_TOKEN passed in as Env by main; tests run MainWith in-process against omahatest.
+package releasectl

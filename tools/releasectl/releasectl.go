@@ -1,0 +1,779 @@
+package releasectl
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/twinslot/twinslot/omaha"
+	"github.com/twinslot/twinslot/omaha/admin"
+	"github.com/twinslot/twinslot/payload"
+	"github.com/twinslot/twinslot/tools/cli"
+	"github.com/twinslot/twinslot/tools/progress"
+)
+
+const summary = `publish, promote and steer twinslot releases on an omahad server.
+Every command takes --server URL and --token T (before or after the command name; defaults
+$RELEASECTL_SERVER and $RELEASECTL_TOKEN), --app ID (default the twinslot app) and, where
+scripts read the output, --json`
+
+// Env holds what the command takes from its surroundings. The binary fills Server and Token
+// from RELEASECTL_SERVER and RELEASECTL_TOKEN; --server and --token override them.
+type Env struct {
+	Server string
+	Token  string
+	HTTP   *http.Client     // nil = a client without a global timeout (uploads are long)
+	Now    func() time.Time // nil = time.Now (progress rates)
+}
+
+// Main runs releasectl with args (without the program name) and no environment defaults; it
+// returns the exit code: 0 success, 1 failure, 2 usage error.
+func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	return MainWith(ctx, Env{}, args, stdin, stdout, stderr)
+}
+
+// MainWith is Main with explicit defaults and dependencies.
+func MainWith(ctx context.Context, env Env, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if env.Now == nil {
+		env.Now = time.Now
+	}
+	stdio := cli.IO{Stdin: stdin, Stdout: stdout, Stderr: stderr}
+	// Global flags come before the command: releasectl --server URL --token T publish …
+	gfs := stdio.FlagSet("releasectl", "[--server URL] [--token T] <command> [flags] [args]", "")
+	gfs.StringVar(&env.Server, "server", env.Server, "omahad base URL (default $RELEASECTL_SERVER)")
+	gfs.StringVar(&env.Token, "token", env.Token, "admin API token (default $RELEASECTL_TOKEN)")
+	gfs.Usage = func() {} // the command list below is the help
+	if err := gfs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return cli.Run(ctx, "releasectl", summary, (&cmd{env: env}).commands(), []string{"--help"}, stdio)
+		}
+		fmt.Fprintf(stderr, "releasectl: %v\nRun 'releasectl --help' for usage.\n", err)
+		return 2
+	}
+	return cli.Run(ctx, "releasectl", summary, (&cmd{env: env}).commands(), gfs.Args(), stdio)
+}
+
+type cmd struct{ env Env }
+
+func (c *cmd) commands() []cli.Command {
+	return []cli.Command{
+		{Name: "publish", Summary: "upload a payload (verified by the server) and point a channel at it", Run: c.publish},
+		{Name: "promote", Summary: "point a channel at the version another channel carries", Run: c.promote},
+		{Name: "withdraw", Summary: "withdraw a bad version: channels fall back to their previous package", Run: c.withdraw},
+		{Name: "app", Summary: "manage apps and their trust roots", Sub: []cli.Command{
+			{Name: "create", Summary: "create an app (with channels alpha, beta, stable)", Run: c.appCreate},
+			{Name: "set-trust", Summary: "replace an app's payload trust root", Run: c.appSetTrust},
+			{Name: "list", Summary: "list apps", Run: c.appList},
+		}},
+		{Name: "channels", Summary: "list channels and the version each carries per board", Run: c.channels},
+		{Name: "channel", Summary: "change a channel", Sub: []cli.Command{
+			{Name: "set-url", Summary: "serve a channel's downloads from an external base URL (CDN)", Run: c.channelSetURL},
+		}},
+		{Name: "packages", Summary: "list published packages", Run: c.packages},
+		{Name: "groups", Summary: "list groups and their rollout policy", Run: c.groups},
+		{Name: "group", Summary: "manage groups", Sub: []cli.Command{
+			{Name: "create", Summary: "create a group following a channel", Run: c.groupCreate},
+			{Name: "update", Summary: "change a group's channel or policy", Run: c.groupUpdate},
+			{Name: "pause", Summary: "stop offering updates to a group", Run: c.groupPause},
+			{Name: "resume", Summary: "offer updates to a group again", Run: c.groupResume},
+		}},
+		{Name: "instances", Summary: "list hosts", Run: c.instances},
+		{Name: "events", Summary: "list events hosts reported (one host, or recent failures)", Run: c.events},
+		{Name: "status", Summary: "per channel its version; per group hosts by version and state", Run: c.status},
+	}
+}
+
+// conn holds the flags every command shares.
+type conn struct {
+	server, token, app string
+	json               bool
+}
+
+func (c *cmd) connFlags(fs *flag.FlagSet, withJSON bool) *conn {
+	k := &conn{}
+	fs.StringVar(&k.server, "server", c.env.Server, "omahad base URL (default $RELEASECTL_SERVER)")
+	fs.StringVar(&k.token, "token", c.env.Token, "admin API token (default $RELEASECTL_TOKEN)")
+	fs.StringVar(&k.app, "app", payload.DefaultAppID, "app id")
+	if withJSON {
+		fs.BoolVar(&k.json, "json", false, "print JSON for scripts")
+	}
+	return k
+}
+
+// client checks the connection flags and returns an API client and the bare app id.
+func (c *cmd) client(k *conn) (*admin.Client, string, error) {
+	if k.server == "" {
+		return nil, "", cli.Usagef("no server: pass --server URL or set RELEASECTL_SERVER")
+	}
+	if k.token == "" {
+		return nil, "", cli.Usagef("no token: pass --token T or set RELEASECTL_TOKEN (create one with 'omahad token create')")
+	}
+	app, err := omaha.ParseAppID(k.app)
+	if err != nil {
+		return nil, "", cli.Usagef("--app %q is not a UUID", k.app)
+	}
+	cl, err := admin.NewClient(k.server, k.token, c.env.HTTP)
+	if err != nil {
+		return nil, "", cli.Usagef("%v", err)
+	}
+	return cl, app, nil
+}
+
+// explain turns API errors into messages that say what to do.
+func explain(err error) error {
+	var ae *admin.Error
+	if !errors.As(err, &ae) {
+		return err
+	}
+	switch ae.StatusCode {
+	case http.StatusUnauthorized:
+		return fmt.Errorf("the server refused the token (%s): check --token / RELEASECTL_TOKEN", ae.Message)
+	case http.StatusForbidden:
+		return fmt.Errorf("%s", ae.Message)
+	case http.StatusUnprocessableEntity:
+		return fmt.Errorf("the server refused the payload: %s", ae.Message)
+	}
+	return fmt.Errorf("%s", ae.Message)
+}
+
+func (c *cmd) publish(ctx context.Context, stdio cli.IO, args []string) error {
+	fs := stdio.FlagSet("releasectl publish", "[--channel alpha] [--name N] [--url U] FILE",
+		`Upload a payload file. The server verifies it against the app's trust root and refuses what
+does not verify; with --channel it then points that channel at it. With --url the server keeps
+only the record, and hosts download the file from that URL.`)
+	k := c.connFlags(fs, true)
+	channel := fs.String("channel", "", "point this channel at the package (alpha, beta or stable)")
+	name := fs.String("name", "", "file name hosts download (default: FILE's base name)")
+	ext := fs.String("url", "", "external download URL of the same file (CDN)")
+	pos, err := cli.Parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := cli.NArgs(pos, 1, 1, "a payload FILE"); err != nil {
+		return err
+	}
+	cl, app, err := c.client(k)
+	if err != nil {
+		return err
+	}
+	f, err := os.Open(pos[0])
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if *name == "" && *ext == "" {
+		*name = filepath.Base(pos[0])
+	}
+	bar := progress.New(stdio.Stderr, cli.IsTerminal(stdio.Stderr), "upload", st.Size(), c.env.Now)
+	p, err := cl.Publish(ctx, app, &countingReader{r: f, bar: bar}, st.Size(), admin.PublishOptions{Channel: *channel, Name: *name, URL: *ext})
+	bar.Finish()
+	if err != nil {
+		return explain(err)
+	}
+	if k.json {
+		return cli.PrintJSON(stdio.Stdout, p)
+	}
+	fmt.Fprintf(stdio.Stdout, "published %s for %s (%s, sha256 %s)", p.Version, p.Board, progress.Bytes(p.Size), p.SHA256)
+	if *channel != "" {
+		fmt.Fprintf(stdio.Stdout, " to %s", *channel)
+	}
+	fmt.Fprintln(stdio.Stdout)
+	return nil
+}
+
+// countingReader reports upload progress.
+type countingReader struct {
+	r   io.Reader
+	n   int64
+	bar *progress.Bar
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	c.bar.Set(c.n, "")
+	return n, err
+}
+
+func (c *cmd) promote(ctx context.Context, stdio cli.IO, args []string) error {
+	fs := stdio.FlagSet("releasectl promote", "--version V --from alpha --to beta",
+		"Point channel --to at the packages of version V that channel --from carries now (every board).")
+	k := c.connFlags(fs, true)
+	version := fs.String("version", "", "version to promote")
+	from := fs.String("from", "", "channel that carries it now")
+	to := fs.String("to", "", "channel to point at it")
+	if err := parseNoArgs(fs, args); err != nil {
+		return err
+	}
+	if *version == "" || *from == "" || *to == "" {
+		return cli.Usagef("--version, --from and --to are required")
+	}
+	cl, app, err := c.client(k)
+	if err != nil {
+		return err
+	}
+	ps, err := cl.Promote(ctx, app, admin.Promote{Version: *version, From: *from, To: *to})
+	if err != nil {
+		return explain(err)
+	}
+	if k.json {
+		return cli.PrintJSON(stdio.Stdout, ps)
+	}
+	for _, p := range ps {
+		fmt.Fprintf(stdio.Stdout, "%s now carries %s for %s\n", *to, p.Version, p.Board)
+	}
+	return nil
+}
+
+func (c *cmd) withdraw(ctx context.Context, stdio cli.IO, args []string) error {
+	fs := stdio.FlagSet("releasectl withdraw", "--version V",
+		`Withdraw every package of version V: no channel offers it any more and each channel that
+carried it falls back to its previous package. Hosts that already installed it are not touched.`)
+	k := c.connFlags(fs, true)
+	version := fs.String("version", "", "version to withdraw")
+	if err := parseNoArgs(fs, args); err != nil {
+		return err
+	}
+	if *version == "" {
+		return cli.Usagef("--version is required")
+	}
+	cl, app, err := c.client(k)
+	if err != nil {
+		return err
+	}
+	ps, err := cl.Withdraw(ctx, app, *version)
+	if err != nil {
+		return explain(err)
+	}
+	if k.json {
+		return cli.PrintJSON(stdio.Stdout, ps)
+	}
+	for _, p := range ps {
+		fmt.Fprintf(stdio.Stdout, "withdrew %s for %s\n", p.Version, p.Board)
+	}
+	return nil
+}
+
+func parseNoArgs(fs *flag.FlagSet, args []string) error {
+	pos, err := cli.Parse(fs, args)
+	if err != nil {
+		return err
+	}
+	return cli.NArgs(pos, 0, 0, "no arguments")
+}
+
+func readTrust(path string) ([]byte, error) {
+	if path == "" {
+		return nil, cli.Usagef("--trust FILE is required (make one with 'payload trust init')")
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := payload.ParseTrustRoot(b); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return b, nil
+}
+
+func (c *cmd) appCreate(ctx context.Context, stdio cli.IO, args []string) error {
+	fs := stdio.FlagSet("releasectl app create", "--id ID --name N --trust trust.json",
+		"Create an app with channels alpha, beta and stable, each with a default group of the same name.")
+	k := c.connFlags(fs, true)
+	id := fs.String("id", payload.DefaultAppID, "app id (a UUID)")
+	name := fs.String("name", "", "app name")
+	trust := fs.String("trust", "", "payload trust root (JSON from 'payload trust init')")
+	if err := parseNoArgs(fs, args); err != nil {
+		return err
+	}
+	if *name == "" {
+		return cli.Usagef("--name is required")
+	}
+	b, err := readTrust(*trust)
+	if err != nil {
+		return err
+	}
+	k.app = *id
+	cl, app, err := c.client(k)
+	if err != nil {
+		return err
+	}
+	a, err := cl.CreateApp(ctx, admin.App{ID: app, Name: *name, Trust: b})
+	if err != nil {
+		return explain(err)
+	}
+	if k.json {
+		return cli.PrintJSON(stdio.Stdout, a)
+	}
+	fmt.Fprintf(stdio.Stdout, "created app %s (%s) with channels alpha, beta, stable\n", a.Name, a.ID)
+	return nil
+}
+
+func (c *cmd) appSetTrust(ctx context.Context, stdio cli.IO, args []string) error {
+	fs := stdio.FlagSet("releasectl app set-trust", "[--app ID] --trust trust.json",
+		"Replace an app's payload trust root; later uploads are verified against the new one.")
+	k := c.connFlags(fs, true)
+	trust := fs.String("trust", "", "payload trust root (JSON)")
+	if err := parseNoArgs(fs, args); err != nil {
+		return err
+	}
+	b, err := readTrust(*trust)
+	if err != nil {
+		return err
+	}
+	cl, app, err := c.client(k)
+	if err != nil {
+		return err
+	}
+	a, err := cl.SetTrust(ctx, app, b)
+	if err != nil {
+		return explain(err)
+	}
+	if k.json {
+		return cli.PrintJSON(stdio.Stdout, a)
+	}
+	fmt.Fprintf(stdio.Stdout, "replaced the trust root of %s\n", a.ID)
+	return nil
+}
+
+func (c *cmd) appList(ctx context.Context, stdio cli.IO, args []string) error {
+	fs := stdio.FlagSet("releasectl app list", "", "List apps.")
+	k := c.connFlags(fs, true)
+	if err := parseNoArgs(fs, args); err != nil {
+		return err
+	}
+	cl, _, err := c.client(k)
+	if err != nil {
+		return err
+	}
+	apps, err := cl.Apps(ctx)
+	if err != nil {
+		return explain(err)
+	}
+	if k.json {
+		return cli.PrintJSON(stdio.Stdout, apps)
+	}
+	tw := cli.Table(stdio.Stdout)
+	fmt.Fprintln(tw, "ID\tNAME\tCREATED")
+	for _, a := range apps {
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", a.ID, a.Name, a.Created.Format(time.RFC3339))
+	}
+	return tw.Flush()
+}
+
+func (c *cmd) channels(ctx context.Context, stdio cli.IO, args []string) error {
+	fs := stdio.FlagSet("releasectl channels", "", "List channels and the package each carries per board.")
+	k := c.connFlags(fs, true)
+	if err := parseNoArgs(fs, args); err != nil {
+		return err
+	}
+	cl, app, err := c.client(k)
+	if err != nil {
+		return err
+	}
+	chs, err := cl.Channels(ctx, app)
+	if err != nil {
+		return explain(err)
+	}
+	if k.json {
+		return cli.PrintJSON(stdio.Stdout, chs)
+	}
+	tw := cli.Table(stdio.Stdout)
+	fmt.Fprintln(tw, "CHANNEL\tBOARD\tVERSION\tSECURITY\tSIZE\tPUBLISHED\tDOWNLOADS")
+	for _, ch := range chs {
+		from := "omahad"
+		if ch.ExternalURL != "" {
+			from = ch.ExternalURL + " (then omahad)"
+		}
+		if len(ch.Packages) == 0 {
+			fmt.Fprintf(tw, "%s\t-\t-\t-\t-\t-\t%s\n", ch.Name, from)
+		}
+		for _, b := range cli.SortedKeys(ch.Packages) {
+			p := ch.Packages[b]
+			src := from
+			if p.URL != "" {
+				src = p.URL
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", ch.Name, b, p.Version, p.SecurityVersion, progress.Bytes(p.Size),
+				p.Created.Format("2006-01-02 15:04"), src)
+		}
+	}
+	return tw.Flush()
+}
+
+func (c *cmd) channelSetURL(ctx context.Context, stdio cli.IO, args []string) error {
+	fs := stdio.FlagSet("releasectl channel set-url", "--channel C URL|\"\"",
+		`Serve a channel's downloads from an external base URL first (hosts fall back to omahad).
+{board}, {version} and {sha256} in the URL are replaced per package. An empty URL clears it.`)
+	k := c.connFlags(fs, true)
+	channel := fs.String("channel", "", "channel (alpha, beta or stable)")
+	pos, err := cli.Parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := cli.NArgs(pos, 1, 1, "a base URL (or \"\" to clear)"); err != nil {
+		return err
+	}
+	if *channel == "" {
+		return cli.Usagef("--channel is required")
+	}
+	cl, app, err := c.client(k)
+	if err != nil {
+		return err
+	}
+	ch, err := cl.SetChannel(ctx, app, *channel, admin.ChannelChange{ExternalURL: pos[0]})
+	if err != nil {
+		return explain(err)
+	}
+	if k.json {
+		return cli.PrintJSON(stdio.Stdout, ch)
+	}
+	fmt.Fprintf(stdio.Stdout, "%s downloads: %q\n", ch.Name, ch.ExternalURL)
+	return nil
+}
+
+func (c *cmd) packages(ctx context.Context, stdio cli.IO, args []string) error {
+	fs := stdio.FlagSet("releasectl packages", "", "List published packages, newest first.")
+	k := c.connFlags(fs, true)
+	if err := parseNoArgs(fs, args); err != nil {
+		return err
+	}
+	cl, app, err := c.client(k)
+	if err != nil {
+		return err
+	}
+	ps, err := cl.Packages(ctx, app)
+	if err != nil {
+		return explain(err)
+	}
+	if k.json {
+		return cli.PrintJSON(stdio.Stdout, ps)
+	}
+	tw := cli.Table(stdio.Stdout)
+	fmt.Fprintln(tw, "VERSION\tBOARD\tSECURITY\tSIZE\tSHA256\tPUBLISHED\tNOTE")
+	for _, p := range ps {
+		note := ""
+		if p.Withdrawn {
+			note = "withdrawn"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%.16s…\t%s\t%s\n", p.Version, p.Board, p.SecurityVersion, progress.Bytes(p.Size), p.SHA256,
+			p.Created.Format("2006-01-02 15:04"), note)
+	}
+	return tw.Flush()
+}
+
+func policyString(p admin.Policy) string {
+	var parts []string
+	if !p.Enabled {
+		parts = append(parts, "PAUSED")
+	} else {
+		parts = append(parts, "enabled")
+	}
+	if p.MaxUpdates > 0 {
+		parts = append(parts, fmt.Sprintf("max %d per %s", p.MaxUpdates, time.Duration(p.Period)))
+	} else {
+		parts = append(parts, "no cap")
+	}
+	if p.UpdateTimeout > 0 {
+		parts = append(parts, "timeout "+time.Duration(p.UpdateTimeout).String())
+	}
+	return strings.Join(parts, ", ")
+}
+
+func (c *cmd) groups(ctx context.Context, stdio cli.IO, args []string) error {
+	fs := stdio.FlagSet("releasectl groups", "", "List groups, the channel each follows and its rollout policy.")
+	k := c.connFlags(fs, true)
+	if err := parseNoArgs(fs, args); err != nil {
+		return err
+	}
+	cl, app, err := c.client(k)
+	if err != nil {
+		return err
+	}
+	gs, err := cl.Groups(ctx, app)
+	if err != nil {
+		return explain(err)
+	}
+	if k.json {
+		return cli.PrintJSON(stdio.Stdout, gs)
+	}
+	tw := cli.Table(stdio.Stdout)
+	fmt.Fprintln(tw, "NAME\tID\tCHANNEL\tPOLICY")
+	for _, g := range gs {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", g.Name, g.ID, g.Channel, policyString(g.Policy))
+	}
+	return tw.Flush()
+}
+
+// policyFlags are the flags of group create/update.
+type policyFlags struct {
+	channel *string
+	enabled *bool
+	max     *int64
+	period  *time.Duration
+	timeout *time.Duration
+}
+
+func addPolicyFlags(fs *flag.FlagSet) *policyFlags {
+	return &policyFlags{
+		channel: fs.String("channel", "", "channel the group follows (alpha, beta or stable)"),
+		enabled: fs.Bool("enabled", true, "offer updates (false = paused)"),
+		max:     fs.Int64("max-updates", 0, "hosts granted an update per period (0 = no cap)"),
+		period:  fs.Duration("period", time.Hour, "period of --max-updates"),
+		timeout: fs.Duration("update-timeout", time.Hour, "free a granted slot when the host did not report installed in this time (0 = never)"),
+	}
+}
+
+// given returns the names of the flags set on the command line.
+func given(fs *flag.FlagSet) map[string]bool {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	return set
+}
+
+func (c *cmd) groupCreate(ctx context.Context, stdio cli.IO, args []string) error {
+	fs := stdio.FlagSet("releasectl group create", "--name N --channel C [policy flags]",
+		"Create a group. Hosts join it by setting GROUP=<name or id> in update.conf.")
+	k := c.connFlags(fs, true)
+	name := fs.String("name", "", "group name")
+	pf := addPolicyFlags(fs)
+	if err := parseNoArgs(fs, args); err != nil {
+		return err
+	}
+	if *name == "" || *pf.channel == "" {
+		return cli.Usagef("--name and --channel are required")
+	}
+	cl, app, err := c.client(k)
+	if err != nil {
+		return err
+	}
+	g, err := cl.CreateGroup(ctx, app, admin.Group{Name: *name, Channel: *pf.channel, Policy: admin.Policy{
+		Enabled: *pf.enabled, MaxUpdates: *pf.max, Period: admin.Duration(*pf.period), UpdateTimeout: admin.Duration(*pf.timeout),
+	}})
+	if err != nil {
+		return explain(err)
+	}
+	return c.printGroup(stdio, k, g)
+}
+
+func (c *cmd) printGroup(stdio cli.IO, k *conn, g admin.Group) error {
+	if k.json {
+		return cli.PrintJSON(stdio.Stdout, g)
+	}
+	fmt.Fprintf(stdio.Stdout, "group %s (%s) follows %s: %s\n", g.Name, g.ID, g.Channel, policyString(g.Policy))
+	return nil
+}
+
+func (c *cmd) groupUpdate(ctx context.Context, stdio cli.IO, args []string) error {
+	fs := stdio.FlagSet("releasectl group update", "GROUP [--channel C] [--enabled=false] [--max-updates N] [--period D] [--update-timeout D]",
+		"Change a group (by name or id). Only the flags given change.")
+	k := c.connFlags(fs, true)
+	pf := addPolicyFlags(fs)
+	pos, err := cli.Parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := cli.NArgs(pos, 1, 1, "a GROUP name or id"); err != nil {
+		return err
+	}
+	set := given(fs)
+	var ch admin.GroupChange
+	if set["channel"] {
+		ch.Channel = pf.channel
+	}
+	if set["enabled"] {
+		ch.Enabled = pf.enabled
+	}
+	if set["max-updates"] {
+		ch.MaxUpdates = pf.max
+	}
+	if set["period"] {
+		ch.Period = (*admin.Duration)(pf.period)
+	}
+	if set["update-timeout"] {
+		ch.UpdateTimeout = (*admin.Duration)(pf.timeout)
+	}
+	if ch == (admin.GroupChange{}) {
+		return cli.Usagef("nothing to change: give at least one of --channel, --enabled, --max-updates, --period, --update-timeout")
+	}
+	return c.changeGroup(ctx, stdio, k, pos[0], ch)
+}
+
+func (c *cmd) changeGroup(ctx context.Context, stdio cli.IO, k *conn, group string, ch admin.GroupChange) error {
+	cl, app, err := c.client(k)
+	if err != nil {
+		return err
+	}
+	g, err := cl.UpdateGroup(ctx, app, group, ch)
+	if err != nil {
+		return explain(err)
+	}
+	return c.printGroup(stdio, k, g)
+}
+
+func (c *cmd) groupPause(ctx context.Context, stdio cli.IO, args []string) error {
+	return c.groupEnable(ctx, stdio, args, false)
+}
+
+func (c *cmd) groupResume(ctx context.Context, stdio cli.IO, args []string) error {
+	return c.groupEnable(ctx, stdio, args, true)
+}
+
+func (c *cmd) groupEnable(ctx context.Context, stdio cli.IO, args []string, on bool) error {
+	verb := map[bool]string{false: "pause", true: "resume"}[on]
+	fs := stdio.FlagSet("releasectl group "+verb, "GROUP", map[bool]string{
+		false: "Stop offering updates to a group (hosts get noupdate); hosts mid-update finish.",
+		true:  "Offer updates to a paused group again.",
+	}[on])
+	k := c.connFlags(fs, true)
+	pos, err := cli.Parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := cli.NArgs(pos, 1, 1, "a GROUP name or id"); err != nil {
+		return err
+	}
+	return c.changeGroup(ctx, stdio, k, pos[0], admin.GroupChange{Enabled: &on})
+}
+
+func (c *cmd) instances(ctx context.Context, stdio cli.IO, args []string) error {
+	fs := stdio.FlagSet("releasectl instances", "[--group G] [--version V] [--state S] [--limit N]",
+		"List hosts ordered by machine id. States: idle onhold granted downloading downloaded installed complete error rolledback.")
+	k := c.connFlags(fs, true)
+	group := fs.String("group", "", "only this group (name or id)")
+	version := fs.String("version", "", "only hosts running this version")
+	state := fs.String("state", "", "only hosts in this state")
+	after := fs.String("after", "", "continue after this machine id")
+	limit := fs.Int("limit", 1000, "at most this many hosts")
+	if err := parseNoArgs(fs, args); err != nil {
+		return err
+	}
+	cl, app, err := c.client(k)
+	if err != nil {
+		return err
+	}
+	ins, err := cl.Instances(ctx, app, admin.InstanceQuery{Group: *group, Version: *version, State: *state, After: *after, Limit: *limit})
+	if err != nil {
+		return explain(err)
+	}
+	if k.json {
+		return cli.PrintJSON(stdio.Stdout, ins)
+	}
+	tw := cli.Table(stdio.Stdout)
+	fmt.Fprintln(tw, "MACHINE\tALIAS\tGROUP\tVERSION\tSTATE\tLAST CHECK\tGRANTED\tERROR")
+	for _, in := range ins {
+		errs := ""
+		if in.LastError != 0 {
+			errs = omaha.ErrorCode(uint32(in.LastError)).String()
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", in.MachineID, in.Alias, in.Group, in.Version, in.State,
+			in.LastCheck.Format("2006-01-02 15:04:05"), in.GrantedVersion, errs)
+	}
+	return tw.Flush()
+}
+
+func (c *cmd) events(ctx context.Context, stdio cli.IO, args []string) error {
+	fs := stdio.FlagSet("releasectl events", "[--machine ID | --failures] [--limit N]", "List events, newest first.")
+	k := c.connFlags(fs, true)
+	machine := fs.String("machine", "", "events of this host")
+	failures := fs.Bool("failures", false, "only failures and rollbacks")
+	limit := fs.Int("limit", 100, "at most this many events")
+	if err := parseNoArgs(fs, args); err != nil {
+		return err
+	}
+	cl, app, err := c.client(k)
+	if err != nil {
+		return err
+	}
+	var evs []admin.Event
+	if *machine != "" {
+		evs, err = cl.MachineEvents(ctx, app, *machine, *limit)
+	} else {
+		evs, err = cl.Events(ctx, app, *failures, *limit)
+	}
+	if err != nil {
+		return explain(err)
+	}
+	if k.json {
+		return cli.PrintJSON(stdio.Stdout, evs)
+	}
+	tw := cli.Table(stdio.Stdout)
+	fmt.Fprintln(tw, "TIME\tMACHINE\tEVENT\tRUNNING\tTARGET")
+	for _, e := range evs {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e.At.Format("2006-01-02 15:04:05"), e.MachineID, e.Description, e.Version, e.TargetVersion)
+	}
+	return tw.Flush()
+}
+
+func (c *cmd) status(ctx context.Context, stdio cli.IO, args []string) error {
+	fs := stdio.FlagSet("releasectl status", "", "Per channel the version it carries; per group its hosts by version and state, and failures.")
+	k := c.connFlags(fs, true)
+	if err := parseNoArgs(fs, args); err != nil {
+		return err
+	}
+	cl, app, err := c.client(k)
+	if err != nil {
+		return err
+	}
+	st, err := cl.Status(ctx, app)
+	if err != nil {
+		return explain(err)
+	}
+	if k.json {
+		return cli.PrintJSON(stdio.Stdout, st)
+	}
+	w := stdio.Stdout
+	fmt.Fprintf(w, "app %s (%s)\n\n", st.App.Name, st.App.ID)
+	tw := cli.Table(w)
+	fmt.Fprintln(tw, "CHANNEL\tVERSIONS")
+	for _, ch := range st.Channels {
+		var vs []string
+		for _, b := range cli.SortedKeys(ch.Packages) {
+			vs = append(vs, ch.Packages[b].Version+" ("+b+")")
+		}
+		if len(vs) == 0 {
+			vs = []string{"-"}
+		}
+		fmt.Fprintf(tw, "%s\t%s\n", ch.Name, strings.Join(vs, ", "))
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+	tw = cli.Table(w)
+	fmt.Fprintln(tw, "GROUP\tCHANNEL\tPOLICY\tHOSTS\tVERSION\tSTATE\tCOUNT")
+	for _, g := range st.Groups {
+		first := fmt.Sprintf("%s\t%s\t%s\t%d", g.Group.Name, g.Group.Channel, policyString(g.Group.Policy), g.Instances)
+		if len(g.Counts) == 0 {
+			fmt.Fprintf(tw, "%s\t-\t-\t-\n", first)
+		}
+		counts := slices.Clone(g.Counts)
+		for i, cnt := range counts {
+			if i > 0 {
+				first = "\t\t\t"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\n", first, cnt.Version, cnt.State, cnt.N)
+		}
+	}
+	tw.Flush()
+	var fails []string
+	for _, g := range st.Groups {
+		for _, f := range g.Failures {
+			fails = append(fails, fmt.Sprintf("  %s → %s: %d failed, %d rolled back", g.Group.Name, f.TargetVersion, f.Failed, f.RolledBack))
+		}
+	}
+	if len(fails) > 0 {
+		fmt.Fprintf(w, "\nfailures by group and target version:\n%s\n", strings.Join(fails, "\n"))
+	}
+	return nil
+}
