@@ -47,8 +47,41 @@ fuzz:
 e2e:
 	TWINSLOT_E2E=1 $(GO) test -run 'E2E' -timeout 30m -v ./testimages/...
 
-demo: build
-	@echo "demo: not yet wired"
+# The slot lifecycle on a fresh disk image (issue 2's walk): install 1.0.1 into USR-B, boot it
+# (tries 1 -> 0), mark it good; then install 1.0.2 into USR-A and, without mark-good, fall back
+# to USR-B on the following boot. Each step is shown, and checked; DEMO_DIR keeps the images.
+DEMO_DIR ?=
+demo:
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/mkimage ./testimages/cmd/mkimage
+	$(GO) build -o $(BIN)/updatectl ./updated/cmd/updatectl
+	@set -e; d="$(DEMO_DIR)"; if [ -z "$$d" ]; then d=$$(mktemp -d); trap 'rm -rf "$$d"' EXIT; else mkdir -p "$$d"; fi; \
+	mk="$(CURDIR)/$(BIN)/mkimage"; uc="$(CURDIR)/$(BIN)/updatectl"; cd "$$d"; \
+	step() { printf '\n$$ %s\n' "$$*"; "$$@"; }; \
+	expect() { if ! printf '%s' "$$out" | grep -q "$$1"; then echo "demo FAILED: expected '$$1'"; exit 1; fi; }; \
+	echo "== a fresh disk: 1.0.0 in USR-A (P=1 S=1), USR-B empty"; \
+	step $$mk disk -o disk.img -version 1.0.0; \
+	step $$uc slots --disk disk.img; \
+	echo; echo "== build 1.0.1 and install it into the inactive slot"; \
+	step $$mk usr -o usr-1.0.1.img -version 1.0.1; \
+	step $$mk install disk.img usr-1.0.1.img; \
+	echo; echo "== boot: GRUB tries USR-B once (tries 1 -> 0)"; \
+	out=$$(step $$mk boot disk.img); echo "$$out"; expect 'booted USR-B (#4): version 1.0.1 amd64-usr (P=2 T=0 S=0)'; \
+	echo; echo "== the health gate passed: mark the booted slot good"; \
+	step $$uc mark-good --disk disk.img; \
+	out=$$(step $$uc slots --disk disk.img); echo "$$out"; expect 'USR-B.*2 *0 *yes *1.0.1 amd64-usr *active, boots next'; \
+	out=$$(step $$mk boot disk.img); echo "$$out"; expect 'booted USR-B (#4): version 1.0.1'; \
+	echo; echo "== second walk: 1.0.2 (5% of the files changed) into USR-A, and no mark-good"; \
+	step $$mk usr -o usr-1.0.2.img -version 1.0.2 -base usr-1.0.1.img -change 0.05; \
+	step $$mk install disk.img usr-1.0.2.img; \
+	out=$$(step $$mk boot disk.img); echo "$$out"; expect 'booted USR-A (#3): version 1.0.2 amd64-usr (P=2 T=0 S=0)'; \
+	echo; echo "== 1.0.2 never got marked good: the following boot falls back to USR-B"; \
+	out=$$(step $$mk boot disk.img); echo "$$out"; expect 'booted USR-B (#4): version 1.0.1 amd64-usr (P=1 T=0 S=1)'; \
+	step $$uc slots --disk disk.img; \
+	echo; echo "== rolling back to the failed 1.0.2 is refused"; \
+	if out=$$($$uc rollback --disk disk.img 2>&1); then echo "$$out"; echo "demo FAILED: rollback was not refused"; exit 1; fi; \
+	echo "$$out"; expect 'never booted successfully'; \
+	echo; echo "demo OK"
 
 clean:
 	rm -rf $(BIN)

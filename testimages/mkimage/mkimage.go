@@ -74,6 +74,7 @@ func bar(stdio cli.IO, label string) (func(done, total int64), func()) {
 	return func(done, total int64) {
 			if b == nil {
 				b = progress.New(stdio.Stderr, cli.IsTerminal(stdio.Stderr), label, total, nil)
+				b.Set(0, "") // the first line, before there is a rate to show
 			}
 			b.Set(done, "")
 		}, func() {
