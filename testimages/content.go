@@ -86,28 +86,44 @@ func (g *generator) fill(dst []byte, k kind, seed uint64) {
 		c := rand.NewChaCha8([32]byte(sha256.Sum256(binary.LittleEndian.AppendUint64(nil, seed))))
 		_, _ = c.Read(dst)
 	case kindText:
-		fillText(dst, r, g.vocab)
+		fillText(dst, r, g.vocab, g.zipf)
 	default:
 		fillBinary(dst, r, seed)
 	}
 }
 
-// words is a fixed vocabulary for text content (same in every image, like a language).
-func vocabulary() []string {
+// vocabulary is a fixed word list for text content (the same in every image, like a
+// language), and a 64Ki-entry table that maps a uniform 16-bit draw to a word index with a
+// Zipf-like law (weight of word k ∝ 1/(k+4)^1.2), so common words are common.
+func vocabulary() ([]string, []uint16) {
 	r := newRand(42)
 	v := make([]string, 1024)
 	for i := range v {
 		v[i] = word(r)
 	}
-	return v
+	weights := make([]float64, len(v))
+	var sum float64
+	for k := range weights {
+		weights[k] = math.Pow(float64(k+4), -1.2)
+		sum += weights[k]
+	}
+	table := make([]uint16, 1<<16)
+	k, acc := 0, weights[0]/sum
+	for i := range table {
+		for float64(i)/float64(len(table)) >= acc && k < len(v)-1 {
+			k++
+			acc += weights[k] / sum
+		}
+		table[i] = uint16(k)
+	}
+	return v, table
 }
 
-func fillText(dst []byte, r *rand.Rand, vocab []string) {
-	zipf := rand.NewZipf(r, 1.2, 4, uint64(len(vocab)-1)) // common words are common
+func fillText(dst []byte, r *rand.Rand, vocab []string, zipf []uint16) {
 	i, col := 0, 0
 	for i < len(dst) {
 		x := r.Uint64()
-		w := vocab[zipf.Uint64()]
+		w := vocab[zipf[x>>48]]
 		i += copy(dst[i:], w)
 		col += len(w)
 		if i >= len(dst) {

@@ -307,9 +307,15 @@ func (b *baseImage) read(p string, limit int64) ([]byte, error) {
 func (b *baseImage) Close() error { return b.f.Close() }
 
 // generator makes file content.
-type generator struct{ vocab []string }
+type generator struct {
+	vocab []string
+	zipf  []uint16
+}
 
-func newGenerator() *generator { return &generator{vocab: vocabulary()} }
+func newGenerator() *generator {
+	v, z := vocabulary()
+	return &generator{vocab: v, zipf: z}
+}
 
 // content returns the bytes of one file.
 func (g *generator) content(fs fileSpec, base *baseImage) ([]byte, error) {
