@@ -1,0 +1,538 @@
+package daemon_test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/twinslot/twinslot/locksmith"
+	"github.com/twinslot/twinslot/locksmith/daemon"
+	"github.com/twinslot/twinslot/locksmith/etcdtest"
+	"github.com/twinslot/twinslot/locksmith/fleetlock"
+	"github.com/twinslot/twinslot/locksmith/internal/dbustest"
+	"github.com/twinslot/twinslot/locksmith/internal/logind"
+	"github.com/twinslot/twinslot/locksmith/window"
+	"github.com/twinslot/twinslot/updated/dbusapi"
+	"github.com/twinslot/twinslot/updated/updateconf"
+)
+
+// guard bounds how long a test waits for something that should happen; it never decides a result.
+const guard = 60 * time.Second
+
+// fakeClock is a manual clock: time moves only when the test says so.
+type fakeClock struct {
+	mu     sync.Mutex
+	now    time.Time
+	timers []fakeTimer
+}
+
+type fakeTimer struct {
+	at time.Time
+	ch chan time.Time
+}
+
+func newClock(t time.Time) *fakeClock { return &fakeClock{now: t} }
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) After(d time.Duration) <-chan time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ch := make(chan time.Time, 1)
+	if d <= 0 {
+		ch <- c.now
+		return ch
+	}
+	c.timers = append(c.timers, fakeTimer{at: c.now.Add(d), ch: ch})
+	return ch
+}
+
+// Set moves the clock to t and fires the timers due by then.
+func (c *fakeClock) Set(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = t
+	keep := c.timers[:0]
+	for _, tm := range c.timers {
+		if !tm.at.After(t) {
+			tm.ch <- t
+		} else {
+			keep = append(keep, tm)
+		}
+	}
+	c.timers = keep
+}
+
+func (c *fakeClock) Advance(d time.Duration) { c.Set(c.Now().Add(d)) }
+
+type harness struct {
+	t       *testing.T
+	etcd    *etcdtest.Etcd
+	store   *locksmith.Store
+	bus     string
+	updated *dbustest.Updated
+	logind  *dbustest.Logind
+	clock   *fakeClock
+	dir     string
+}
+
+func newHarness(t *testing.T, st dbusapi.Status, boot dbusapi.BootStatus) *harness {
+	h := &harness{t: t, etcd: etcdtest.New(t), bus: dbustest.StartBus(t), dir: t.TempDir(),
+		clock: newClock(time.Date(2026, 3, 2, 10, 0, 0, 0, time.UTC))} // a Monday
+	h.store = locksmith.NewStore(h.etcd.Client, "", h.clock.Now)
+	h.updated = dbustest.ExportUpdated(t, dbustest.Connect(t, h.bus), st, boot)
+	h.logind = dbustest.ExportLogind(t, dbustest.Connect(t, h.bus))
+	return h
+}
+
+func (h *harness) config(bootID string) daemon.Config {
+	return daemon.Config{
+		Strategy: updateconf.StrategyEtcdLock, Group: "default", MachineID: "m1", BootID: bootID, Hostname: "host1",
+		Windows:   window.Schedule{Loc: time.UTC},
+		RetryBase: time.Second, RetryMax: 4 * time.Second, OpTimeout: 5 * time.Second,
+		RebootRequiredPath: filepath.Join(h.dir, "run/reboot-required"),
+		StatusPath:         filepath.Join(h.dir, "run/locksmithd/status.json"),
+		CoordinatorPath:    filepath.Join(h.dir, "run/update-engine/coordinator.conf"),
+		StateDir:           filepath.Join(h.dir, "var/lib/locksmithd"),
+	}
+}
+
+func (h *harness) deps(store *locksmith.Store) daemon.Deps {
+	conn := dbustest.Connect(h.t, h.bus)
+	return daemon.Deps{Updated: daemon.UpdatedOverDBus(conn), Rebooter: daemon.LogindRebooter(conn), Store: store,
+		Clock: h.clock, Log: slog.New(slog.NewTextHandler(testWriter{h.t}, nil))}
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+type running struct {
+	d    *daemon.Daemon
+	stop func() error
+}
+
+// start runs a daemon; stop kills it (cancels its context) and returns Run's error.
+func (h *harness) start(cfg daemon.Config, deps daemon.Deps) running {
+	d, err := daemon.New(cfg, deps)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(h.t.Context())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	var once sync.Once
+	var runErr error
+	stop := func() error {
+		once.Do(func() { cancel(); runErr = <-done })
+		return runErr
+	}
+	h.t.Cleanup(func() { stop() })
+	return running{d: d, stop: stop}
+}
+
+func waitState(t *testing.T, d *daemon.Daemon, want daemon.State) daemon.Status {
+	t.Helper()
+	return waitFor(t, d, string(want), func(st daemon.Status) bool { return st.State == want })
+}
+
+// waitFor waits until the daemon's status satisfies ok.
+func waitFor(t *testing.T, d *daemon.Daemon, what string, ok func(daemon.Status) bool) daemon.Status {
+	t.Helper()
+	deadline := time.After(guard)
+	for {
+		ch := d.Changed()
+		if st := d.Status(); ok(st) {
+			return st
+		}
+		select {
+		case <-ch:
+		case <-deadline:
+			t.Fatalf("never reached: %s; last status %+v", what, d.Status())
+		}
+	}
+}
+
+func (h *harness) waitReboot() {
+	h.t.Helper()
+	select {
+	case <-h.logind.Rebooted():
+	case <-time.After(guard):
+		h.t.Fatal("the daemon never asked logind to reboot")
+	}
+}
+
+func (h *harness) noReboot() {
+	h.t.Helper()
+	if n := h.logind.Reboots(); n != 0 {
+		h.t.Fatalf("%d reboots, want none", n)
+	}
+}
+
+func (h *harness) slot(id string) (locksmith.Slot, bool) {
+	h.t.Helper()
+	st, err := h.store.State(h.t.Context(), "default")
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return st.Holding(id)
+}
+
+func TestRebootThenReleaseOnCommit(t *testing.T) {
+	h := newHarness(t, dbustest.NeedReboot("2.0"), dbustest.Boot(daemon.BootCommitted, "1.0"))
+	r1 := h.start(h.config("boot-1"), h.deps(h.store))
+	h.waitReboot()
+	st := waitState(t, r1.d, daemon.StateRebooting)
+	sl, ok := h.slot("m1")
+	if !ok || !st.Holding || sl.Holder.State != locksmith.HolderRebooting || sl.Holder.BootID != "boot-1" ||
+		sl.Holder.FromVersion != "1.0" || sl.Holder.ToVersion != "2.0" || sl.Holder.Hostname != "host1" {
+		t.Fatalf("holder while rebooting: %+v (held %v)", sl.Holder, ok)
+	}
+	if _, err := os.Stat(filepath.Join(h.dir, "run/reboot-required")); err != nil {
+		t.Errorf("reboot sentinel for kured: %v", err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(h.dir, "run/update-engine/coordinator.conf")); !strings.Contains(string(b), "STATE=rebooting") {
+		t.Errorf("coordinator.conf = %q", b)
+	}
+	if err := r1.stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	// The host comes back in the new version; the health gate is still running.
+	h.updated.SetStatus(t, dbustest.Idle())
+	h.updated.SetBoot(t, dbustest.Boot(daemon.BootVerifying, "2.0"))
+	r2 := h.start(h.config("boot-2"), h.deps(h.store))
+	waitState(t, r2.d, daemon.StateVerifying)
+	if _, ok := h.slot("m1"); !ok {
+		t.Fatal("slot released before the boot was committed")
+	}
+	h.updated.SetBoot(t, dbustest.Boot(daemon.BootCommitted, "2.0"))
+	waitState(t, r2.d, daemon.StateIdle)
+	if _, ok := h.slot("m1"); ok {
+		t.Fatal("slot kept after the commit")
+	}
+	if h.logind.Reboots() != 1 {
+		t.Fatalf("%d reboots, want 1", h.logind.Reboots())
+	}
+}
+
+func TestRollbackKeepsSlot(t *testing.T) {
+	h := newHarness(t, dbustest.NeedReboot("2.0"), dbustest.Boot(daemon.BootCommitted, "1.0"))
+	r1 := h.start(h.config("boot-1"), h.deps(h.store))
+	h.waitReboot()
+	r1.stop()
+	h.updated.SetStatus(t, dbustest.Idle())
+	h.updated.SetBoot(t, dbusapi.BootStatus{State: daemon.BootRolledBack, BootedVersion: "1.0", PreviousVersion: "2.0", Slot: "USR-A"})
+	r2 := h.start(h.config("boot-2"), h.deps(h.store))
+	st := waitState(t, r2.d, daemon.StateRolledBack)
+	if !st.Holding || !strings.Contains(st.Detail, "2.0 failed") {
+		t.Fatalf("status %+v", st)
+	}
+	sl, ok := h.slot("m1")
+	if !ok || sl.Holder.State != locksmith.HolderRolledBack || !strings.Contains(sl.Holder.Note, "rolled back") {
+		t.Fatalf("holder after rollback: %+v (held %v)", sl.Holder, ok)
+	}
+	if _, err := h.store.TryLock(t.Context(), "default", locksmith.Holder{ID: "m2"}); !errors.Is(err, locksmith.ErrFull) {
+		t.Fatalf("another host could lock after a rollback: %v", err)
+	}
+}
+
+func TestWindowGatesTheSlot(t *testing.T) {
+	h := newHarness(t, dbustest.NeedReboot("2.0"), dbustest.Boot(daemon.BootSteady, "1.0"))
+	cfg := h.config("boot-1")
+	var err error
+	cfg.DrainTimeout = 3 * time.Hour
+	cfg.Windows, err = window.ParseSchedule("mon 11:00", "1h", time.UTC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	closeWindow := make(chan bool, 1)
+	closeWindow <- true
+	deps := h.deps(h.store)
+	deps.Drain = func(ctx context.Context) error {
+		if _, ok := h.slot("m1"); !ok {
+			t.Error("drain hook ran without the slot")
+		}
+		select {
+		case <-closeWindow: // the first drain takes so long that the window closes
+			h.clock.Set(time.Date(2026, 3, 2, 12, 0, 1, 0, time.UTC))
+		default:
+		}
+		return nil
+	}
+	r := h.start(cfg, deps)
+	st := waitState(t, r.d, daemon.StateWaitingWindow)
+	if _, ok := h.slot("m1"); ok || st.Holding {
+		t.Fatal("slot taken outside the window")
+	}
+	h.clock.Set(time.Date(2026, 3, 2, 11, 0, 0, 0, time.UTC))
+	// The window closes during the drain: release, no reboot, wait for next Monday.
+	st = waitFor(t, r.d, "waiting for next Monday's window", func(st daemon.Status) bool {
+		return st.State == daemon.StateWaitingWindow && strings.Contains(st.Detail, "2026-03-09")
+	})
+	if _, ok := h.slot("m1"); ok {
+		t.Fatal("slot held outside the window")
+	}
+	h.noReboot()
+	h.clock.Set(time.Date(2026, 3, 9, 11, 30, 0, 0, time.UTC))
+	h.waitReboot()
+}
+
+func TestWaitsForASlotByWatch(t *testing.T) {
+	h := newHarness(t, dbustest.NeedReboot("2.0"), dbustest.Boot(daemon.BootSteady, "1.0"))
+	other, err := h.store.TryLock(t.Context(), "default", locksmith.Holder{ID: "other"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := h.start(h.config("boot-1"), h.deps(h.store))
+	st := waitState(t, r.d, daemon.StateWaitingSlot)
+	if !strings.Contains(st.Detail, "other") {
+		t.Fatalf("status does not name the holder: %s", st.Detail)
+	}
+	h.noReboot()
+	if err := h.store.Release(t.Context(), other); err != nil {
+		t.Fatal(err)
+	}
+	h.waitReboot() // no clock advance: only the watch can have woken it
+}
+
+func TestEtcdUnreachable(t *testing.T) {
+	h := newHarness(t, dbustest.NeedReboot("2.0"), dbustest.Boot(daemon.BootSteady, "1.0"))
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{"http://" + addr}, DialTimeout: time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	cfg := h.config("boot-1")
+	cfg.OpTimeout = 300 * time.Millisecond
+	r := h.start(cfg, h.deps(locksmith.NewStore(cli, "", h.clock.Now)))
+	st := waitState(t, r.d, daemon.StateEtcdUnavailable)
+	if st.Attempts < 1 || st.NextAttempt.IsZero() || !strings.Contains(st.Detail, "etcd") {
+		t.Fatalf("status %+v", st)
+	}
+	for attempt := st.Attempts + 1; attempt <= 3; attempt++ {
+		h.clock.Advance(cfg.RetryMax * 2)
+		for st = r.d.Status(); st.Attempts < attempt; st = r.d.Status() {
+			select {
+			case <-r.d.Changed():
+			case <-time.After(guard):
+				t.Fatalf("no retry %d: %+v", attempt, st)
+			}
+		}
+	}
+	if b, _ := os.ReadFile(cfg.StatusPath); !strings.Contains(string(b), `"etcd-unavailable"`) {
+		t.Errorf("status file: %s", b)
+	}
+	h.noReboot()
+}
+
+func TestKilledWhileHolding(t *testing.T) {
+	h := newHarness(t, dbustest.NeedReboot("2.0"), dbustest.Boot(daemon.BootSteady, "1.0"))
+	deps := h.deps(h.store)
+	draining := make(chan struct{})
+	deps.Drain = func(ctx context.Context) error { close(draining); <-ctx.Done(); return ctx.Err() }
+	r1 := h.start(h.config("boot-1"), deps)
+	<-draining
+	before, ok := h.slot("m1")
+	if !ok {
+		t.Fatal("no slot while draining")
+	}
+	r1.stop() // killed holding the slot, before the reboot
+
+	// Restarted in the same boot with the reboot still needed: it re-locks its slot and reboots.
+	r2 := h.start(h.config("boot-1"), h.deps(h.store))
+	h.waitReboot()
+	after, ok := h.slot("m1")
+	if !ok || after.CreateRevision != before.CreateRevision || after.Index != before.Index {
+		t.Fatalf("restart took a new tenure: before %+v after %+v", before, after)
+	}
+	r2.stop()
+
+	// Killed again; this time the update was undone meanwhile: the restart releases the slot.
+	h.updated.SetStatus(t, dbustest.Idle())
+	r3 := h.start(h.config("boot-1"), h.deps(h.store))
+	waitState(t, r3.d, daemon.StateIdle)
+	if _, ok := h.slot("m1"); ok {
+		t.Fatal("slot kept though no reboot is needed")
+	}
+}
+
+func TestRebootRefused(t *testing.T) {
+	h := newHarness(t, dbustest.NeedReboot("2.0"), dbustest.Boot(daemon.BootSteady, "1.0"))
+	h.logind.FailWith("org.freedesktop.DBus.Error.AccessDenied")
+	r := h.start(h.config("boot-1"), h.deps(h.store))
+	st := waitState(t, r.d, daemon.StateRebootFailed)
+	if !strings.Contains(st.LastError, "AccessDenied") {
+		t.Fatalf("status %+v", st)
+	}
+	if _, ok := h.slot("m1"); ok {
+		t.Fatal("slot kept after a refused reboot")
+	}
+	h.logind.FailWith("")
+	h.clock.Advance(time.Minute)
+	h.waitReboot()
+}
+
+func TestInhibitorsPostponeBeforeLocking(t *testing.T) {
+	h := newHarness(t, dbustest.NeedReboot("2.0"), dbustest.Boot(daemon.BootSteady, "1.0"))
+	h.logind.SetInhibitors(logind.Inhibitor{What: "shutdown", Who: "backup", Why: "copying", Mode: "block", PID: 7})
+	cfg := h.config("boot-1")
+	cfg.InhibitMaxWait, cfg.InhibitRecheck = 10*time.Minute, time.Minute
+	r := h.start(cfg, h.deps(h.store))
+	st := waitState(t, r.d, daemon.StateWaitingInhibitor)
+	if !strings.Contains(st.Detail, "backup (pid 7): copying") {
+		t.Fatalf("status does not report the inhibitor: %s", st.Detail)
+	}
+	if _, ok := h.slot("m1"); ok {
+		t.Fatal("slot held while an inhibitor postpones the reboot")
+	}
+	// The inhibitor stays; after the maximum postponement the daemon reboots anyway. Each
+	// recheck re-publishes the status after arming its timer, so the clock moves in lock-step.
+	ch := r.d.Changed()
+	for i := 0; ; i++ {
+		if i > 12 {
+			t.Fatal("no reboot after the maximum postponement")
+		}
+		h.clock.Advance(cfg.InhibitRecheck)
+		select {
+		case <-ch:
+			ch = r.d.Changed()
+			continue
+		case <-h.logind.Rebooted():
+		case <-time.After(guard):
+			t.Fatalf("stuck: %+v", r.d.Status())
+		}
+		break
+	}
+	if elapsed := h.clock.Now().Sub(time.Date(2026, 3, 2, 10, 0, 0, 0, time.UTC)); elapsed < cfg.InhibitMaxWait {
+		t.Fatalf("rebooted after %s of postponement, before the maximum %s", elapsed, cfg.InhibitMaxWait)
+	}
+}
+
+func TestStrategyRebootAndOff(t *testing.T) {
+	h := newHarness(t, dbustest.NeedReboot("2.0"), dbustest.Boot(daemon.BootSteady, "1.0"))
+	cfg := h.config("boot-1")
+	cfg.Strategy = updateconf.StrategyOff
+	off := h.start(cfg, h.deps(nil))
+	st := waitFor(t, off.d, "disabled with a reboot needed", func(st daemon.Status) bool {
+		return st.State == daemon.StateDisabled && strings.Contains(st.Detail, "reboot needed")
+	})
+	if _, err := os.Stat(cfg.RebootRequiredPath); err != nil || !strings.Contains(st.Detail, "not rebooting") {
+		t.Fatalf("strategy off: sentinel %v, status %+v", err, st)
+	}
+	off.stop()
+	h.noReboot()
+
+	cfg.Strategy = updateconf.StrategyReboot
+	r := h.start(cfg, h.deps(nil))
+	h.waitReboot()
+	waitState(t, r.d, daemon.StateRebooting)
+	if _, ok := h.slot("m1"); ok {
+		t.Fatal("strategy reboot took a slot")
+	}
+}
+
+func TestFleetLockStrategy(t *testing.T) {
+	h := newHarness(t, dbustest.NeedReboot("2.0"), dbustest.Boot(daemon.BootSteady, "1.0"))
+	srv := httptest.NewServer(fleetlock.NewServer(h.store, slog.New(slog.DiscardHandler)))
+	defer srv.Close()
+	cfg := h.config("boot-1")
+	cfg.Strategy = updateconf.StrategyFleetLock
+	client := &fleetlock.Client{BaseURL: srv.URL, ID: "m1", Group: "default"}
+	deps := h.deps(nil)
+	deps.FleetLock = client
+
+	// Another FleetLock client (say Zincati) holds the only slot.
+	zincati := &fleetlock.Client{BaseURL: srv.URL, ID: "zincati-node", Group: "default"}
+	if err := zincati.PreReboot(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	r1 := h.start(cfg, deps)
+	waitState(t, r1.d, daemon.StateWaitingSlot)
+	zincati.SteadyState(t.Context())
+	h.clock.Advance(2 * time.Minute) // FleetLock has no watch: the daemon asks again
+	h.waitReboot()
+	if _, ok := h.slot("m1"); !ok {
+		t.Fatal("no slot in the shared semaphore")
+	}
+	if b, err := os.ReadFile(filepath.Join(cfg.StateDir, "fleetlock.json")); err != nil || !strings.Contains(string(b), `"to_version": "2.0"`) {
+		t.Fatalf("reboot record: %s %v", b, err)
+	}
+	r1.stop()
+
+	h.updated.SetStatus(t, dbustest.Idle())
+	h.updated.SetBoot(t, dbustest.Boot(daemon.BootCommitted, "2.0"))
+	deps2 := h.deps(nil)
+	deps2.FleetLock = client
+	r2 := h.start(h.configFleet(cfg, "boot-2"), deps2)
+	waitState(t, r2.d, daemon.StateIdle)
+	if _, ok := h.slot("m1"); ok {
+		t.Fatal("FleetLock slot kept after the commit")
+	}
+	if _, err := os.Stat(filepath.Join(cfg.StateDir, "fleetlock.json")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("reboot record left behind: %v", err)
+	}
+}
+
+func (h *harness) configFleet(cfg daemon.Config, bootID string) daemon.Config {
+	cfg.BootID = bootID
+	return cfg
+}
+
+func TestNewRejectsBadConfig(t *testing.T) {
+	for name, tc := range map[string]struct {
+		cfg  daemon.Config
+		deps daemon.Deps
+	}{
+		"unknown strategy":        {daemon.Config{Strategy: "best-effort"}, daemon.Deps{}},
+		"etcd-lock without etcd":  {daemon.Config{Strategy: "etcd-lock", MachineID: "m"}, daemon.Deps{Updated: nilUpdated{}, Rebooter: nilRebooter{}}},
+		"fleetlock without url":   {daemon.Config{Strategy: "fleetlock"}, daemon.Deps{Updated: nilUpdated{}, Rebooter: nilRebooter{}}},
+		"reboot without logind":   {daemon.Config{Strategy: "reboot"}, daemon.Deps{Updated: nilUpdated{}}},
+		"no update agent":         {daemon.Config{Strategy: "reboot"}, daemon.Deps{Rebooter: nilRebooter{}}},
+		"bad drain policy":        {daemon.Config{Strategy: "reboot", DrainFailure: "ignore"}, daemon.Deps{Updated: nilUpdated{}, Rebooter: nilRebooter{}}},
+		"etcd-lock without an id": {daemon.Config{Strategy: "etcd-lock"}, daemon.Deps{Updated: nilUpdated{}, Rebooter: nilRebooter{}, Store: &locksmith.Store{}}},
+	} {
+		if _, err := daemon.New(tc.cfg, tc.deps); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+type nilUpdated struct{}
+
+func (nilUpdated) Subscribe(context.Context) (<-chan dbusapi.Signal, error) {
+	return nil, errors.New("x")
+}
+func (nilUpdated) GetStatus(context.Context) (dbusapi.Status, error) { return dbusapi.Status{}, nil }
+func (nilUpdated) GetBootStatus(context.Context) (dbusapi.BootStatus, error) {
+	return dbusapi.BootStatus{}, nil
+}
+
+type nilRebooter struct{}
+
+func (nilRebooter) BlockingInhibitors(context.Context) ([]string, error) { return nil, nil }
+func (nilRebooter) Reboot(context.Context) error                         { return nil }

@@ -1,0 +1,251 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/twinslot/twinslot/locksmith"
+	"github.com/twinslot/twinslot/locksmith/fleetlock"
+	"github.com/twinslot/twinslot/updated/updateconf"
+)
+
+// locker is how a strategy holds a reboot slot.
+type locker interface {
+	// acquire takes (or re-takes) the slot, calling waiting while the group is full, until ctx ends.
+	acquire(ctx context.Context, h locksmith.Holder, waiting func(detail string)) error
+	// markRebooting proves the slot is still held and records the reboot about to happen.
+	markRebooting(ctx context.Context, h locksmith.Holder) error
+	// markRolledBack records that the host keeps the slot after a failed boot.
+	markRolledBack(ctx context.Context, why string) error
+	release(ctx context.Context) error
+	// find returns the slot this host holds from before this start, if any.
+	find(ctx context.Context) (locksmith.Holder, bool, error)
+	held() bool
+	describe() string
+}
+
+func (d *Daemon) newLocker() locker {
+	switch d.cfg.Strategy {
+	case updateconf.StrategyEtcdLock:
+		return &etcdLocker{store: d.deps.Store, group: d.cfg.Group, id: d.cfg.MachineID}
+	case updateconf.StrategyFleetLock:
+		return &fleetLocker{c: d.deps.FleetLock, record: filepath.Join(d.cfg.StateDir, "fleetlock.json"), clock: d.deps.Clock, poll: d.cfg.FleetLockPoll}
+	}
+	return noLocker{}
+}
+
+// noLocker is the reboot strategy: no slot at all.
+type noLocker struct{}
+
+func (noLocker) acquire(context.Context, locksmith.Holder, func(string)) error { return nil }
+func (noLocker) markRebooting(context.Context, locksmith.Holder) error         { return nil }
+func (noLocker) markRolledBack(context.Context, string) error                  { return nil }
+func (noLocker) release(context.Context) error                                 { return nil }
+func (noLocker) find(context.Context) (locksmith.Holder, bool, error) {
+	return locksmith.Holder{}, false, nil
+}
+func (noLocker) held() bool       { return false }
+func (noLocker) describe() string { return "none (strategy reboot)" }
+
+// etcdLocker holds a slot of the etcd semaphore.
+type etcdLocker struct {
+	store     *locksmith.Store
+	group, id string
+	lk        *locksmith.Lock
+}
+
+func (e *etcdLocker) acquire(ctx context.Context, h locksmith.Holder, waiting func(string)) error {
+	lk, err := e.store.TryLock(ctx, e.group, h)
+	var full *locksmith.FullError
+	if errors.As(err, &full) {
+		waiting(fmt.Sprintf("waiting for a reboot slot: all %d taken by %s", full.Max, strings.Join(full.Holders, ", ")))
+		lk, err = e.store.Lock(ctx, e.group, h)
+	}
+	if err != nil {
+		return err
+	}
+	e.lk = &lk
+	return nil
+}
+
+func (e *etcdLocker) markRebooting(ctx context.Context, h locksmith.Holder) error {
+	return e.update(ctx, func(v *locksmith.Holder) {
+		v.State, v.Note = locksmith.HolderRebooting, ""
+		v.BootID, v.FromVersion, v.ToVersion = h.BootID, h.FromVersion, h.ToVersion
+	})
+}
+
+func (e *etcdLocker) markRolledBack(ctx context.Context, why string) error {
+	return e.update(ctx, func(v *locksmith.Holder) { v.State, v.Note = locksmith.HolderRolledBack, truncate(why) })
+}
+
+func (e *etcdLocker) update(ctx context.Context, fn func(*locksmith.Holder)) error {
+	if e.lk == nil {
+		return errors.New("no slot held")
+	}
+	lk, err := e.store.Update(ctx, *e.lk, fn)
+	if errors.Is(err, locksmith.ErrLost) {
+		e.lk = nil
+	}
+	if err != nil {
+		return err
+	}
+	e.lk = &lk
+	return nil
+}
+
+func (e *etcdLocker) release(ctx context.Context) error {
+	if e.lk == nil {
+		return nil
+	}
+	if err := e.store.Release(ctx, *e.lk); err != nil && !errors.Is(err, locksmith.ErrLost) {
+		return err
+	}
+	e.lk = nil
+	return nil
+}
+
+func (e *etcdLocker) find(ctx context.Context) (locksmith.Holder, bool, error) {
+	lk, err := e.store.Held(ctx, e.group, e.id)
+	if errors.Is(err, locksmith.ErrNotHeld) {
+		return locksmith.Holder{}, false, nil
+	}
+	if err != nil {
+		return locksmith.Holder{}, false, err
+	}
+	e.lk = &lk
+	return lk.Slot.Holder, true, nil
+}
+
+func (e *etcdLocker) held() bool { return e.lk != nil }
+
+func (e *etcdLocker) describe() string {
+	if e.lk == nil {
+		return "none"
+	}
+	return fmt.Sprintf("group %s slot %d (token %d)", e.group, e.lk.Slot.Index, e.lk.Token())
+}
+
+func truncate(s string) string {
+	if len(s) > locksmith.MaxFieldLen {
+		return s[:locksmith.MaxFieldLen]
+	}
+	return s
+}
+
+// fleetLocker holds a slot from a FleetLock server and keeps a local record of the reboot.
+type fleetLocker struct {
+	c      *fleetlock.Client
+	record string
+	clock  Clock
+	poll   time.Duration
+	have   bool
+}
+
+// rebootRecord is StateDir/fleetlock.json.
+type rebootRecord struct {
+	Version     int       `json:"version"`
+	BootID      string    `json:"boot_id"`
+	FromVersion string    `json:"from_version"`
+	ToVersion   string    `json:"to_version"`
+	State       string    `json:"state,omitempty"`
+	At          time.Time `json:"at"`
+}
+
+const recordVersion = 1
+
+func (f *fleetLocker) acquire(ctx context.Context, h locksmith.Holder, waiting func(string)) error {
+	for {
+		err := f.c.PreReboot(ctx)
+		if err == nil {
+			f.have = true
+			return nil
+		}
+		if !fleetlock.IsFull(err) {
+			return err
+		}
+		timer := f.clock.After(f.poll)
+		waiting(fmt.Sprintf("waiting for a reboot slot from the FleetLock server (%v); asking again in %s", err, f.poll))
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-timer:
+		}
+	}
+}
+
+func (f *fleetLocker) markRebooting(ctx context.Context, h locksmith.Holder) error {
+	// Re-locking is recursive: success proves the server still counts this host as a holder.
+	if err := f.c.PreReboot(ctx); err != nil {
+		return err
+	}
+	return f.write(rebootRecord{Version: recordVersion, BootID: h.BootID, FromVersion: h.FromVersion, ToVersion: h.ToVersion, At: f.clock.Now().UTC()})
+}
+
+func (f *fleetLocker) markRolledBack(_ context.Context, why string) error {
+	rec, ok, err := f.read()
+	if err != nil || !ok {
+		rec = rebootRecord{Version: recordVersion, At: f.clock.Now().UTC()}
+	}
+	rec.State = string(locksmith.HolderRolledBack)
+	return f.write(rec)
+}
+
+func (f *fleetLocker) release(ctx context.Context) error {
+	if err := f.c.SteadyState(ctx); err != nil {
+		return err
+	}
+	f.have = false
+	if err := os.Remove(f.record); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove the FleetLock reboot record: %w", err)
+	}
+	return nil
+}
+
+// find reads the reboot record. Without one the host may still hold a slot (taken by hand, or
+// before a crash), so it is treated as held with no expected version: FleetLock's
+// steady-state is safe to send when not holding.
+func (f *fleetLocker) find(context.Context) (locksmith.Holder, bool, error) {
+	rec, ok, err := f.read()
+	if err != nil {
+		return locksmith.Holder{}, false, err
+	}
+	f.have = true
+	if !ok {
+		return locksmith.Holder{}, true, nil
+	}
+	return locksmith.Holder{BootID: rec.BootID, FromVersion: rec.FromVersion, ToVersion: rec.ToVersion, State: locksmith.HolderState(rec.State)}, true, nil
+}
+
+func (f *fleetLocker) read() (rebootRecord, bool, error) {
+	b, err := os.ReadFile(f.record)
+	if errors.Is(err, os.ErrNotExist) {
+		return rebootRecord{}, false, nil
+	}
+	if err != nil {
+		return rebootRecord{}, false, fmt.Errorf("read the FleetLock reboot record: %w", err)
+	}
+	var rec rebootRecord
+	if err := json.Unmarshal(b, &rec); err != nil || rec.Version != recordVersion {
+		return rebootRecord{}, false, fmt.Errorf("FleetLock reboot record %s is unreadable or of another version (%v); remove it to start over", f.record, err)
+	}
+	return rec, true, nil
+}
+
+func (f *fleetLocker) write(rec rebootRecord) error {
+	b, _ := json.MarshalIndent(rec, "", "  ")
+	if err := os.MkdirAll(filepath.Dir(f.record), 0o755); err != nil {
+		return fmt.Errorf("create the state directory: %w", err)
+	}
+	return writeFileAtomic(f.record, append(b, '\n'), 0o644)
+}
+
+func (f *fleetLocker) held() bool { return f.have }
+
+func (f *fleetLocker) describe() string { return "FleetLock slot at " + f.c.BaseURL }
