@@ -10,6 +10,10 @@ import (
 
 var errCrash = errors.New("simulated power loss")
 
+// crashDisk is the size of the disks crashed: the 64 KiB seed layout keeps the hundreds of
+// crash points cheap.
+const crashDisk = 64 << 10
+
 // crashDev passes the first `after` writes through to f, then simulates a power loss during
 // the next one: only its first `tear` bytes reach the disk (0: none), and every later write
 // and sync fails.
@@ -69,7 +73,7 @@ type crashOp struct {
 func crashOps() []crashOp {
 	slotB := Slot{Number: 4, PartUUID: "e03dd35c-7c2d-4a47-b3fe-27f15780a57c"}
 	damagePrimary := func(t *testing.T, path string) { patch(t, path, 512+40, []byte{0xff}) }
-	damageBackup := func(t *testing.T, path string) { patch(t, path, 8<<20-512+40, []byte{0xff}) }
+	damageBackup := func(t *testing.T, path string) { patch(t, path, crashDisk-512+40, []byte{0xff}) }
 	install := func(d *Disk) error { return d.PrepareInstall(slotB) }
 	boot := func(d *Disk) error { _, err := d.NextBoot(); return err }
 	return []crashOp{
@@ -107,7 +111,7 @@ func TestCrashAtEveryWriteStep(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
 			orig := filepath.Join(dir, "orig.img")
-			writeImage(t, orig, 8<<20, 512, testLayout(512, 1<<20, tc.a, tc.b))
+			writeImage(t, orig, crashDisk, 512, seedLayout(tc.a, tc.b))
 			if tc.damage != nil {
 				tc.damage(t, orig)
 			}
