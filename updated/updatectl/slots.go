@@ -240,50 +240,46 @@ func chosen(d *partition.Disk, t target, slot, what string) (partition.Slot, err
 }
 
 func (env Env) runMarkGood(ctx context.Context, stdio cli.IO, args []string) error {
-	fs := stdio.FlagSet("updatectl mark-good", "[--disk PATH] [--slot SLOT]", `
+	return env.change(stdio, args, "updatectl mark-good", `
 Commit the booted slot after a healthy boot: successful=1, tries=0, top priority (as
 flatcar-setgoodroot does), so it keeps booting. The health gate of updated does this
-automatically; this command is for operators and tests.`)
-	disk := fs.String("disk", "", "disk or image `path` (default: the disk holding the booted /usr)")
-	slot := fs.String("slot", "", "the slot (label, number or PARTUUID) to mark instead of the booted one")
-	pos, err := cli.Parse(fs, args)
-	if err != nil {
-		return err
-	}
-	if err := cli.NArgs(pos, 0, 0, "no arguments"); err != nil {
-		return err
-	}
-	t, err := env.locate(*disk)
-	if err != nil {
-		return err
-	}
-	d, err := partition.Open(t.disk)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	s, err := chosen(d, t, *slot, "mark good")
-	if err != nil {
-		return err
-	}
-	if err := d.MarkGood(s); err != nil {
-		return err
-	}
-	s, err = d.SlotByNumber(s.Number)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(stdio.Stdout, "marked %v good: %v\n", s, s.Attr)
-	return nil
+automatically; this command is for operators and tests.`, "mark good",
+		func(d *partition.Disk, s partition.Slot) (string, error) {
+			if err := d.MarkGood(s); err != nil {
+				return "", err
+			}
+			s, err := d.SlotByNumber(s.Number)
+			if err != nil {
+				return "", err
+			}
+			return fmt.Sprintf("marked %v good: %v", s, s.Attr), nil
+		})
 }
 
 func (env Env) runRollback(ctx context.Context, stdio cli.IO, args []string) error {
-	fs := stdio.FlagSet("updatectl rollback", "[--disk PATH] [--slot SLOT]", `
+	return env.change(stdio, args, "updatectl rollback", `
 Make the other slot boot next, when it holds an image that booted successfully before and
 was not marked bad; the booted slot stays as the fallback. Refused, with the reason, when
-the other slot never booted, holds a pending update, or was marked bad. Reboot to apply.`)
+the other slot never booted, holds a pending update, or was marked bad. Reboot to apply.`, "roll back from",
+		func(d *partition.Disk, from partition.Slot) (string, error) {
+			to, err := d.Rollback(from)
+			if err != nil {
+				return "", err
+			}
+			version := ""
+			if rel, err := testimages.ReadRelease(d.SlotReader(to), to.Size); err == nil {
+				version = " (" + rel.Version + ")"
+			}
+			return fmt.Sprintf("%v%s boots next (%v); %v stays as fallback; reboot to apply", to, version, to.Attr, from), nil
+		})
+}
+
+// change runs a command that changes the booted slot (or --slot) of the disk holding the
+// booted /usr (or --disk), and prints what act reports.
+func (env Env) change(stdio cli.IO, args []string, prog, help, what string, act func(*partition.Disk, partition.Slot) (string, error)) error {
+	fs := stdio.FlagSet(prog, "[--disk PATH] [--slot SLOT]", help)
 	disk := fs.String("disk", "", "disk or image `path` (default: the disk holding the booted /usr)")
-	slot := fs.String("slot", "", "the slot (label, number or PARTUUID) to roll back from instead of the booted one")
+	slot := fs.String("slot", "", "the slot (label, number or PARTUUID) to "+what+" instead of the booted one")
 	pos, err := cli.Parse(fs, args)
 	if err != nil {
 		return err
@@ -300,18 +296,14 @@ the other slot never booted, holds a pending update, or was marked bad. Reboot t
 		return err
 	}
 	defer d.Close()
-	from, err := chosen(d, t, *slot, "roll back from")
+	s, err := chosen(d, t, *slot, what)
 	if err != nil {
 		return err
 	}
-	to, err := d.Rollback(from)
+	msg, err := act(d, s)
 	if err != nil {
 		return err
 	}
-	version := ""
-	if rel, err := testimages.ReadRelease(d.SlotReader(to), to.Size); err == nil {
-		version = " (" + rel.Version + ")"
-	}
-	fmt.Fprintf(stdio.Stdout, "%v%s boots next (%v); %v stays as fallback; reboot to apply\n", to, version, to.Attr, from)
+	fmt.Fprintln(stdio.Stdout, msg)
 	return nil
 }
