@@ -75,6 +75,7 @@ func New(t testing.TB, opts ...Option) *Etcd {
 	cfg.Name = "etcdtest"
 	cfg.Dir = filepath.Join(dir, "data")
 	cfg.TickMs, cfg.ElectionMs = 10, 100
+	cfg.BcryptCost = 4 // bcrypt's minimum: password checks stay fast under -race
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
 	scheme := "http"
 	x := &Etcd{t: t, Username: o.user, Password: o.pass}

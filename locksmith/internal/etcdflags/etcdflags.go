@@ -139,8 +139,9 @@ func (f *Flags) Client() (*clientv3.Client, error) {
 }
 
 // SetFromEnv sets every flag of fs that was not given on the command line from PREFIX_NAME in
-// environ (KEY=VALUE entries), NAME being the flag name upper-cased with '-' as '_'.
-func SetFromEnv(fs *flag.FlagSet, prefix string, environ []string) error {
+// environ (KEY=VALUE entries), NAME being the flag name upper-cased with '-' as '_'. Flags given
+// to any of also (flag sets parsed earlier from the same command line) count as given.
+func SetFromEnv(fs *flag.FlagSet, prefix string, environ []string, also ...*flag.FlagSet) error {
 	env := make(map[string]string, len(environ))
 	for _, kv := range environ {
 		if k, v, ok := strings.Cut(kv, "="); ok {
@@ -148,7 +149,9 @@ func SetFromEnv(fs *flag.FlagSet, prefix string, environ []string) error {
 		}
 	}
 	given := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	for _, set := range append([]*flag.FlagSet{fs}, also...) {
+		set.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	}
 	var err error
 	fs.VisitAll(func(f *flag.Flag) {
 		key := prefix + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))

@@ -1,0 +1,284 @@
+package locksmithctl
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/godbus/dbus/v5"
+
+	"github.com/twinslot/twinslot/locksmith"
+	"github.com/twinslot/twinslot/locksmith/internal/etcdflags"
+	"github.com/twinslot/twinslot/locksmith/internal/logind"
+	"github.com/twinslot/twinslot/tools/cli"
+	"github.com/twinslot/twinslot/updated/dbusapi"
+)
+
+const (
+	prog = "locksmithctl"
+	// EnvPrefix is the prefix of the environment variables that set flags.
+	EnvPrefix = "LOCKSMITHCTL_"
+	// MachineIDPath is where --id comes from by default.
+	MachineIDPath = "/etc/machine-id"
+	// DefaultSystemBus is the system bus when DBUS_SYSTEM_BUS_ADDRESS is unset.
+	DefaultSystemBus = "unix:path=/var/run/dbus/system_bus_socket"
+	opTimeout        = 30 * time.Second
+)
+
+// globals are the flags every command accepts.
+type globals struct {
+	etcd    etcdflags.Flags
+	group   string
+	id      string
+	timeout time.Duration
+	env     []string
+	now     func() time.Time
+}
+
+func (g *globals) register(fs *flag.FlagSet) {
+	g.etcd.Register(fs)
+	fs.StringVar(&g.group, "group", g.group, "reboot group (default \""+locksmith.DefaultGroup+"\")")
+	fs.StringVar(&g.id, "id", g.id, "act for this machine id (default: the content of "+MachineIDPath+")")
+	fs.DurationVar(&g.timeout, "timeout", g.timeout, "give up on etcd after this long")
+}
+
+// Main runs locksmithctl with args (without the program name). environ is the process
+// environment (os.Environ()) in KEY=VALUE form: LOCKSMITHCTL_* flags and DBUS_SYSTEM_BUS_ADDRESS.
+func Main(ctx context.Context, args, environ []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	g := &globals{env: environ, now: time.Now, timeout: opTimeout}
+	stdio := cli.IO{Stdin: stdin, Stdout: stdout, Stderr: stderr}
+	// Global flags may precede the command (CoreOS style); they stop at the command name.
+	gfs := stdio.FlagSet(prog, "[global flags] <command> [flags]", "")
+	g.register(gfs)
+	if err := gfs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			args = []string{"--help"}
+		} else {
+			fmt.Fprintf(stderr, "%s: %v\nRun '%s --help' for usage.\n", prog, err, prog)
+			return 2
+		}
+	} else {
+		args = gfs.Args()
+	}
+	return cli.Run(ctx, prog, "inspect and change the reboot semaphore (etcd v3)", g.commands(gfs), args, stdio)
+}
+
+// flags returns a command's flag set with the global flags too, and a parse function that
+// applies the environment for flags given neither before the command nor after it.
+func (g *globals) flags(stdio cli.IO, gfs *flag.FlagSet, name, argsUsage, help string) (*flag.FlagSet, func([]string) ([]string, error)) {
+	fs := stdio.FlagSet(prog+" "+name, argsUsage, help)
+	g.register(fs)
+	return fs, func(args []string) ([]string, error) {
+		pos, err := cli.Parse(fs, args)
+		if err != nil {
+			return nil, err
+		}
+		if err := etcdflags.SetFromEnv(fs, EnvPrefix, g.env, gfs); err != nil {
+			return nil, cli.Usagef("%v", err)
+		}
+		if g.group == "" {
+			g.group = locksmith.DefaultGroup
+		}
+		return pos, nil
+	}
+}
+
+func (g *globals) commands(gfs *flag.FlagSet) []cli.Command {
+	return []cli.Command{
+		{Name: "status", Summary: "show max, holders, their age, versions and state", Run: func(ctx context.Context, stdio cli.IO, args []string) error {
+			fs, parse := g.flags(stdio, gfs, "status", "[-o text|json]", "Shows the group's semaphore.")
+			out := fs.String("o", "text", "output format: text or json")
+			if _, err := parse(args); err != nil {
+				return err
+			}
+			if *out != "text" && *out != "json" {
+				return cli.Usagef("-o %q: want text or json", *out)
+			}
+			return g.status(ctx, stdio.Stdout, *out == "json")
+		}},
+		{Name: "lock", Summary: "take a reboot slot for --id", Run: func(ctx context.Context, stdio cli.IO, args []string) error {
+			_, parse := g.flags(stdio, gfs, "lock", "", "Takes a reboot slot for the machine (re-locking one it holds succeeds).")
+			if _, err := parse(args); err != nil {
+				return err
+			}
+			return g.withStore(ctx, func(ctx context.Context, s *locksmith.Store) error {
+				id, err := g.machineID()
+				if err != nil {
+					return err
+				}
+				lk, err := s.TryLock(ctx, g.group, locksmith.Holder{ID: id, Note: "locksmithctl lock"})
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(stdio.Stdout, "Locked slot %d of group %s for %s\n", lk.Slot.Index, g.group, id)
+				return nil
+			})
+		}},
+		{Name: "unlock", Summary: "release --id's slot, or with --force ID break another's", Run: func(ctx context.Context, stdio cli.IO, args []string) error {
+			fs, parse := g.flags(stdio, gfs, "unlock", "[--force ID]", "Releases the machine's slot. --force ID releases the slot of ID, for a host that is gone.")
+			force := fs.String("force", "", "break the slot held by this machine id")
+			pos, err := parse(args)
+			if err != nil {
+				return err
+			}
+			if err := cli.NArgs(pos, 0, 1, "at most one machine id"); err != nil {
+				return err
+			}
+			return g.withStore(ctx, func(ctx context.Context, s *locksmith.Store) error {
+				id, err := g.machineID()
+				if err != nil {
+					return err
+				}
+				target, forced := id, *force != ""
+				switch {
+				case forced:
+					target = *force
+				case len(pos) == 1:
+					target = pos[0] // CoreOS "unlock ID"; only the holder itself without --force
+				}
+				h, err := s.Unlock(ctx, g.group, id, target, forced)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(stdio.Stdout, "Unlocked %s in group %s (held since %s)\n", h.ID, g.group, h.AcquiredAt.Format(time.RFC3339))
+				return nil
+			})
+		}},
+		{Name: "set-max", Summary: "set how many hosts of the group may reboot at once", Run: func(ctx context.Context, stdio cli.IO, args []string) error {
+			_, parse := g.flags(stdio, gfs, "set-max", "N", "Sets the group's max. Lowering it below the current holders keeps them; nobody new gets a slot until the group is under.")
+			pos, err := parse(args)
+			if err != nil {
+				return err
+			}
+			if err := cli.NArgs(pos, 1, 1, "N"); err != nil {
+				return err
+			}
+			n, err := strconv.Atoi(pos[0])
+			if err != nil || n < 0 || n > locksmith.MaxSlots {
+				return cli.Usagef("N = %q: want a number from 0 to %d", pos[0], locksmith.MaxSlots)
+			}
+			return g.withStore(ctx, func(ctx context.Context, s *locksmith.Store) error {
+				old, err := s.SetMax(ctx, g.group, n)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(stdio.Stdout, "Old-Max: %d\nMax: %d\n", old, n)
+				return nil
+			})
+		}},
+		{Name: "set-policy", Summary: "set the group's holder lease TTL and stale policy", Run: func(ctx context.Context, stdio cli.IO, args []string) error {
+			fs, parse := g.flags(stdio, gfs, "set-policy", "--lease-ttl D --stale hold|expire",
+				"With --stale hold (default) a host that never releases keeps its slot and a bad rollout stops; the TTL only marks it stale in status.\nWith --stale expire, new slots are attached to an etcd lease of the TTL and vanish when it runs out.")
+			ttl := fs.Duration("lease-ttl", 0, "holder lease TTL, e.g. 1h (0: none)")
+			stale := fs.String("stale", string(locksmith.StaleHold), "stale policy: hold or expire")
+			if _, err := parse(args); err != nil {
+				return err
+			}
+			if *ttl < 0 || *ttl%time.Second != 0 {
+				return cli.Usagef("--lease-ttl %s: want whole seconds, 0 or more", *ttl)
+			}
+			return g.withStore(ctx, func(ctx context.Context, s *locksmith.Store) error {
+				_, c, err := s.SetConfig(ctx, g.group, func(c locksmith.GroupConfig) locksmith.GroupConfig {
+					c.LeaseTTLSeconds, c.Stale = int64(*ttl/time.Second), locksmith.StalePolicy(*stale)
+					return c
+				})
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(stdio.Stdout, "Lease-TTL: %s\nStale: %s\n", c.LeaseTTL(), c.Stale)
+				return nil
+			})
+		}},
+		{Name: "send-need-reboot", Summary: "tell locksmithd a reboot is needed (StatusUpdate on the system bus)", Run: func(ctx context.Context, stdio cli.IO, args []string) error {
+			_, parse := g.flags(stdio, gfs, "send-need-reboot", "", "Emits com.coreos.update1.Manager.StatusUpdate with UPDATE_STATUS_UPDATED_NEED_REBOOT, as update_engine does after an update.")
+			if _, err := parse(args); err != nil {
+				return err
+			}
+			conn, err := g.systemBus()
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			if err := conn.Emit(dbusapi.ObjectPath, dbusapi.SignalStatusUpdate, int64(0), float64(0), dbusapi.OpUpdatedNeedReboot, "", int64(0)); err != nil {
+				return fmt.Errorf("emit StatusUpdate: %w", err)
+			}
+			fmt.Fprintln(stdio.Stdout, "Sent StatusUpdate(UPDATE_STATUS_UPDATED_NEED_REBOOT)")
+			return nil
+		}},
+		{Name: "reboot", Summary: "take a reboot slot for --id, then reboot through logind", Run: func(ctx context.Context, stdio cli.IO, args []string) error {
+			_, parse := g.flags(stdio, gfs, "reboot", "", "Takes a slot (fails if the group is full) and asks logind to reboot; if logind refuses, the slot is released again.")
+			if _, err := parse(args); err != nil {
+				return err
+			}
+			conn, err := g.systemBus()
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			return g.withStore(ctx, func(ctx context.Context, s *locksmith.Store) error {
+				id, err := g.machineID()
+				if err != nil {
+					return err
+				}
+				lk, err := s.TryLock(ctx, g.group, locksmith.Holder{ID: id, Note: "locksmithctl reboot"})
+				if err != nil {
+					return err
+				}
+				if err := logind.New(conn).Reboot(ctx); err != nil {
+					if uerr := s.Release(ctx, lk); uerr != nil {
+						return fmt.Errorf("%w; and releasing the slot failed too: %v (run locksmithctl unlock)", err, uerr)
+					}
+					return fmt.Errorf("%w; the slot was released", err)
+				}
+				fmt.Fprintf(stdio.Stdout, "Locked slot %d of group %s; rebooting\n", lk.Slot.Index, g.group)
+				return nil
+			})
+		}},
+	}
+}
+
+func (g *globals) machineID() (string, error) {
+	if g.id != "" {
+		return g.id, nil
+	}
+	b, err := os.ReadFile(MachineIDPath)
+	if err != nil {
+		return "", fmt.Errorf("read the machine id (or pass --id): %w", err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+func (g *globals) withStore(ctx context.Context, fn func(context.Context, *locksmith.Store) error) error {
+	cli, err := g.etcd.Client()
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(ctx, g.timeout)
+	defer cancel()
+	err = fn(ctx, locksmith.NewStore(cli, "", g.now))
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%w (is etcd at %s reachable, and are the TLS and auth flags right?)", err, strings.Join(g.etcd.Endpoints.List(), ","))
+	}
+	return err
+}
+
+func (g *globals) systemBus() (*dbus.Conn, error) {
+	addr := DefaultSystemBus
+	for _, kv := range g.env {
+		if v, ok := strings.CutPrefix(kv, "DBUS_SYSTEM_BUS_ADDRESS="); ok && v != "" {
+			addr = v
+		}
+	}
+	conn, err := dbus.Connect(addr)
+	if err != nil {
+		return nil, fmt.Errorf("connect to the system bus %s: %w", addr, err)
+	}
+	return conn, nil
+}
