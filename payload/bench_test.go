@@ -1,10 +1,8 @@
 package payload_test
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -160,6 +158,3 @@ func BenchmarkInstallHTTP(b *testing.B) {
 	p := buildBench(b, dir, syntheticImage(b, dir, size, 1), payloadtest.Options("1"))
 	benchInstall(b, p, dir, true)
 }
-
-var _ = io.Discard
-var _ = bytes.NewReader

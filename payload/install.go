@@ -340,9 +340,11 @@ func (in *installer) scanTarget(ctx context.Context) error {
 // hash a missing chunk wants into the target (the hash was just computed over the bytes written).
 func (in *installer) copyFromActive(ctx context.Context) error {
 	wanted := map[[32]byte][]int{}
+	probes := map[uint32]bool{} // read-only once the workers start
 	for i, c := range in.m.Chunks {
 		if in.need[i] && c.Encoding != EncodingZero {
 			wanted[c.SHA256] = append(wanted[c.SHA256], i)
+			probes[c.Probe] = true
 		}
 	}
 	if len(wanted) == 0 {
@@ -369,6 +371,10 @@ func (in *installer) copyFromActive(ctx context.Context) error {
 	for range in.o.Workers {
 		wg.Go(func() {
 			for b := range jobs {
+				if !probes[probe(b)] {
+					free <- b // cannot be a wanted chunk; skip the SHA-256
+					continue
+				}
 				sum := sha256.Sum256(b)
 				mu.Lock()
 				idx := wanted[sum]

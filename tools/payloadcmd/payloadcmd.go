@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -19,17 +20,19 @@ import (
 const summary = "build, sign, verify, inspect and apply twinslot update payloads"
 
 // Main runs the payload command line with args (without the program name) and returns the exit
-// code: 0 success, 1 failure (including every rejected payload), 2 usage error.
+// code: 0 success, 1 failure (including every rejected payload), 2 usage error. It has no host
+// filesystem, so 'apply' needs --disk; the binary uses MainWith with the real root.
 func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	return MainWith(ctx, Env{Now: time.Now}, args, stdin, stdout, stderr)
 }
 
-// Env holds the command's dependencies, for tests.
+// Env holds the command's dependencies.
 type Env struct {
 	Now func() time.Time
-	// Booted, if set, names the running slot's partition for 'apply' without --disk (live hosts).
-	// Tests and --disk leave it nil.
-	Booted func() (disk string, partUUID string, err error)
+	// Host is the running system's root directory (os.DirFS("/")), where 'apply' without --disk
+	// finds the booted /usr (proc/cmdline, sys/…) and its BOARD (usr/lib/os-release). Nil makes
+	// --disk required.
+	Host fs.FS
 }
 
 // MainWith is Main with explicit dependencies.
@@ -53,6 +56,7 @@ func (c *cmd) commands() []cli.Command {
 		{Name: "sign", Summary: "add a signature to a payload", Run: c.sign},
 		{Name: "verify", Summary: "verify a payload against a trust root", Run: c.verify},
 		{Name: "inspect", Summary: "show what a payload holds (signatures NOT checked)", Run: c.inspect},
+		{Name: "apply", Summary: "install a payload into the inactive slot of a disk", Run: c.apply},
 	}
 }
 

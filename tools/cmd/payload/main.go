@@ -7,13 +7,15 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/twinslot/twinslot/tools/payloadcmd"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := payloadcmd.Main(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	env := payloadcmd.Env{Now: time.Now, Host: os.DirFS("/")}
+	code := payloadcmd.MainWith(ctx, env, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
 }

@@ -1,0 +1,241 @@
+package payloadcmd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/twinslot/twinslot/partition"
+	"github.com/twinslot/twinslot/payload"
+	"github.com/twinslot/twinslot/testimages"
+	"github.com/twinslot/twinslot/tools/cli"
+	"github.com/twinslot/twinslot/tools/progress"
+)
+
+// hostReleasePath is the running image's os-release on a live host.
+const hostReleasePath = "usr/lib/os-release"
+
+// applyResult is the --json output of apply.
+type applyResult struct {
+	Version       string `json:"version"`
+	Board         string `json:"board"`
+	Disk          string `json:"disk"`
+	Active        string `json:"active"`
+	Target        string `json:"target"`
+	ImageBytes    int64  `json:"imageBytes"`
+	ReusedTarget  int64  `json:"reusedTargetBytes"`
+	ReusedActive  int64  `json:"reusedActiveBytes"`
+	ZeroBytes     int64  `json:"zeroBytes"`
+	FetchedBytes  int64  `json:"fetchedBytes"`
+	MetadataBytes int64  `json:"metadataBytes"`
+	WrittenBytes  int64  `json:"writtenBytes"`
+	Requests      int    `json:"requests"`
+	Seconds       float64
+}
+
+func (c *cmd) apply(ctx context.Context, stdio cli.IO, args []string) error {
+	fs := stdio.FlagSet("payload apply", "--trust trust.json [--disk disk.img] [--app ID] [--json] p.tsp|URL",
+		`Verifies the payload, installs its image into the inactive /usr slot (reusing what the slots
+already hold, fetching the rest with HTTP Range requests for a URL), re-hashes the slot and marks
+it to be tried on the next boot (partition PrepareInstall).
+
+The active slot is the booted one on a live host (no --disk). With --disk (an image file or a
+device that is not running) the active slot is the successful slot with the highest priority
+(ties: the lower partition number). A payload for another board than the active slot's BOARD
+(from its lib/os-release) is refused. Nothing is written before the payload verified.`)
+	trustPath := fs.String("trust", "", "trust root file")
+	disk := fs.String("disk", "", "disk image or device to install into (default: the disk holding the booted /usr)")
+	app := fs.String("app", payload.DefaultAppID, "required app id")
+	floor := fs.Uint64("floor", 0, "lowest security version accepted (besides the trust root's)")
+	asJSON := fs.Bool("json", false, "print the result as JSON")
+	pos, err := cli.Parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := cli.NArgs(pos, 1, 1, "payload file or URL"); err != nil {
+		return err
+	}
+	if *trustPath == "" {
+		return cli.Usagef("--trust is required")
+	}
+	tr, err := payload.LoadTrustRoot(*trustPath)
+	if err != nil {
+		return err
+	}
+
+	// Find the disk and the active slot.
+	var booted *partition.Booted
+	diskPath := *disk
+	if diskPath == "" {
+		if c.env.Host == nil {
+			return cli.Usagef("--disk is required (no host filesystem to find the booted /usr)")
+		}
+		b, err := partition.FindBooted(c.env.Host)
+		if err != nil {
+			return fmt.Errorf("find the booted /usr (or pass --disk): %w", err)
+		}
+		if b, err = partition.Locate(c.env.Host, b); err != nil {
+			return fmt.Errorf("find the disk of the booted /usr (or pass --disk): %w", err)
+		}
+		booted, diskPath = &b, b.Disk
+	}
+	d, err := partition.Open(diskPath)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	var active partition.Slot
+	if booted != nil {
+		active, err = d.Active(*booted)
+	} else {
+		active, err = activeOfImage(d)
+	}
+	if err != nil {
+		return err
+	}
+	target, err := d.Other(active)
+	if err != nil {
+		return err
+	}
+	rel, err := c.activeRelease(d, active, booted != nil)
+	if err != nil {
+		return err
+	}
+
+	src, closeSrc, err := openSource(pos[0])
+	if err != nil {
+		return err
+	}
+	defer closeSrc()
+
+	tty := cli.IsTerminal(stdio.Stderr)
+	var bar *progress.Bar
+	slot := &slotRW{ReaderAt: d.SlotReader(target), WriterAt: d.SlotWriter(target), d: d}
+	start := c.env.Now()
+	res, err := payload.Install(ctx, src, payload.Target{
+		Slot: slot, Size: target.Size,
+		Active: d.SlotReader(active), ActiveSize: active.Size,
+	}, payload.InstallOptions{
+		Trust:  tr,
+		Expect: payload.Expect{AppID: *app, Board: rel.Board, Floor: *floor},
+		Now:    c.env.Now,
+		// Only when bytes are really about to change: make the slot unbootable first, so that a
+		// half-written slot is never booted or rolled back into.
+		BeforeWrite: func() error { return d.BeginInstall(target) },
+		Progress: func(p payload.Progress) {
+			if p.Total == 0 {
+				return
+			}
+			if bar == nil {
+				bar = progress.New(stdio.Stderr, tty, "apply", p.Total, c.env.Now)
+			}
+			bar.Set(p.Done, fmt.Sprintf("%s reused %s fetched %s", p.Phase, progress.Bytes(p.Reused), progress.Bytes(p.Fetched)))
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("apply to %s of %s: %w", target.Label, diskPath, err)
+	}
+	if bar != nil {
+		bar.Finish()
+	}
+	if err := d.Sync(); err != nil {
+		return err
+	}
+	if err := d.PrepareInstall(target); err != nil {
+		return err
+	}
+	out := applyResult{
+		Version: res.Manifest.Version, Board: res.Manifest.Board, Disk: diskPath, Active: active.Label, Target: target.Label,
+		ImageBytes: res.Manifest.ImageSize, ReusedTarget: res.BytesReusedTarget, ReusedActive: res.BytesReusedActive,
+		ZeroBytes: res.BytesZero, FetchedBytes: res.BytesFetched, MetadataBytes: res.BytesMetadata,
+		WrittenBytes: res.BytesWritten, Requests: res.Requests, Seconds: c.env.Now().Sub(start).Seconds(),
+	}
+	if *asJSON {
+		return cli.PrintJSON(stdio.Stdout, out)
+	}
+	fmt.Fprintf(stdio.Stdout, "installed %s (%s) into %s of %s; %s boots next with one try, %s stays the fallback\n",
+		out.Version, out.Board, target.Label, diskPath, target.Label, active.Label)
+	fmt.Fprintf(stdio.Stdout, "reused %s (%s already in %s, %s from %s, %s zero), fetched %s in %d requests, wrote %s, %.1fs\n",
+		progress.Bytes(res.BytesReused()+res.BytesZero), progress.Bytes(res.BytesReusedTarget), target.Label,
+		progress.Bytes(res.BytesReusedActive), active.Label, progress.Bytes(res.BytesZero),
+		progress.Bytes(res.BytesFetched+res.BytesMetadata), res.Requests, progress.Bytes(res.BytesWritten), out.Seconds)
+	return nil
+}
+
+// activeOfImage picks the active slot of a disk that is not running: the successful slot with
+// the highest priority, ties to the lower partition number.
+func activeOfImage(d *partition.Disk) (partition.Slot, error) {
+	slots, err := d.Slots()
+	if err != nil {
+		return partition.Slot{}, err
+	}
+	var best partition.Slot
+	found := false
+	for _, s := range slots {
+		if !s.Attr.Successful() || s.Attr.Priority() == 0 {
+			continue
+		}
+		if !found || s.Attr.Priority() > best.Attr.Priority() || s.Attr.Priority() == best.Attr.Priority() && s.Number < best.Number {
+			best, found = s, true
+		}
+	}
+	if !found {
+		return partition.Slot{}, errors.New("no slot of the disk is marked successful with a priority above 0; cannot tell the active slot")
+	}
+	return best, nil
+}
+
+// activeRelease reads the running image's release: /usr/lib/os-release on a live host, else the
+// os-release inside the active slot's filesystem.
+func (c *cmd) activeRelease(d *partition.Disk, active partition.Slot, live bool) (testimages.Release, error) {
+	if live {
+		b, err := fs.ReadFile(c.env.Host, hostReleasePath)
+		if err != nil {
+			return testimages.Release{}, fmt.Errorf("read the running image's BOARD: %w", err)
+		}
+		return testimages.ParseRelease(b)
+	}
+	rel, err := testimages.ReadRelease(d.SlotReader(active), active.Size)
+	if err != nil {
+		return testimages.Release{}, fmt.Errorf("read BOARD of the active slot %s: %w", active.Label, err)
+	}
+	return rel, nil
+}
+
+// slotRW joins a slot's reader and writer; Sync flushes the disk.
+type slotRW struct {
+	io.ReaderAt
+	io.WriterAt
+	d *partition.Disk
+}
+
+func (s *slotRW) Sync() error { return s.d.Sync() }
+
+// openSource opens a payload file or URL.
+func openSource(arg string) (payload.Source, func(), error) {
+	if strings.HasPrefix(arg, "http://") || strings.HasPrefix(arg, "https://") {
+		client := &http.Client{Transport: &http.Transport{
+			Proxy:                 http.ProxyFromEnvironment,
+			ResponseHeaderTimeout: 30 * time.Second,
+			IdleConnTimeout:       90 * time.Second,
+			MaxIdleConnsPerHost:   8,
+		}}
+		return payload.FromURL(arg, client), func() { client.CloseIdleConnections() }, nil
+	}
+	f, err := os.Open(arg)
+	if err != nil {
+		return payload.Source{}, nil, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return payload.Source{}, nil, err
+	}
+	return payload.FromFile(f, st.Size()), func() { f.Close() }, nil
+}
