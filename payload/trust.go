@@ -211,6 +211,18 @@ func (t *TrustRoot) Marshal() ([]byte, error) {
 	return append(b, '\n'), nil
 }
 
+// Save writes the trust root to path atomically (temporary file, fsync, rename, fsync dir).
+func (t *TrustRoot) Save(path string) error {
+	b, err := t.Marshal()
+	if err != nil {
+		return err
+	}
+	return writeAtomic(path, func(f *os.File) error {
+		_, err := f.Write(b)
+		return err
+	})
+}
+
 // Revoke adds id to the revoked list (idempotent).
 func (t *TrustRoot) Revoke(id string) {
 	if !slices.Contains(t.Revoked, id) {

@@ -54,17 +54,11 @@ device that is not running) the active slot is the successful slot with the high
 	app := fs.String("app", payload.DefaultAppID, "required app id")
 	floor := fs.Uint64("floor", 0, "lowest security version accepted (besides the trust root's)")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
-	pos, err := cli.Parse(fs, args)
+	arg, err := parseOne(fs, args, "payload file or URL")
 	if err != nil {
 		return err
 	}
-	if err := cli.NArgs(pos, 1, 1, "payload file or URL"); err != nil {
-		return err
-	}
-	if *trustPath == "" {
-		return cli.Usagef("--trust is required")
-	}
-	tr, err := payload.LoadTrustRoot(*trustPath)
+	tr, err := loadTrust(*trustPath)
 	if err != nil {
 		return err
 	}
@@ -108,7 +102,7 @@ device that is not running) the active slot is the successful slot with the high
 		return err
 	}
 
-	src, closeSrc, err := openSource(pos[0])
+	src, closeSrc, err := openSource(arg)
 	if err != nil {
 		return err
 	}

@@ -3,11 +3,11 @@ package payloadcmd
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -58,6 +58,26 @@ func (c *cmd) commands() []cli.Command {
 		{Name: "inspect", Summary: "show what a payload holds (signatures NOT checked)", Run: c.inspect},
 		{Name: "apply", Summary: "install a payload into the inactive slot of a disk", Run: c.apply},
 	}
+}
+
+// parseOne parses args and requires exactly one positional argument, what.
+func parseOne(fs *flag.FlagSet, args []string, what string) (string, error) {
+	pos, err := cli.Parse(fs, args)
+	if err != nil {
+		return "", err
+	}
+	if err := cli.NArgs(pos, 1, 1, what); err != nil {
+		return "", err
+	}
+	return pos[0], nil
+}
+
+// loadTrust loads the --trust file, which is required.
+func loadTrust(path string) (*payload.TrustRoot, error) {
+	if path == "" {
+		return nil, cli.Usagef("--trust is required")
+	}
+	return payload.LoadTrustRoot(path)
 }
 
 // multiFlag collects a repeated string flag.
@@ -130,43 +150,6 @@ func writeFile(path string, data []byte, flags int, mode os.FileMode) error {
 	return f.Close()
 }
 
-// writeAtomic writes data to path through a temporary file and a rename.
-func writeAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
-		return err
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		os.Remove(tmp.Name())
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		os.Remove(tmp.Name())
-		return err
-	}
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
-
 func (c *cmd) trustInit(ctx context.Context, stdio cli.IO, args []string) error {
 	fs := stdio.FlagSet("payload trust init", "--key NAME.pub [--key …] [--threshold K] [--floor N] [--revoke ID] -o trust.json",
 		"Writes a trust root: payloads need valid signatures by K distinct listed, non-revoked keys and a\nsecurity version of at least N. To rotate keys, list old and new keys and sign payloads with both.")
@@ -201,11 +184,7 @@ func (c *cmd) trustInit(ctx context.Context, stdio cli.IO, args []string) error 
 	for _, r := range revoked {
 		tr.Revoke(r)
 	}
-	b, err := tr.Marshal()
-	if err != nil {
-		return err
-	}
-	if err := writeAtomic(*out, b); err != nil {
+	if err := tr.Save(*out); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdio.Stdout, "wrote %s: %d key(s), threshold %d, floor %d\n", *out, len(tr.Keys), tr.Threshold, tr.SecurityFloor)
@@ -304,11 +283,8 @@ func (c *cmd) build(ctx context.Context, stdio cli.IO, args []string) error {
 func (c *cmd) sign(ctx context.Context, stdio cli.IO, args []string) error {
 	fs := stdio.FlagSet("payload sign", "--key NAME.key p.tsp", "Adds a signature by the key to the payload (replacing an earlier one by the same key).")
 	key := fs.String("key", "", "private key file")
-	pos, err := cli.Parse(fs, args)
+	arg, err := parseOne(fs, args, "payload file")
 	if err != nil {
-		return err
-	}
-	if err := cli.NArgs(pos, 1, 1, "payload file"); err != nil {
 		return err
 	}
 	if *key == "" {
@@ -318,10 +294,10 @@ func (c *cmd) sign(ctx context.Context, stdio cli.IO, args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := payload.Sign(ctx, pos[0], s, ""); err != nil {
+	if err := payload.Sign(ctx, arg, s, ""); err != nil {
 		return err
 	}
-	b, err := os.Open(pos[0])
+	b, err := os.Open(arg)
 	if err != nil {
 		return err
 	}
@@ -334,7 +310,7 @@ func (c *cmd) sign(ctx context.Context, stdio cli.IO, args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdio.Stdout, "signed %s; signatures by %s\n", pos[0], strings.Join(f.KeyIDs(), ", "))
+	fmt.Fprintf(stdio.Stdout, "signed %s; signatures by %s\n", arg, strings.Join(f.KeyIDs(), ", "))
 	return nil
 }
 
@@ -425,21 +401,15 @@ func (c *cmd) verify(ctx context.Context, stdio cli.IO, args []string) error {
 	board := fs.String("board", "", "required board (default: any)")
 	floor := fs.Uint64("floor", 0, "required minimum security version (besides the trust root's)")
 	asJSON := fs.Bool("json", false, "print the verified manifest as JSON")
-	pos, err := cli.Parse(fs, args)
+	arg, err := parseOne(fs, args, "payload file")
 	if err != nil {
 		return err
 	}
-	if err := cli.NArgs(pos, 1, 1, "payload file"); err != nil {
-		return err
-	}
-	if *trustPath == "" {
-		return cli.Usagef("--trust is required")
-	}
-	tr, err := payload.LoadTrustRoot(*trustPath)
+	tr, err := loadTrust(*trustPath)
 	if err != nil {
 		return err
 	}
-	fh, f, err := openFile(pos[0])
+	fh, f, err := openFile(arg)
 	if err != nil {
 		return err
 	}
@@ -448,26 +418,27 @@ func (c *cmd) verify(ctx context.Context, stdio cli.IO, args []string) error {
 	if err != nil {
 		return err
 	}
-	j := describe(m, f, true)
-	if *asJSON {
-		return cli.PrintJSON(stdio.Stdout, j)
+	return show(stdio.Stdout, describe(m, f, true), *asJSON, "OK: "+arg+" is a valid payload\n")
+}
+
+// show prints a described manifest as JSON or as a table after head.
+func show(w io.Writer, j manifestJSON, asJSON bool, head string) error {
+	if asJSON {
+		return cli.PrintJSON(w, j)
 	}
-	fmt.Fprintf(stdio.Stdout, "OK: %s is a valid payload\n", pos[0])
-	printManifest(stdio.Stdout, j)
+	io.WriteString(w, head)
+	printManifest(w, j)
 	return nil
 }
 
 func (c *cmd) inspect(ctx context.Context, stdio cli.IO, args []string) error {
 	fs := stdio.FlagSet("payload inspect", "[--json] p.tsp", "Shows what a payload says about itself. Nothing is verified: use 'payload verify' before trusting it.")
 	asJSON := fs.Bool("json", false, "print JSON")
-	pos, err := cli.Parse(fs, args)
+	arg, err := parseOne(fs, args, "payload file")
 	if err != nil {
 		return err
 	}
-	if err := cli.NArgs(pos, 1, 1, "payload file"); err != nil {
-		return err
-	}
-	fh, f, err := openFile(pos[0])
+	fh, f, err := openFile(arg)
 	if err != nil {
 		return err
 	}
@@ -476,10 +447,5 @@ func (c *cmd) inspect(ctx context.Context, stdio cli.IO, args []string) error {
 	if err != nil {
 		return err
 	}
-	j := describe(m, f, false)
-	if *asJSON {
-		return cli.PrintJSON(stdio.Stdout, j)
-	}
-	printManifest(stdio.Stdout, j)
-	return nil
+	return show(stdio.Stdout, describe(m, f, false), *asJSON, "")
 }
