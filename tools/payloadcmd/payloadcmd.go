@@ -2,6 +2,7 @@ package payloadcmd
 
 import (
 	"context"
+	"crypto"
 	"errors"
 	"flag"
 	"fmt"
@@ -12,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sigstore/sigstore/pkg/signature"
+	"github.com/sigstore/sigstore/pkg/signature/kms"
 	"github.com/twinslot/twinslot/payload"
 	"github.com/twinslot/twinslot/tools/cli"
 	"github.com/twinslot/twinslot/tools/progress"
@@ -281,8 +284,10 @@ func (c *cmd) build(ctx context.Context, stdio cli.IO, args []string) error {
 }
 
 func (c *cmd) sign(ctx context.Context, stdio cli.IO, args []string) error {
-	fs := stdio.FlagSet("payload sign", "--key NAME.key p.tsp", "Adds a signature by the key to the payload (replacing an earlier one by the same key).")
-	key := fs.String("key", "", "private key file")
+	fs := stdio.FlagSet("payload sign", "--key NAME.key|KMS-URI p.tsp", `Adds a signature by the key to the payload (replacing an earlier one by the same key).
+A key that looks like a URI (awskms://…, gcpkms://…, hashivault://…) is a sigstore KMS key: it
+is used through a provider linked into this binary or a sigstore-kms-<provider> plugin on PATH.`)
+	key := fs.String("key", "", "private key file, or a sigstore KMS key URI")
 	arg, err := parseOne(fs, args, "payload file")
 	if err != nil {
 		return err
@@ -290,9 +295,14 @@ func (c *cmd) sign(ctx context.Context, stdio cli.IO, args []string) error {
 	if *key == "" {
 		return cli.Usagef("--key is required")
 	}
-	s, err := payload.LoadSignerFile(*key, nil)
+	var s signature.Signer
+	if strings.Contains(*key, "://") {
+		s, err = kms.Get(ctx, *key, crypto.SHA256)
+	} else {
+		s, err = payload.LoadSignerFile(*key, nil)
+	}
 	if err != nil {
-		return err
+		return fmt.Errorf("signing key %s: %w", *key, err)
 	}
 	if err := payload.Sign(ctx, arg, s, ""); err != nil {
 		return err

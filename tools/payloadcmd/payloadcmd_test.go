@@ -2,6 +2,11 @@ package payloadcmd_test
 
 import (
 	"bytes"
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/json"
 	"os"
@@ -10,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sigstore/sigstore/pkg/cryptoutils"
+	"github.com/sigstore/sigstore/pkg/signature/kms/fake"
 	"github.com/twinslot/twinslot/payload"
 	"github.com/twinslot/twinslot/payload/payloadtest"
 	"github.com/twinslot/twinslot/tools/payloadcmd"
@@ -153,5 +160,35 @@ func TestHelpEverywhere(t *testing.T) {
 		if r.code != 0 || !strings.Contains(r.stdout, "Usage") {
 			t.Errorf("%v: exit %d, stdout %q", args, r.code, r.stdout)
 		}
+	}
+}
+
+// TestSignWithKMS signs through sigstore's KMS registry (its in-tree fake provider stands in for
+// awskms://, gcpkms://… which register the same way).
+func TestSignWithKMS(t *testing.T) {
+	dir := t.TempDir()
+	at := func(n string) string { return filepath.Join(dir, n) }
+	if err := os.WriteFile(at("usr.img"), payloadtest.Image(1<<20, 4), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := cryptoutils.MarshalPublicKeyToPEM(priv.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(at("kms.pub"), pub, 0o644)
+	mustRun(t, "trust", "init", "--key", at("kms.pub"), "-o", at("trust.json"))
+	mustRun(t, "build", "--image", at("usr.img"), "--version", "1", "--board", "amd64-usr", "-o", at("p.tsp"))
+	ctx := context.WithValue(t.Context(), fake.KmsCtxKey{}, crypto.PrivateKey(priv))
+	var out, errb bytes.Buffer
+	if code := payloadcmd.MainWith(ctx, payloadcmd.Env{Now: time.Now}, []string{"sign", "--key", "fakekms://release", at("p.tsp")}, nil, &out, &errb); code != 0 {
+		t.Fatalf("sign with KMS: exit %d: %s", code, errb.String())
+	}
+	mustRun(t, "verify", "--trust", at("trust.json"), at("p.tsp"))
+	if r := run(t, "sign", "--key", "nosuchkms://x", at("p.tsp")); r.code != 1 || !strings.Contains(r.stderr, "nosuchkms") {
+		t.Fatalf("unknown KMS: %+v", r)
 	}
 }
