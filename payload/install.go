@@ -338,9 +338,12 @@ func (in *installer) scanTarget(ctx context.Context) error {
 
 // copyFromActive cuts the active slot with the manifest's chunking and copies every chunk whose
 // hash a missing chunk wants into the target (the hash was just computed over the bytes written).
+// The slot is cut in Workers segments in parallel: content-defined boundaries re-synchronise a
+// chunk or two after a segment start, so at most a few chunks per segment are missed (and then
+// fetched).
 func (in *installer) copyFromActive(ctx context.Context) error {
 	wanted := map[[32]byte][]int{}
-	probes := map[uint32]bool{} // read-only once the workers start
+	probes := map[uint32]bool{} // read-only once the segments start
 	for i, c := range in.m.Chunks {
 		if in.need[i] && c.Encoding != EncodingZero {
 			wanted[c.SHA256] = append(wanted[c.SHA256], i)
@@ -350,84 +353,72 @@ func (in *installer) copyFromActive(ctx context.Context) error {
 	if len(wanted) == 0 {
 		return nil
 	}
-	cut, err := in.m.Chunking.newCutter(io.NewSectionReader(in.dst.Active, 0, in.dst.ActiveSize))
-	if err != nil {
-		return err
-	}
 	parent := ctx
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
-	maxLen := in.m.Chunking.maxLen()
-	free := make(chan []byte, 2*in.o.Workers)
-	for range cap(free) {
-		free <- make([]byte, maxLen)
-	}
-	jobs := make(chan []byte, in.o.Workers)
 	var mu sync.Mutex
 	var once sync.Once
 	var first error
 	fail := func(err error) { once.Do(func() { first = err; cancel() }) }
+	// take removes and returns the chunks that want sum; it stops the scan when none are left.
+	take := func(sum [32]byte) []int {
+		mu.Lock()
+		defer mu.Unlock()
+		idx := wanted[sum]
+		delete(wanted, sum)
+		if len(idx) > 0 && len(wanted) == 0 {
+			cancel() // everything wanted was found; stop reading the active slot
+		}
+		return idx
+	}
+	segments := int64(in.o.Workers)
+	segLen := max(in.dst.ActiveSize/segments, int64(in.m.Chunking.maxLen())*4)
 	var wg sync.WaitGroup
-	for range in.o.Workers {
+	for start := int64(0); start < in.dst.ActiveSize; start += segLen {
+		n := min(segLen, in.dst.ActiveSize-start)
 		wg.Go(func() {
-			for b := range jobs {
-				if !probes[probe(b)] {
-					free <- b // cannot be a wanted chunk; skip the SHA-256
-					continue
-				}
-				sum := sha256.Sum256(b)
-				mu.Lock()
-				idx := wanted[sum]
-				delete(wanted, sum)
-				left := len(wanted)
-				mu.Unlock()
-				for _, i := range idx {
-					c := in.m.Chunks[i]
-					if err := in.write(b, c.Offset); err != nil {
-						fail(err)
-						break
-					}
-					in.need[i] = false
-					in.placed.mark(i)
-					in.reusedA.Add(int64(c.Length))
-					in.addDone(int64(c.Length))
-				}
-				if left == 0 && len(idx) > 0 {
-					cancel() // everything wanted was found; stop reading the active slot
-				}
-				free <- b
+			if err := in.scanActive(ctx, start, n, probes, take); err != nil && ctx.Err() == nil {
+				fail(err)
 			}
 		})
 	}
-	var readErr error
-	for ctx.Err() == nil {
-		var b []byte
-		select {
-		case b = <-free:
-		case <-ctx.Done():
-		}
-		if b == nil {
-			break
-		}
-		data, err := cut.Next(b[:maxLen])
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			readErr = fmt.Errorf("read active slot: %w", err)
-			break
-		}
-		jobs <- data
-	}
-	close(jobs)
 	wg.Wait()
-	switch {
-	case first != nil:
+	if first != nil {
 		return first
-	case readErr != nil:
-		return readErr
 	}
 	return parent.Err() // our own early stop (all found) is not an error
+}
+
+// scanActive cuts [start, start+n) of the active slot and copies wanted chunks to the target.
+func (in *installer) scanActive(ctx context.Context, start, n int64, probes map[uint32]bool, take func([32]byte) []int) error {
+	cut, err := in.m.Chunking.newCutter(io.NewSectionReader(in.dst.Active, start, n))
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, in.m.Chunking.maxLen())
+	for ctx.Err() == nil {
+		b, err := cut.Next(buf)
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("read active slot: %w", err)
+		}
+		if !probes[probe(b)] {
+			continue // cannot be a wanted chunk; skip the SHA-256
+		}
+		for _, i := range take(sha256.Sum256(b)) {
+			c := in.m.Chunks[i]
+			if err := in.write(b, c.Offset); err != nil {
+				return err
+			}
+			in.need[i] = false
+			in.placed.mark(i)
+			in.reusedA.Add(int64(c.Length))
+			in.addDone(int64(c.Length))
+		}
+	}
+	return nil
 }
 
 // hookedSlot runs hook once before the first write.
