@@ -12,8 +12,8 @@ import (
 const DefaultPolynomial = 0x2f39f238c08281
 
 // DefaultChunking is the chunking Build uses unless told otherwise: content-defined (Rabin) with
-// 16 KiB minimum, about 64 KiB average and 256 KiB maximum, chosen by the measurement in
-// bench_test.go (see doc.go § Chunking).
+// 16 KiB minimum, about 64 KiB average and 256 KiB maximum, chosen by BenchmarkChunking
+// (bench_delta_test.go; the numbers are in doc.go § Chunking).
 var DefaultChunking = Chunking{Algorithm: ChunkingRabin, Min: 16 << 10, Max: 256 << 10, AverageBits: 16, Polynomial: DefaultPolynomial}
 
 // FixedChunking returns fixed-size chunking of size bytes.

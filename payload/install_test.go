@@ -427,3 +427,64 @@ func cutResponse(t *testing.T, w http.ResponseWriter, r *http.Request, file []by
 		tc.SetLinger(0)
 	}
 }
+
+func TestJitteredBackoff(t *testing.T) {
+	for attempt, want := range []time.Duration{250 * time.Millisecond, 500 * time.Millisecond, time.Second, 2 * time.Second} {
+		for range 50 {
+			if d := payload.JitteredBackoff(attempt); d < want/2 || d >= want {
+				t.Fatalf("attempt %d: %v outside [%v, %v)", attempt, d, want/2, want)
+			}
+		}
+	}
+	if d := payload.JitteredBackoff(40); d >= 15*time.Second || d < 7500*time.Millisecond {
+		t.Fatalf("cap: %v", d)
+	}
+}
+
+// TestInstallProgress drives the clock by hand: every reading advances it 10ms, so rate and ETA
+// follow from the bytes done.
+func TestInstallProgress(t *testing.T) {
+	f := newInstallFixture(t, 2<<20, 0.05)
+	var mu sync.Mutex
+	now := time.Unix(1000, 0)
+	clock := func() time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		now = now.Add(10 * time.Millisecond)
+		return now
+	}
+	var seen []payload.Progress
+	o := f.opts()
+	o.Now = clock
+	o.ProgressInterval = time.Nanosecond
+	o.Progress = func(p payload.Progress) { seen = append(seen, p) }
+	slot := newMemSlot(len(f.new))
+	if _, err := payload.Install(t.Context(), f.src(), payload.Target{Slot: slot, Size: int64(len(slot.b))}, o); err != nil {
+		t.Fatal(err)
+	}
+	phases := map[string]bool{}
+	var midway bool
+	for i, p := range seen {
+		phases[p.Phase] = true
+		if i > 0 && p.Done < seen[i-1].Done {
+			t.Fatalf("progress went backwards: %+v after %+v", p, seen[i-1])
+		}
+		if p.Done > 0 && p.Done < p.Total {
+			midway = true
+			if p.Rate <= 0 || p.ETA <= 0 {
+				t.Fatalf("no rate or ETA midway: %+v", p)
+			}
+			if want := time.Duration(float64(p.Total-p.Done) / p.Rate * float64(time.Second)); p.ETA != want {
+				t.Fatalf("ETA %v, want %v", p.ETA, want)
+			}
+		}
+	}
+	for _, ph := range []string{"verify", "scan-target", "fetch", "rehash", "done"} {
+		if !phases[ph] {
+			t.Errorf("phase %s never reported (saw %v)", ph, phases)
+		}
+	}
+	if !midway || seen[len(seen)-1].Done != int64(len(f.new)) {
+		t.Fatalf("progress %v", seen[len(seen)-1])
+	}
+}

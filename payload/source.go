@@ -39,6 +39,7 @@ func FromFile(r io.ReaderAt, size int64) Source {
 func FromURL(url string, client *http.Client) Source {
 	if client == nil {
 		client = &http.Client{Transport: &http.Transport{
+			Proxy:                 http.ProxyFromEnvironment,
 			ResponseHeaderTimeout: 30 * time.Second,
 			IdleConnTimeout:       60 * time.Second,
 			MaxIdleConnsPerHost:   8,
