@@ -36,16 +36,23 @@ type checkins struct {
 	flushMu sync.Mutex // one flush at a time
 
 	mu       sync.Mutex
-	pending  map[instKey]store.Instance
+	pending  map[instKey]queued
 	events   []store.Event
 	grants   []*grantReq
-	flushing map[instKey]store.Instance // being written now
-	wake     chan struct{}              // a row arrived (buffered 1)
-	space    *sync.Cond                 // the queue shrank
-	done     chan struct{}              // run returned
+	flushing map[instKey]queued // being written now
+	wake     chan struct{}      // a row arrived (buffered 1)
+	space    *sync.Cond         // the queue shrank
+	done     chan struct{}      // run returned
 }
 
 type instKey struct{ app, machine string }
+
+// queued is an instance row waiting to be written. routine means it differs from the stored
+// row only in the columns of a routine check-in (store.Batch.Routine).
+type queued struct {
+	in      store.Instance
+	routine bool
+}
 
 // grantReq is a grant candidate waiting for its batch.
 type grantReq struct {
@@ -60,7 +67,7 @@ func keyOf(in *store.Instance) instKey { return instKey{in.AppID, in.MachineID} 
 func newCheckins(db *store.DB, log *slog.Logger, m *metrics, interval time.Duration, maxRows, queueRows int) *checkins {
 	c := &checkins{
 		db: db, log: log, m: m, interval: interval, maxRows: maxRows, queueRows: queueRows,
-		pending: map[instKey]store.Instance{}, wake: make(chan struct{}, 1), done: make(chan struct{}),
+		pending: map[instKey]queued{}, wake: make(chan struct{}, 1), done: make(chan struct{}),
 	}
 	c.space = sync.NewCond(&c.mu)
 	return c
@@ -70,17 +77,18 @@ func newCheckins(db *store.DB, log *slog.Logger, m *metrics, interval time.Durat
 func (c *checkins) get(k instKey) (store.Instance, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if in, ok := c.pending[k]; ok {
-		return in, true
+	if q, ok := c.pending[k]; ok {
+		return q.in, true
 	}
-	in, ok := c.flushing[k]
-	return in, ok
+	q, ok := c.flushing[k]
+	return q.in, ok
 }
 
 func (c *checkins) queued() int { return len(c.pending) + len(c.events) }
 
-// put queues an instance row and its events.
-func (c *checkins) put(ctx context.Context, in store.Instance, evs []store.Event) error {
+// put queues an instance row and its events. routine says in differs from the row before it
+// (queued or stored) only in the columns of a routine check-in.
+func (c *checkins) put(ctx context.Context, in store.Instance, routine bool, evs []store.Event) error {
 	c.mu.Lock()
 	if c.queued() >= c.queueRows {
 		stop := context.AfterFunc(ctx, func() {
@@ -97,7 +105,11 @@ func (c *checkins) put(ctx context.Context, in store.Instance, evs []store.Event
 			return fmt.Errorf("server: check-in queue full (%d rows): %w", c.queueRows, err)
 		}
 	}
-	c.pending[keyOf(&in)] = in
+	k := keyOf(&in)
+	if prev, ok := c.pending[k]; ok && !prev.routine {
+		routine = false // the queued row's other changes are not written yet
+	}
+	c.pending[k] = queued{in, routine}
 	c.events = append(c.events, evs...)
 	n := c.queued()
 	c.mu.Unlock()
@@ -191,32 +203,36 @@ func (c *checkins) flush(ctx context.Context) int {
 
 func (c *checkins) flushLocked(ctx context.Context) (int, error) {
 	c.mu.Lock()
-	var ins []store.Instance
-	c.flushing = map[instKey]store.Instance{}
-	for k, in := range c.pending {
-		if len(ins) >= c.maxRows {
+	var b store.Batch
+	c.flushing = map[instKey]queued{}
+	for k, q := range c.pending {
+		if len(c.flushing) >= c.maxRows {
 			break
 		}
-		ins = append(ins, in)
-		c.flushing[k] = in
+		if q.routine {
+			b.Routine = append(b.Routine, q.in)
+		} else {
+			b.Instances = append(b.Instances, q.in)
+		}
+		c.flushing[k] = q
 		delete(c.pending, k)
 	}
-	nev := min(len(c.events), max(c.maxRows-len(ins), c.maxRows/4))
-	evs := c.events[:nev:nev]
+	nrows := len(c.flushing)
+	nev := min(len(c.events), max(c.maxRows-nrows, c.maxRows/4))
+	b.Events = c.events[:nev:nev]
 	c.events = c.events[nev:]
 	reqs := c.grants
 	c.grants = nil
 	c.mu.Unlock()
-	if len(ins) == 0 && len(evs) == 0 && len(reqs) == 0 {
+	if nrows == 0 && len(b.Events) == 0 && len(reqs) == 0 {
 		return 0, nil
 	}
-	cands := make([]store.Instance, len(reqs))
-	for i, r := range reqs {
-		cands[i] = r.in
+	for _, r := range reqs {
+		b.Grants = append(b.Grants, r.in)
 	}
 
 	start := time.Now()
-	res, err := c.db.WriteCheckins(ctx, ins, evs, cands)
+	res, err := c.db.WriteCheckins(ctx, b)
 	c.m.observeDB("write_checkins", start)
 	for i, r := range reqs {
 		if err != nil {
@@ -230,12 +246,15 @@ func (c *checkins) flushLocked(ctx context.Context) (int, error) {
 	c.mu.Lock()
 	if err != nil {
 		// Keep the rows: put them back unless a newer row for the same instance arrived.
-		for k, in := range c.flushing {
-			if _, newer := c.pending[k]; !newer {
-				c.pending[k] = in
+		for k, q := range c.flushing {
+			if newer, ok := c.pending[k]; !ok {
+				c.pending[k] = q
+			} else if !q.routine {
+				newer.routine = false // the failed row's other changes still need writing
+				c.pending[k] = newer
 			}
 		}
-		c.events = append(evs, c.events...)
+		c.events = append(b.Events, c.events...)
 	}
 	c.flushing = nil
 	left := c.queued()
@@ -246,7 +265,7 @@ func (c *checkins) flushLocked(ctx context.Context) (int, error) {
 	if err != nil {
 		c.m.flushErrors.Inc()
 		if ctx.Err() == nil {
-			c.log.Error("write check-ins; keeping them to retry", "rows", len(ins)+len(evs), "err", err)
+			c.log.Error("write check-ins; keeping them to retry", "rows", nrows+len(b.Events), "err", err)
 			t := time.NewTimer(min(c.interval*10, time.Second)) // do not spin on a failing database
 			select {
 			case <-ctx.Done():
@@ -256,6 +275,6 @@ func (c *checkins) flushLocked(ctx context.Context) (int, error) {
 		}
 		return left, err
 	}
-	c.m.batchRows.Observe(float64(len(ins) + len(evs) + len(reqs)))
+	c.m.batchRows.Observe(float64(nrows + len(b.Events) + len(reqs)))
 	return left, nil
 }

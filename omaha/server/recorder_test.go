@@ -49,13 +49,13 @@ func TestCheckinsBackpressure(t *testing.T) {
 	db, _ := openTestDB(t)
 	c := newTestCheckins(db, 10)
 	for i := range 10 {
-		if err := c.put(t.Context(), row(i), nil); err != nil {
+		if err := c.put(t.Context(), row(i), false, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Millisecond)
 	defer cancel()
-	if err := c.put(ctx, row(10), nil); !errors.Is(err, context.DeadlineExceeded) {
+	if err := c.put(ctx, row(10), false, nil); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("put into a full queue: %v", err)
 	}
 	// The same row again replaces the queued one instead of growing the queue.
@@ -63,7 +63,7 @@ func TestCheckinsBackpressure(t *testing.T) {
 		t.Fatalf("get of a queued row: %+v %v", got, ok)
 	}
 	done := make(chan error)
-	go func() { done <- c.put(t.Context(), row(11), nil) }()
+	go func() { done <- c.put(t.Context(), row(11), false, nil) }()
 	if err := c.drain(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +95,7 @@ func TestCheckinsRetry(t *testing.T) {
 	}
 	c := newTestCheckins(db, 1000)
 	ev := store.Event{AppID: testApp, MachineID: row(0).MachineID, Type: 3, Result: 2, At: t0}
-	if err := c.put(ctx, row(0), []store.Event{ev}); err != nil {
+	if err := c.put(ctx, row(0), false, []store.Event{ev}); err != nil {
 		t.Fatal(err)
 	}
 	short, cancel := context.WithCancel(ctx)
@@ -105,7 +105,7 @@ func TestCheckinsRetry(t *testing.T) {
 	}
 	newer := row(0)
 	newer.Version = "2.0.0"
-	if err := c.put(ctx, newer, nil); err != nil {
+	if err := c.put(ctx, newer, true, nil); err != nil {
 		t.Fatal(err)
 	}
 	if ins, _ := db.Instances(ctx, store.InstanceFilter{}); len(ins) != 0 {

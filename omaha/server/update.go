@@ -92,10 +92,11 @@ func (s *Server) answer(r *http.Request, resp *omaha.Response, a *omaha.App, now
 	mu := s.stripe(a.MachineID)
 	mu.Lock()
 	defer mu.Unlock()
-	in, err := s.instance(ctx, id, a.MachineID, now)
+	in, known, err := s.instance(ctx, id, a.MachineID, now)
 	if err != nil {
 		return err
 	}
+	prev := in
 	in.Alias, in.GroupID, in.Track, in.Version, in.Board = a.MachineAlias, g.ID, a.Track, a.Version, a.Board
 	in.OEM, in.BootID, in.LastCheck = a.OEM, a.BootID, now
 	var evs []store.Event
@@ -112,21 +113,28 @@ func (s *Server) answer(r *http.Request, resp *omaha.Response, a *omaha.App, now
 			return err
 		}
 	}
-	return s.rec.put(ctx, in, evs)
+	return s.rec.put(ctx, in, known && routine(&prev, &in), evs)
 }
 
-// instance returns the newest known row of an instance: queued, written, or a new one.
-func (s *Server) instance(ctx context.Context, app, machine string, now time.Time) (store.Instance, error) {
+// routine reports whether next differs from prev only in the columns of a routine check-in
+// (store.Batch.Routine): not in its group or anything about grants.
+func routine(prev, next *store.Instance) bool {
+	return prev.GroupID == next.GroupID && prev.GrantedVersion == next.GrantedVersion && prev.GrantedAt.Equal(next.GrantedAt) &&
+		prev.InstalledAt.Equal(next.InstalledAt) && prev.FailedAt.Equal(next.FailedAt) && prev.RollbackVersion == next.RollbackVersion
+}
+
+// instance returns the newest known row of an instance: queued or written (known), or a new one.
+func (s *Server) instance(ctx context.Context, app, machine string, now time.Time) (in store.Instance, known bool, err error) {
 	if in, ok := s.rec.get(instKey{app, machine}); ok {
-		return in, nil
+		return in, true, nil
 	}
 	start := time.Now()
-	in, err := s.db.Instance(ctx, app, machine)
+	in, err = s.db.Instance(ctx, app, machine)
 	s.m.observeDB("read_instance", start)
 	if errors.Is(err, store.ErrNotFound) {
-		return store.Instance{AppID: app, MachineID: machine, State: store.StateIdle, FirstSeen: now}, nil
+		return store.Instance{AppID: app, MachineID: machine, State: store.StateIdle, FirstSeen: now}, false, nil
 	}
-	return in, err
+	return in, err == nil, err
 }
 
 // check answers an update check: plan, then take a slot of the group's policy if needed.

@@ -11,9 +11,59 @@ import (
 	"time"
 )
 
-// Rows per multi-row statement in WriteCheckins: well below SQLite's 32766 and PostgreSQL's
-// 65535 bound parameters.
-const batchRows = 200
+// chunkRows are the row counts of the multi-row statements WriteCheckins uses: n rows are
+// written as greedy chunks of these sizes, so only a few statements exist, each prepared once.
+// The largest stays well below SQLite's 32766 and PostgreSQL's 65535 bound parameters.
+var chunkRows = []int{128, 32, 8, 1}
+
+// writeQueries are the statements of the check-in write path, prepared once at Open.
+func (db *DB) writeQueries() []string {
+	q := []string{activeSQL, `SELECT ` + groupCols + ` FROM update_groups WHERE id = $1` + db.d.forUpdate}
+	for _, n := range chunkRows {
+		q = append(q,
+			`INSERT INTO instances (`+instCols+`) VALUES `+db.values.get(n, instNCols)+upsertInstances,
+			`INSERT INTO instances (`+instCols+`) VALUES `+db.values.get(n, instNCols)+upsertRoutine,
+			`INSERT INTO events (`+evCols+`) VALUES `+db.values.get(n, evNCols))
+	}
+	return q
+}
+
+func (db *DB) prepareWrites(ctx context.Context) error {
+	for _, q := range db.writeQueries() {
+		if _, err := db.stmt(ctx, false, q); err != nil {
+			return fmt.Errorf("store: prepare %.40s: %w", q, err)
+		}
+	}
+	return nil
+}
+
+// insertRows writes n rows of cols columns with prefix + VALUES… + suffix, args(args, i)
+// appending row i's values.
+func (db *DB) insertRows(ctx context.Context, tx *sql.Tx, n, cols int, prefix, suffix string, args func([]any, int) []any) error {
+	buf := make([]any, 0, chunkRows[0]*cols)
+	for i := 0; i < n; {
+		size := chunkRows[len(chunkRows)-1]
+		for _, c := range chunkRows {
+			if n-i >= c {
+				size = c
+				break
+			}
+		}
+		st, err := db.txStmt(ctx, tx, prefix+db.values.get(size, cols)+suffix)
+		if err != nil {
+			return err
+		}
+		buf = buf[:0]
+		for j := i; j < i+size; j++ {
+			buf = args(buf, j)
+		}
+		if _, err := st.ExecContext(ctx, buf...); err != nil {
+			return err
+		}
+		i += size
+	}
+	return nil
+}
 
 const instCols = `app_id, machine_id, alias, group_id, track, version, board, oem, boot_id, state, last_error,
 first_seen, last_check, granted_version, granted_at, installed_at, failed_at, rollback_version`
@@ -53,22 +103,33 @@ func scanEvent(s interface{ Scan(...any) error }) (Event, error) {
 	return e, err
 }
 
-// upsertInstances is the ON CONFLICT clause: everything but the key and first_seen is replaced.
-var upsertInstances = func() string {
+// upsertInstances is the ON CONFLICT clause of a whole row: everything but the key and
+// first_seen is replaced.
+var upsertInstances = upsert(func(c string) bool { return c != "app_id" && c != "machine_id" && c != "first_seen" })
+
+// routineCols are the columns a routine check-in changes; upsertRoutine replaces only those,
+// so the group and grant columns, and the index over them, are not touched.
+var routineCols = []string{"alias", "track", "version", "board", "oem", "boot_id", "state", "last_error", "last_check"}
+
+var upsertRoutine = upsert(func(c string) bool { return slices.Contains(routineCols, c) })
+
+func upsert(replace func(col string) bool) string {
 	var sets []string
 	for _, c := range strings.Split(instCols, ",") {
-		c = strings.TrimSpace(c)
-		if c != "app_id" && c != "machine_id" && c != "first_seen" {
+		if c = strings.TrimSpace(c); replace(c) {
 			sets = append(sets, c+" = excluded."+c)
 		}
 	}
 	return " ON CONFLICT (app_id, machine_id) DO UPDATE SET " + strings.Join(sets, ", ")
-}()
+}
 
-// valuesSQL caches "($1, …, $k), (…)" for n rows of k columns.
+// valuesSQL caches "($1, …, $k), (…)" for n rows of k columns. With positional is set it
+// writes plain "?" instead: SQLite resolves every "$N" through a list of parameter names,
+// which is quadratic in a statement with thousands of them.
 type valuesSQL struct {
-	mu sync.Mutex
-	m  map[[2]int]string
+	positional bool
+	mu         sync.Mutex
+	m          map[[2]int]string
 }
 
 func (v *valuesSQL) get(rows, cols int) string {
@@ -88,7 +149,11 @@ func (v *valuesSQL) get(rows, cols int) string {
 			if c > 0 {
 				b.WriteString(", ")
 			}
-			fmt.Fprintf(&b, "$%d", n)
+			if v.positional {
+				b.WriteByte('?')
+			} else {
+				fmt.Fprintf(&b, "$%d", n)
+			}
 			n++
 		}
 		b.WriteByte(')')
@@ -107,14 +172,28 @@ type GrantResult struct {
 	Active int64  // hosts of the group holding a slot, not counting the candidate
 }
 
-// WriteCheckins writes a batch in one transaction (group commit): it upserts instances, appends
-// events, then decides each grant candidate in order, seeing everything written before it (see
-// Grant). An instance must appear at most once in instances. It returns one result per grant.
-func (db *DB) WriteCheckins(ctx context.Context, instances []Instance, events []Event, grants []Instance) ([]GrantResult, error) {
-	if len(instances) == 0 && len(events) == 0 && len(grants) == 0 {
+// Batch is what WriteCheckins writes in one transaction. An instance appears at most once in
+// Instances and Routine together.
+type Batch struct {
+	// Instances are upserted whole (every column but first_seen).
+	Instances []Instance
+	// Routine rows differ from the stored row, if there is one, only in routineCols (alias,
+	// track, version, board, oem, boot id, state, last error, last check); their upsert leaves
+	// the group and grant columns alone. A new instance is inserted whole either way.
+	Routine []Instance
+	Events  []Event
+	// Grants are candidates decided in order after everything above (see Grant).
+	Grants []Instance
+}
+
+// WriteCheckins writes a batch in one transaction (group commit): it upserts instances,
+// appends events, then decides each grant candidate in order, seeing everything written before
+// it (see Grant). It returns one result per grant.
+func (db *DB) WriteCheckins(ctx context.Context, b Batch) ([]GrantResult, error) {
+	if len(b.Instances) == 0 && len(b.Routine) == 0 && len(b.Events) == 0 && len(b.Grants) == 0 {
 		return nil, nil
 	}
-	for _, g := range grants {
+	for _, g := range b.Grants {
 		if g.GrantedVersion == "" || g.GrantedAt.IsZero() {
 			return nil, invalidf("grant without a granted version and time")
 		}
@@ -122,38 +201,28 @@ func (db *DB) WriteCheckins(ctx context.Context, instances []Instance, events []
 	var results []GrantResult
 	err := db.tx(ctx, "write check-ins", func(tx *sql.Tx) error {
 		results = results[:0]
-		args := make([]any, 0, batchRows*instNCols)
-		for len(instances) > 0 {
-			n := min(len(instances), batchRows)
-			args = args[:0]
-			for i := range instances[:n] {
-				args = instArgs(args, &instances[i])
+		for _, part := range []struct {
+			rows   []Instance
+			upsert string
+		}{{b.Instances, upsertInstances}, {b.Routine, upsertRoutine}} {
+			if err := db.insertRows(ctx, tx, len(part.rows), instNCols, `INSERT INTO instances (`+instCols+`) VALUES `, part.upsert,
+				func(args []any, i int) []any { return instArgs(args, &part.rows[i]) }); err != nil {
+				return fmt.Errorf("upsert %d instances: %w", len(part.rows), err)
 			}
-			if _, err := tx.ExecContext(ctx, `INSERT INTO instances (`+instCols+`) VALUES `+db.values.get(n, instNCols)+upsertInstances, args...); err != nil {
-				return fmt.Errorf("upsert %d instances: %w", n, err)
-			}
-			instances = instances[n:]
 		}
-		for len(events) > 0 {
-			n := min(len(events), batchRows)
-			args = args[:0]
-			for i := range events[:n] {
-				args = evArgs(args, &events[i])
-			}
-			if _, err := tx.ExecContext(ctx, `INSERT INTO events (`+evCols+`) VALUES `+db.values.get(n, evNCols), args...); err != nil {
-				return fmt.Errorf("insert %d events: %w", n, err)
-			}
-			events = events[n:]
+		if err := db.insertRows(ctx, tx, len(b.Events), evNCols, `INSERT INTO events (`+evCols+`) VALUES `, "",
+			func(args []any, i int) []any { return evArgs(args, &b.Events[i]) }); err != nil {
+			return fmt.Errorf("insert %d events: %w", len(b.Events), err)
 		}
-		if len(grants) == 0 {
+		if len(b.Grants) == 0 {
 			return nil
 		}
-		groups, err := db.lockGroups(ctx, tx, grants)
+		groups, err := db.lockGroups(ctx, tx, b.Grants)
 		if err != nil {
 			return err
 		}
-		for i := range grants {
-			r, err := db.decideGrant(ctx, tx, groups, &grants[i])
+		for i := range b.Grants {
+			r, err := db.decideGrant(ctx, tx, groups, &b.Grants[i])
 			if err != nil {
 				return err
 			}
@@ -177,7 +246,11 @@ func (db *DB) lockGroups(ctx context.Context, tx *sql.Tx, grants []Instance) (ma
 	slices.Sort(ids)
 	groups := map[string]Group{}
 	for _, id := range slices.Compact(ids) {
-		g, err := scanGroup(tx.QueryRowContext(ctx, `SELECT `+groupCols+` FROM update_groups WHERE id = $1`+db.d.forUpdate, id))
+		st, err := db.txStmt(ctx, tx, `SELECT `+groupCols+` FROM update_groups WHERE id = $1`+db.d.forUpdate)
+		if err != nil {
+			return nil, err
+		}
+		g, err := scanGroup(st.QueryRowContext(ctx, id))
 		if errors.Is(err, sql.ErrNoRows) {
 			continue // decideGrant reports it
 		}
@@ -196,20 +269,28 @@ func (db *DB) decideGrant(ctx context.Context, tx *sql.Tx, groups map[string]Gro
 	}
 	var r GrantResult
 	if g.Policy.Enabled && g.Policy.MaxUpdates > 0 {
-		if err := tx.QueryRowContext(ctx, activeSQL, activeArgs(g.ID, g.Policy, in.GrantedAt, in.AppID, in.MachineID)...).Scan(&r.Active); err != nil {
+		st, err := db.txStmt(ctx, tx, activeSQL)
+		if err != nil {
+			return GrantResult{}, err
+		}
+		if err := st.QueryRowContext(ctx, activeArgs(g.ID, g.Policy, in.GrantedAt, in.AppID, in.MachineID)...).Scan(&r.Active); err != nil {
 			return GrantResult{}, err
 		}
 	}
 	if r.OK, r.Reason = g.Policy.Allows(r.Active); !r.OK {
 		return r, nil
 	}
-	_, err := tx.ExecContext(ctx, `INSERT INTO instances (`+instCols+`) VALUES `+db.values.get(1, instNCols)+upsertInstances, instArgs(nil, in)...)
-	return r, err
+	return r, db.insertRows(ctx, tx, 1, instNCols, `INSERT INTO instances (`+instCols+`) VALUES `, upsertInstances,
+		func(args []any, _ int) []any { return instArgs(args, in) })
 }
 
 // Instance returns one instance.
 func (db *DB) Instance(ctx context.Context, appID, machineID string) (Instance, error) {
-	in, err := scanInstance(db.r.QueryRowContext(ctx, `SELECT `+instCols+` FROM instances WHERE app_id = $1 AND machine_id = $2`, appID, machineID))
+	st, err := db.stmt(ctx, true, `SELECT `+instCols+` FROM instances WHERE app_id = $1 AND machine_id = $2`)
+	if err != nil {
+		return Instance{}, fmt.Errorf("store: read instance: %w", err)
+	}
+	in, err := scanInstance(st.QueryRowContext(ctx, appID, machineID))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Instance{}, fmt.Errorf("instance %s of app %s: %w", machineID, appID, ErrNotFound)
 	}
@@ -332,7 +413,7 @@ func (db *DB) ActiveGrants(ctx context.Context, groupID string, p Policy, now ti
 // is OK; otherwise nothing is written and the result says why. Active is counted only for
 // groups with a max-updates cap.
 func (db *DB) Grant(ctx context.Context, in Instance) (GrantResult, error) {
-	rs, err := db.WriteCheckins(ctx, nil, nil, []Instance{in})
+	rs, err := db.WriteCheckins(ctx, Batch{Grants: []Instance{in}})
 	if err != nil {
 		return GrantResult{}, err
 	}

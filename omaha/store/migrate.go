@@ -9,7 +9,8 @@ import (
 )
 
 // migration is one schema step. SQL holds statements separated by ";\n"; {{autoid}} is replaced
-// by the dialect's auto-increment primary key column.
+// by the dialect's auto-increment primary key column, {{clustered}} by what makes a table
+// stored in its primary key order (SQLite WITHOUT ROWID: one B-tree instead of two).
 type migration struct {
 	version int
 	name    string
@@ -96,7 +97,7 @@ CREATE TABLE instances (
 	failed_at        BIGINT NOT NULL,
 	rollback_version TEXT NOT NULL,
 	PRIMARY KEY (app_id, machine_id)
-);
+){{clustered}};
 CREATE INDEX instances_grants ON instances (group_id, granted_at);
 CREATE TABLE events (
 	id               {{autoid}},
@@ -148,7 +149,8 @@ func (db *DB) migrate(ctx context.Context) error {
 			if n > 0 {
 				return nil
 			}
-			for _, stmt := range strings.Split(strings.ReplaceAll(m.sql, "{{autoid}}", db.d.autoID), ";\n") {
+			text := strings.NewReplacer("{{autoid}}", db.d.autoID, "{{clustered}}", db.d.clustered).Replace(m.sql)
+			for _, stmt := range strings.Split(text, ";\n") {
 				if strings.TrimSpace(stmt) == "" {
 					continue
 				}

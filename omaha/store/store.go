@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -150,12 +151,47 @@ type DB struct {
 	w, r   *sql.DB // writer and reader pools; the same pool on PostgreSQL
 	d      dialect
 	values valuesSQL
+	stmts  sync.Map // query text → *sql.Stmt on w (hot statements, parsed once per connection)
+	rstmts sync.Map // the same on r
+}
+
+// stmt returns a prepared statement for a hot query on the writer (or, with read, the reader)
+// pool. database/sql prepares it once per connection and keeps it.
+func (db *DB) stmt(ctx context.Context, read bool, query string) (*sql.Stmt, error) {
+	m, pool := &db.stmts, db.w
+	if read {
+		m, pool = &db.rstmts, db.r
+	}
+	if s, ok := m.Load(query); ok {
+		return s.(*sql.Stmt), nil
+	}
+	s, err := pool.PrepareContext(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	if prev, loaded := m.LoadOrStore(query, s); loaded {
+		s.Close()
+		return prev.(*sql.Stmt), nil
+	}
+	return s, nil
+}
+
+// txStmt returns the hot statement query bound to tx. The writer statements must have been
+// prepared by prepareWrites: preparing needs a connection of its own, and SQLite's writer
+// pool has one, held by tx.
+func (db *DB) txStmt(ctx context.Context, tx *sql.Tx, query string) (*sql.Stmt, error) {
+	s, ok := db.stmts.Load(query)
+	if !ok {
+		return nil, fmt.Errorf("statement not prepared at open: %.60s", query)
+	}
+	return tx.StmtContext(ctx, s.(*sql.Stmt)), nil
 }
 
 // dialect holds what differs between the backends.
 type dialect struct {
 	name      string
 	autoID    string // DDL of an auto-increment primary key column
+	clustered string // table option: rows stored in primary key order
 	forUpdate string // row lock suffix for SELECT inside a write transaction
 	lockMigr  string // statement that serialises migrations across processes ("" if not needed)
 }
@@ -179,6 +215,10 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 		db.Close()
 		return nil, err
 	}
+	if err := db.prepareWrites(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
 	return db, nil
 }
 
@@ -192,6 +232,9 @@ func (db *DB) Backend() string { return db.d.name }
 
 // Close closes the connection pools.
 func (db *DB) Close() error {
+	for _, m := range []*sync.Map{&db.stmts, &db.rstmts} {
+		m.Range(func(_, s any) bool { s.(*sql.Stmt).Close(); return true })
+	}
 	err := db.w.Close()
 	if db.r != db.w {
 		err = errors.Join(err, db.r.Close())

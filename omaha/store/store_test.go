@@ -464,13 +464,13 @@ func testCheckins(t *testing.T, e env) {
 		store.Event{AppID: appID, MachineID: machine(1), GroupID: stable.ID, Type: 3, Result: 0, ErrorCode: 9, Version: "1.0.0", TargetVersion: "1.1.0", At: t0},
 		store.Event{AppID: appID, MachineID: machine(2), GroupID: stable.ID, Type: 999, Result: 77, Version: "1.0.0", At: t0.Add(time.Hour)},
 	)
-	if _, err := db.WriteCheckins(ctx, ins, evs, nil); err != nil {
+	if _, err := db.WriteCheckins(ctx, store.Batch{Instances: ins, Events: evs}); err != nil {
 		t.Fatal(err)
 	}
 	// A later check-in replaces everything but first_seen.
 	later := ins[0]
 	later.Version, later.State, later.LastCheck, later.FirstSeen, later.Alias = "1.1.0", store.StateComplete, t0.Add(time.Hour), t0.Add(time.Hour), "web-1"
-	if _, err := db.WriteCheckins(ctx, []store.Instance{later}, nil, nil); err != nil {
+	if _, err := db.WriteCheckins(ctx, store.Batch{Instances: []store.Instance{later}}); err != nil {
 		t.Fatal(err)
 	}
 	got, err := db.Instance(ctx, appID, machine(0))
@@ -479,26 +479,41 @@ func testCheckins(t *testing.T, e env) {
 	if err != nil || got != want {
 		t.Fatalf("Instance = %+v, %v\nwant %+v", got, err, want)
 	}
+	// A routine check-in changes only the routine columns, even if the row it carries says more.
+	routine := got
+	routine.Version, routine.State, routine.GroupID, routine.GrantedVersion, routine.LastCheck = "1.2.0", store.StateIdle, "other", "9.9.9", t0.Add(2*time.Hour)
+	fresh := store.Instance{AppID: appID, MachineID: machine(5000), GroupID: stable.ID, Version: "1.0.0", State: store.StateIdle, FirstSeen: t0, LastCheck: t0, GrantedVersion: "1.0.1"}
+	if _, err := db.WriteCheckins(ctx, store.Batch{Routine: []store.Instance{routine, fresh}}); err != nil {
+		t.Fatal(err)
+	}
+	got, _ = db.Instance(ctx, appID, machine(0))
+	want.Version, want.State, want.LastCheck = "1.2.0", store.StateIdle, t0.Add(2*time.Hour)
+	if got != want {
+		t.Fatalf("after a routine check-in: %+v\nwant %+v", got, want)
+	}
+	if got, _ := db.Instance(ctx, appID, machine(5000)); got != fresh {
+		t.Fatalf("a new instance written as routine: %+v\nwant %+v", got, fresh)
+	}
 	if _, err := db.Instance(ctx, appID, machine(9999)); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("unknown instance: %v", err)
 	}
 	all, err := db.Instances(ctx, store.InstanceFilter{AppID: appID, GroupID: stable.ID, Limit: 1000})
-	if err != nil || len(all) != 450 {
+	if err != nil || len(all) != 451 {
 		t.Fatalf("Instances = %d, %v", len(all), err)
 	}
 	page, err := db.Instances(ctx, store.InstanceFilter{AppID: appID, After: machine(99), Limit: 10})
 	if err != nil || len(page) != 10 || page[0].MachineID != machine(100) {
 		t.Fatalf("page after %s = %v, %v", machine(99), page, err)
 	}
-	complete, err := db.Instances(ctx, store.InstanceFilter{AppID: appID, State: store.StateComplete})
-	if err != nil || len(complete) != 1 || complete[0].MachineID != machine(0) {
-		t.Fatalf("complete = %v, %v", complete, err)
+	v12, err := db.Instances(ctx, store.InstanceFilter{AppID: appID, Version: "1.2.0", State: store.StateIdle})
+	if err != nil || len(v12) != 1 || v12[0].MachineID != machine(0) {
+		t.Fatalf("1.2.0 idle = %v, %v", v12, err)
 	}
 	counts, err := db.Counts(ctx, appID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantCounts := []store.Count{{stable.ID, "1.0.0", store.StateIdle, 449}, {stable.ID, "1.1.0", store.StateComplete, 1}}
+	wantCounts := []store.Count{{stable.ID, "1.0.0", store.StateIdle, 450}, {stable.ID, "1.2.0", store.StateIdle, 1}}
 	if fmt.Sprint(counts) != fmt.Sprint(wantCounts) {
 		t.Fatalf("Counts = %v, want %v", counts, wantCounts)
 	}
@@ -568,7 +583,7 @@ func testGrants(t *testing.T, e env) {
 	// Host 0 installs (3/1): it keeps its slot for the period.
 	done := inst(0, t0)
 	done.InstalledAt, done.State = t0.Add(5*time.Minute), store.StateInstalled
-	if _, err := db.WriteCheckins(ctx, []store.Instance{done}, nil, nil); err != nil {
+	if _, err := db.WriteCheckins(ctx, store.Batch{Instances: []store.Instance{done}}); err != nil {
 		t.Fatal(err)
 	}
 	// After the timeout host 1 (no 3/1) frees its slot; host 0 (installed) does not.
@@ -624,7 +639,7 @@ func testBatchGrants(t *testing.T, e env) {
 	}
 	at := t0.Add(30 * time.Minute)
 	old.InstalledAt, old.State = at, store.StateInstalled
-	rs, err := db.WriteCheckins(ctx, []store.Instance{old}, nil, []store.Instance{cand(1, at), cand(2, at), cand(3, at)})
+	rs, err := db.WriteCheckins(ctx, store.Batch{Instances: []store.Instance{old}, Grants: []store.Instance{cand(1, at), cand(2, at), cand(3, at)}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -632,7 +647,7 @@ func testBatchGrants(t *testing.T, e env) {
 	if want := "[{true  1} {false rate-limited 2} {false rate-limited 2}]"; got != want {
 		t.Fatalf("batch grants = %s, want %s", got, want)
 	}
-	if _, err := db.WriteCheckins(ctx, nil, nil, []store.Instance{{AppID: appID, MachineID: machine(9), GroupID: store.NewUUID(), GrantedVersion: "1", GrantedAt: at}}); !errors.Is(err, store.ErrNotFound) {
+	if _, err := db.WriteCheckins(ctx, store.Batch{Grants: []store.Instance{{AppID: appID, MachineID: machine(9), GroupID: store.NewUUID(), GrantedVersion: "1", GrantedAt: at}}}); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("grant in an unknown group: %v", err)
 	}
 }
@@ -729,7 +744,7 @@ func testCatalog(t *testing.T, e env) {
 		t.Fatalf("Catalog = %+v (v0 %d)", c, v0)
 	}
 	// Check-ins do not touch the catalog.
-	if _, err := db.WriteCheckins(ctx, []store.Instance{{AppID: appID, MachineID: machine(0), State: store.StateIdle}}, nil, nil); err != nil {
+	if _, err := db.WriteCheckins(ctx, store.Batch{Instances: []store.Instance{{AppID: appID, MachineID: machine(0), State: store.StateIdle}}}); err != nil {
 		t.Fatal(err)
 	}
 	if v, _ := db.CatalogVersion(ctx); v != c.Version {
