@@ -164,7 +164,34 @@ type Record struct {
 	// MeasuredBootID is the boot in which the booted image was extended into the PCR.
 	MeasuredBootID string `json:"measured_boot_id,omitempty"`
 
+	// BadVersions are versions that failed on this host (health gate or boot); the agent does
+	// not install them again until ResetStatus. Bounded by MaxBadVersions.
+	BadVersions []string `json:"bad_versions,omitempty"`
+
 	History []Attempt `json:"history,omitempty"` // finished attempts, oldest first
+}
+
+// MaxBadVersions bounds Record.BadVersions.
+const MaxBadVersions = 16
+
+// IsBad reports whether version failed on this host before.
+func (r Record) IsBad(version string) bool {
+	for _, v := range r.BadVersions {
+		if v == version {
+			return true
+		}
+	}
+	return false
+}
+
+func (n *Record) addBad(version string) {
+	if version == "" || n.IsBad(version) {
+		return
+	}
+	n.BadVersions = append(n.BadVersions, version)
+	if len(n.BadVersions) > MaxBadVersions {
+		n.BadVersions = append([]string(nil), n.BadVersions[len(n.BadVersions)-MaxBadVersions:]...)
+	}
 }
 
 // NewRecord is the record of a host that has never run the agent.
@@ -250,12 +277,14 @@ func Transition(r Record, ev Event) (Record, error) {
 		case EvReset:
 			n.Failures = 0
 			n.LastError = nil
+			n.BadVersions = nil
 			return to(Idle)
 		}
 	case CheckingForUpdate:
 		if ev.Delivered {
 			n.PrevVersionPref = ""
 			n.Rollback = nil
+			n.LastChecked = ev.Now
 		}
 		switch ev.Kind {
 		case EvNoUpdate:
@@ -339,6 +368,7 @@ func Transition(r Record, ev Event) (Record, error) {
 			n.Failure = &f
 			n.Boot.State = BootRolledBack
 			n.Boot.PreviousVersion = n.Boot.BootedVersion
+			n.addBad(n.Boot.BootedVersion)
 			return to(RollingBack)
 		}
 	case Committing:
@@ -439,6 +469,7 @@ func (r Record) clone() Record {
 		}
 	}
 	n.History = append([]Attempt(nil), r.History...)
+	n.BadVersions = append([]string(nil), r.BadVersions...)
 	return n
 }
 
@@ -524,6 +555,7 @@ func Resume(r Record, f BootFacts) Record {
 	case trial != "" && !onTrial && pastPrepare:
 		// Back on the old slot after the new one was in the boot order: a rollback.
 		n.Rollback = &RollbackReport{FailedVersion: trialVersion, FellBackTo: f.Version}
+		n.addBad(trialVersion)
 		n.PrevVersionPref = ""
 		if r.State != RollingBack || n.Failure == nil {
 			n.Failure = &Failure{Code: CodeRollback, Step: r.State, Message: fmt.Sprintf(

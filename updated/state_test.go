@@ -198,7 +198,7 @@ func TestTransitionVerify(t *testing.T) {
 		if r.Rollback == nil || r.Boot.State != BootRolledBack {
 			t.Fatal("the rollback report must stay pending until a check delivers it")
 		}
-		r, _ = run(t, r, Event{Kind: EvCheckDue}, Event{Kind: EvFailed, Failure: fail(CodeHTTPBase + 503)})
+		r, _ = run(t, r, Event{Kind: EvCheckDue}, Event{Kind: EvFailed, Failure: fail(2503)})
 		if r.Rollback == nil {
 			t.Fatal("a failed check dropped the rollback report")
 		}

@@ -1,0 +1,163 @@
+package updated_test
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/twinslot/twinslot/updated"
+)
+
+// drive runs the host through an update until the outcome is final: the agent is restarted
+// after every crash, the host rebooted when the agent waits for a reboot or asks for one. With
+// crashAt > 0 the crashAt-th persisted transition (counted over all runs) is followed by a
+// crash; powerLoss makes that crash a power loss (the host reboots). It returns the chain of
+// persisted states and the final record.
+func drive(t *testing.T, h *host, srv *omahaServer, crashAt int, powerLoss bool) ([]updated.State, updated.Record) {
+	t.Helper()
+	var chain []updated.State
+	total, crashed := 0, false
+	for runs := 0; runs < 12; runs++ {
+		stopAt := 0
+		if !crashed && crashAt > total {
+			stopAt = crashAt - total
+		}
+		r := h.start(srv.URL(), fast, stopAt)
+		var final *updated.Record
+		reboot := false
+	loop:
+		for {
+			select {
+			case rec := <-r.states:
+				total++
+				chain = append(chain, rec.State)
+				switch {
+				case rec.State == updated.UpdatedNeedReboot:
+					reboot = true
+					break loop
+				case rec.State == updated.Idle && rec.Attempt == nil && rec.PrevVersionPref == "" && rec.Rollback == nil && len(rec.History) > 0:
+					final = &rec
+					break loop
+				}
+			case err := <-r.done:
+				r.done <- err
+				if !errors.Is(err, errCrash) {
+					t.Fatalf("agent failed: %v (chain %v)", err, chain)
+				}
+				// Drain what was persisted before the crash.
+				for len(r.states) > 0 {
+					rec := <-r.states
+					total++
+					chain = append(chain, rec.State)
+				}
+				crashed = true
+				reboot = powerLoss
+				break loop
+			case <-h.rebootCh:
+				reboot = true
+				break loop
+			case <-time.After(2 * time.Minute):
+				t.Fatalf("hang after %v", chain)
+			}
+		}
+		r.stop(t)
+		h.checkBootable()
+		if final != nil {
+			return chain, *final
+		}
+		if reboot {
+			h.boot()
+		}
+	}
+	t.Fatalf("no final outcome after 12 runs: %v", chain)
+	return nil, updated.Record{}
+}
+
+// dedup drops repeats of a state (a state re-entered after a crash).
+func dedup(chain []updated.State) []updated.State {
+	var out []updated.State
+	for _, s := range chain {
+		if len(out) == 0 || out[len(out)-1] != s {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func crashScenario(t *testing.T, broken bool) {
+	rel := newRelease(t, 0)
+	payloadPath := rel.build(t, t.TempDir(), "2.0.0", 3, broken)
+	setup := func(t *testing.T) (*host, *omahaServer) {
+		h := newHost(t, "1.0.0")
+		rel.install(t, h)
+		srv := newOmahaServer(t)
+		srv.set(func(s *omahaServer) { s.offer, s.payload = "2.0.0", payloadPath })
+		h.writeConf(srv.URL())
+		return h, srv
+	}
+	// want checks the outcome. A power loss while the new slot is verified or committed rolls
+	// back: that boot used the slot's only try, exactly as a crash of the new image would.
+	want := func(t *testing.T, h *host, rec updated.Record, wantRollback bool) {
+		t.Helper()
+		if got := rec.History[len(rec.History)-1].Outcome == updated.OutcomeRolledBack; got != wantRollback {
+			t.Fatalf("rolled back = %v, want %v (history %+v)", got, wantRollback, rec.History)
+		}
+		slot, version := h.running()
+		sl := h.slots()
+		switch outcome := rec.History[len(rec.History)-1].Outcome; {
+		case !broken && outcome == updated.OutcomeCommitted:
+			if slot != "USR-B" || version != "2.0.0" || !sl["USR-B"].Attr.Successful() {
+				t.Fatalf("committed, but running %s %s (%v)", slot, version, sl["USR-B"].Attr)
+			}
+		case outcome == updated.OutcomeRolledBack:
+			if slot != "USR-A" || version != "1.0.0" || !sl["USR-A"].Attr.Successful() {
+				t.Fatalf("rolled back, but running %s %s (%v)", slot, version, sl["USR-A"].Attr)
+			}
+			if log := srv(h).log(); !contains(log, "check rollback") {
+				t.Fatalf("rollback never reported: %v", log)
+			}
+		default:
+			t.Fatalf("outcome %q, boot %+v (broken=%v)", outcome, rec.Boot, broken)
+		}
+	}
+	h, s := setup(t)
+	servers[h] = s
+	normal, rec := drive(t, h, s, 0, false)
+	want(t, h, rec, broken)
+	t.Logf("normal chain (%d transitions): %v", len(normal), normal)
+
+	for k := 1; k <= len(normal); k++ {
+		for _, power := range []bool{false, true} {
+			t.Run(fmt.Sprintf("crash after %d %s power=%v", k, normal[k-1], power), func(t *testing.T) {
+				h, s := setup(t)
+				servers[h] = s
+				chain, rec := drive(t, h, s, k, power)
+				st := normal[k-1]
+				want(t, h, rec, broken || power && (st == updated.Verifying || st == updated.Committing))
+				if !power && !reflect.DeepEqual(dedup(chain), dedup(normal)) {
+					t.Fatalf("chain %v\nwant (up to repeats) %v", chain, normal)
+				}
+			})
+		}
+	}
+}
+
+var servers = map[*host]*omahaServer{}
+
+func srv(h *host) *omahaServer { return servers[h] }
+
+func contains(ss []string, s string) bool {
+	for _, x := range ss {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func TestCrashAtEveryTransition(t *testing.T) {
+	t.Run("healthy", func(t *testing.T) { crashScenario(t, false) })
+	t.Run("unhealthy", func(t *testing.T) { crashScenario(t, true) })
+}

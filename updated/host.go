@@ -1,0 +1,203 @@
+package updated
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/google/go-tpm/tpm2/transport"
+
+	"github.com/twinslot/twinslot/partition"
+	"github.com/twinslot/twinslot/updated/health"
+	"github.com/twinslot/twinslot/updated/updateconf"
+)
+
+// Host is everything the agent needs from the machine it runs on. updated's main wires the
+// real implementations (SystemDisk, logind, systemd, /dev/tpmrm0); testimages/simhost wires a
+// simulated machine (a disk image, an emulated boot loader, a probe that fails on a broken
+// image), so the same Agent.Run serves both.
+type Host struct {
+	// Disk opens the disk that holds the /usr slots, read-write.
+	Disk DiskOpener
+	// Boot says which slot of the disk runs and what it runs.
+	Boot BootFinder
+	// Reboot reboots the machine (after a failed health gate). It returns once the reboot was
+	// accepted; the agent is then expected to be stopped (its context cancelled).
+	Reboot Rebooter
+	// System is systemd's view for the health gate; nil skips that check.
+	System health.Probe
+	// TPM keeps the anti-rollback floor and measures booted images; nil: a file floor only.
+	TPM transport.TPM
+	// Clock is the time source; nil: the real clock.
+	Clock Clock
+	// Rand returns a uniform int64 in [0, n) for schedule jitter; nil: math/rand/v2.
+	Rand Rand
+	// MachineID is /etc/machine-id (32 lowercase hex); BootID the kernel's boot id (a UUID,
+	// new on every boot).
+	MachineID, BootID string
+	Paths             Paths
+	// HTTP sends Omaha requests and payload downloads; nil: clients with sane timeouts.
+	HTTP *http.Client
+	// Notify sends sd_notify messages ("READY=1", "STATUS=…", "WATCHDOG=1"); nil: none.
+	Notify func(state string) error
+}
+
+// Paths are the files the agent reads and writes.
+type Paths struct {
+	// StateDir holds the state file and the floor file (/var/lib/twinslot).
+	StateDir string
+	// Config is the update.conf search path, first file winning per key
+	// (updateconf.DefaultPaths, or the --config file).
+	Config []string
+	// Environ overrides update.conf keys (main passes os.Environ()).
+	Environ []string
+	// TrustRoots are candidate trust root files; the first that exists is used (the admin's
+	// /etc/twinslot/trust.json, then the image's /usr/share/twinslot/trust.json).
+	TrustRoots []string
+	// HealthDir holds the health.d executables (/etc/twinslot/health.d).
+	HealthDir string
+}
+
+// DefaultPaths are the paths on a host.
+func DefaultPaths() Paths {
+	return Paths{
+		StateDir:   "/var/lib/twinslot",
+		Config:     updateconf.DefaultPaths(),
+		TrustRoots: []string{"/etc/twinslot/trust.json", "/usr/share/twinslot/trust.json"},
+		HealthDir:  "/etc/twinslot/health.d",
+	}
+}
+
+// DiskOpener opens the disk holding the /usr slots.
+type DiskOpener interface {
+	OpenDisk() (*partition.Disk, error)
+}
+
+// BootFinder tells which slot of d the running system booted and the release it runs.
+type BootFinder interface {
+	Booted(ctx context.Context, d *partition.Disk) (partition.Slot, Release, error)
+}
+
+// Rebooter reboots the machine.
+type Rebooter interface {
+	Reboot(ctx context.Context) error
+}
+
+// Clock is the agent's time source.
+type Clock interface {
+	Now() time.Time
+	After(d time.Duration) <-chan time.Time
+}
+
+// Release is what the booted /usr says about itself (its lib/os-release).
+type Release struct {
+	ID, Version, Board string
+	OEM, OEMVersion    string // from oem-release, when there is one
+}
+
+// MaxReleaseFile bounds an os-release file.
+const MaxReleaseFile = 64 << 10
+
+// ParseRelease reads an os-release style file: ID, VERSION (or VERSION_ID) and BOARD.
+func ParseRelease(name string, data []byte) (Release, error) {
+	vals, err := updateconf.Parse(name, strings.NewReader(string(data)))
+	if err != nil {
+		return Release{}, err
+	}
+	r := Release{ID: vals["ID"], Version: vals["VERSION"], Board: vals["BOARD"]}
+	if r.Version == "" {
+		r.Version = vals["VERSION_ID"]
+	}
+	if r.Version == "" {
+		return Release{}, fmt.Errorf("updated: %s has no VERSION", name)
+	}
+	return r, nil
+}
+
+// SystemDisk is the real host: the booted /usr is found from the kernel command line or the
+// mount table (partition.FindBooted), its disk opened, and the release read from
+// /usr/lib/os-release (and /usr/share/oem/oem-release).
+type SystemDisk struct {
+	// Root is the host's "/" (os.DirFS("/")).
+	Root fs.FS
+	// Path overrides the disk device (updated --disk); "" finds it from the booted /usr.
+	Path string
+}
+
+func (s SystemDisk) booted() (partition.Booted, error) {
+	b, err := partition.FindBooted(s.Root)
+	if err != nil {
+		return b, err
+	}
+	if s.Path == "" {
+		if b, err = partition.Locate(s.Root, b); err != nil {
+			return b, err
+		}
+	}
+	return b, nil
+}
+
+// OpenDisk opens the disk holding the booted /usr (or Path).
+func (s SystemDisk) OpenDisk() (*partition.Disk, error) {
+	path := s.Path
+	if path == "" {
+		b, err := s.booted()
+		if err != nil {
+			return nil, fmt.Errorf("updated: find the disk of the booted /usr: %w", err)
+		}
+		if b.Disk == "" {
+			return nil, fmt.Errorf("updated: cannot tell which disk holds the booted /usr (%v); pass --disk", b)
+		}
+		path = b.Disk
+	}
+	return partition.Open(path)
+}
+
+// Booted returns the booted slot and the release in /usr.
+func (s SystemDisk) Booted(_ context.Context, d *partition.Disk) (partition.Slot, Release, error) {
+	b, err := s.booted()
+	if err != nil {
+		return partition.Slot{}, Release{}, fmt.Errorf("updated: find the booted /usr: %w", err)
+	}
+	slot, err := d.Active(b)
+	if err != nil {
+		return partition.Slot{}, Release{}, err
+	}
+	data, err := readLimited(s.Root, "usr/lib/os-release")
+	if err != nil {
+		return partition.Slot{}, Release{}, err
+	}
+	rel, err := ParseRelease("/usr/lib/os-release", data)
+	if err != nil {
+		return partition.Slot{}, Release{}, err
+	}
+	for _, p := range []string{"etc/oem-release", "usr/share/oem/oem-release"} {
+		if data, err := readLimited(s.Root, p); err == nil {
+			if vals, err := updateconf.Parse(p, strings.NewReader(string(data))); err == nil {
+				rel.OEM, rel.OEMVersion = vals["ID"], vals["VERSION_ID"]
+				break
+			}
+		}
+	}
+	return slot, rel, nil
+}
+
+func readLimited(root fs.FS, name string) ([]byte, error) {
+	f, err := root.Open(name)
+	if err != nil {
+		return nil, fmt.Errorf("updated: read /%s: %w", name, err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, MaxReleaseFile+1))
+	if err != nil {
+		return nil, fmt.Errorf("updated: read /%s: %w", name, err)
+	}
+	if len(b) > MaxReleaseFile {
+		return nil, fmt.Errorf("updated: /%s is larger than %d bytes", name, MaxReleaseFile)
+	}
+	return b, nil
+}
