@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -27,16 +28,11 @@ func BenchmarkUpdateCheck(b *testing.B) {
 		b.Run(backend, func(b *testing.B) {
 			dsn := filepath.Join(b.TempDir(), "o.db")
 			if backend == "postgres" {
-				dsn = postgresDSN(b)
+				dsn = omahatest.PostgresDSN(b) // skips without TWINSLOT_TEST_POSTGRES
 			}
 			benchUpdateCheck(b, dsn, 10000)
 		})
 	}
-}
-
-func postgresDSN(b *testing.B) string {
-	// omahatest.PostgresDSN skips when TWINSLOT_TEST_POSTGRES is not set.
-	return omahatestPostgresDSN(b)
 }
 
 func benchUpdateCheck(b *testing.B, dsn string, machines int) {
@@ -77,16 +73,10 @@ func benchUpdateCheck(b *testing.B, dsn string, machines int) {
 	}
 	b.ResetTimer()
 	start := time.Now()
-	var next int64
-	var mu = make(chan struct{}, 1)
-	mu <- struct{}{}
+	var next atomic.Int64
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			<-mu
-			i := next
-			next++
-			mu <- struct{}{}
-			post(int(i))
+			post(int(next.Add(1)))
 		}
 	})
 	if err := srv.Flush(ctx); err != nil {
@@ -94,5 +84,3 @@ func benchUpdateCheck(b *testing.B, dsn string, machines int) {
 	}
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "checks/s")
 }
-
-func omahatestPostgresDSN(b *testing.B) string { return omahatest.PostgresDSN(b) }

@@ -26,7 +26,7 @@ import (
 // counts every check-in received before it (a host's 3/1 still in the queue keeps its slot), and
 // a release that makes thousands of hosts eligible at once costs a few transactions, not one each.
 type checkins struct {
-	db        *store.DB
+	db        batchWriter
 	log       *slog.Logger
 	m         *metrics
 	interval  time.Duration
@@ -43,6 +43,11 @@ type checkins struct {
 	wake     chan struct{}      // a row arrived (buffered 1)
 	space    *sync.Cond         // the queue shrank
 	done     chan struct{}      // run returned
+}
+
+// batchWriter is what the writer needs of the store.
+type batchWriter interface {
+	WriteCheckins(ctx context.Context, b store.Batch) ([]store.GrantResult, error)
 }
 
 type instKey struct{ app, machine string }
@@ -64,7 +69,7 @@ type grantReq struct {
 
 func keyOf(in *store.Instance) instKey { return instKey{in.AppID, in.MachineID} }
 
-func newCheckins(db *store.DB, log *slog.Logger, m *metrics, interval time.Duration, maxRows, queueRows int) *checkins {
+func newCheckins(db batchWriter, log *slog.Logger, m *metrics, interval time.Duration, maxRows, queueRows int) *checkins {
 	c := &checkins{
 		db: db, log: log, m: m, interval: interval, maxRows: maxRows, queueRows: queueRows,
 		pending: map[instKey]queued{}, wake: make(chan struct{}, 1), done: make(chan struct{}),
