@@ -1,0 +1,247 @@
+package updated_test
+
+import (
+	"os"
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twinslot/twinslot/omaha"
+	"github.com/twinslot/twinslot/updated"
+	"github.com/twinslot/twinslot/updated/dbusapi"
+)
+
+// failOnce runs one update attempt and returns the record after the failure was reported.
+func failOnce(t *testing.T, h *host, srv *omahaServer) updated.Record {
+	t.Helper()
+	r := h.start(srv.URL(), fast, 0)
+	rec := waitState(t, r, "a reported failure", func(rec updated.Record) bool {
+		return rec.State == updated.Idle && rec.LastError != nil
+	})
+	r.stop(t)
+	return rec
+}
+
+func TestServerFailures(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		set      func(s *omahaServer)
+		wantCode int
+	}{
+		{"503", func(s *omahaServer) { s.status = 503 }, int(omaha.ErrorCodeOmahaRequestHTTPResponseBase) + 503},
+		{"garbage", func(s *omahaServer) { s.garbage = true }, int(omaha.ErrorCodeOmahaRequestXMLParseError)},
+		{"down", nil, int(omaha.ErrorCodeOmahaRequestError)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHost(t, "1.0.0")
+			newRelease(t, 0).install(t, h)
+			srv := newOmahaServer(t)
+			url := srv.URL()
+			if tc.set != nil {
+				srv.set(tc.set)
+			} else {
+				srv.srv.Close() // nothing listens any more
+			}
+			h.writeConf(url)
+			before := fileHash(t, h.disk)
+			r := h.start(url, fast, 0)
+			rec := waitState(t, r, "a reported failure", func(rec updated.Record) bool {
+				return rec.State == updated.Idle && rec.LastError != nil
+			})
+			// Backoff: one failure doubles the 45 min period, jittered ±half (Rand gives the middle).
+			pending, err := h.clk.WaitFor(t.Context(), 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.stop(t)
+			if rec.LastError.Code != tc.wantCode || rec.Failures != 1 || rec.LastError.Step != updated.CheckingForUpdate {
+				t.Fatalf("last error %+v failures %d; want code %d", rec.LastError, rec.Failures, tc.wantCode)
+			}
+			if pending[len(pending)-1] != 90*time.Minute {
+				t.Fatalf("next check in %v, want 90m (backoff)", pending)
+			}
+			if fileHash(t, h.disk) != before {
+				t.Fatal("the disk changed after a failed check")
+			}
+		})
+	}
+}
+
+func TestPayloadRejected(t *testing.T) {
+	rel := newRelease(t, 0)
+	dir := t.TempDir()
+	good := rel.build(t, dir, "2.0.0", 3, false)
+	for _, tc := range []struct {
+		name        string
+		payload     func(t *testing.T) string
+		trust       func(t *testing.T, h *host)
+		wantCode    int
+		diskUnmoved bool // nothing at all may be written
+	}{
+		{"bad signature", func(t *testing.T) string {
+			return tamper(t, good, func(b []byte) { i := strings.Index(string(b), `"sig":"`) + 10; b[i] ^= 1 })
+		}, nil, updated.CodePayloadVerificationError, true},
+		{"unknown key", func(t *testing.T) string { return newRelease(t, 0).build(t, t.TempDir(), "2.0.0", 3, false) },
+			nil, updated.CodePubKeyVerificationError, true},
+		{"below the floor", func(t *testing.T) string { return good }, func(t *testing.T, h *host) {
+			os.WriteFile(h.dir+"/state/floor.json", []byte(`{"version":1,"floor":4}`), 0o644)
+		}, updated.CodeBelowSecurityFloor, true},
+		{"no trust root", func(t *testing.T) string { return good }, func(t *testing.T, h *host) {
+			os.Remove(h.dir + "/etc/trust.json")
+		}, updated.CodePubKeyVerificationError, true},
+		{"truncated", func(t *testing.T) string {
+			b, _ := os.ReadFile(good)
+			p := t.TempDir() + "/cut.tsp"
+			os.WriteFile(p, b[:len(b)/2], 0o644)
+			return p
+		}, nil, updated.CodePayloadSizeMismatch, true},
+		{"chunk data tampered", func(t *testing.T) string {
+			return tamper(t, good, func(b []byte) { b[len(b)*2/3] ^= 0xff })
+		}, nil, updated.CodeOperationHashMismatch, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHost(t, "1.0.0")
+			rel.install(t, h)
+			if tc.trust != nil {
+				tc.trust(t, h)
+			}
+			srv := newOmahaServer(t)
+			p := tc.payload(t)
+			srv.set(func(s *omahaServer) { s.offer, s.payload = "2.0.0", p })
+			h.writeConf(srv.URL())
+			before := fileHash(t, h.disk)
+			slotsBefore := h.slots()
+			rec := failOnce(t, h, srv)
+			if rec.LastError.Code != tc.wantCode || rec.LastError.Step != updated.Downloading {
+				t.Fatalf("last error %+v, want code %d in DOWNLOADING", rec.LastError, tc.wantCode)
+			}
+			if tc.diskUnmoved && fileHash(t, h.disk) != before {
+				t.Fatal("the disk (slot or GPT) changed although the payload was refused before any write")
+			}
+			after := h.slots()
+			if after["USR-A"] != slotsBefore["USR-A"] {
+				t.Fatalf("the running slot changed: %v -> %v", slotsBefore["USR-A"].Attr, after["USR-A"].Attr)
+			}
+			if b := after["USR-B"].Attr; b.Priority() != 0 {
+				t.Fatalf("USR-B is bootable after a failed install: %v", b)
+			}
+			log := srv.log()
+			if got := log[len(log)-1]; !strings.HasPrefix(got, "event 3/0/") {
+				t.Fatalf("server saw %v, want a 3/0 error event last", log)
+			}
+			if len(rec.History) != 1 || rec.History[0].Outcome != updated.OutcomeFailed {
+				t.Fatalf("history %+v", rec.History)
+			}
+		})
+	}
+}
+
+func tamper(t *testing.T, path string, f func([]byte)) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f(b)
+	p := t.TempDir() + "/tampered.tsp"
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestWrongBoard(t *testing.T) {
+	h := newHost(t, "1.0.0")
+	rel := newRelease(t, 0)
+	rel.install(t, h)
+	h.mu.Lock()
+	h.rel.Board = "arm64-usr"
+	h.mu.Unlock()
+	srv := newOmahaServer(t)
+	srv.set(func(s *omahaServer) { s.offer, s.payload = "2.0.0", rel.build(t, t.TempDir(), "2.0.0", 3, false) })
+	h.writeConf(srv.URL())
+	before := fileHash(t, h.disk)
+	rec := failOnce(t, h, srv)
+	if rec.LastError.Code != updated.CodeWrongPayload || fileHash(t, h.disk) != before {
+		t.Fatalf("last error %+v (disk changed: %v)", rec.LastError, fileHash(t, h.disk) != before)
+	}
+}
+
+func TestResetCancelsInstalledUpdate(t *testing.T) {
+	h := newHost(t, "1.0.0")
+	rel := newRelease(t, 0)
+	rel.install(t, h)
+	srv := newOmahaServer(t)
+	srv.set(func(s *omahaServer) { s.offer, s.payload = "2.0.0", rel.build(t, t.TempDir(), "2.0.0", 3, false) })
+	h.writeConf(srv.URL())
+	r := h.start(srv.URL(), fast, 0)
+	waitState(t, r, "NEED_REBOOT", inState(updated.UpdatedNeedReboot))
+	if err := r.agent.ResetStatus(); err != nil {
+		t.Fatal(err)
+	}
+	var chain []updated.State
+	rec := waitState(t, r, "reset done", func(rec updated.Record) bool {
+		chain = append(chain, rec.State)
+		return rec.State == updated.Idle
+	})
+	r.stop(t)
+	if !reflect.DeepEqual(chain, []updated.State{updated.Resetting, updated.Idle}) {
+		t.Fatalf("chain %v", chain)
+	}
+	if rec.PrevVersionPref != "" || rec.History[0].Outcome != updated.OutcomeCancelled {
+		t.Fatalf("pref %q history %+v", rec.PrevVersionPref, rec.History)
+	}
+	h.boot()
+	if slot, _ := h.running(); slot != "USR-A" {
+		t.Fatalf("booted %s after the update was cancelled", slot)
+	}
+}
+
+// A health.d check that keeps failing holds the agent in VERIFYING until the deadline; meanwhile
+// ResetStatus is refused and AttemptUpdate does nothing. At the deadline the slot rolls back and
+// the failure names the check.
+func TestHealthDeadline(t *testing.T) {
+	h := newHost(t, "1.0.0")
+	rel := newRelease(t, 0)
+	rel.install(t, h)
+	srv := newOmahaServer(t)
+	srv.set(func(s *omahaServer) { s.offer, s.payload = "2.0.0", rel.build(t, t.TempDir(), "2.0.0", 3, false) })
+	h.writeConf(srv.URL(), "HEALTH_TIMEOUT=2m")
+	toNeedReboot(t, h, srv)
+	if err := os.WriteFile(h.dir+"/etc/health.d/50-app", []byte("#!/bin/sh\necho app not answering >&2\nexit 1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	h.boot()
+	r := h.start(srv.URL(), fast, 0)
+	waitState(t, r, "VERIFYING", inState(updated.Verifying))
+	if _, err := h.clk.WaitFor(t.Context(), 1); err != nil { // the gate waits to retry
+		t.Fatal(err)
+	}
+	if err := r.agent.ResetStatus(); !errors.Is(err, dbusapi.ErrNotAllowed) {
+		t.Fatalf("ResetStatus while verifying = %v, want ErrNotAllowed", err)
+	}
+	r.agent.AttemptUpdate()
+	if st := r.agent.Status(); st.CurrentOperation != "UPDATE_STATUS_VERIFYING" {
+		t.Fatalf("status %+v", st)
+	}
+	if bs := r.agent.BootStatus(); bs.State != "verifying" || bs.PreviousVersion != "1.0.0" {
+		t.Fatalf("boot status %+v", bs)
+	}
+	for i := 0; i < 200; i++ {
+		h.clk.Advance(time.Second)
+		select {
+		case <-h.rebootCh:
+			rec := r.agent.Record()
+			r.stop(t)
+			if rec.State != updated.RollingBack || !strings.Contains(rec.Failure.Message, "health.d/50-app") ||
+				!strings.Contains(rec.Failure.Message, "app not answering") {
+				t.Fatalf("%s: %+v", rec.State, rec.Failure)
+			}
+			return
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	t.Fatal("no rollback after the health deadline")
+}
