@@ -1,8 +1,8 @@
 package updated_test
 
 import (
-	"os"
 	"errors"
+	"os"
 	"reflect"
 	"strings"
 	"testing"
