@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime"
 	"syscall"
 	"testing"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/twinslot/twinslot/payload"
 	"github.com/twinslot/twinslot/payload/payloadtest"
 	"github.com/twinslot/twinslot/testimages"
+	"golang.org/x/sys/unix"
 )
 
 // benchPayload is a built and signed payload on disk with its image.
@@ -36,7 +38,7 @@ func buildBench(b *testing.B, dir, image string, o payload.BuildOptions) *benchP
 
 // rawLimit decodes and hashes every stored chunk of p once, on one goroutine: the bytes/second
 // of "SHA-256 + zstd decode of the same bytes", the floor any installer has to pay.
-func rawLimit(b *testing.B, p *benchPayload) float64 {
+func rawLimit(b *testing.B, p *benchPayload) (bytesPerSec float64, cpu time.Duration) {
 	b.Helper()
 	f, err := os.Open(p.path)
 	if err != nil {
@@ -55,6 +57,10 @@ func rawLimit(b *testing.B, p *benchPayload) float64 {
 	}
 	defer dec.Close()
 	out := make([]byte, 0, p.m.Chunking.Max+p.m.Chunking.Size)
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var r0, r1 unix.Rusage
+	unix.Getrusage(unix.RUSAGE_THREAD, &r0)
 	start := time.Now()
 	for _, c := range p.m.Chunks {
 		stored := data[c.DataOffset : c.DataOffset+int64(c.DataLength)]
@@ -74,7 +80,9 @@ func rawLimit(b *testing.B, p *benchPayload) float64 {
 			b.Fatal("raw limit: hash mismatch")
 		}
 	}
-	return float64(p.m.ImageSize) / time.Since(start).Seconds()
+	wall := time.Since(start)
+	unix.Getrusage(unix.RUSAGE_THREAD, &r1)
+	return float64(p.m.ImageSize) / wall.Seconds(), time.Duration(r1.Utime.Nano() - r0.Utime.Nano() + r1.Stime.Nano() - r0.Stime.Nano())
 }
 
 // fileSlot is a target slot backed by a sparse file.
@@ -92,7 +100,7 @@ func fileSlot(b *testing.B, dir string, size int64) *os.File {
 }
 
 func benchInstall(b *testing.B, p *benchPayload, dir string, viaHTTP bool) {
-	raw := rawLimit(b, p)
+	raw, rawCPU := rawLimit(b, p)
 	pf, err := os.Open(p.path)
 	if err != nil {
 		b.Fatal(err)
@@ -138,6 +146,7 @@ func benchInstall(b *testing.B, p *benchPayload, dir string, viaHTTP bool) {
 		res, elapsed, cpu = r, elapsed+d, cpu+c
 	}
 	b.ReportMetric(cpu.Seconds()/float64(b.N), "cpu-s/op")
+	b.ReportMetric(rawCPU.Seconds(), "raw-cpu-s")
 	rate := float64(p.m.ImageSize) * float64(b.N) / elapsed.Seconds()
 	b.ReportMetric(rate/1e6, "MB/s")
 	b.ReportMetric(raw/1e6, "raw-MB/s")
