@@ -49,7 +49,8 @@ type Progress struct {
 type InstallOptions struct {
 	Trust  *TrustRoot
 	Expect Expect
-	// Progress, if set, is called at most every ProgressInterval and once per phase change.
+	// Progress, if set, is called at most every ProgressInterval and once per phase change,
+	// synchronously from the install's goroutines (one at a time): keep it fast.
 	Progress         func(Progress)
 	ProgressInterval time.Duration // default 200ms
 	Logger           *slog.Logger  // default: discard

@@ -364,3 +364,19 @@ func jsonString(b []byte) string {
 	j, _ := json.Marshal(string(b))
 	return string(j)
 }
+
+// TestManifestLengthOverflow hand-builds a file whose envelope carries a manifest over the limit.
+func TestManifestLengthOverflow(t *testing.T) {
+	big := bytes.Repeat([]byte("x"), payload.MaxManifestSize+1)
+	env, _ := json.Marshal(map[string]any{"payloadType": payload.PayloadType, "payload": base64Encode(big), "signatures": []any{}})
+	hdr := make([]byte, payload.HeaderSize)
+	copy(hdr, payload.Magic)
+	binary.BigEndian.PutUint16(hdr[8:], payload.FormatVersion)
+	binary.BigEndian.PutUint32(hdr[12:], uint32(len(env)))
+	binary.BigEndian.PutUint32(hdr[16:], uint32(len(env)))
+	b := append(hdr, env...)
+	_, err := payload.Open(bytes.NewReader(b), int64(len(b)))
+	if !errors.Is(err, payload.ErrLengthOverflow) {
+		t.Fatalf("got %v, want length-overflow", err)
+	}
+}
