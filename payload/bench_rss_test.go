@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"syscall"
 	"testing"
 	"time"
@@ -74,9 +73,9 @@ func BenchmarkApplyRSS(b *testing.B) {
 	if testing.Short() {
 		b.Skip("big benchmark; skipped under -short")
 	}
-	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(goBin); err != nil {
-		b.Skipf("no go tool to build the payload binary: %v", err)
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		b.Skipf("no go tool on PATH to build the payload binary: %v", err)
 	}
 	dir := benchDir(b)
 	tmp := b.TempDir()
