@@ -14,13 +14,16 @@
 //	<prefix>groups/<G>/config        GroupConfig as JSON: {"version":1,"max":2,"lease_ttl_seconds":0,"stale":"hold"}
 //	<prefix>groups/<G>/slots/<NNNN>  Holder as JSON: {"version":1,"id":"…","boot_id":"…","from_version":"…",
 //	                                 "to_version":"…","acquired_at":"RFC 3339",…}; NNNN is the slot index, 4 digits
+//	<prefix>groups/<G>/queue/<ID>    a host waiting in Store.Lock (value: its id), on a lease kept alive
+//	                                 while it waits (10s TTL); the queue is ordered by CreateRevision
 //
 // A missing config key means the defaults: max 1, no lease, stale policy "hold". Values carry a
 // "version" field; a reader refuses a version it does not know rather than guess.
 //
 // # Transactions
 //
-//   - Acquire (a new holder) puts slots/<i> with i < max, the lowest free index, in one Txn that
+//   - Acquire (a new holder) puts slots/<i> with i < max, the lowest free index, and deletes its
+//     queue key, in one Txn that
 //     requires CreateRevision(slots/<i>) == 0 (the slot is free) and ModRevision(config) == the
 //     revision read (max did not change). While a lowered max leaves holders at indexes >= max, the
 //     Txn also requires that no key under slots/ changed since the read, so holders that were
@@ -50,6 +53,13 @@
 // rolled-back host keeps its slot so a bad rollout stops, and the TTL only marks the holder stale
 // in status output. An operator breaks such a slot with ForceUnlock.
 //
-// Waiting for a slot (Store.Lock) reads once, then watches the group's keys from the next revision
-// and tries again only after a slot was freed or the config changed: there is no polling.
+// # Waiting
+//
+// Store.Lock queues the host and watches the group: there is no polling. Free slots go to
+// queued hosts first come, first served: PlanAcquire admits a host only while holders plus the
+// hosts queued before it are under max (a caller that does not queue, such as TryLock from
+// locksmithctl or a FleetLock request, comes after every queued host). A waiter follows the
+// watch's events and re-reads only when the count says a slot may be its own, so a release
+// wakes the next waiter rather than all of them. The queue is fairness, not safety: the slot
+// transaction alone keeps the count under max.
 package locksmith

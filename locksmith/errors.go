@@ -22,11 +22,21 @@ type FullError struct {
 	Group   string
 	Max     int
 	Holders []string
+	// Waiting is how many hosts are queued for a slot.
+	Waiting int
 }
 
 func (e *FullError) Error() string {
-	return fmt.Sprintf("locksmith: group %q: %v (max %d, held by %s); wait, or raise it with locksmithctl set-max",
-		e.Group, ErrFull, e.Max, strings.Join(e.Holders, ", "))
+	queued := ""
+	if e.Waiting > 0 {
+		queued = fmt.Sprintf(", %d queued", e.Waiting)
+	}
+	held := strings.Join(e.Holders, ", ")
+	if held == "" {
+		held = "nobody"
+	}
+	return fmt.Sprintf("locksmith: group %q: %v (max %d, held by %s%s); wait, or raise it with locksmithctl set-max",
+		e.Group, ErrFull, e.Max, held, queued)
 }
 
 // Is makes errors.Is(err, ErrFull) true.

@@ -164,8 +164,34 @@ type State struct {
 	ConfigRevision int64
 	// Slots are the taken slots, by index.
 	Slots []Slot
+	// Queue are the hosts waiting for a slot, first come first.
+	Queue []Waiter
 	// Revision is the etcd revision the state was read at.
 	Revision int64
+}
+
+// Waiter is a host queued for a slot (by Store.Lock). Its key lives on a lease kept alive while
+// it waits, so the queue forgets a waiter that died.
+type Waiter struct {
+	ID string
+	// CreateRevision orders the queue.
+	CreateRevision int64
+}
+
+// Ahead is how many queued waiters come before id: all of them if id is not queued.
+func (s State) Ahead(id string) int {
+	for _, w := range s.Queue {
+		if w.ID == id {
+			n := 0
+			for _, o := range s.Queue {
+				if o.CreateRevision < w.CreateRevision {
+					n++
+				}
+			}
+			return n
+		}
+	}
+	return len(s.Queue)
 }
 
 // Holding returns the slot id holds, if any.
@@ -214,13 +240,14 @@ type AcquirePlan struct {
 
 // PlanAcquire decides how id takes a slot in s. A holder re-locking its own slot always succeeds
 // (whatever max is now); otherwise a free slot below max is taken only while the group holds
-// fewer than max holders. A full group gives a *FullError.
+// fewer than max holders, and only if the free slots are not all owed to waiters queued before
+// id (a caller that is not queued comes after every queued one). A full group gives a *FullError.
 func PlanAcquire(s State, id string) (AcquirePlan, error) {
 	if sl, ok := s.Holding(id); ok {
 		return AcquirePlan{Index: sl.Index, Relock: true, Existing: sl}, nil
 	}
-	if len(s.Slots) >= s.Config.Max {
-		return AcquirePlan{}, &FullError{Group: s.Group, Max: s.Config.Max, Holders: holderIDs(s.Slots)}
+	if len(s.Slots)+s.Ahead(id) >= s.Config.Max {
+		return AcquirePlan{}, &FullError{Group: s.Group, Max: s.Config.Max, Holders: holderIDs(s.Slots), Waiting: len(s.Queue)}
 	}
 	taken := make(map[int]bool, len(s.Slots))
 	for _, sl := range s.Slots {

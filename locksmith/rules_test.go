@@ -14,6 +14,13 @@ func state(max int, holders ...any) State {
 	return s
 }
 
+func queued(s State, ids ...string) State {
+	for i, id := range ids {
+		s.Queue = append(s.Queue, Waiter{ID: id, CreateRevision: int64(100 + i)})
+	}
+	return s
+}
+
 func TestPlanAcquire(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
@@ -31,14 +38,19 @@ func TestPlanAcquire(t *testing.T) {
 		{name: "lowest free index", s: state(3, 0, "a", 2, "b"), id: "c", want: AcquirePlan{Index: 1}},
 		{name: "overflow holder guards all", s: state(2, 3, "a"), id: "c", want: AcquirePlan{Index: 0, GuardAll: true}},
 		{name: "unreadable slot guards all", s: state(3, -1, "corrupt:x"), id: "c", want: AcquirePlan{Index: 0, GuardAll: true}},
+		{name: "free slot owed to a queued waiter", s: queued(state(2, 0, "a"), "w1"), id: "x", wantFull: true},
+		{name: "second in the queue waits", s: queued(state(2, 0, "a"), "w1", "w2"), id: "w2", wantFull: true},
+		{name: "first in the queue takes it", s: queued(state(2, 0, "a"), "w1", "w2"), id: "w1", want: AcquirePlan{Index: 1}},
+		{name: "enough slots for those ahead", s: queued(state(3, 0, "a"), "w1", "w2"), id: "w2", want: AcquirePlan{Index: 1}},
 		{name: "relock when full", s: state(1, 0, "a"), id: "a", want: AcquirePlan{Index: 0, Relock: true}},
+		{name: "relock ahead of the queue", s: queued(state(1, 0, "a"), "w1"), id: "a", want: AcquirePlan{Index: 0, Relock: true}},
 		{name: "relock above lowered max", s: state(1, 0, "b", 4, "a"), id: "a", want: AcquirePlan{Index: 4, Relock: true}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := PlanAcquire(tc.s, tc.id)
 			if tc.wantFull {
 				var fe *FullError
-				if !errors.Is(err, ErrFull) || !errors.As(err, &fe) || fe.Max != tc.s.Config.Max || len(fe.Holders) != len(tc.s.Slots) {
+				if !errors.Is(err, ErrFull) || !errors.As(err, &fe) || fe.Max != tc.s.Config.Max || len(fe.Holders) != len(tc.s.Slots) || fe.Waiting != len(tc.s.Queue) {
 					t.Fatalf("err = %v, want a FullError naming %d holders", err, len(tc.s.Slots))
 				}
 				return

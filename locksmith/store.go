@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -51,9 +52,11 @@ type Lock struct {
 // Token is the fencing token of this tenure: the slot key's CreateRevision.
 func (l Lock) Token() int64 { return l.Slot.CreateRevision }
 
-func (s *Store) groupPrefix(g string) string { return s.prefix + "groups/" + url.PathEscape(g) + "/" }
-func (s *Store) configKey(g string) string   { return s.groupPrefix(g) + "config" }
-func (s *Store) slotsPrefix(g string) string { return s.groupPrefix(g) + "slots/" }
+func (s *Store) groupPrefix(g string) string  { return s.prefix + "groups/" + url.PathEscape(g) + "/" }
+func (s *Store) configKey(g string) string    { return s.groupPrefix(g) + "config" }
+func (s *Store) slotsPrefix(g string) string  { return s.groupPrefix(g) + "slots/" }
+func (s *Store) queuePrefix(g string) string  { return s.groupPrefix(g) + "queue/" }
+func (s *Store) queueKey(g, id string) string { return s.queuePrefix(g) + url.PathEscape(id) }
 func (s *Store) slotKey(g string, i int) string {
 	return fmt.Sprintf("%s%04d", s.slotsPrefix(g), i)
 }
@@ -77,7 +80,7 @@ func (s *Store) read(ctx context.Context, group string, lenient bool) (State, er
 		return State{}, fmt.Errorf("locksmith: read group %q from etcd: %w", group, err)
 	}
 	st := State{Group: group, Config: DefaultConfig(), Revision: resp.Header.Revision}
-	cfgKey, slots := s.configKey(group), s.slotsPrefix(group)
+	cfgKey, slots, queue := s.configKey(group), s.slotsPrefix(group), s.queuePrefix(group)
 	for _, kv := range resp.Kvs {
 		k := string(kv.Key)
 		switch {
@@ -96,8 +99,13 @@ func (s *Store) read(ctx context.Context, group string, lenient bool) (State, er
 			}
 		case strings.HasPrefix(k, slots):
 			st.Slots = append(st.Slots, parseSlot(strings.TrimPrefix(k, slots), kv))
+		case strings.HasPrefix(k, queue):
+			if id, err := url.PathUnescape(strings.TrimPrefix(k, queue)); err == nil {
+				st.Queue = append(st.Queue, Waiter{ID: id, CreateRevision: kv.CreateRevision})
+			}
 		}
 	}
+	sort.Slice(st.Queue, func(i, j int) bool { return st.Queue[i].CreateRevision < st.Queue[j].CreateRevision })
 	return st, nil
 }
 
@@ -134,15 +142,79 @@ func (s *Store) TryLock(ctx context.Context, group string, h Holder) (Lock, erro
 
 // Lock is TryLock that waits, by watching the group, until a slot is free or ctx ends.
 func (s *Store) Lock(ctx context.Context, group string, h Holder) (Lock, error) {
+	lk, _, err := s.tryLock(ctx, group, h)
+	if !errors.Is(err, ErrFull) {
+		return lk, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	leave, err := s.enqueue(ctx, group, h.ID)
+	if err != nil {
+		return Lock{}, err
+	}
+	defer leave()
+	var w *groupWatch
+	defer func() {
+		if w != nil {
+			w.close()
+		}
+	}()
 	for {
+		if w == nil {
+			// Watch first, then read: every change after that read is delivered, and a watch
+			// that starts at the current revision is served at once (one started at a past
+			// revision waits for etcd's catch-up loop).
+			if w, err = s.watchGroup(ctx, group); err != nil {
+				return Lock{}, err
+			}
+		}
 		lk, st, err := s.tryLock(ctx, group, h)
 		if !errors.Is(err, ErrFull) {
 			return lk, err
 		}
-		if err := s.waitFree(ctx, group, st.Revision); err != nil {
+		switch err := w.waitFree(ctx, st, h.ID); {
+		case errors.Is(err, errWatchBroken):
+			w.close()
+			w = nil
+		case err != nil:
 			return Lock{}, err
 		}
 	}
+}
+
+// queueTTL is the lease of a queue entry, kept alive while its waiter waits: a waiter that dies
+// holds its place for at most this long.
+const queueTTL = 10
+
+// enqueue puts id in group's queue on a kept-alive lease; leave takes it out.
+func (s *Store) enqueue(ctx context.Context, group, id string) (leave func(), err error) {
+	g, err := s.cli.Grant(ctx, queueTTL)
+	if err != nil {
+		return nil, fmt.Errorf("locksmith: group %q: grant a queue lease: %w", group, err)
+	}
+	kctx, stop := context.WithCancel(ctx)
+	leave = func() {
+		stop()
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		s.cli.Revoke(rctx, g.ID) // deletes the queue key if the acquisition did not
+	}
+	// Keeping the key (not re-creating it) keeps the place of a waiter that queued before.
+	if _, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(s.queueKey(group, id)), "=", 0)).
+		Then(clientv3.OpPut(s.queueKey(group, id), id, clientv3.WithLease(g.ID))).Commit(); err != nil {
+		leave()
+		return nil, fmt.Errorf("locksmith: group %q: queue for a slot: %w", group, err)
+	}
+	ka, err := s.cli.KeepAlive(kctx, g.ID)
+	if err != nil {
+		leave()
+		return nil, fmt.Errorf("locksmith: group %q: keep the queue lease alive: %w", group, err)
+	}
+	go func() {
+		for range ka { // drain: the client needs its keep-alive responses read
+		}
+	}()
+	return leave, nil
 }
 
 func (s *Store) tryLock(ctx context.Context, group string, h Holder) (Lock, State, error) {
@@ -205,7 +277,11 @@ func (s *Store) attempt(ctx context.Context, st State, h Holder, ls *leases) (lk
 		}
 		put = clientv3.OpPut(key, mustJSON(val), opts...)
 	}
-	resp, err := s.cli.Txn(ctx).If(cmps...).Then(put).Commit()
+	ops := []clientv3.Op{put}
+	if !plan.Relock {
+		ops = append(ops, clientv3.OpDelete(s.queueKey(group, h.ID))) // leave the queue in the same step
+	}
+	resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
 	if errors.Is(err, rpctypes.ErrLeaseNotFound) {
 		// The lease kept from an earlier attempt expired meanwhile: grant a new one and retry.
 		ls.id = 0
@@ -226,15 +302,17 @@ func (s *Store) attempt(ctx context.Context, st State, h Holder, ls *leases) (lk
 }
 
 // leases keeps the lease granted for one acquisition across transaction retries, so a lost race
-// does not leak a lease per attempt.
+// does not cost a lease per attempt. A lease is reused only while young: the TTL runs from the
+// grant, so a slot put on an old lease would expire early.
 type leases struct {
-	id   clientv3.LeaseID
-	ttl  int64
-	used bool
+	id      clientv3.LeaseID
+	ttl     int64
+	granted time.Time // monotonic; etcd times leases in real time
+	used    bool
 }
 
 func (l *leases) get(ctx context.Context, cli *clientv3.Client, ttl int64) (clientv3.LeaseID, error) {
-	if l.id != 0 && l.ttl == ttl {
+	if l.id != 0 && l.ttl == ttl && time.Since(l.granted) < time.Duration(ttl)*time.Second/10 {
 		return l.id, nil
 	}
 	l.revokeUnused(ctx, cli)
@@ -242,7 +320,7 @@ func (l *leases) get(ctx context.Context, cli *clientv3.Client, ttl int64) (clie
 	if err != nil {
 		return 0, err
 	}
-	l.id, l.ttl = g.ID, ttl
+	l.id, l.ttl, l.granted = g.ID, ttl, time.Now()
 	return l.id, nil
 }
 
@@ -276,23 +354,91 @@ func mustJSON(v any) string {
 	return string(b)
 }
 
-// waitFree blocks until a slot of group is deleted or its config changes after revision rev.
-// It returns nil also when the watch breaks (compaction, leader loss), so the caller re-reads.
-func (s *Store) waitFree(ctx context.Context, group string, rev int64) error {
+var errWatchBroken = errors.New("watch broken")
+
+// groupWatch is a watch on a group's keys, kept across the retries of one Lock call.
+type groupWatch struct {
+	ch                   clientv3.WatchChan
+	cancel               context.CancelFunc
+	cfgKey, slots, queue string
+}
+
+// watchGroup starts watching group's keys from the next revision and returns once etcd has
+// registered the watch.
+func (s *Store) watchGroup(ctx context.Context, group string) (*groupWatch, error) {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-	defer cancel()
-	cfgKey := s.configKey(group)
-	for resp := range s.cli.Watch(wctx, s.groupPrefix(group), clientv3.WithPrefix(), clientv3.WithRev(rev+1)) {
-		if resp.Canceled || resp.Err() != nil {
-			return ctx.Err() // nil unless the caller gave up: re-read
+	w := &groupWatch{ch: s.cli.Watch(wctx, s.groupPrefix(group), clientv3.WithPrefix(), clientv3.WithCreatedNotify()),
+		cancel: cancel, cfgKey: s.configKey(group), slots: s.slotsPrefix(group), queue: s.queuePrefix(group)}
+	select {
+	case resp, ok := <-w.ch:
+		if ok && resp.Created && resp.Err() == nil {
+			return w, nil
 		}
-		for _, ev := range resp.Events {
-			if ev.Type == clientv3.EventTypeDelete || string(ev.Kv.Key) == cfgKey {
+		cancel()
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		err := fmt.Errorf("watch closed")
+		if ok && resp.Err() != nil {
+			err = resp.Err()
+		}
+		return nil, fmt.Errorf("locksmith: group %q: watch for free slots: %w", group, err)
+	case <-ctx.Done():
+		cancel()
+		return nil, ctx.Err()
+	}
+}
+
+func (w *groupWatch) close() { w.cancel() }
+
+// waitFree blocks until, after the state st was read, the group may have a slot for id: it
+// follows the watch's events (slots freed or taken, waiters ahead leaving, max changing) and
+// returns once holders plus waiters ahead of id are under max again. So a release wakes only
+// the waiters it can admit, not the whole queue. errWatchBroken means the watch ended (leader
+// loss): start a new one.
+func (w *groupWatch) waitFree(ctx context.Context, st State, id string) error {
+	maxHolders, holders, ahead := st.Config.Max, len(st.Slots), st.Ahead(id)
+	before := map[string]bool{}
+	for _, q := range st.Queue[:ahead] {
+		before[w.queue+url.PathEscape(q.ID)] = true
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case resp, ok := <-w.ch:
+			if !ok || resp.Canceled || resp.Err() != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				return errWatchBroken
+			}
+			for _, ev := range resp.Events {
+				if ev.Kv.ModRevision <= st.Revision {
+					continue
+				}
+				k := string(ev.Kv.Key)
+				switch {
+				case k == w.cfgKey:
+					var c GroupConfig
+					if ev.Type == clientv3.EventTypeDelete || decode(ev.Kv.Value, &c) != nil {
+						return nil // re-read to know
+					}
+					maxHolders = c.Max
+				case strings.HasPrefix(k, w.slots) && ev.Type == clientv3.EventTypeDelete:
+					holders--
+				case strings.HasPrefix(k, w.slots) && ev.IsCreate():
+					holders++
+				case before[k] && ev.Type == clientv3.EventTypeDelete:
+					delete(before, k)
+					ahead--
+				}
+			}
+			if holders+ahead < maxHolders {
 				return nil
 			}
 		}
 	}
-	return ctx.Err()
 }
 
 // Release gives up the slot of lk. It fails with ErrLost if the slot is no longer lk's tenure

@@ -289,3 +289,75 @@ func TestUnreachable(t *testing.T) {
 		t.Fatalf("lock with etcd down: %v, want a deadline error", err)
 	}
 }
+
+// Waiters get slots in the order they queued; callers that do not queue come after them, and a
+// waiter that gives up leaves the queue.
+func TestQueueIsFirstComeFirstServed(t *testing.T) {
+	s, _ := newStore(t)
+	ctx := t.Context()
+	a, err := s.TryLock(ctx, "g", holder("a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitQueued := func(n int) locksmith.State {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			st, err := s.State(ctx, "g")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(st.Queue) == n {
+				return st
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("queue %+v, want %d waiters", st.Queue, n)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	got := make(chan locksmith.Lock, 3)
+	lock := func(ctx context.Context, id string) {
+		go func() {
+			lk, err := s.Lock(ctx, "g", holder(id))
+			if err == nil {
+				got <- lk
+			}
+		}()
+	}
+	quitter, quit := context.WithCancel(ctx)
+	lock(quitter, "q")
+	waitQueued(1)
+	lock(ctx, "b")
+	waitQueued(2)
+	lock(ctx, "c")
+	st := waitQueued(3)
+	if st.Queue[0].ID != "q" || st.Queue[1].ID != "b" || st.Queue[2].ID != "c" {
+		t.Fatalf("queue order %+v", st.Queue)
+	}
+	quit()
+	waitQueued(2)
+
+	if err := s.Release(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.TryLock(ctx, "g", holder("latecomer")); !errors.Is(err, locksmith.ErrFull) {
+		t.Fatalf("a caller that did not queue jumped the queue: %v", err)
+	}
+	for _, want := range []string{"b", "c"} {
+		select {
+		case lk := <-got:
+			if lk.Slot.Holder.ID != want {
+				t.Fatalf("%s got the slot, want %s", lk.Slot.Holder.ID, want)
+			}
+			if err := s.Release(ctx, lk); err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%s never got the slot", want)
+		}
+	}
+	if st := waitQueued(0); len(st.Slots) != 0 {
+		t.Fatalf("left over: %+v", st)
+	}
+}

@@ -14,7 +14,9 @@
 //
 // id is 1..256 printable characters without spaces, case-sensitive. group matches
 // ^[a-zA-Z0-9.-]+$ and is at most 128 bytes; it names the same semaphore group locksmithd and
-// locksmithctl use, so FleetLock clients and locksmithd hosts can share one group.
+// locksmithctl use, so FleetLock clients and locksmithd hosts can share one group. FleetLock
+// clients ask again rather than wait in the semaphore's queue, so a free slot goes to hosts
+// queued by locksmithd first.
 //
 // Success is 200 with an empty body. A failure is a 4xx or 5xx with the JSON body
 // {"kind": "...", "value": "..."}; kind is one of a fixed set (clients use it as a metrics
