@@ -380,3 +380,40 @@ func TestManifestLengthOverflow(t *testing.T) {
 		t.Fatalf("got %v, want length-overflow", err)
 	}
 }
+
+// TestSignGrowsEnvelopeArea signs a payload built with a small envelope area until the envelope
+// no longer fits; Sign then moves the data behind a larger area and the file still verifies.
+func TestSignGrowsEnvelopeArea(t *testing.T) {
+	dir := t.TempDir()
+	o := payloadtest.Options("1")
+	o.EnvelopeArea = 4096
+	p := filepath.Join(dir, "p.tsp")
+	img := payloadtest.Image(256<<10, 3)
+	payloadtest.BuildBytes(t, img, p, o)
+	var keys []*payloadtest.Key
+	for range 20 {
+		k := payloadtest.NewKey(t, "")
+		keys = append(keys, k)
+		payloadtest.Sign(t, p, k)
+	}
+	b, _ := os.ReadFile(p)
+	f, err := payload.Open(bytes.NewReader(b), int64(len(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.EnvelopeArea() <= 4096 || len(f.KeyIDs()) != 20 {
+		t.Fatalf("area %d, %d signatures", f.EnvelopeArea(), len(f.KeyIDs()))
+	}
+	m, err := f.Verify(payloadtest.TrustRoot(t, 3, 0, keys[0], keys[10], keys[19]), payload.Expect{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slot := newMemSlot(len(img))
+	if _, err := payload.Install(t.Context(), payload.FromFile(bytes.NewReader(b), int64(len(b))),
+		payload.Target{Slot: slot, Size: m.ImageSize}, payload.InstallOptions{Trust: payloadtest.TrustRoot(t, 1, 0, keys[5])}); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(slot.b, img) {
+		t.Fatal("installed image differs")
+	}
+}
