@@ -117,6 +117,7 @@ type Daemon struct {
 	upd     dbusapi.Status
 	boot    dbusapi.BootStatus
 	changed chan struct{} // closed and replaced when upd or boot changes
+	signals int           // signals applied so far
 	lost    chan struct{} // closed when the agent's signals stop
 
 	stMu     sync.Mutex
@@ -236,31 +237,52 @@ func (d *Daemon) exit(ctx context.Context, err error) error {
 	return err
 }
 
-// connect subscribes to the agent, then reads its state, retrying until it answers.
+// connect subscribes to the agent, then reads its state, retrying until it answers. Signals
+// are applied as they come from the moment of subscribing; a read is kept only if no signal
+// arrived while it was in flight (else it might be older than the signal), and retried.
 func (d *Daemon) connect(ctx context.Context) error {
 	for {
 		sig, err := d.deps.Updated.Subscribe(ctx)
 		if err == nil {
-			var st dbusapi.Status
-			var boot dbusapi.BootStatus
-			opCtx, cancel := context.WithTimeout(ctx, d.cfg.OpTimeout)
-			st, err = d.deps.Updated.GetStatus(opCtx)
-			if err == nil {
-				boot, err = d.deps.Updated.GetBootStatus(opCtx)
-			}
-			cancel()
-			if err == nil {
-				d.mu.Lock()
+			go d.pump(ctx, sig)
+			break
+		}
+		if err := d.backoff(ctx, StateStarting, "cannot subscribe to the update agent's signals", err); err != nil {
+			return err
+		}
+	}
+	for {
+		d.mu.Lock()
+		seen := d.signals
+		d.mu.Unlock()
+		opCtx, cancel := context.WithTimeout(ctx, d.cfg.OpTimeout)
+		st, err := d.deps.Updated.GetStatus(opCtx)
+		var boot dbusapi.BootStatus
+		if err == nil {
+			boot, err = d.deps.Updated.GetBootStatus(opCtx)
+		}
+		cancel()
+		if err == nil {
+			d.mu.Lock()
+			fresh := d.signals == seen
+			if fresh {
 				d.upd, d.boot = st, boot
-				d.mu.Unlock()
-				go d.pump(ctx, sig)
-				d.retries = 0
-				d.log.Info("following the update agent", "operation", st.CurrentOperation, "boot", boot.State, "booted_version", boot.BootedVersion)
-				if d.cfg.Strategy == updateconf.StrategyOff {
-					d.publish(StateDisabled, "strategy off: never rebooting", nil)
-				}
-				return nil
 			}
+			d.mu.Unlock()
+			if !fresh {
+				continue
+			}
+			d.retries = 0
+			d.log.Info("following the update agent", "operation", st.CurrentOperation, "boot", boot.State, "booted_version", boot.BootedVersion)
+			if d.cfg.Strategy == updateconf.StrategyOff {
+				d.publish(StateDisabled, "strategy off: never rebooting", nil)
+			}
+			return nil
+		}
+		select {
+		case <-d.lost:
+			return errLost
+		default:
 		}
 		if err := d.backoff(ctx, StateStarting, "update agent not reachable over D-Bus", err); err != nil {
 			return err
@@ -286,6 +308,7 @@ func (d *Daemon) pump(ctx context.Context, sig <-chan dbusapi.Signal) {
 		if s.Boot != nil {
 			d.boot = *s.Boot
 		}
+		d.signals++
 		close(d.changed)
 		d.changed = make(chan struct{})
 		d.mu.Unlock()

@@ -350,6 +350,23 @@ func TestEtcdUnreachable(t *testing.T) {
 	h.noReboot()
 }
 
+func TestEtcdDiesWhileWaiting(t *testing.T) {
+	h := newHarness(t, dbustest.NeedReboot("2.0"), dbustest.Boot(daemon.BootSteady, "1.0"))
+	if _, err := h.store.TryLock(t.Context(), "default", locksmith.Holder{ID: "other"}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := h.config("boot-1")
+	r := h.start(cfg, h.deps(h.store))
+	waitState(t, r.d, daemon.StateWaitingSlot)
+	h.etcd.Stop()
+	h.clock.Advance(cfg.RetryMax) // the next liveness probe of etcd
+	st := waitState(t, r.d, daemon.StateEtcdUnavailable)
+	if st.Holding || !strings.Contains(st.Detail, "not rebooting") {
+		t.Fatalf("status %+v", st)
+	}
+	h.noReboot()
+}
+
 func TestKilledWhileHolding(t *testing.T) {
 	h := newHarness(t, dbustest.NeedReboot("2.0"), dbustest.Boot(daemon.BootSteady, "1.0"))
 	deps := h.deps(h.store)

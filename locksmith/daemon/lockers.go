@@ -33,7 +33,8 @@ type locker interface {
 func (d *Daemon) newLocker() locker {
 	switch d.cfg.Strategy {
 	case updateconf.StrategyEtcdLock:
-		return &etcdLocker{store: d.deps.Store, group: d.cfg.Group, id: d.cfg.MachineID}
+		return &etcdLocker{store: d.deps.Store, group: d.cfg.Group, id: d.cfg.MachineID,
+			clock: d.deps.Clock, opTimeout: d.cfg.OpTimeout, probe: d.cfg.RetryMax}
 	case updateconf.StrategyFleetLock:
 		return &fleetLocker{c: d.deps.FleetLock, record: filepath.Join(d.cfg.StateDir, "fleetlock.json"), clock: d.deps.Clock, poll: d.cfg.FleetLockPoll}
 	}
@@ -57,21 +58,58 @@ func (noLocker) describe() string { return "none (strategy reboot)" }
 type etcdLocker struct {
 	store     *locksmith.Store
 	group, id string
-	lk        *locksmith.Lock
+	clock     Clock
+	opTimeout time.Duration
+	// probe is how often etcd is checked while waiting on the watch: a watch on an unreachable
+	// etcd is silent, and the status must not say "waiting for a slot" then.
+	probe time.Duration
+	lk    *locksmith.Lock
 }
 
 func (e *etcdLocker) acquire(ctx context.Context, h locksmith.Holder, waiting func(string)) error {
-	lk, err := e.store.TryLock(ctx, e.group, h)
+	tctx, cancel := context.WithTimeout(ctx, e.opTimeout)
+	lk, err := e.store.TryLock(tctx, e.group, h)
+	cancel()
 	var full *locksmith.FullError
 	if errors.As(err, &full) {
-		waiting(fmt.Sprintf("waiting for a reboot slot: all %d taken by %s", full.Max, strings.Join(full.Holders, ", ")))
-		lk, err = e.store.Lock(ctx, e.group, h)
+		probe := e.clock.After(e.probe) // armed before the status says so
+		waiting(fmt.Sprintf("waiting for a reboot slot: %s", strings.TrimPrefix(full.Error(), "locksmith: ")))
+		lk, err = e.lockProbing(ctx, h, probe)
 	}
 	if err != nil {
 		return err
 	}
 	e.lk = &lk
 	return nil
+}
+
+// lockProbing waits in Store.Lock, reading the group every probe interval to notice an etcd
+// that stopped answering.
+func (e *etcdLocker) lockProbing(ctx context.Context, h locksmith.Holder, probe <-chan time.Time) (locksmith.Lock, error) {
+	lctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go func() {
+		for {
+			select {
+			case <-lctx.Done():
+				return
+			case <-probe:
+			}
+			probe = e.clock.After(e.probe)
+			pctx, pcancel := context.WithTimeout(lctx, e.opTimeout)
+			_, err := e.store.State(pctx, e.group)
+			pcancel()
+			if err != nil && lctx.Err() == nil {
+				cancel(err)
+				return
+			}
+		}
+	}()
+	lk, err := e.store.Lock(lctx, e.group, h)
+	if cause := context.Cause(lctx); err != nil && ctx.Err() == nil && cause != nil && !errors.Is(cause, context.Canceled) {
+		return lk, cause
+	}
+	return lk, err
 }
 
 func (e *etcdLocker) markRebooting(ctx context.Context, h locksmith.Holder) error {
