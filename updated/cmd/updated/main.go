@@ -1,0 +1,17 @@
+// Command updated is twinslot's host update agent (see package updated and updated/daemon).
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/twinslot/twinslot/updated/daemon"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(daemon.Main(ctx, os.Args[1:], os.Environ(), os.Stderr))
+}

@@ -1,0 +1,204 @@
+// Package daemon wires the update agent to a real host: flags, logging (journald when present),
+// the machine and boot ids, the disk of the booted /usr, D-Bus (API, systemd probe, logind
+// reboot), the TPM and sd_notify. updated's main is a call to Main; tests and benchmarks run
+// the built binary with --root pointing at a directory that stands in for the host's "/".
+package daemon
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	sdbus "github.com/coreos/go-systemd/v22/dbus"
+	sddaemon "github.com/coreos/go-systemd/v22/daemon"
+	"github.com/coreos/go-systemd/v22/journal"
+	"github.com/godbus/dbus/v5"
+	"github.com/google/go-tpm/tpm2/transport"
+	"github.com/google/go-tpm/tpm2/transport/linuxtpm"
+	"github.com/google/go-tpm/tpm2/transport/linuxudstpm"
+
+	"github.com/twinslot/twinslot/omaha"
+	"github.com/twinslot/twinslot/updated"
+	"github.com/twinslot/twinslot/updated/internal/sysd"
+	"github.com/twinslot/twinslot/updated/updateconf"
+)
+
+const usage = `Usage: updated [flags]
+
+updated is twinslot's host update agent: it checks the Omaha server named in update.conf,
+installs signed /usr payloads into the inactive slot, proves a new boot healthy before
+committing it, rolls back when it is not, and serves com.coreos.update1 on D-Bus.
+
+Flags:
+`
+
+// Main runs the daemon until ctx ends and returns the exit status. environ overrides
+// update.conf keys as systemd's Environment= would (main passes os.Environ()).
+func Main(ctx context.Context, args, environ []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("updated", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
+	config := fs.String("config", "", "update.conf to read (default: /etc/twinslot/update.conf, then /usr/share/twinslot/update.conf)")
+	disk := fs.String("disk", "", "disk holding the /usr slots (default: the disk of the booted /usr)")
+	root := fs.String("root", "/", "the host's root directory: proc/cmdline, etc/machine-id and usr/lib/os-release are read below it")
+	stateDir := fs.String("state-dir", "/var/lib/twinslot", "state directory")
+	etc := fs.String("etc", "/etc/twinslot", "directory of the admin's trust.json and health.d/")
+	busFlag := fs.String("bus", "system", `D-Bus: "system", "none", or a bus address (unix:path=…)`)
+	tpmFlag := fs.String("tpm", "auto", `TPM: "auto" (/dev/tpmrm0 if present), "none", a device path, or unix:SOCKET (swtpm)`)
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	logStderr := fs.Bool("log-stderr", false, "log to stderr even when the journal is available")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "updated: unexpected arguments %q\n", fs.Args())
+		return 2
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		fmt.Fprintf(stderr, "updated: --log-level: %v\n", err)
+		return 2
+	}
+	var handler slog.Handler = slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})
+	if !*logStderr && journal.Enabled() {
+		handler = sysd.NewJournalHandler(level)
+	}
+	log := slog.New(handler)
+	if err := run(ctx, log, options{config: *config, disk: *disk, root: *root, stateDir: *stateDir, etc: *etc,
+		bus: *busFlag, tpm: *tpmFlag, environ: environ}); err != nil {
+		log.Error("updated stopped", "error", err)
+		return 1
+	}
+	return 0
+}
+
+type options struct {
+	config, disk, root, stateDir, etc, bus, tpm string
+	environ                                     []string
+}
+
+func run(ctx context.Context, log *slog.Logger, o options) error {
+	rootFS := os.DirFS(o.root)
+	machineID, err := readID(rootFS, "etc/machine-id")
+	if err != nil {
+		return err
+	}
+	if err := omaha.CheckMachineID(machineID); err != nil {
+		return fmt.Errorf("/etc/machine-id: %w", err)
+	}
+	bootID, err := readID(rootFS, "proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return err
+	}
+	paths := updated.Paths{
+		StateDir: o.stateDir, Environ: o.environ, HealthDir: filepath.Join(o.etc, "health.d"),
+		TrustRoots: []string{filepath.Join(o.etc, "trust.json"), filepath.Join(o.root, "usr/share/twinslot/trust.json")},
+	}
+	if o.config != "" {
+		paths.Config = []string{o.config}
+	} else {
+		for _, p := range updateconf.DefaultPaths() {
+			paths.Config = append(paths.Config, filepath.Join(o.root, p))
+		}
+	}
+	host := updated.Host{
+		Disk: updated.SystemDisk{Root: rootFS, Path: o.disk}, Boot: updated.SystemDisk{Root: rootFS, Path: o.disk},
+		MachineID: machineID, BootID: bootID, Paths: paths,
+		Notify: func(s string) error { _, err := sddaemon.SdNotify(false, s); return err },
+		Reboot: noReboot{},
+	}
+	cfg := updated.Config{Logger: log}
+	if wd, err := sddaemon.SdWatchdogEnabled(false); err == nil {
+		cfg.Watchdog = wd
+	}
+
+	if o.bus != "none" {
+		dial := func() (*dbus.Conn, error) {
+			if o.bus == "system" {
+				return dbus.ConnectSystemBus()
+			}
+			return dbus.Connect(o.bus)
+		}
+		conn, err := dial()
+		if err != nil {
+			return fmt.Errorf("connect to D-Bus (%s): %w; use --bus none to run without it", o.bus, err)
+		}
+		defer conn.Close()
+		cfg.Bus = conn
+		host.Reboot = sysd.Logind{Conn: conn}
+		sd, err := sdbus.NewConnection(dial)
+		if err != nil {
+			return fmt.Errorf("connect to systemd over D-Bus: %w", err)
+		}
+		defer sd.Close()
+		host.System = sysd.Systemd{Conn: sd}
+	} else {
+		log.Warn("running without D-Bus: no com.coreos.update1 API, no systemd health check, no reboot after a failed health gate")
+	}
+
+	tpm, err := openTPM(o.tpm)
+	if err != nil {
+		return err
+	}
+	if tpm != nil {
+		defer tpm.Close()
+		host.TPM = tpm
+	}
+	a, err := updated.New(host, cfg)
+	if err != nil {
+		return err
+	}
+	return a.Run(ctx)
+}
+
+func readID(root fs.FS, name string) (string, error) {
+	b, err := fs.ReadFile(root, name)
+	if err != nil {
+		return "", fmt.Errorf("read /%s: %w", name, err)
+	}
+	id := strings.TrimSpace(string(b))
+	if id == "" || len(id) > 64 {
+		return "", fmt.Errorf("/%s holds no id", name)
+	}
+	return id, nil
+}
+
+func openTPM(spec string) (transport.TPMCloser, error) {
+	switch {
+	case spec == "none":
+		return nil, nil
+	case spec == "auto":
+		if _, err := os.Stat("/dev/tpmrm0"); err != nil {
+			return nil, nil
+		}
+		spec = "/dev/tpmrm0"
+	case strings.HasPrefix(spec, "unix:"):
+		t, err := linuxudstpm.Open(strings.TrimPrefix(spec, "unix:"))
+		if err != nil {
+			return nil, fmt.Errorf("open TPM socket %s: %w", spec, err)
+		}
+		return t, nil
+	}
+	t, err := linuxtpm.Open(spec)
+	if err != nil {
+		return nil, fmt.Errorf("open TPM %s: %w (use --tpm none to keep the floor in a file)", spec, err)
+	}
+	return t, nil
+}
+
+// noReboot is the reboot action without D-Bus.
+type noReboot struct{}
+
+func (noReboot) Reboot(context.Context) error {
+	return errors.New("cannot reboot: updated runs without D-Bus (--bus none); reboot the host by hand")
+}

@@ -1,0 +1,160 @@
+package daemon_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twinslot/twinslot/omaha/omahatest"
+	"github.com/twinslot/twinslot/payload"
+	"github.com/twinslot/twinslot/payload/payloadtest"
+	"github.com/twinslot/twinslot/testimages"
+	"github.com/twinslot/twinslot/updated"
+	"github.com/twinslot/twinslot/updated/daemon"
+	"github.com/twinslot/twinslot/updated/dbusapi"
+	"github.com/twinslot/twinslot/updated/internal/dbustest"
+)
+
+// fakeRoot makes a directory that stands in for a host's "/" booted from diskPath's last
+// testimages.Boot: proc/cmdline, usr/lib/os-release, etc/machine-id, the boot id.
+func fakeRoot(t testing.TB, diskPath string, rel testimages.Release, machineID string) string {
+	t.Helper()
+	root := t.TempDir()
+	cmdline, err := os.ReadFile(testimages.CmdlinePath(diskPath))
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := map[string]string{
+		"proc/cmdline":                   string(cmdline),
+		"proc/sys/kernel/random/boot_id": "3c2a5e7e-5b8e-4d7a-9f51-1b2c3d4e5f60\n",
+		"etc/machine-id":                 machineID + "\n",
+		"usr/lib/os-release":             fmt.Sprintf("ID=%s\nVERSION=%s\nBOARD=%s\n", rel.ID, rel.Version, rel.Board),
+	}
+	for p, c := range files {
+		os.MkdirAll(filepath.Join(root, filepath.Dir(p)), 0o755)
+		if err := os.WriteFile(filepath.Join(root, p), []byte(c), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return root
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncBuffer) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// TestDaemon runs the daemon in-process on a test disk with a fake root, against the real update
+// server and a private D-Bus, until the update is installed, and checks it over D-Bus.
+func TestDaemon(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	disk := filepath.Join(dir, "disk.img")
+	usr1, usr2 := filepath.Join(dir, "usr1.img"), filepath.Join(dir, "usr2.img")
+	size := testimages.SlotSize(testimages.MinDiskSize)
+	if err := testimages.BuildUsr(ctx, usr1, testimages.UsrOptions{Version: "1.0.0", Size: size}); err != nil {
+		t.Fatal(err)
+	}
+	if err := testimages.BuildDisk(ctx, disk, testimages.DiskOptions{Usr: usr1, Size: testimages.MinDiskSize}); err != nil {
+		t.Fatal(err)
+	}
+	if err := testimages.BuildUsr(ctx, usr2, testimages.UsrOptions{Version: "2.0.0", Base: usr1, Change: 0.05}); err != nil {
+		t.Fatal(err)
+	}
+	_, rel, err := testimages.Boot(disk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := omahatest.New(t)
+	key := payloadtest.NewKey(t, "")
+	trust := payloadtest.TrustRoot(t, 1, 0, key)
+	srv.CreateApp(t, payload.DefaultAppID, trust)
+	p := filepath.Join(dir, "2.0.0.tsp")
+	payloadtest.BuildFile(t, usr2, p, payloadtest.Options("2.0.0"), key)
+	srv.Publish(t, "stable", p)
+
+	machineID := omahatest.NewMachineID()
+	root := fakeRoot(t, disk, rel, machineID)
+	etc := filepath.Join(dir, "etc")
+	os.MkdirAll(etc, 0o755)
+	payloadtest.WriteTrustRoot(t, etc, trust)
+	conf := filepath.Join(etc, "update.conf")
+	os.WriteFile(conf, []byte("SERVER="+srv.UpdateURL+"\n"), 0o644)
+	bus := dbustest.New(t)
+
+	var stderr syncBuffer
+	dctx, cancel := context.WithCancel(ctx)
+	done := make(chan int, 1)
+	go func() {
+		done <- daemon.Main(dctx, []string{"--root", root, "--disk", disk, "--state-dir", filepath.Join(dir, "state"),
+			"--etc", etc, "--config", conf, "--bus", bus.Addr, "--tpm", "none", "--log-level", "debug"}, nil, &stderr)
+	}()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	c := dbusapi.NewClient(bus.Conn(t))
+	deadline := time.Now().Add(2 * time.Minute)
+	var st dbusapi.Status
+	for st.CurrentOperation == "" && time.Now().Before(deadline) {
+		st, _ = c.GetStatus(ctx)
+		time.Sleep(20 * time.Millisecond)
+	}
+	sub, err := c.Subscribe(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	if err := c.AttemptUpdate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wctx, wcancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer wcancel()
+	for st.CurrentOperation != dbusapi.OpUpdatedNeedReboot {
+		s, err := sub.Next(wctx)
+		if err != nil {
+			t.Fatalf("waiting for UPDATED_NEED_REBOOT (last %+v): %v\n%s", st, err, stderr.String())
+		}
+		if s.Status != nil {
+			st = *s.Status
+		}
+	}
+	bs, err := c.GetBootStatus(ctx)
+	if err != nil || bs != (dbusapi.BootStatus{State: "steady", BootedVersion: "1.0.0", Slot: "USR-A"}) {
+		t.Fatalf("boot status %+v, %v", bs, err)
+	}
+	cancel()
+	if code := <-done; code != 0 {
+		t.Fatalf("exit status %d\n%s", code, stderr.String())
+	}
+	done <- 0
+	rec, err := updated.LoadRecord(filepath.Join(dir, "state", updated.StateFile))
+	if err != nil || rec.State != updated.UpdatedNeedReboot || rec.Attempt.TargetSlot != "USR-B" {
+		t.Fatalf("state file: %s %+v %v", rec.State, rec.Attempt, err)
+	}
+	if !strings.Contains(stderr.String(), "the new slot boots next") {
+		t.Fatalf("log lacks the install:\n%s", stderr.String())
+	}
+}
+
+func TestUsage(t *testing.T) {
+	var out bytes.Buffer
+	for args, want := range map[string]int{"--help": 0, "--bogus": 2, "extra": 2, "--log-level=loud": 2} {
+		out.Reset()
+		if code := daemon.Main(t.Context(), []string{args}, nil, &out); code != want {
+			t.Errorf("updated %s: exit %d, want %d (%s)", args, code, want, out.String())
+		}
+	}
+	if code := daemon.Main(t.Context(), []string{"--root", t.TempDir(), "--bus", "none"}, nil, &out); code != 1 || !strings.Contains(out.String(), "machine-id") {
+		t.Errorf("a root without machine-id: exit %d: %s", code, out.String())
+	}
+}
