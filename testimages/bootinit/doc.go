@@ -8,7 +8,8 @@
 //
 //  1. Mount proc, sysfs and devtmpfs; load the kernel modules packed into the initramfs as
 //     lib/modules/NN-name.ko, in file-name order (the harness numbers them so that
-//     dependencies come first); a module that is already loaded is fine.
+//     dependencies come first); one already loaded is fine, and one that fails (a soft
+//     dependency the CPU cannot use) is logged and named in the error if no disk appears.
 //  2. Wait (DiskWait) for a block device under /sys/block whose GPT has /usr slots.
 //  3. Choose the slot exactly as GRUB gptprio.next does: partition.Disk.NextBoot, which
 //     decrements tries and writes the table (backup first) before the slot is used.

@@ -85,11 +85,15 @@ func (in *Init) Boot(ctx context.Context) (res Result) {
 		res.Error = err.Error()
 		return res
 	}
-	if err := in.loadModules(log); err != nil {
+	failed, err := in.loadModules(log)
+	if err != nil {
 		return fail(err)
 	}
 	disk, name, err := in.findDisk(ctx, log)
 	if err != nil {
+		if len(failed) > 0 {
+			err = fmt.Errorf("%w; modules that failed to load: %s", err, strings.Join(failed, "; "))
+		}
 		return fail(err)
 	}
 	defer disk.Close()
@@ -126,26 +130,30 @@ func (in *Init) Boot(ctx context.Context) (res Result) {
 	return res
 }
 
-// loadModules loads lib/modules/*.ko in name order.
-func (in *Init) loadModules(log *slog.Logger) error {
+// loadModules loads lib/modules/*.ko in name order. Like modprobe with a soft dependency, a
+// module that fails to load (say crc32c_intel on a CPU without SSE4.2) does not stop the
+// others; the failures are returned for the error report in case the disk never shows up.
+func (in *Init) loadModules(log *slog.Logger) (failed []string, err error) {
 	dir := filepath.Join(in.Root, ModulesDir)
 	ents, err := os.ReadDir(dir)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil // everything needed is built into the kernel
+		return nil, nil // everything needed is built into the kernel
 	}
 	if err != nil {
-		return fmt.Errorf("list modules: %w", err)
+		return nil, fmt.Errorf("list modules: %w", err)
 	}
 	for _, e := range ents { // os.ReadDir sorts by name
 		if !strings.HasSuffix(e.Name(), ".ko") {
 			continue
 		}
 		if err := in.Sys.LoadModule(filepath.Join(dir, e.Name())); err != nil {
-			return err
+			log.Warn("module did not load", "file", e.Name(), "err", err)
+			failed = append(failed, err.Error())
+			continue
 		}
 		log.Info("loaded module", "file", e.Name())
 	}
-	return nil
+	return failed, nil
 }
 
 // findDisk waits for a block device with /usr slots and opens it read-write.

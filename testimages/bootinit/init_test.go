@@ -158,13 +158,14 @@ func TestBootFailures(t *testing.T) {
 		health string // in Result.Health
 	}{
 		{
-			name: "module does not load",
+			name: "module does not load and no disk appears",
 			setup: func(t *testing.T, root string, f *fakeSystem) {
 				os.MkdirAll(filepath.Join(root, ModulesDir), 0o755)
 				os.WriteFile(filepath.Join(root, ModulesDir, "00-virtio_blk.ko"), []byte("\x7fELF"), 0o644)
+				os.RemoveAll(filepath.Join(root, "sys/block/vda"))
 				f.loadErr = errors.New("exec format error")
 			},
-			want: "exec format error",
+			want: "no disk with /usr slots appeared within 200ms (block devices: [vdb]); is the disk attached (virtio) and its driver built in or packed as a module?; modules that failed to load: exec format error",
 		},
 		{
 			name:  "no disk appears",
@@ -250,6 +251,41 @@ func TestBootWalk(t *testing.T) {
 			t.Fatalf("%s: GPT %v, want USR-A %v USR-B %v", s.name, got, s.a, s.b)
 		}
 	}
+}
+
+// TestModules: modules load in file-name order, and one that fails does not stop the others
+// or the boot when the disk shows up anyway.
+func TestModules(t *testing.T) {
+	root, f := newRoot(t)
+	dir := filepath.Join(root, ModulesDir)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"02-virtio_blk.ko", "00-virtio_ring.ko", "01-crc32c_intel.ko", "README"} {
+		if err := os.WriteFile(filepath.Join(dir, n), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sys := &failingModule{fakeSystem: f, bad: "01-crc32c_intel.ko"}
+	res := (&Init{Root: root, Sys: sys, DiskWait: time.Second}).Boot(t.Context())
+	if res.Error != "" || !res.Committed {
+		t.Fatalf("result %+v", res)
+	}
+	if want := []string{"00-virtio_ring.ko", "02-virtio_blk.ko"}; fmt.Sprint(f.loaded) != fmt.Sprint(want) {
+		t.Fatalf("loaded %v, want %v", f.loaded, want)
+	}
+}
+
+type failingModule struct {
+	*fakeSystem
+	bad string
+}
+
+func (s *failingModule) LoadModule(p string) error {
+	if filepath.Base(p) == s.bad {
+		return errors.New("no such device")
+	}
+	return s.fakeSystem.LoadModule(p)
 }
 
 // TestRun: PID 1 mounts the kernel filesystems, prints exactly one result line and powers off.
