@@ -42,7 +42,9 @@ func buildImages(t *testing.T) images {
 		usr1 := filepath.Join(dir, "usr-1.0.0.img")
 		imgs = images{disk: filepath.Join(dir, "disk.img"), usr2: filepath.Join(dir, "usr-2.0.0.img"), usr2Broken: filepath.Join(dir, "usr-2.0.0-broken.img")}
 		for _, step := range []func() error{
-			func() error { return testimages.BuildUsr(ctx, usr1, testimages.UsrOptions{Version: "1.0.0", Size: size}) },
+			func() error {
+				return testimages.BuildUsr(ctx, usr1, testimages.UsrOptions{Version: "1.0.0", Size: size})
+			},
 			func() error {
 				return testimages.BuildDisk(ctx, imgs.disk, testimages.DiskOptions{Usr: usr1, Size: testimages.MinDiskSize})
 			},

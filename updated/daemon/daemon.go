@@ -16,8 +16,8 @@ import (
 	"path/filepath"
 	"strings"
 
-	sdbus "github.com/coreos/go-systemd/v22/dbus"
 	sddaemon "github.com/coreos/go-systemd/v22/daemon"
+	sdbus "github.com/coreos/go-systemd/v22/dbus"
 	"github.com/coreos/go-systemd/v22/journal"
 	"github.com/godbus/dbus/v5"
 	"github.com/google/go-tpm/tpm2/transport"
