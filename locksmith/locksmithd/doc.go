@@ -14,6 +14,9 @@
 //	                              and no system bus locksmithd is a FleetLock server alone
 //	--fleetlock-url URL           the server for REBOOT_STRATEGY=fleetlock
 //	--drain-command, --drain-timeout, --drain-failure   optional pre-reboot hook
+//	--metrics-listen ADDR         Prometheus /metrics: locksmith_slots_max, _holders, _queue_length,
+//	                              _holder_age_seconds, _holder_stale, _window_open, _state, _holding,
+//	                              _etcd_up, _fleetlock_requests_total
 //
 // The update channel GROUP of update.conf is not the reboot group: the reboot group is -group.
 package locksmithd

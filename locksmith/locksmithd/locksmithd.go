@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/godbus/dbus/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/twinslot/twinslot/locksmith"
 	"github.com/twinslot/twinslot/locksmith/daemon"
@@ -41,6 +43,7 @@ type options struct {
 	etcd            etcdflags.Flags
 	group, id       string
 	fleetlockListen string
+	metricsListen   string
 	fleetlockURL    string
 	configs         string
 	drainCommand    string
@@ -64,6 +67,7 @@ func Main(ctx context.Context, args, environ []string, stdin io.Reader, stdout, 
 	fs.StringVar(&o.group, "group", locksmith.DefaultGroup, "reboot group (etcd-lock and fleetlock)")
 	fs.StringVar(&o.id, "id", "", "machine id used as the holder id (default: the content of "+MachineIDPath+")")
 	fs.StringVar(&o.fleetlockListen, "fleetlock-listen", "", "serve the FleetLock protocol on this address (host:port) from the etcd semaphore")
+	fs.StringVar(&o.metricsListen, "metrics-listen", "", "serve Prometheus metrics on this address (host:port) at /metrics")
 	fs.StringVar(&o.fleetlockURL, "fleetlock-url", "", "FleetLock server for REBOOT_STRATEGY=fleetlock")
 	fs.StringVar(&o.configs, "config", strings.Join(updateconf.DefaultPaths(), ","), "update.conf files, comma-separated, first wins")
 	fs.StringVar(&o.drainCommand, "drain-command", "", "shell command run before rebooting (with the slot held), e.g. to drain a node")
@@ -183,30 +187,20 @@ func run(ctx context.Context, o options, environ []string, log *slog.Logger) err
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errs := make(chan error, 2)
+	errs := make(chan error, 3)
+	var requests *prometheus.CounterVec
 	if serve {
-		ln, err := net.Listen("tcp", o.fleetlockListen)
-		if err != nil {
-			return fmt.Errorf("--fleetlock-listen %s: %w", o.fleetlockListen, err)
+		requests = newFleetLockRequests()
+		h := promhttp.InstrumentHandlerCounter(requests, fleetlock.NewServer(store, log))
+		if err := serveHTTP(ctx, cancel, &wg, errs, o.fleetlockListen, h, "FleetLock", log); err != nil {
+			return err
 		}
-		srv := &http.Server{Handler: fleetlock.NewServer(store, log), ReadHeaderTimeout: 10 * time.Second,
-			ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second, MaxHeaderBytes: 16 << 10}
-		log.Info("serving FleetLock", "addr", ln.Addr().String())
-		wg.Add(2)
-		go func() {
-			defer wg.Done()
-			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-				errs <- fmt.Errorf("FleetLock server: %w", err)
-				cancel()
-			}
-		}()
-		go func() {
-			defer wg.Done()
-			<-ctx.Done()
-			sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			defer scancel()
-			srv.Shutdown(sctx)
-		}()
+	}
+	if o.metricsListen != "" {
+		c := &collector{store: store, group: o.group, windows: windows, d: d, ctx: ctx}
+		if err := serveHTTP(ctx, cancel, &wg, errs, o.metricsListen, metricsHandler(c, requests), "metrics", log); err != nil {
+			return err
+		}
 	}
 	if d != nil {
 		wg.Add(1)
@@ -221,6 +215,33 @@ func run(ctx context.Context, o options, environ []string, log *slog.Logger) err
 	wg.Wait()
 	close(errs)
 	return <-errs
+}
+
+// serveHTTP serves h on addr until ctx ends; a server failure cancels the whole daemon.
+func serveHTTP(ctx context.Context, cancel context.CancelFunc, wg *sync.WaitGroup, errs chan<- error, addr string, h http.Handler, name string, log *slog.Logger) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen for %s on %s: %w", name, addr, err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+		WriteTimeout: 30 * time.Second, MaxHeaderBytes: 16 << 10}
+	log.Info("serving "+name, "addr", ln.Addr().String())
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			errs <- fmt.Errorf("%s server: %w", name, err)
+			cancel()
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		<-ctx.Done()
+		sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer scancel()
+		srv.Shutdown(sctx)
+	}()
+	return nil
 }
 
 func splitList(s string) []string {

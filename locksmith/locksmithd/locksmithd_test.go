@@ -3,6 +3,7 @@ package locksmithd_test
 import (
 	"bytes"
 	"context"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -103,8 +104,9 @@ func TestFleetLockServerAlone(t *testing.T) {
 	e := etcdtest.New(t)
 	env := []string{"REBOOT_STRATEGY=off", "DBUS_SYSTEM_BUS_ADDRESS=unix:path=" + filepath.Join(t.TempDir(), "no-bus"),
 		"LOCKSMITHD_ENDPOINT=" + e.Endpoints[0]}
-	p := start(t, env, append(paths(t), "--fleetlock-listen", "127.0.0.1:0")...)
+	p := start(t, env, append(paths(t), "--fleetlock-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0")...)
 	addr := p.log.wait(t, regexp.MustCompile(`serving FleetLock" addr=(\S+)`))
+	metrics := p.log.wait(t, regexp.MustCompile(`serving metrics" addr=(\S+)`))
 	ctx := t.Context()
 	a := &fleetlock.Client{BaseURL: "http://" + addr, ID: "zincati-a", Group: "default", HTTP: &http.Client{Timeout: 30 * time.Second}}
 	b := &fleetlock.Client{BaseURL: "http://" + addr, ID: "zincati-b", Group: "default", HTTP: &http.Client{Timeout: 30 * time.Second}}
@@ -119,6 +121,20 @@ func TestFleetLockServerAlone(t *testing.T) {
 	}
 	if err := b.PreReboot(ctx); err != nil {
 		t.Fatal(err)
+	}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+metrics+"/metrics", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`locksmith_slots_max{group="default"} 1`, `locksmith_holders{group="default"} 1`,
+		`locksmith_holder_age_seconds{group="default",id="zincati-b",state="locked"}`, `locksmith_fleetlock_requests_total{code="409"} 1`,
+		`locksmith_etcd_up{group="default"} 1`, `locksmith_window_open 1`} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %s:\n%s", want, body)
+		}
 	}
 	if code := p.stop(t); code != 0 {
 		t.Fatalf("exit %d\n%s", code, p.log)
