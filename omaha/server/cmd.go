@@ -40,6 +40,30 @@ func dbFlag(fs *flag.FlagSet) *string {
 	return fs.String("db", "omahad.db", "database: a SQLite file path, or a postgres:// URL")
 }
 
+// withDB parses the flags of a maintenance command (which takes nargs arguments, described by
+// what), runs check (if not nil) so that a usage error touches nothing, then opens the database
+// and runs fn with it and the arguments.
+func withDB(ctx context.Context, fs *flag.FlagSet, dsn *string, args []string, nargs int, what string, check func() error, fn func(*store.DB, []string) error) error {
+	rest, err := cli.Parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := cli.NArgs(rest, nargs, nargs, what); err != nil {
+		return err
+	}
+	if check != nil {
+		if err := check(); err != nil {
+			return err
+		}
+	}
+	db, err := store.Open(ctx, *dsn)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	return fn(db, rest)
+}
+
 func serve(ctx context.Context, stdio cli.IO, args []string) error {
 	fs := stdio.FlagSet("omahad serve", "[flags]", `Serve the Omaha endpoint (/v1/update/), payload downloads (/packages/), the admin API
 (/api/v1/), the dashboard (/), /metrics and /healthz until interrupted, then shut down gracefully:
@@ -111,101 +135,64 @@ func tokenCreate(ctx context.Context, stdio cli.IO, args []string) error {
 	dsn := dbFlag(fs)
 	role := fs.String("role", "", "admin (everything) or readonly (reads only)")
 	name := fs.String("name", "", "what the token is for (shown by 'token list')")
-	rest, err := cli.Parse(fs, args)
-	if err != nil {
+	var r store.Role
+	check := func() (err error) {
+		if r, err = store.ParseRole(*role); err != nil {
+			return cli.Usagef("--role %q: want admin or readonly", *role)
+		}
+		return nil
+	}
+	return withDB(ctx, fs, dsn, args, 0, "no arguments", check, func(db *store.DB, _ []string) error {
+		secret, _, err := db.CreateToken(ctx, r, *name, time.Now())
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintln(stdio.Stdout, secret)
 		return err
-	}
-	if err := cli.NArgs(rest, 0, 0, "no arguments"); err != nil {
-		return err
-	}
-	r, err := store.ParseRole(*role)
-	if err != nil {
-		return cli.Usagef("--role %q: want admin or readonly", *role)
-	}
-	db, err := store.Open(ctx, *dsn)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	secret, _, err := db.CreateToken(ctx, r, *name, time.Now())
-	if err != nil {
-		return err
-	}
-	fmt.Fprintln(stdio.Stdout, secret)
-	return nil
+	})
 }
 
 func tokenList(ctx context.Context, stdio cli.IO, args []string) error {
 	fs := stdio.FlagSet("omahad token list", "[--db DSN] [--json]", "List admin API tokens (ids, roles, names; never secrets).")
 	dsn := dbFlag(fs)
 	asJSON := fs.Bool("json", false, "print JSON")
-	rest, err := cli.Parse(fs, args)
-	if err != nil {
-		return err
-	}
-	if err := cli.NArgs(rest, 0, 0, "no arguments"); err != nil {
-		return err
-	}
-	db, err := store.Open(ctx, *dsn)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	toks, err := db.Tokens(ctx)
-	if err != nil {
-		return err
-	}
-	if *asJSON {
-		return cli.PrintJSON(stdio.Stdout, toks)
-	}
-	tw := cli.Table(stdio.Stdout)
-	fmt.Fprintln(tw, "ID\tROLE\tNAME\tCREATED")
-	for _, t := range toks {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", t.ID, t.Role, t.Name, t.Created.Format(time.RFC3339))
-	}
-	return tw.Flush()
+	return withDB(ctx, fs, dsn, args, 0, "no arguments", nil, func(db *store.DB, _ []string) error {
+		toks, err := db.Tokens(ctx)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return cli.PrintJSON(stdio.Stdout, toks)
+		}
+		tw := cli.Table(stdio.Stdout)
+		fmt.Fprintln(tw, "ID\tROLE\tNAME\tCREATED")
+		for _, t := range toks {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", t.ID, t.Role, t.Name, t.Created.Format(time.RFC3339))
+		}
+		return tw.Flush()
+	})
 }
 
 func tokenRevoke(ctx context.Context, stdio cli.IO, args []string) error {
 	fs := stdio.FlagSet("omahad token revoke", "[--db DSN] ID", "Revoke a token; requests using it are refused from then on.")
 	dsn := dbFlag(fs)
-	rest, err := cli.Parse(fs, args)
-	if err != nil {
-		return err
-	}
-	if err := cli.NArgs(rest, 1, 1, "a token id (see 'omahad token list')"); err != nil {
-		return err
-	}
-	db, err := store.Open(ctx, *dsn)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	if err := db.DeleteToken(ctx, rest[0]); err != nil {
-		if errors.Is(err, store.ErrNotFound) {
-			return fmt.Errorf("no token %s (see 'omahad token list')", rest[0])
+	return withDB(ctx, fs, dsn, args, 1, "a token id (see 'omahad token list')", nil, func(db *store.DB, rest []string) error {
+		if err := db.DeleteToken(ctx, rest[0]); err != nil {
+			if errors.Is(err, store.ErrNotFound) {
+				return fmt.Errorf("no token %s (see 'omahad token list')", rest[0])
+			}
+			return err
 		}
+		_, err := fmt.Fprintf(stdio.Stdout, "revoked %s\n", rest[0])
 		return err
-	}
-	fmt.Fprintf(stdio.Stdout, "revoked %s\n", rest[0])
-	return nil
+	})
 }
 
 func migrate(ctx context.Context, stdio cli.IO, args []string) error {
 	fs := stdio.FlagSet("omahad migrate", "[--db DSN]", "Create or upgrade the database schema (omahad serve does this too) and print its version.")
 	dsn := dbFlag(fs)
-	rest, err := cli.Parse(fs, args)
-	if err != nil {
+	return withDB(ctx, fs, dsn, args, 0, "no arguments", nil, func(db *store.DB, _ []string) error {
+		_, err := fmt.Fprintf(stdio.Stdout, "schema version %d (%s)\n", store.SchemaVersion(), db.Backend())
 		return err
-	}
-	if err := cli.NArgs(rest, 0, 0, "no arguments"); err != nil {
-		return err
-	}
-	db, err := store.Open(ctx, *dsn)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	fmt.Fprintf(stdio.Stdout, "schema version %d (%s)\n", store.SchemaVersion(), db.Backend())
-	return nil
+	})
 }

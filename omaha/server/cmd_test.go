@@ -3,8 +3,10 @@ package server_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -43,6 +45,12 @@ func run(t *testing.T, args ...string) (int, string, string) {
 
 func TestMainTokens(t *testing.T) {
 	db := filepath.Join(t.TempDir(), "o.db")
+	if code, _, _ := run(t, "token", "create", "--db", db, "--role", "root"); code != 2 {
+		t.Fatalf("bad role: exit %d", code)
+	}
+	if _, err := os.Stat(db); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a usage error created the database: %v", err)
+	}
 	for _, tc := range []struct {
 		name string
 		args []string
@@ -67,6 +75,7 @@ func TestMainTokens(t *testing.T) {
 			}
 		})
 	}
+	// Usage errors touched nothing: the first successful command created the database.
 	// The token works against the database it was made for.
 	_, out, _ := run(t, "token", "create", "--db", db, "--role", "admin")
 	sdb, err := store.Open(t.Context(), db)

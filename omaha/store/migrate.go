@@ -47,6 +47,7 @@ CREATE TABLE packages (
 	created          BIGINT NOT NULL,
 	UNIQUE (app_id, board, version)
 );
+CREATE INDEX packages_sha256 ON packages (sha256);
 CREATE TABLE channels (
 	app_id       TEXT NOT NULL REFERENCES apps (id),
 	name         TEXT NOT NULL,

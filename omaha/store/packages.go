@@ -151,7 +151,12 @@ func (db *DB) Packages(ctx context.Context, appID string) ([]Package, error) {
 
 // PackageBySHA256 returns a package whose file has the given sha256 (hex).
 func (db *DB) PackageBySHA256(ctx context.Context, sha string) (Package, error) {
-	p, err := scanPackage(db.r.QueryRowContext(ctx, `SELECT `+pkgCols+` FROM packages p WHERE p.sha256 = $1 ORDER BY p.id LIMIT 1`, sha))
+	// Every Range request of a download asks this: a prepared, indexed lookup.
+	st, err := db.stmt(ctx, true, `SELECT `+pkgCols+` FROM packages p WHERE p.sha256 = $1 ORDER BY p.id LIMIT 1`)
+	if err != nil {
+		return Package{}, fmt.Errorf("store: find package: %w", err)
+	}
+	p, err := scanPackage(st.QueryRowContext(ctx, sha))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Package{}, fmt.Errorf("package with sha256 %s: %w", sha, ErrNotFound)
 	}

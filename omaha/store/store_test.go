@@ -544,6 +544,12 @@ func testCheckins(t *testing.T, e env) {
 	}
 }
 
+// candidate is host i of a group asking to be granted 1.1.0 at time at.
+func candidate(groupID string, i int, at time.Time) store.Instance {
+	return store.Instance{AppID: appID, MachineID: machine(i), GroupID: groupID, Track: "rollout", Version: "1.0.0", Board: board,
+		State: store.StateGranted, FirstSeen: at, LastCheck: at, GrantedVersion: "1.1.0", GrantedAt: at}
+}
+
 func testGrants(t *testing.T, e env) {
 	ctx, db := t.Context(), e.db
 	createApp(t, db)
@@ -552,10 +558,7 @@ func testGrants(t *testing.T, e env) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	inst := func(i int, at time.Time) store.Instance {
-		return store.Instance{AppID: appID, MachineID: machine(i), GroupID: g.ID, Track: "rollout", Version: "1.0.0", Board: board,
-			State: store.StateGranted, FirstSeen: at, LastCheck: at, GrantedVersion: "1.1.0", GrantedAt: at}
-	}
+	inst := func(i int, at time.Time) store.Instance { return candidate(g.ID, i, at) }
 	grant := func(i int, at time.Time) (bool, string, int64) {
 		t.Helper()
 		r, err := db.Grant(ctx, inst(i, at))
@@ -628,10 +631,7 @@ func testBatchGrants(t *testing.T, e env) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cand := func(i int, at time.Time) store.Instance {
-		return store.Instance{AppID: appID, MachineID: machine(i), GroupID: g.ID, Version: "1.0.0", State: store.StateGranted,
-			FirstSeen: at, LastCheck: at, GrantedVersion: "1.1.0", GrantedAt: at}
-	}
+	cand := func(i int, at time.Time) store.Instance { return candidate(g.ID, i, at) }
 	// Host 0 was granted long ago and has just reported 3/1 in the same batch: it holds a slot.
 	old := cand(0, t0)
 	if _, err := db.Grant(ctx, old); err != nil {
@@ -667,9 +667,7 @@ func testConcurrentGrants(t *testing.T, e env) {
 	granted := 0
 	for i := range 20 {
 		wg.Go(func() {
-			in := store.Instance{AppID: appID, MachineID: machine(i), GroupID: g.ID, Version: "1.0.0", State: store.StateGranted,
-				FirstSeen: t0, LastCheck: t0, GrantedVersion: "1.1.0", GrantedAt: t0}
-			r, err := db.Grant(ctx, in)
+			r, err := db.Grant(ctx, candidate(g.ID, i, t0))
 			if err != nil {
 				t.Error(err)
 			}

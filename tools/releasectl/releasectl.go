@@ -127,6 +127,23 @@ func (c *cmd) client(k *conn) (*admin.Client, string, error) {
 	return cl, app, nil
 }
 
+// do runs what every command does once its flags are parsed: connect, call the API, and
+// print the answer as JSON (--json) or as text for people.
+func do[T any](c *cmd, stdio cli.IO, k *conn, call func(cl *admin.Client, app string) (T, error), text func(w io.Writer, v T) error) error {
+	cl, app, err := c.client(k)
+	if err != nil {
+		return err
+	}
+	v, err := call(cl, app)
+	if err != nil {
+		return explain(err)
+	}
+	if k.json {
+		return cli.PrintJSON(stdio.Stdout, v)
+	}
+	return text(stdio.Stdout, v)
+}
+
 // explain turns API errors into messages that say what to do.
 func explain(err error) error {
 	var ae *admin.Error
@@ -160,10 +177,6 @@ only the record, and hosts download the file from that URL.`)
 	if err := cli.NArgs(pos, 1, 1, "a payload FILE"); err != nil {
 		return err
 	}
-	cl, app, err := c.client(k)
-	if err != nil {
-		return err
-	}
 	f, err := os.Open(pos[0])
 	if err != nil {
 		return err
@@ -176,21 +189,18 @@ only the record, and hosts download the file from that URL.`)
 	if *name == "" && *ext == "" {
 		*name = filepath.Base(pos[0])
 	}
-	bar := progress.New(stdio.Stderr, cli.IsTerminal(stdio.Stderr), "upload", st.Size(), c.env.Now)
-	p, err := cl.Publish(ctx, app, &countingReader{r: f, bar: bar}, st.Size(), admin.PublishOptions{Channel: *channel, Name: *name, URL: *ext})
-	bar.Finish()
-	if err != nil {
-		return explain(err)
-	}
-	if k.json {
-		return cli.PrintJSON(stdio.Stdout, p)
-	}
-	fmt.Fprintf(stdio.Stdout, "published %s for %s (%s, sha256 %s)", p.Version, p.Board, progress.Bytes(p.Size), p.SHA256)
-	if *channel != "" {
-		fmt.Fprintf(stdio.Stdout, " to %s", *channel)
-	}
-	fmt.Fprintln(stdio.Stdout)
-	return nil
+	return do(c, stdio, k, func(cl *admin.Client, app string) (admin.Package, error) {
+		bar := progress.New(stdio.Stderr, cli.IsTerminal(stdio.Stderr), "upload", st.Size(), c.env.Now)
+		defer bar.Finish()
+		return cl.Publish(ctx, app, &countingReader{r: f, bar: bar}, st.Size(), admin.PublishOptions{Channel: *channel, Name: *name, URL: *ext})
+	}, func(w io.Writer, p admin.Package) error {
+		fmt.Fprintf(w, "published %s for %s (%s, sha256 %s)", p.Version, p.Board, progress.Bytes(p.Size), p.SHA256)
+		if *channel != "" {
+			fmt.Fprintf(w, " to %s", *channel)
+		}
+		_, err := fmt.Fprintln(w)
+		return err
+	})
 }
 
 // countingReader reports upload progress.
@@ -220,21 +230,14 @@ func (c *cmd) promote(ctx context.Context, stdio cli.IO, args []string) error {
 	if *version == "" || *from == "" || *to == "" {
 		return cli.Usagef("--version, --from and --to are required")
 	}
-	cl, app, err := c.client(k)
-	if err != nil {
-		return err
-	}
-	ps, err := cl.Promote(ctx, app, admin.Promote{Version: *version, From: *from, To: *to})
-	if err != nil {
-		return explain(err)
-	}
-	if k.json {
-		return cli.PrintJSON(stdio.Stdout, ps)
-	}
-	for _, p := range ps {
-		fmt.Fprintf(stdio.Stdout, "%s now carries %s for %s\n", *to, p.Version, p.Board)
-	}
-	return nil
+	return do(c, stdio, k, func(cl *admin.Client, app string) ([]admin.Package, error) {
+		return cl.Promote(ctx, app, admin.Promote{Version: *version, From: *from, To: *to})
+	}, func(w io.Writer, ps []admin.Package) error {
+		for _, p := range ps {
+			fmt.Fprintf(w, "%s now carries %s for %s\n", *to, p.Version, p.Board)
+		}
+		return nil
+	})
 }
 
 func (c *cmd) withdraw(ctx context.Context, stdio cli.IO, args []string) error {
@@ -249,21 +252,14 @@ carried it falls back to its previous package. Hosts that already installed it a
 	if *version == "" {
 		return cli.Usagef("--version is required")
 	}
-	cl, app, err := c.client(k)
-	if err != nil {
-		return err
-	}
-	ps, err := cl.Withdraw(ctx, app, *version)
-	if err != nil {
-		return explain(err)
-	}
-	if k.json {
-		return cli.PrintJSON(stdio.Stdout, ps)
-	}
-	for _, p := range ps {
-		fmt.Fprintf(stdio.Stdout, "withdrew %s for %s\n", p.Version, p.Board)
-	}
-	return nil
+	return do(c, stdio, k, func(cl *admin.Client, app string) ([]admin.Package, error) {
+		return cl.Withdraw(ctx, app, *version)
+	}, func(w io.Writer, ps []admin.Package) error {
+		for _, p := range ps {
+			fmt.Fprintf(w, "withdrew %s for %s\n", p.Version, p.Board)
+		}
+		return nil
+	})
 }
 
 func parseNoArgs(fs *flag.FlagSet, args []string) error {
@@ -306,19 +302,12 @@ func (c *cmd) appCreate(ctx context.Context, stdio cli.IO, args []string) error 
 		return err
 	}
 	k.app = *id
-	cl, app, err := c.client(k)
-	if err != nil {
+	return do(c, stdio, k, func(cl *admin.Client, app string) (admin.App, error) {
+		return cl.CreateApp(ctx, admin.App{ID: app, Name: *name, Trust: b})
+	}, func(w io.Writer, a admin.App) error {
+		_, err := fmt.Fprintf(w, "created app %s (%s) with channels alpha, beta, stable\n", a.Name, a.ID)
 		return err
-	}
-	a, err := cl.CreateApp(ctx, admin.App{ID: app, Name: *name, Trust: b})
-	if err != nil {
-		return explain(err)
-	}
-	if k.json {
-		return cli.PrintJSON(stdio.Stdout, a)
-	}
-	fmt.Fprintf(stdio.Stdout, "created app %s (%s) with channels alpha, beta, stable\n", a.Name, a.ID)
-	return nil
+	})
 }
 
 func (c *cmd) appSetTrust(ctx context.Context, stdio cli.IO, args []string) error {
@@ -333,19 +322,12 @@ func (c *cmd) appSetTrust(ctx context.Context, stdio cli.IO, args []string) erro
 	if err != nil {
 		return err
 	}
-	cl, app, err := c.client(k)
-	if err != nil {
+	return do(c, stdio, k, func(cl *admin.Client, app string) (admin.App, error) {
+		return cl.SetTrust(ctx, app, b)
+	}, func(w io.Writer, a admin.App) error {
+		_, err := fmt.Fprintf(w, "replaced the trust root of %s\n", a.ID)
 		return err
-	}
-	a, err := cl.SetTrust(ctx, app, b)
-	if err != nil {
-		return explain(err)
-	}
-	if k.json {
-		return cli.PrintJSON(stdio.Stdout, a)
-	}
-	fmt.Fprintf(stdio.Stdout, "replaced the trust root of %s\n", a.ID)
-	return nil
+	})
 }
 
 func (c *cmd) appList(ctx context.Context, stdio cli.IO, args []string) error {
@@ -354,23 +336,16 @@ func (c *cmd) appList(ctx context.Context, stdio cli.IO, args []string) error {
 	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
-	cl, _, err := c.client(k)
-	if err != nil {
-		return err
-	}
-	apps, err := cl.Apps(ctx)
-	if err != nil {
-		return explain(err)
-	}
-	if k.json {
-		return cli.PrintJSON(stdio.Stdout, apps)
-	}
-	tw := cli.Table(stdio.Stdout)
-	fmt.Fprintln(tw, "ID\tNAME\tCREATED")
-	for _, a := range apps {
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", a.ID, a.Name, a.Created.Format(time.RFC3339))
-	}
-	return tw.Flush()
+	return do(c, stdio, k, func(cl *admin.Client, _ string) ([]admin.App, error) {
+		return cl.Apps(ctx)
+	}, func(w io.Writer, apps []admin.App) error {
+		tw := cli.Table(w)
+		fmt.Fprintln(tw, "ID\tNAME\tCREATED")
+		for _, a := range apps {
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", a.ID, a.Name, a.Created.Format(time.RFC3339))
+		}
+		return tw.Flush()
+	})
 }
 
 func (c *cmd) channels(ctx context.Context, stdio cli.IO, args []string) error {
@@ -379,18 +354,13 @@ func (c *cmd) channels(ctx context.Context, stdio cli.IO, args []string) error {
 	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
-	cl, app, err := c.client(k)
-	if err != nil {
-		return err
-	}
-	chs, err := cl.Channels(ctx, app)
-	if err != nil {
-		return explain(err)
-	}
-	if k.json {
-		return cli.PrintJSON(stdio.Stdout, chs)
-	}
-	tw := cli.Table(stdio.Stdout)
+	return do(c, stdio, k, func(cl *admin.Client, app string) ([]admin.Channel, error) {
+		return cl.Channels(ctx, app)
+	}, printChannels)
+}
+
+func printChannels(w io.Writer, chs []admin.Channel) error {
+	tw := cli.Table(w)
 	fmt.Fprintln(tw, "CHANNEL\tBOARD\tVERSION\tSECURITY\tSIZE\tPUBLISHED\tDOWNLOADS")
 	for _, ch := range chs {
 		from := "omahad"
@@ -429,19 +399,12 @@ func (c *cmd) channelSetURL(ctx context.Context, stdio cli.IO, args []string) er
 	if *channel == "" {
 		return cli.Usagef("--channel is required")
 	}
-	cl, app, err := c.client(k)
-	if err != nil {
+	return do(c, stdio, k, func(cl *admin.Client, app string) (admin.Channel, error) {
+		return cl.SetChannel(ctx, app, *channel, admin.ChannelChange{ExternalURL: pos[0]})
+	}, func(w io.Writer, ch admin.Channel) error {
+		_, err := fmt.Fprintf(w, "%s downloads: %q\n", ch.Name, ch.ExternalURL)
 		return err
-	}
-	ch, err := cl.SetChannel(ctx, app, *channel, admin.ChannelChange{ExternalURL: pos[0]})
-	if err != nil {
-		return explain(err)
-	}
-	if k.json {
-		return cli.PrintJSON(stdio.Stdout, ch)
-	}
-	fmt.Fprintf(stdio.Stdout, "%s downloads: %q\n", ch.Name, ch.ExternalURL)
-	return nil
+	})
 }
 
 func (c *cmd) packages(ctx context.Context, stdio cli.IO, args []string) error {
@@ -450,18 +413,13 @@ func (c *cmd) packages(ctx context.Context, stdio cli.IO, args []string) error {
 	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
-	cl, app, err := c.client(k)
-	if err != nil {
-		return err
-	}
-	ps, err := cl.Packages(ctx, app)
-	if err != nil {
-		return explain(err)
-	}
-	if k.json {
-		return cli.PrintJSON(stdio.Stdout, ps)
-	}
-	tw := cli.Table(stdio.Stdout)
+	return do(c, stdio, k, func(cl *admin.Client, app string) ([]admin.Package, error) {
+		return cl.Packages(ctx, app)
+	}, printPackages)
+}
+
+func printPackages(w io.Writer, ps []admin.Package) error {
+	tw := cli.Table(w)
 	fmt.Fprintln(tw, "VERSION\tBOARD\tSECURITY\tSIZE\tSHA256\tPUBLISHED\tNOTE")
 	for _, p := range ps {
 		note := ""
@@ -498,23 +456,16 @@ func (c *cmd) groups(ctx context.Context, stdio cli.IO, args []string) error {
 	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
-	cl, app, err := c.client(k)
-	if err != nil {
-		return err
-	}
-	gs, err := cl.Groups(ctx, app)
-	if err != nil {
-		return explain(err)
-	}
-	if k.json {
-		return cli.PrintJSON(stdio.Stdout, gs)
-	}
-	tw := cli.Table(stdio.Stdout)
-	fmt.Fprintln(tw, "NAME\tID\tCHANNEL\tPOLICY")
-	for _, g := range gs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", g.Name, g.ID, g.Channel, policyString(g.Policy))
-	}
-	return tw.Flush()
+	return do(c, stdio, k, func(cl *admin.Client, app string) ([]admin.Group, error) {
+		return cl.Groups(ctx, app)
+	}, func(w io.Writer, gs []admin.Group) error {
+		tw := cli.Table(w)
+		fmt.Fprintln(tw, "NAME\tID\tCHANNEL\tPOLICY")
+		for _, g := range gs {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", g.Name, g.ID, g.Channel, policyString(g.Policy))
+		}
+		return tw.Flush()
+	})
 }
 
 // policyFlags are the flags of group create/update.
@@ -555,25 +506,16 @@ func (c *cmd) groupCreate(ctx context.Context, stdio cli.IO, args []string) erro
 	if *name == "" || *pf.channel == "" {
 		return cli.Usagef("--name and --channel are required")
 	}
-	cl, app, err := c.client(k)
-	if err != nil {
-		return err
-	}
-	g, err := cl.CreateGroup(ctx, app, admin.Group{Name: *name, Channel: *pf.channel, Policy: admin.Policy{
-		Enabled: *pf.enabled, MaxUpdates: *pf.max, Period: admin.Duration(*pf.period), UpdateTimeout: admin.Duration(*pf.timeout),
-	}})
-	if err != nil {
-		return explain(err)
-	}
-	return c.printGroup(stdio, k, g)
+	return do(c, stdio, k, func(cl *admin.Client, app string) (admin.Group, error) {
+		return cl.CreateGroup(ctx, app, admin.Group{Name: *name, Channel: *pf.channel, Policy: admin.Policy{
+			Enabled: *pf.enabled, MaxUpdates: *pf.max, Period: admin.Duration(*pf.period), UpdateTimeout: admin.Duration(*pf.timeout),
+		}})
+	}, printGroup)
 }
 
-func (c *cmd) printGroup(stdio cli.IO, k *conn, g admin.Group) error {
-	if k.json {
-		return cli.PrintJSON(stdio.Stdout, g)
-	}
-	fmt.Fprintf(stdio.Stdout, "group %s (%s) follows %s: %s\n", g.Name, g.ID, g.Channel, policyString(g.Policy))
-	return nil
+func printGroup(w io.Writer, g admin.Group) error {
+	_, err := fmt.Fprintf(w, "group %s (%s) follows %s: %s\n", g.Name, g.ID, g.Channel, policyString(g.Policy))
+	return err
 }
 
 func (c *cmd) groupUpdate(ctx context.Context, stdio cli.IO, args []string) error {
@@ -612,15 +554,9 @@ func (c *cmd) groupUpdate(ctx context.Context, stdio cli.IO, args []string) erro
 }
 
 func (c *cmd) changeGroup(ctx context.Context, stdio cli.IO, k *conn, group string, ch admin.GroupChange) error {
-	cl, app, err := c.client(k)
-	if err != nil {
-		return err
-	}
-	g, err := cl.UpdateGroup(ctx, app, group, ch)
-	if err != nil {
-		return explain(err)
-	}
-	return c.printGroup(stdio, k, g)
+	return do(c, stdio, k, func(cl *admin.Client, app string) (admin.Group, error) {
+		return cl.UpdateGroup(ctx, app, group, ch)
+	}, printGroup)
 }
 
 func (c *cmd) groupPause(ctx context.Context, stdio cli.IO, args []string) error {
@@ -660,18 +596,13 @@ func (c *cmd) instances(ctx context.Context, stdio cli.IO, args []string) error 
 	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
-	cl, app, err := c.client(k)
-	if err != nil {
-		return err
-	}
-	ins, err := cl.Instances(ctx, app, admin.InstanceQuery{Group: *group, Version: *version, State: *state, After: *after, Limit: *limit})
-	if err != nil {
-		return explain(err)
-	}
-	if k.json {
-		return cli.PrintJSON(stdio.Stdout, ins)
-	}
-	tw := cli.Table(stdio.Stdout)
+	return do(c, stdio, k, func(cl *admin.Client, app string) ([]admin.Instance, error) {
+		return cl.Instances(ctx, app, admin.InstanceQuery{Group: *group, Version: *version, State: *state, After: *after, Limit: *limit})
+	}, printInstances)
+}
+
+func printInstances(w io.Writer, ins []admin.Instance) error {
+	tw := cli.Table(w)
 	fmt.Fprintln(tw, "MACHINE\tALIAS\tGROUP\tVERSION\tSTATE\tLAST CHECK\tGRANTED\tERROR")
 	for _, in := range ins {
 		errs := ""
@@ -693,28 +624,19 @@ func (c *cmd) events(ctx context.Context, stdio cli.IO, args []string) error {
 	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
-	cl, app, err := c.client(k)
-	if err != nil {
-		return err
-	}
-	var evs []admin.Event
-	if *machine != "" {
-		evs, err = cl.MachineEvents(ctx, app, *machine, *limit)
-	} else {
-		evs, err = cl.Events(ctx, app, *failures, *limit)
-	}
-	if err != nil {
-		return explain(err)
-	}
-	if k.json {
-		return cli.PrintJSON(stdio.Stdout, evs)
-	}
-	tw := cli.Table(stdio.Stdout)
-	fmt.Fprintln(tw, "TIME\tMACHINE\tEVENT\tRUNNING\tTARGET")
-	for _, e := range evs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e.At.Format("2006-01-02 15:04:05"), e.MachineID, e.Description, e.Version, e.TargetVersion)
-	}
-	return tw.Flush()
+	return do(c, stdio, k, func(cl *admin.Client, app string) ([]admin.Event, error) {
+		if *machine != "" {
+			return cl.MachineEvents(ctx, app, *machine, *limit)
+		}
+		return cl.Events(ctx, app, *failures, *limit)
+	}, func(w io.Writer, evs []admin.Event) error {
+		tw := cli.Table(w)
+		fmt.Fprintln(tw, "TIME\tMACHINE\tEVENT\tRUNNING\tTARGET")
+		for _, e := range evs {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e.At.Format("2006-01-02 15:04:05"), e.MachineID, e.Description, e.Version, e.TargetVersion)
+		}
+		return tw.Flush()
+	})
 }
 
 func (c *cmd) status(ctx context.Context, stdio cli.IO, args []string) error {
@@ -723,18 +645,12 @@ func (c *cmd) status(ctx context.Context, stdio cli.IO, args []string) error {
 	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
-	cl, app, err := c.client(k)
-	if err != nil {
-		return err
-	}
-	st, err := cl.Status(ctx, app)
-	if err != nil {
-		return explain(err)
-	}
-	if k.json {
-		return cli.PrintJSON(stdio.Stdout, st)
-	}
-	w := stdio.Stdout
+	return do(c, stdio, k, func(cl *admin.Client, app string) (admin.Status, error) {
+		return cl.Status(ctx, app)
+	}, printStatus)
+}
+
+func printStatus(w io.Writer, st admin.Status) error {
 	fmt.Fprintf(w, "app %s (%s)\n\n", st.App.Name, st.App.ID)
 	tw := cli.Table(w)
 	fmt.Fprintln(tw, "CHANNEL\tVERSIONS")
