@@ -326,6 +326,14 @@ func TestRollback(t *testing.T) {
 	if len(fails) != 1 || fails[0] != (admin.Failures{TargetVersion: "1.1.0", Failed: 1, RolledBack: 1}) {
 		t.Fatalf("failures = %+v", fails)
 	}
+	// The dashboard shows the channel, the counts and the recent failures.
+	body, resp := get(t, s, s.URL+"/", http.Header{"Authorization": {"Bearer " + s.ReadOnlyToken}})
+	for _, want := range []string{"<td>stable</td><td>amd64-usr</td><td>1.1.0</td>", "1.0.0 rolledback: 1", "1.1.0: 1 failed, 1 rolled back",
+		"update complete: error (RollbackError|TestOmahaUrl)", h.MachineID} {
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), want) {
+			t.Errorf("dashboard (%d) lacks %q", resp.StatusCode, want)
+		}
+	}
 	s.Publish(t, "stable", s.BuildPayload(t, "1.1.1", key))
 	if u := h.Check(t); versionOf(u) != "1.1.1" {
 		t.Fatalf("newer version not offered after a rollback: %v", u)
