@@ -103,7 +103,15 @@ func (in *Init) Boot(ctx context.Context) (res Result) {
 		return fail(fmt.Errorf("choose a slot (gptprio.next): %w", err))
 	}
 	res.Slot, res.Partition, res.PartUUID = slot.Label, slot.Number, slot.PartUUID
-	res.Priority, res.Tries, res.Successful = slot.Attr.Priority(), slot.Attr.Tries(), slot.Attr.Successful()
+	// Report the bits as read back from the disk, so the result shows what gptprio.next wrote.
+	onDisk, err := disk.SlotByNumber(slot.Number)
+	if err != nil {
+		return fail(fmt.Errorf("read back %s after gptprio.next: %w", slot.Label, err))
+	}
+	if onDisk.Attr != slot.Attr {
+		return fail(fmt.Errorf("gptprio.next chose %s %v but the table holds %v", slot.Label, slot.Attr, onDisk.Attr))
+	}
+	res.Priority, res.Tries, res.Successful = onDisk.Attr.Priority(), onDisk.Attr.Tries(), onDisk.Attr.Successful()
 	log.Info("gptprio.next", "disk", disk.Path(), "slot", slot.Label, "attr", slot.Attr.String())
 
 	rel, gate, err := in.checkSlot(ctx, log, name, slot)
