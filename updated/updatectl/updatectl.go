@@ -33,5 +33,6 @@ func Run(ctx context.Context, env Env, args []string, stdio cli.IO) int {
 func Commands(env Env) []cli.Command {
 	var cmds []cli.Command
 	cmds = append(cmds, slotCommands(env)...)
+	cmds = append(cmds, agentCommands(env)...)
 	return cmds
 }
