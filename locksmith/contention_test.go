@@ -179,7 +179,7 @@ func TestContention(t *testing.T) {
 			if _, err := admin.SetMax(ctx, group, 1+rand.IntN(5)); err == nil {
 				maxChanges++
 			}
-			time.Sleep(5 * time.Millisecond)
+			time.Sleep(20 * time.Millisecond)
 		}
 	}()
 	wg.Wait()
