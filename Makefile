@@ -44,7 +44,20 @@ fuzz:
 		done; \
 	done
 
+# The heavy end-to-end tier. The real boot under QEMU (testimages/qemuboot) needs
+# qemu-system-x86_64 and a Linux kernel: as root with apt-get they are installed when missing
+# (TWINSLOT_KERNEL names another kernel); otherwise that test skips and says why.
+E2E_APT := qemu-system-x86 linux-image-cloud-amd64
 e2e:
+	@need=; command -v qemu-system-x86_64 >/dev/null 2>&1 || need=1; \
+	if [ -z "$$TWINSLOT_KERNEL" ] && ! ls /boot/vmlinuz-* >/dev/null 2>&1; then need=1; fi; \
+	if [ -n "$$need" ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "e2e: installing $(E2E_APT) for the QEMU boot test"; \
+			(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(E2E_APT) >/dev/null) \
+				|| echo "e2e: apt-get failed; the QEMU boot test will skip"; \
+		else echo "e2e: qemu-system-x86_64 or a kernel is missing and this is not root with apt-get: the QEMU boot test will skip"; fi; \
+	fi
 	TWINSLOT_E2E=1 $(GO) test -run 'E2E' -timeout 30m -v ./testimages/...
 
 # The slot lifecycle on a fresh disk image (issue 2's walk): install 1.0.1 into USR-B, boot it

@@ -2,9 +2,11 @@ package qemuboot
 
 import (
 	"bytes"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"testing"
 	"time"
 
@@ -51,7 +53,7 @@ func newMachine(t *testing.T) Machine {
 	if err := WriteInitramfs(&initrd, init, mods); err != nil {
 		t.Fatal(err)
 	}
-	m := Machine{QEMU: qemu, Kernel: k.Path, Initrd: filepath.Join(dir, "initrd.cpio"), Console: t.Output()}
+	m := Machine{QEMU: qemu, Kernel: k.Path, Initrd: filepath.Join(dir, "initrd.cpio"), Console: newSerialLog(t.Output())}
 	if err := os.WriteFile(m.Initrd, initrd.Bytes(), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -154,4 +156,30 @@ func TestE2EQEMUBoot(t *testing.T) {
 
 func attr(p, n int, ok bool) partition.Attributes {
 	return partition.Attributes(0).WithPriority(p).WithTries(n).WithSuccessful(ok)
+}
+
+// serialLog writes the guest's console to the test log a line at a time, prefixed, without
+// SeaBIOS's terminal escape sequences and carriage returns.
+type serialLog struct {
+	w       io.Writer
+	escapes *regexp.Regexp
+	partial []byte
+}
+
+func newSerialLog(w io.Writer) *serialLog {
+	return &serialLog{w: w, escapes: regexp.MustCompile(`\x1b(\[[0-9;?]*[A-Za-z]|[A-Za-z])|\r`)}
+}
+
+func (s *serialLog) Write(p []byte) (int, error) {
+	s.partial = append(s.partial, p...)
+	for {
+		i := bytes.IndexByte(s.partial, '\n')
+		if i < 0 {
+			return len(p), nil
+		}
+		if line := s.escapes.ReplaceAll(s.partial[:i], nil); len(bytes.TrimSpace(line)) > 0 {
+			s.w.Write(append(append([]byte("serial| "), line...), '\n'))
+		}
+		s.partial = s.partial[i+1:]
+	}
 }
