@@ -22,6 +22,14 @@
 //     -drive file=DISK,format=raw,if=virtio, bounded by a timeout; it returns the
 //     TWINSLOT-BOOT result line (bootinit.ParseResult), the console and the boot's duration.
 //
+// # Running
+//
+// make e2e (as root it installs qemu-system-x86 and linux-image-cloud-amd64 when missing).
+// TestE2EQEMUBoot skips unless TWINSLOT_E2E is set, qemu-system-x86_64 is on PATH and a kernel
+// is found; TWINSLOT_KERNEL picks the kernel, TWINSLOT_E2E_KVM=1 uses KVM (off by default: an
+// openable /dev/kvm under nested virtualisation can still fail). A boot takes about 3–10 s
+// with TCG on a shared 2-core machine.
+//
 // # Invariants
 //
 //   - The host never writes the GPT while QEMU runs; QEMU is the only writer then, through the
