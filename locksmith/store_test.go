@@ -3,12 +3,10 @@ package locksmith_test
 import (
 	"context"
 	"errors"
-	"net"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 
 	"github.com/twinslot/twinslot/locksmith"
 	"github.com/twinslot/twinslot/locksmith/etcdtest"
@@ -271,18 +269,7 @@ func TestBadInputLeavesStateAlone(t *testing.T) {
 }
 
 func TestUnreachable(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{"http://" + addr}, DialTimeout: time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
-	s := locksmith.NewStore(cli, "", nil)
+	s := locksmith.NewStore(etcdtest.Unreachable(t), "", nil)
 	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
 	defer cancel()
 	if _, err := s.TryLock(ctx, "g", holder("a")); err == nil || !errors.Is(err, context.DeadlineExceeded) {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"net"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -12,9 +11,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 
 	"github.com/twinslot/twinslot/locksmith"
 	"github.com/twinslot/twinslot/locksmith/daemon"
@@ -316,20 +312,9 @@ func TestWaitsForASlotByWatch(t *testing.T) {
 
 func TestEtcdUnreachable(t *testing.T) {
 	h := newHarness(t, dbustest.NeedReboot("2.0"), dbustest.Boot(daemon.BootSteady, "1.0"))
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{"http://" + addr}, DialTimeout: time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
 	cfg := h.config("boot-1")
 	cfg.OpTimeout = 300 * time.Millisecond
-	r := h.start(cfg, h.deps(locksmith.NewStore(cli, "", h.clock.Now)))
+	r := h.start(cfg, h.deps(locksmith.NewStore(etcdtest.Unreachable(t), "", h.clock.Now)))
 	st := waitState(t, r.d, daemon.StateEtcdUnavailable)
 	if st.Attempts < 1 || st.NextAttempt.IsZero() || !strings.Contains(st.Detail, "etcd") {
 		t.Fatalf("status %+v", st)

@@ -217,6 +217,24 @@ func (x *Etcd) enableAuth(t testing.TB) {
 	}
 }
 
+// Unreachable returns a client whose only endpoint is a loopback port nobody listens on, for
+// tests of what happens when etcd cannot be reached. It is closed with the test.
+func Unreachable(t testing.TB) *clientv3.Client {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	c, err := clientv3.New(clientv3.Config{Endpoints: []string{"http://" + addr}, DialTimeout: time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatalf("etcdtest: client for %s: %v", addr, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
 // ClientConfigNoAuth is ClientConfig without the user name and password.
 func (x *Etcd) ClientConfigNoAuth(t testing.TB) clientv3.Config {
 	cfg := x.ClientConfig(t)

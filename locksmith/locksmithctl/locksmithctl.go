@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/twinslot/twinslot/locksmith"
 	"github.com/twinslot/twinslot/locksmith/internal/etcdflags"
+	"github.com/twinslot/twinslot/locksmith/internal/hostenv"
 	"github.com/twinslot/twinslot/locksmith/internal/logind"
 	"github.com/twinslot/twinslot/tools/cli"
 	"github.com/twinslot/twinslot/updated/dbusapi"
@@ -24,11 +24,7 @@ const (
 	prog = "locksmithctl"
 	// EnvPrefix is the prefix of the environment variables that set flags.
 	EnvPrefix = "LOCKSMITHCTL_"
-	// MachineIDPath is where --id comes from by default.
-	MachineIDPath = "/etc/machine-id"
-	// DefaultSystemBus is the system bus when DBUS_SYSTEM_BUS_ADDRESS is unset.
-	DefaultSystemBus = "unix:path=/var/run/dbus/system_bus_socket"
-	opTimeout        = 30 * time.Second
+	opTimeout = 30 * time.Second
 )
 
 // globals are the flags every command accepts.
@@ -44,7 +40,7 @@ type globals struct {
 func (g *globals) register(fs *flag.FlagSet) {
 	g.etcd.Register(fs)
 	fs.StringVar(&g.group, "group", g.group, "reboot group (default \""+locksmith.DefaultGroup+"\")")
-	fs.StringVar(&g.id, "id", g.id, "act for this machine id (default: the content of "+MachineIDPath+")")
+	fs.StringVar(&g.id, "id", g.id, "act for this machine id (default: the content of "+hostenv.MachineIDPath+")")
 	fs.DurationVar(&g.timeout, "timeout", g.timeout, "give up on etcd after this long")
 }
 
@@ -200,59 +196,47 @@ func (g *globals) commands(gfs *flag.FlagSet) []cli.Command {
 			if _, err := parse(args); err != nil {
 				return err
 			}
-			conn, err := g.systemBus()
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
-			if err := conn.Emit(dbusapi.ObjectPath, dbusapi.SignalStatusUpdate, int64(0), float64(0), dbusapi.OpUpdatedNeedReboot, "", int64(0)); err != nil {
-				return fmt.Errorf("emit StatusUpdate: %w", err)
-			}
-			fmt.Fprintln(stdio.Stdout, "Sent StatusUpdate(UPDATE_STATUS_UPDATED_NEED_REBOOT)")
-			return nil
+			return g.withBus(func(conn *dbus.Conn) error {
+				if err := conn.Emit(dbusapi.ObjectPath, dbusapi.SignalStatusUpdate, int64(0), float64(0), dbusapi.OpUpdatedNeedReboot, "", int64(0)); err != nil {
+					return fmt.Errorf("emit StatusUpdate: %w", err)
+				}
+				fmt.Fprintln(stdio.Stdout, "Sent StatusUpdate(UPDATE_STATUS_UPDATED_NEED_REBOOT)")
+				return nil
+			})
 		}},
 		{Name: "reboot", Summary: "take a reboot slot for --id, then reboot through logind", Run: func(ctx context.Context, stdio cli.IO, args []string) error {
 			_, parse := g.flags(stdio, gfs, "reboot", "", "Takes a slot (fails if the group is full) and asks logind to reboot; if logind refuses, the slot is released again.")
 			if _, err := parse(args); err != nil {
 				return err
 			}
-			conn, err := g.systemBus()
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
-			return g.withStore(ctx, func(ctx context.Context, s *locksmith.Store) error {
-				id, err := g.machineID()
-				if err != nil {
-					return err
-				}
-				lk, err := s.TryLock(ctx, g.group, locksmith.Holder{ID: id, Note: "locksmithctl reboot"})
-				if err != nil {
-					return err
-				}
-				if err := logind.New(conn).Reboot(ctx); err != nil {
-					if uerr := s.Release(ctx, lk); uerr != nil {
-						return fmt.Errorf("%w; and releasing the slot failed too: %v (run locksmithctl unlock)", err, uerr)
-					}
-					return fmt.Errorf("%w; the slot was released", err)
-				}
-				fmt.Fprintf(stdio.Stdout, "Locked slot %d of group %s; rebooting\n", lk.Slot.Index, g.group)
-				return nil
-			})
+			return g.withBus(func(conn *dbus.Conn) error { return g.reboot(ctx, stdio, conn) })
 		}},
 	}
 }
 
-func (g *globals) machineID() (string, error) {
-	if g.id != "" {
-		return g.id, nil
-	}
-	b, err := os.ReadFile(MachineIDPath)
-	if err != nil {
-		return "", fmt.Errorf("read the machine id (or pass --id): %w", err)
-	}
-	return strings.TrimSpace(string(b)), nil
+// reboot takes a slot, asks logind to reboot, and gives the slot back if logind refuses.
+func (g *globals) reboot(ctx context.Context, stdio cli.IO, conn *dbus.Conn) error {
+	return g.withStore(ctx, func(ctx context.Context, s *locksmith.Store) error {
+		id, err := g.machineID()
+		if err != nil {
+			return err
+		}
+		lk, err := s.TryLock(ctx, g.group, locksmith.Holder{ID: id, Note: "locksmithctl reboot"})
+		if err != nil {
+			return err
+		}
+		if err := logind.New(conn).Reboot(ctx); err != nil {
+			if uerr := s.Release(ctx, lk); uerr != nil {
+				return fmt.Errorf("%w; and releasing the slot failed too: %v (run locksmithctl unlock)", err, uerr)
+			}
+			return fmt.Errorf("%w; the slot was released", err)
+		}
+		fmt.Fprintf(stdio.Stdout, "Locked slot %d of group %s; rebooting\n", lk.Slot.Index, g.group)
+		return nil
+	})
 }
+
+func (g *globals) machineID() (string, error) { return hostenv.MachineID(g.id) }
 
 func (g *globals) withStore(ctx context.Context, fn func(context.Context, *locksmith.Store) error) error {
 	cli, err := g.etcd.Client()
@@ -269,16 +253,12 @@ func (g *globals) withStore(ctx context.Context, fn func(context.Context, *locks
 	return err
 }
 
-func (g *globals) systemBus() (*dbus.Conn, error) {
-	addr := DefaultSystemBus
-	for _, kv := range g.env {
-		if v, ok := strings.CutPrefix(kv, "DBUS_SYSTEM_BUS_ADDRESS="); ok && v != "" {
-			addr = v
-		}
-	}
-	conn, err := dbus.Connect(addr)
+// withBus runs fn with a connection to the system bus.
+func (g *globals) withBus(fn func(*dbus.Conn) error) error {
+	conn, err := hostenv.SystemBus(g.env)
 	if err != nil {
-		return nil, fmt.Errorf("connect to the system bus %s: %w", addr, err)
+		return err
 	}
-	return conn, nil
+	defer conn.Close()
+	return fn(conn)
 }

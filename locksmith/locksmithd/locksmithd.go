@@ -16,7 +16,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/godbus/dbus/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
@@ -24,6 +23,7 @@ import (
 	"github.com/twinslot/twinslot/locksmith/daemon"
 	"github.com/twinslot/twinslot/locksmith/fleetlock"
 	"github.com/twinslot/twinslot/locksmith/internal/etcdflags"
+	"github.com/twinslot/twinslot/locksmith/internal/hostenv"
 	"github.com/twinslot/twinslot/locksmith/window"
 	"github.com/twinslot/twinslot/tools/cli"
 	"github.com/twinslot/twinslot/updated/updateconf"
@@ -33,10 +33,8 @@ const (
 	prog = "locksmithd"
 	// EnvPrefix is the prefix of the environment variables that set flags.
 	EnvPrefix = "LOCKSMITHD_"
-	// Host paths.
-	MachineIDPath    = "/etc/machine-id"
-	BootIDPath       = "/proc/sys/kernel/random/boot_id"
-	DefaultSystemBus = "unix:path=/var/run/dbus/system_bus_socket"
+	// BootIDPath identifies the current boot.
+	BootIDPath = "/proc/sys/kernel/random/boot_id"
 )
 
 type options struct {
@@ -65,7 +63,7 @@ func Main(ctx context.Context, args, environ []string, stdin io.Reader, stdout, 
 	fs := stdio.FlagSet(prog, "[flags]", "Coordinates reboots after updates: follows updated over D-Bus and reboots when the strategy,\nthe reboot windows and (etcd-lock, fleetlock) a reboot slot allow. REBOOT_STRATEGY and the\nwindows come from update.conf and the environment; every flag is also LOCKSMITHD_<FLAG>.")
 	o.etcd.Register(fs)
 	fs.StringVar(&o.group, "group", locksmith.DefaultGroup, "reboot group (etcd-lock and fleetlock)")
-	fs.StringVar(&o.id, "id", "", "machine id used as the holder id (default: the content of "+MachineIDPath+")")
+	fs.StringVar(&o.id, "id", "", "machine id used as the holder id (default: the content of "+hostenv.MachineIDPath+")")
 	fs.StringVar(&o.fleetlockListen, "fleetlock-listen", "", "serve the FleetLock protocol on this address (host:port) from the etcd semaphore")
 	fs.StringVar(&o.metricsListen, "metrics-listen", "", "serve Prometheus metrics on this address (host:port) at /metrics")
 	fs.StringVar(&o.fleetlockURL, "fleetlock-url", "", "FleetLock server for REBOOT_STRATEGY=fleetlock")
@@ -140,7 +138,7 @@ func run(ctx context.Context, o options, environ []string, log *slog.Logger) err
 		fl = &fleetlock.Client{BaseURL: o.fleetlockURL, Group: o.group, HTTP: &http.Client{Timeout: 5 * time.Minute}}
 	}
 
-	conn, busErr := dbus.Connect(systemBus(environ))
+	conn, busErr := hostenv.SystemBus(environ)
 	if busErr == nil {
 		defer conn.Close()
 	}
@@ -160,7 +158,7 @@ func run(ctx context.Context, o options, environ []string, log *slog.Logger) err
 			RebootRequiredPath: o.rebootRequired, StatusPath: o.statusFile, CoordinatorPath: o.coordinatorFile, StateDir: o.stateDir,
 		}
 		if strategy != updateconf.StrategyOff && strategy != updateconf.StrategyReboot {
-			if cfg.MachineID, err = machineID(o.id); err != nil {
+			if cfg.MachineID, err = hostenv.MachineID(o.id); err != nil {
 				return err
 			}
 			b, err := os.ReadFile(BootIDPath)
@@ -252,27 +250,6 @@ func splitList(s string) []string {
 		}
 	}
 	return out
-}
-
-func systemBus(environ []string) string {
-	addr := DefaultSystemBus
-	for _, kv := range environ {
-		if v, ok := strings.CutPrefix(kv, "DBUS_SYSTEM_BUS_ADDRESS="); ok && v != "" {
-			addr = v
-		}
-	}
-	return addr
-}
-
-func machineID(flagID string) (string, error) {
-	if flagID != "" {
-		return flagID, nil
-	}
-	b, err := os.ReadFile(MachineIDPath)
-	if err != nil {
-		return "", fmt.Errorf("read the machine id (or pass --id): %w", err)
-	}
-	return strings.TrimSpace(string(b)), nil
 }
 
 // drainHook runs command with /bin/sh in its own process group, killed as a group when the
