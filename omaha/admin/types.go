@@ -3,6 +3,7 @@ package admin
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"time"
 )
 
@@ -56,6 +57,9 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 		var secs float64
 		if err2 := json.Unmarshal(b, &secs); err2 != nil {
 			return fmt.Errorf("duration: want a string such as \"1h30m\": %w", err)
+		}
+		if secs > math.MaxInt64/float64(time.Second) || secs < math.MinInt64/float64(time.Second) {
+			return fmt.Errorf("duration: %v seconds is out of range", secs)
 		}
 		*d = Duration(secs * float64(time.Second))
 		return nil
