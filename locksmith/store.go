@@ -199,9 +199,9 @@ func (s *Store) enqueue(ctx context.Context, group, id string) (leave func(), er
 		defer cancel()
 		s.cli.Revoke(rctx, g.ID) // deletes the queue key if the acquisition did not
 	}
-	// Keeping the key (not re-creating it) keeps the place of a waiter that queued before.
-	if _, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(s.queueKey(group, id)), "=", 0)).
-		Then(clientv3.OpPut(s.queueKey(group, id), id, clientv3.WithLease(g.ID))).Commit(); err != nil {
+	// A put on a key that is still there (a waiter of the same id that queued before) keeps its
+	// CreateRevision, so its place, and moves it onto this waiter's lease.
+	if _, err := s.cli.Put(ctx, s.queueKey(group, id), id, clientv3.WithLease(g.ID)); err != nil {
 		leave()
 		return nil, fmt.Errorf("locksmith: group %q: queue for a slot: %w", group, err)
 	}
