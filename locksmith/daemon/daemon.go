@@ -158,6 +158,9 @@ func New(cfg Config, deps Deps) (*Daemon, error) {
 	if cfg.Group == "" {
 		cfg.Group = locksmith.DefaultGroup
 	}
+	if err := locksmith.ValidateGroup(cfg.Group); err != nil {
+		return nil, fmt.Errorf("daemon: %w", err)
+	}
 	if cfg.Windows.Loc == nil {
 		cfg.Windows.Loc = time.Local
 	}

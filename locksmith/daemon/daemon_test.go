@@ -517,6 +517,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		"no update agent":         {daemon.Config{Strategy: "reboot"}, daemon.Deps{Rebooter: nilRebooter{}}},
 		"bad drain policy":        {daemon.Config{Strategy: "reboot", DrainFailure: "ignore"}, daemon.Deps{Updated: nilUpdated{}, Rebooter: nilRebooter{}}},
 		"etcd-lock without an id": {daemon.Config{Strategy: "etcd-lock"}, daemon.Deps{Updated: nilUpdated{}, Rebooter: nilRebooter{}, Store: &locksmith.Store{}}},
+		"unprintable group":       {daemon.Config{Strategy: "reboot", Group: "a\nb"}, daemon.Deps{Updated: nilUpdated{}, Rebooter: nilRebooter{}}},
 	} {
 		if _, err := daemon.New(tc.cfg, tc.deps); err == nil {
 			t.Errorf("%s: accepted", name)
