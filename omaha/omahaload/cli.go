@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/twinslot/twinslot/tools/cli"
 )
@@ -50,7 +51,17 @@ func runCommand(ctx context.Context, stdio cli.IO, args []string) error {
 	}
 	cfg.Tracks = strings.Split(*tracks, ",")
 	cfg.Versions = strings.Split(*versions, ",")
+	total := cfg.Requests
+	if total == 0 {
+		total = cfg.Machines
+	}
+	var done int64
+	show := progressLine(stdio.Stderr, cli.IsTerminal(stdio.Stderr), int64(total))
+	cfg.Progress = func(n int64) { done = n; show(n) }
 	res, err := Run(ctx, cfg)
+	if done < int64(total) {
+		show(-1) // ended early (time limit or interrupt): end the line
+	}
 	if err != nil {
 		return err
 	}
@@ -61,4 +72,37 @@ func runCommand(ctx context.Context, stdio cli.IO, args []string) error {
 		return fmt.Errorf("write result: %w", err)
 	}
 	return nil
+}
+
+// progressLine returns a Config.Progress that prints "requests done/total" to w: redrawn in
+// place on a terminal, one line every logEvery otherwise (tools/progress counts bytes). A
+// negative done ends the line without a count.
+func progressLine(w io.Writer, tty bool, total int64) func(int64) {
+	const logEvery = 5 * time.Second
+	start := time.Now()
+	var last time.Time
+	return func(done int64) {
+		if done < 0 {
+			if tty {
+				fmt.Fprintln(w)
+			}
+			return
+		}
+		now := time.Now()
+		final := done >= total
+		if !tty && !final && now.Sub(last) < logEvery {
+			return
+		}
+		last = now
+		rate := float64(done) / max(now.Sub(start).Seconds(), 1e-9)
+		line := fmt.Sprintf("requests %d/%d (%.0f/s)", done, total, rate)
+		switch {
+		case tty && final:
+			fmt.Fprintf(w, "\r\033[K%s\n", line)
+		case tty:
+			fmt.Fprintf(w, "\r\033[K%s", line)
+		default:
+			fmt.Fprintln(w, line)
+		}
+	}
 }

@@ -53,7 +53,13 @@ type Config struct {
 	// HTTPClient, when nil, is a client of the run's own with keep-alive connections and no
 	// proxy.
 	HTTPClient *http.Client
+	// Progress, when set, is called about every ProgressInterval with the number of
+	// requests finished so far, and once at the end.
+	Progress func(done int64)
 }
+
+// ProgressInterval is how often Config.Progress is called.
+const ProgressInterval = 200 * time.Millisecond
 
 // Result is what a run measured.
 type Result struct {
@@ -226,7 +232,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		workers[i] = w
 		wg.Go(func() { w.loop(ctx) })
 	}
+	stopProgress := r.reportProgress()
 	wg.Wait()
+	stopProgress()
 	return r.result(workers), nil
 }
 
@@ -235,6 +243,33 @@ type run struct {
 	hc    *http.Client
 	start time.Time
 	next  atomic.Int64 // index of the next request
+	done  atomic.Int64 // requests finished
+}
+
+// reportProgress calls cfg.Progress until the returned function is called.
+func (r *run) reportProgress() (stop func()) {
+	if r.cfg.Progress == nil {
+		return func() {}
+	}
+	quit, finished := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(ProgressInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-quit:
+				r.cfg.Progress(r.done.Load())
+				return
+			case <-t.C:
+				r.cfg.Progress(r.done.Load())
+			}
+		}
+	}()
+	return func() {
+		close(quit)
+		<-finished
+	}
 }
 
 type worker struct {
@@ -309,6 +344,7 @@ func (w *worker) loop(ctx context.Context) {
 			return // the run ended during this request: neither a result nor an error
 		}
 		w.latencies = append(w.latencies, time.Since(begin))
+		w.run.done.Add(1)
 		w.res.Requests++
 		switch k {
 		case kindCheck, kindRollbackCheck:

@@ -303,6 +303,9 @@ func TestMainCommand(t *testing.T) {
 	if len(f.machines) != 12 {
 		t.Errorf("server saw %d machines", len(f.machines))
 	}
+	if !strings.Contains(errOut.String(), "requests 12/12") {
+		t.Errorf("no final progress line on stderr: %q", errOut.String())
+	}
 	out.Reset()
 	errOut.Reset()
 	if code := Main(t.Context(), []string{"run", "--url", "http://192.0.2.1/v1/update/"}, nil, &out, &errOut); code != 1 ||
