@@ -1,9 +1,7 @@
 package payload_test
 
 import (
-	"bytes"
 	"fmt"
-	"os"
 	"path/filepath"
 
 	"github.com/twinslot/twinslot/payload"
@@ -12,21 +10,17 @@ import (
 // Example shows how an update server checks an uploaded payload: Open, then Verify against its
 // trust root, then read the signed version and board.
 func Example() {
-	b, err := os.ReadFile(filepath.Join("testdata", "v1.tsp"))
-	if err != nil {
-		fmt.Println(err)
-		return
-	}
 	trust, err := payload.LoadTrustRoot(filepath.Join("testdata", "trust.json"))
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
-	f, err := payload.Open(bytes.NewReader(b), int64(len(b)))
+	f, err := payload.OpenFile(filepath.Join("testdata", "v1.tsp"))
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
+	defer f.Close()
 	m, err := f.Verify(trust, payload.Expect{AppID: payload.DefaultAppID})
 	if err != nil {
 		fmt.Println(err)

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 
 	"github.com/secure-systems-lab/go-securesystemslib/dsse"
 )
@@ -21,6 +22,7 @@ type File struct {
 	env    dsse.Envelope
 	body   []byte // decoded DSSE payload (unverified manifest JSON)
 	sigs   [][]byte
+	closer io.Closer // the file OpenFile opened, if any
 }
 
 // Expect is what the caller requires of a manifest besides valid signatures. Empty fields (and a
@@ -36,6 +38,34 @@ type Expect struct {
 func Open(r io.ReaderAt, size int64) (*File, error) {
 	src := &readerAtSource{r: r, size: size}
 	return openWith(size, src.readFull)
+}
+
+// OpenFile opens the payload file at path (see Open). Close the File when done.
+func OpenFile(path string) (*File, error) {
+	fh, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	st, err := fh.Stat()
+	if err != nil {
+		fh.Close()
+		return nil, err
+	}
+	f, err := Open(fh, st.Size())
+	if err != nil {
+		fh.Close()
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	f.closer = fh
+	return f, nil
+}
+
+// Close closes the file OpenFile opened; for a File from Open it does nothing.
+func (f *File) Close() error {
+	if f.closer == nil {
+		return nil
+	}
+	return f.closer.Close()
 }
 
 // openSource opens the payload behind src; the File's later reads use ctx.

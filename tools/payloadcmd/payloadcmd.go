@@ -307,39 +307,13 @@ is used through a provider linked into this binary or a sigstore-kms-<provider> 
 	if err := payload.Sign(ctx, arg, s, ""); err != nil {
 		return err
 	}
-	b, err := os.Open(arg)
+	f, err := payload.OpenFile(arg)
 	if err != nil {
 		return err
 	}
-	defer b.Close()
-	st, err := b.Stat()
-	if err != nil {
-		return err
-	}
-	f, err := payload.Open(b, st.Size())
-	if err != nil {
-		return err
-	}
+	defer f.Close()
 	fmt.Fprintf(stdio.Stdout, "signed %s; signatures by %s\n", arg, strings.Join(f.KeyIDs(), ", "))
 	return nil
-}
-
-func openFile(path string) (*os.File, *payload.File, error) {
-	fh, err := os.Open(path)
-	if err != nil {
-		return nil, nil, err
-	}
-	st, err := fh.Stat()
-	if err != nil {
-		fh.Close()
-		return nil, nil, err
-	}
-	f, err := payload.Open(fh, st.Size())
-	if err != nil {
-		fh.Close()
-		return nil, nil, err
-	}
-	return fh, f, nil
 }
 
 // manifestJSON is the --json shape of a manifest.
@@ -419,11 +393,11 @@ func (c *cmd) verify(ctx context.Context, stdio cli.IO, args []string) error {
 	if err != nil {
 		return err
 	}
-	fh, f, err := openFile(arg)
+	f, err := payload.OpenFile(arg)
 	if err != nil {
 		return err
 	}
-	defer fh.Close()
+	defer f.Close()
 	m, err := f.Verify(tr, payload.Expect{AppID: *app, Board: *board, Floor: *floor})
 	if err != nil {
 		return err
@@ -448,11 +422,11 @@ func (c *cmd) inspect(ctx context.Context, stdio cli.IO, args []string) error {
 	if err != nil {
 		return err
 	}
-	fh, f, err := openFile(arg)
+	f, err := payload.OpenFile(arg)
 	if err != nil {
 		return err
 	}
-	defer fh.Close()
+	defer f.Close()
 	m, err := f.Unverified()
 	if err != nil {
 		return err
