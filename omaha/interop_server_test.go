@@ -160,7 +160,7 @@ func TestInteropClientAgainstServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := flatcarHost()
+	h := omaha.TestHost()
 	res, err := c.UpdateCheck(t.Context(), h, omaha.CheckOptions{})
 	if err != nil {
 		t.Fatal(err)

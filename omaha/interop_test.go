@@ -12,16 +12,6 @@ import (
 	"github.com/twinslot/twinslot/omaha"
 )
 
-// flatcarHost is the host of testdata/request-*.xml.
-func flatcarHost() omaha.Host {
-	return omaha.Host{
-		AppID: "{e96281a6-d1af-4bde-9a0a-97b76e56dc57}", MachineID: "639c3d1041b94d7c915c18174eeeb154",
-		BootID: "{60eb8c4b-919d-422f-9d4f-8fda10c50ab8}", Version: "4081.2.0", Track: "stable",
-		Board: "amd64-usr", OEM: "azure", OEMVersion: "2.9.1.1", AlephVersion: "3815.2.0",
-		MachineAlias: "worker-07", Arch: "x86_64",
-	}
-}
-
 // dialectServer serves a fixed Flatcar-dialect response (as Nebraska writes it) and keeps the
 // raw request bodies it receives.
 func dialectServer(t *testing.T, response string) (url string, bodies func() [][]byte) {
@@ -56,7 +46,7 @@ func TestInteropClientWithFlatcarDialect(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := c.UpdateCheck(t.Context(), flatcarHost(), omaha.CheckOptions{})
+	res, err := c.UpdateCheck(t.Context(), omaha.TestHost(), omaha.CheckOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,20 +82,20 @@ func TestInteropClientWithFlatcarDialect(t *testing.T) {
 		wantReq string
 	}{
 		{"download started", func(c *omaha.Client) error {
-			return c.Event(t.Context(), flatcarHost(), omaha.Event{Type: omaha.EventTypeUpdateDownloadStarted, Result: omaha.EventResultSuccess})
+			return c.Event(t.Context(), omaha.TestHost(), omaha.Event{Type: omaha.EventTypeUpdateDownloadStarted, Result: omaha.EventResultSuccess})
 		}, "request-event-13-1.xml"},
 		{"downloaded", func(c *omaha.Client) error {
-			return c.Event(t.Context(), flatcarHost(), omaha.Event{Type: omaha.EventTypeUpdateDownloadFinished, Result: omaha.EventResultSuccess})
+			return c.Event(t.Context(), omaha.TestHost(), omaha.Event{Type: omaha.EventTypeUpdateDownloadFinished, Result: omaha.EventResultSuccess})
 		}, "request-event-14-1.xml"},
 		{"installed", func(c *omaha.Client) error {
-			return c.Event(t.Context(), flatcarHost(), omaha.Event{Type: omaha.EventTypeUpdateComplete, Result: omaha.EventResultSuccess})
+			return c.Event(t.Context(), omaha.TestHost(), omaha.Event{Type: omaha.EventTypeUpdateComplete, Result: omaha.EventResultSuccess})
 		}, "request-event-3-1.xml"},
 		{"failed", func(c *omaha.Client) error {
-			return c.Event(t.Context(), flatcarHost(), omaha.ErrorEvent(omaha.ErrorCodePostinstallRunnerError|omaha.ErrorCodeFlagTestOmahaURL))
+			return c.Event(t.Context(), omaha.TestHost(), omaha.ErrorEvent(omaha.ErrorCodePostinstallRunnerError|omaha.ErrorCodeFlagTestOmahaURL))
 		}, "request-event-3-0-error.xml"},
-		{"ping", func(c *omaha.Client) error { return c.Ping(t.Context(), flatcarHost()) }, "request-ping.xml"},
+		{"ping", func(c *omaha.Client) error { return c.Ping(t.Context(), omaha.TestHost()) }, "request-ping.xml"},
 		{"rollback check", func(c *omaha.Client) error {
-			_, err := c.UpdateCheck(t.Context(), flatcarHost(), omaha.CheckOptions{Rollback: true})
+			_, err := c.UpdateCheck(t.Context(), omaha.TestHost(), omaha.CheckOptions{Rollback: true})
 			return err
 		}, "request-updatecheck-rollback.xml"},
 	} {
@@ -131,7 +121,7 @@ func TestInteropClientWithFlatcarDialect(t *testing.T) {
 	t.Run("noupdate", func(t *testing.T) {
 		url, _ := dialectServer(t, "response-flatcar-noupdate.xml")
 		c, _ := omaha.NewClient([]string{url}, omaha.ClientOptions{})
-		res, err := c.UpdateCheck(t.Context(), flatcarHost(), omaha.CheckOptions{PreviousVersion: "3975.2.2"})
+		res, err := c.UpdateCheck(t.Context(), omaha.TestHost(), omaha.CheckOptions{PreviousVersion: "3975.2.2"})
 		if err != nil || res.Update != nil {
 			t.Fatalf("UpdateCheck = %+v, %v; want noupdate", res, err)
 		}
@@ -139,7 +129,7 @@ func TestInteropClientWithFlatcarDialect(t *testing.T) {
 	t.Run("throttled", func(t *testing.T) {
 		url, _ := dialectServer(t, "response-flatcar-throttled.xml")
 		c, _ := omaha.NewClient([]string{url}, omaha.ClientOptions{})
-		_, err := c.UpdateCheck(t.Context(), flatcarHost(), omaha.CheckOptions{})
+		_, err := c.UpdateCheck(t.Context(), omaha.TestHost(), omaha.CheckOptions{})
 		if !omaha.IsTransient(err) {
 			t.Fatalf("UpdateCheck against a throttling Nebraska = %v, want a transient error", err)
 		}
