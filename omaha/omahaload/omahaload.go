@@ -433,11 +433,17 @@ func (r *run) result(workers []*worker) *Result {
 	}
 	if len(lat) > 0 {
 		slices.Sort(lat)
-		res.P50 = lat[len(lat)/2]
-		res.P99 = lat[min(len(lat)-1, len(lat)*99/100)]
+		res.P50 = percentile(lat, 50)
+		res.P99 = percentile(lat, 99)
 		res.Max = lat[len(lat)-1]
 	}
 	return res
+}
+
+// percentile returns the nearest-rank p-th percentile of sorted, non-empty durations.
+func percentile(sorted []time.Duration, p int) time.Duration {
+	rank := (len(sorted)*p + 99) / 100 // ceil(n·p/100)
+	return sorted[max(rank, 1)-1]
 }
 
 // Machine returns the identity of simulated machine i (0 ≤ i < Machines) of a run with

@@ -316,3 +316,21 @@ func TestMainCommand(t *testing.T) {
 		t.Errorf("missing --url: exit %d, want 2", code)
 	}
 }
+
+func TestPercentile(t *testing.T) {
+	var lat []time.Duration
+	for i := 1; i <= 100; i++ {
+		lat = append(lat, time.Duration(i))
+	}
+	tests := []struct {
+		n, p int
+		want time.Duration
+	}{
+		{1, 50, 1}, {1, 99, 1}, {2, 50, 1}, {2, 99, 2}, {100, 50, 50}, {100, 99, 99}, {100, 100, 100},
+	}
+	for _, tt := range tests {
+		if got := percentile(lat[:tt.n], tt.p); got != tt.want {
+			t.Errorf("percentile(1..%d, %d) = %d, want %d", tt.n, tt.p, got, tt.want)
+		}
+	}
+}
