@@ -490,7 +490,8 @@ func TestFleetLockStrategy(t *testing.T) {
 	h.updated.SetBoot(t, dbustest.Boot(daemon.BootCommitted, "2.0"))
 	deps2 := h.deps(nil)
 	deps2.FleetLock = client
-	r2 := h.start(h.configFleet(cfg, "boot-2"), deps2)
+	cfg.BootID = "boot-2"
+	r2 := h.start(cfg, deps2)
 	waitState(t, r2.d, daemon.StateIdle)
 	if _, ok := h.slot("m1"); ok {
 		t.Fatal("FleetLock slot kept after the commit")
@@ -498,11 +499,6 @@ func TestFleetLockStrategy(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(cfg.StateDir, "fleetlock.json")); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("reboot record left behind: %v", err)
 	}
-}
-
-func (h *harness) configFleet(cfg daemon.Config, bootID string) daemon.Config {
-	cfg.BootID = bootID
-	return cfg
 }
 
 func TestNewRejectsBadConfig(t *testing.T) {
