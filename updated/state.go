@@ -381,6 +381,7 @@ func Transition(r Record, ev Event) (Record, error) {
 				n.finish(ev.Now, OutcomeKept, n.Failure)
 				n.LastError = n.Failure
 				n.Boot.State = BootCommitted
+				n.PrevVersionPref = "" // 3/0 was reported; never report this update complete
 			default:
 				n.finish(ev.Now, OutcomeCommitted, nil)
 				n.Boot.State = BootCommitted

@@ -212,8 +212,8 @@ func TestTransitionVerify(t *testing.T) {
 		r, chain := run(t, booted, Event{Kind: EvUnhealthy, Failure: fail(CodeHealthGateFailed)},
 			Event{Kind: EvRollbackRefused, Failure: fail(CodeHealthGateFailed)}, Event{Kind: EvCommitted})
 		sameChain(t, chain, []State{Verifying, RollingBack, Committing, Idle})
-		if r.Boot.State != BootCommitted || r.History[0].Outcome != OutcomeKept {
-			t.Fatalf("boot %+v history %+v", r.Boot, r.History)
+		if r.Boot.State != BootCommitted || r.History[0].Outcome != OutcomeKept || r.PrevVersionPref != "" {
+			t.Fatalf("boot %+v history %+v pref %q", r.Boot, r.History, r.PrevVersionPref)
 		}
 	})
 }
