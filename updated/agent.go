@@ -140,6 +140,17 @@ func New(h Host, c Config) (*Agent, error) {
 	if a.rnd == nil {
 		a.rnd = func(n int64) int64 { return rand.Int64N(n) }
 	}
+	if a.h.HTTP == nil {
+		// One client for the agent's life, shared by Omaha exchanges and payload downloads, so
+		// connections are reused and closed when Run ends.
+		a.h.HTTP = &http.Client{Transport: &http.Transport{
+			Proxy:                 http.ProxyFromEnvironment,
+			MaxIdleConnsPerHost:   8,
+			IdleConnTimeout:       90 * time.Second,
+			TLSHandshakeTimeout:   10 * time.Second,
+			ResponseHeaderTimeout: 60 * time.Second,
+		}}
+	}
 	a.floor = floor.Multi{floor.File{Path: filepath.Join(h.Paths.StateDir, FloorFile)}}
 	if h.TPM != nil {
 		a.floor = append(floor.Multi{&floor.TPM{T: h.TPM}}, a.floor...)
@@ -155,6 +166,7 @@ var errStop = errors.New("stopped")
 // cannot be inspected (no disk, unknown booted slot), the state cannot be persisted, or
 // OnPersist stopped it.
 func (a *Agent) Run(ctx context.Context) error {
+	defer a.h.HTTP.CloseIdleConnections()
 	if err := os.MkdirAll(a.h.Paths.StateDir, 0o755); err != nil {
 		return fmt.Errorf("updated: create state directory: %w", err)
 	}
