@@ -374,13 +374,18 @@ func (a *Agent) wait(ctx context.Context, d time.Duration, chans ...chan struct{
 	}
 }
 
+// checksDisabled re-reads update.conf and reports whether checks are off (or it is unreadable).
+func (a *Agent) checksDisabled() bool {
+	c, err := a.conf()
+	if err != nil {
+		a.log.Error("cannot read update.conf; not checking for updates until it is fixed", "error", err)
+	}
+	return c == nil || c.Disabled() || len(servers(c)) == 0
+}
+
 func (a *Agent) idle(ctx context.Context, r Record) (Event, error) {
 	for {
-		c, err := a.conf()
-		if err != nil {
-			a.log.Error("cannot read update.conf; not checking for updates until it is fixed", "error", err)
-		}
-		disabled := c == nil || c.Disabled() || len(servers(c)) == 0
+		disabled := a.checksDisabled()
 		d := a.nextCheck.Sub(a.clk.Now())
 		if r.Rollback != nil || (r.PrevVersionPref != "" && r.PrevVersionPref != "0.0.0.0") {
 			d = 0 // a commit or a rollback waits to be reported
@@ -391,6 +396,9 @@ func (a *Agent) idle(ctx context.Context, r Record) (Event, error) {
 		i, err := a.wait(ctx, d, a.trigger, a.reset)
 		if err != nil {
 			return Event{}, err
+		}
+		if i != 1 {
+			disabled = a.checksDisabled() // update.conf may have changed while waiting
 		}
 		switch {
 		case i == 1:

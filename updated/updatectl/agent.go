@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/godbus/dbus/v5"
@@ -131,11 +132,12 @@ func orUnknown(s string) string {
 }
 
 func (env Env) runCheck(ctx context.Context, stdio cli.IO, args []string) error {
-	fs := stdio.FlagSet("updatectl check", "[--wait] [--bus ADDR]", `
+	fs := stdio.FlagSet("updatectl check", "[--wait [--start-timeout D]] [--bus ADDR]", `
 Ask updated to check for an update now (AttemptUpdate; a no-op unless it is idle). With
 --wait, follow the attempt until the agent is idle again or waits for a reboot, and fail
 when the attempt failed (like update_engine_client -update).`)
 	wait := fs.Bool("wait", false, "follow the attempt until it ends")
+	startTimeout := fs.Duration("start-timeout", 30*time.Second, "with --wait: fail when no check starts within this `duration`")
 	bus := fs.String("bus", "system", busHelp)
 	if err := parseNone(fs, args); err != nil {
 		return err
@@ -162,9 +164,24 @@ when the attempt failed (like update_engine_client -update).`)
 	}
 	w := newWatcher(stdio)
 	defer w.finish()
-	started := false
-	failed := false
-	return follow(ctx, c, sub, w, func(st dbusapi.Status) bool {
+	// The agent ignores AttemptUpdate unless idle with a server configured: give up if no
+	// check starts in time.
+	fctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var mu sync.Mutex
+	started, failed, timedOut := false, false, false
+	timer := time.AfterFunc(*startTimeout, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if !started {
+			timedOut = true
+			cancel()
+		}
+	})
+	defer timer.Stop()
+	err = follow(fctx, c, sub, w, func(st dbusapi.Status) bool {
+		mu.Lock()
+		defer mu.Unlock()
 		switch st.CurrentOperation {
 		case dbusapi.OpIdle:
 			return started
@@ -175,12 +192,18 @@ when the attempt failed (like update_engine_client -update).`)
 		}
 		started = true
 		return false
-	}, func() error {
-		if failed {
-			return errors.New("the update attempt failed; see updatectl history and journalctl -u updated")
-		}
-		return nil
 	})
+	mu.Lock()
+	defer mu.Unlock()
+	switch {
+	case timedOut:
+		return fmt.Errorf("no update check started within %s: is updated busy, or SERVER disabled in update.conf?", *startTimeout)
+	case err != nil:
+		return err
+	case failed:
+		return errors.New("the update attempt failed; see updatectl history and journalctl -u updated")
+	}
+	return nil
 }
 
 func (env Env) runReset(ctx context.Context, stdio cli.IO, args []string) error {
@@ -225,7 +248,7 @@ progress bar while a payload is downloaded and written, until interrupted.`)
 	defer sub.Close()
 	w := newWatcher(stdio)
 	defer w.finish()
-	err = follow(ctx, c, sub, w, func(dbusapi.Status) bool { return false }, nil)
+	err = follow(ctx, c, sub, w, func(dbusapi.Status) bool { return false })
 	if ctx.Err() != nil {
 		return nil // interrupted: the normal end of watch
 	}
@@ -233,7 +256,7 @@ progress bar while a payload is downloaded and written, until interrupted.`)
 }
 
 // follow prints the current status, then every signal, until stop says so (or ctx ends).
-func follow(ctx context.Context, c *dbusapi.Client, sub *dbusapi.Subscription, w *watcher, stop func(dbusapi.Status) bool, result func() error) error {
+func follow(ctx context.Context, c *dbusapi.Client, sub *dbusapi.Subscription, w *watcher, stop func(dbusapi.Status) bool) error {
 	st, err := c.GetStatus(ctx)
 	if err != nil {
 		return err
@@ -256,9 +279,6 @@ func follow(ctx context.Context, c *dbusapi.Client, sub *dbusapi.Subscription, w
 		case s.Boot != nil:
 			w.boot(*s.Boot)
 		}
-	}
-	if result != nil {
-		return result()
 	}
 	return nil
 }

@@ -150,6 +150,12 @@ func TestAgentCommands(t *testing.T) {
 	if len(rep.Attempts) != 1 || rep.Attempts[0].Outcome != updated.OutcomeCancelled || rep.Current != nil || rep.State != updated.Idle {
 		t.Fatalf("history after reset: %+v", rep)
 	}
+	// With updates disabled the agent ignores the request: check --wait says so.
+	os.WriteFile(w.host.ConfPath(), []byte("SERVER=disabled\n"), 0o644)
+	code, _, errs = ctl(t, env, append([]string{"check", "--wait", "--start-timeout", "300ms"}, bus...)...)
+	if code != 1 || !strings.Contains(errs, "no update check started") {
+		t.Fatalf("check --wait with updates disabled: %d %s", code, errs)
+	}
 	// The agent gone is a clear error.
 	w.stop()
 	code, _, errs = ctl(t, env, append([]string{"status"}, bus...)...)
