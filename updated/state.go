@@ -365,6 +365,7 @@ func Transition(r Record, ev Event) (Record, error) {
 				return Record{}, fmt.Errorf("updated: %s without a failure", ev.Kind)
 			}
 			f := *ev.Failure
+			f.Step = Verifying
 			n.Failure = &f
 			n.Boot.State = BootRolledBack
 			n.Boot.PreviousVersion = n.Boot.BootedVersion
