@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -248,6 +249,7 @@ func TestUnhealthyRollback(t *testing.T) {
 func TestLive(t *testing.T) {
 	f := newFleet(t, false)
 	h := f.host
+	before := runtime.NumGoroutine()
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
 	cfg := updated.Config{Schedule: updated.Schedule{Period: time.Hour, MaxInterval: 4 * time.Hour, MinPoll: time.Minute}, Logger: logger(t)}
@@ -266,4 +268,14 @@ func TestLive(t *testing.T) {
 	if slot, rel, boots := h.Booted(); slot.Label != "USR-B" || rel.Version != "2.0.0" || boots != 2 {
 		t.Fatalf("live: %s %s after %d boots", slot.Label, rel.Version, boots)
 	}
+	// A fleet runs many hosts in one process: a stopped host leaves no goroutines behind.
+	var n int
+	for i := 0; i < 500; i++ {
+		if n = runtime.NumGoroutine(); n <= before+1 {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	buf := make([]byte, 1<<20)
+	t.Fatalf("%d goroutines after the host stopped, %d before:\n%s", n, before, buf[:runtime.Stack(buf, true)])
 }
