@@ -29,12 +29,7 @@ func toNeedReboot(t *testing.T, h *host, srv *omahaServer) updated.Record {
 }
 
 func TestUpdateCommit(t *testing.T) {
-	h := newHost(t, "1.0.0")
-	rel := newRelease(t, 0)
-	rel.install(t, h)
-	srv := newOmahaServer(t)
-	srv.set(func(s *omahaServer) { s.offer, s.payload = "2.0.0", rel.build(t, t.TempDir(), "2.0.0", 3, false) })
-	h.writeConf(srv.URL())
+	h, srv := scenario(t, 3, false)
 
 	rec := toNeedReboot(t, h, srv)
 	if rec.Attempt == nil || rec.Attempt.TargetSlot != "USR-B" || rec.Attempt.Image.SecurityVersion != 3 {
@@ -92,12 +87,7 @@ func TestUpdateCommit(t *testing.T) {
 }
 
 func TestUnhealthyRollsBack(t *testing.T) {
-	h := newHost(t, "1.0.0")
-	rel := newRelease(t, 0)
-	rel.install(t, h)
-	srv := newOmahaServer(t)
-	srv.set(func(s *omahaServer) { s.offer, s.payload = "2.0.0", rel.build(t, t.TempDir(), "2.0.0", 3, true) })
-	h.writeConf(srv.URL())
+	h, srv := scenario(t, 3, true)
 	toNeedReboot(t, h, srv)
 
 	h.boot()
@@ -145,12 +135,7 @@ func TestUnhealthyRollsBack(t *testing.T) {
 }
 
 func TestBadVersionNotReinstalled(t *testing.T) {
-	h := newHost(t, "1.0.0")
-	rel := newRelease(t, 0)
-	rel.install(t, h)
-	srv := newOmahaServer(t)
-	srv.set(func(s *omahaServer) { s.offer, s.payload = "2.0.0", rel.build(t, t.TempDir(), "2.0.0", 3, true) })
-	h.writeConf(srv.URL())
+	h, srv := scenario(t, 3, true)
 	toNeedReboot(t, h, srv)
 	h.boot()
 	r := h.start(srv.URL(), fast, 0)

@@ -24,12 +24,7 @@ import (
 // ResetStatus is refused while busy.
 func TestDBus(t *testing.T) {
 	bus := dbustest.New(t)
-	h := newHost(t, "1.0.0")
-	rel := newRelease(t, 0)
-	rel.install(t, h)
-	srv := newOmahaServer(t)
-	srv.set(func(s *omahaServer) { s.offer, s.payload = "2.0.0", rel.build(t, t.TempDir(), "2.0.0", 3, false) })
-	h.writeConf(srv.URL())
+	h, srv := scenario(t, 3, false)
 
 	cfg := updated.Config{Bus: bus.Conn(t)} // default schedule: the first check is minutes away
 	r := h.start(srv.URL(), cfg, 0)
@@ -215,12 +210,7 @@ func TestCheckSchedule(t *testing.T) {
 // TestDownloadResumes cancels the agent in the middle of a download (a crash) and checks that
 // the restarted agent finishes it reusing what the first attempt wrote.
 func TestDownloadResumes(t *testing.T) {
-	h := newHost(t, "1.0.0")
-	rel := newRelease(t, 0)
-	rel.install(t, h)
-	srv := newOmahaServer(t)
-	srv.set(func(s *omahaServer) { s.offer, s.payload = "2.0.0", rel.build(t, t.TempDir(), "2.0.0", 3, false) })
-	h.writeConf(srv.URL())
+	h, srv := scenario(t, 3, false)
 	var r *run
 	cut := make(chan struct{})
 	cfg := fast

@@ -170,12 +170,7 @@ func TestWrongBoard(t *testing.T) {
 }
 
 func TestResetCancelsInstalledUpdate(t *testing.T) {
-	h := newHost(t, "1.0.0")
-	rel := newRelease(t, 0)
-	rel.install(t, h)
-	srv := newOmahaServer(t)
-	srv.set(func(s *omahaServer) { s.offer, s.payload = "2.0.0", rel.build(t, t.TempDir(), "2.0.0", 3, false) })
-	h.writeConf(srv.URL())
+	h, srv := scenario(t, 3, false)
 	r := h.start(srv.URL(), fast, 0)
 	waitState(t, r, "NEED_REBOOT", inState(updated.UpdatedNeedReboot))
 	if err := r.agent.ResetStatus(); err != nil {
@@ -203,11 +198,7 @@ func TestResetCancelsInstalledUpdate(t *testing.T) {
 // ResetStatus is refused and AttemptUpdate does nothing. At the deadline the slot rolls back and
 // the failure names the check.
 func TestHealthDeadline(t *testing.T) {
-	h := newHost(t, "1.0.0")
-	rel := newRelease(t, 0)
-	rel.install(t, h)
-	srv := newOmahaServer(t)
-	srv.set(func(s *omahaServer) { s.offer, s.payload = "2.0.0", rel.build(t, t.TempDir(), "2.0.0", 3, false) })
+	h, srv := scenario(t, 3, false)
 	h.writeConf(srv.URL(), "HEALTH_TIMEOUT=2m")
 	toNeedReboot(t, h, srv)
 	if err := os.WriteFile(h.dir+"/etc/health.d/50-app", []byte("#!/bin/sh\necho app not answering >&2\nexit 1\n"), 0o755); err != nil {

@@ -466,6 +466,20 @@ func (r *release) install(t *testing.T, h *host) {
 	}
 }
 
+// scenario is a host on 1.0.0 trusting a new release key and a server offering 2.0.0 signed
+// with it (security version sv; broken: its health check fails).
+func scenario(t *testing.T, sv uint64, broken bool) (*host, *omahaServer) {
+	t.Helper()
+	h := newHost(t, "1.0.0")
+	rel := newRelease(t, 0)
+	rel.install(t, h)
+	srv := newOmahaServer(t)
+	p := rel.build(t, t.TempDir(), "2.0.0", sv, broken)
+	srv.set(func(s *omahaServer) { s.offer, s.payload = "2.0.0", p })
+	h.writeConf(srv.URL())
+	return h, srv
+}
+
 // waitState reads persisted records until one satisfies ok, the run ends or a minute passes.
 func waitState(t *testing.T, r *run, what string, ok func(updated.Record) bool) updated.Record {
 	t.Helper()

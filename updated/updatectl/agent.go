@@ -51,6 +51,15 @@ func connect(addr string) (*dbus.Conn, error) {
 
 const busHelp = `bus: "system" or a D-Bus address such as unix:path=/run/dbus/system_bus_socket`
 
+// client connects to the agent on bus; close releases the connection.
+func client(bus string) (c *dbusapi.Client, close func(), err error) {
+	conn, err := connect(bus)
+	if err != nil {
+		return nil, nil, err
+	}
+	return dbusapi.NewClient(conn), func() { conn.Close() }, nil
+}
+
 // StatusReport is the output of `updatectl status --json`.
 type StatusReport struct {
 	dbusapi.Status
@@ -67,12 +76,11 @@ rolled-back or steady; booted and previous version; slot).`)
 	if err := parseNone(fs, args); err != nil {
 		return err
 	}
-	conn, err := connect(*bus)
+	c, closeBus, err := client(*bus)
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
-	c := dbusapi.NewClient(conn)
+	defer closeBus()
 	st, err := c.GetStatus(ctx)
 	if err != nil {
 		return err
@@ -142,12 +150,11 @@ when the attempt failed (like update_engine_client -update).`)
 	if err := parseNone(fs, args); err != nil {
 		return err
 	}
-	conn, err := connect(*bus)
+	c, closeBus, err := client(*bus)
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
-	c := dbusapi.NewClient(conn)
+	defer closeBus()
 	var sub *dbusapi.Subscription
 	if *wait {
 		if sub, err = c.Subscribe(ctx); err != nil {
@@ -215,12 +222,12 @@ cancel it, so the running slot boots next again. Refused in any other state.`)
 	if err := parseNone(fs, args); err != nil {
 		return err
 	}
-	conn, err := connect(*bus)
+	c, closeBus, err := client(*bus)
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
-	if err := dbusapi.NewClient(conn).ResetStatus(ctx); err != nil {
+	defer closeBus()
+	if err := c.ResetStatus(ctx); err != nil {
 		return err
 	}
 	fmt.Fprintln(stdio.Stdout, "status reset")
@@ -235,12 +242,11 @@ progress bar while a payload is downloaded and written, until interrupted.`)
 	if err := parseNone(fs, args); err != nil {
 		return err
 	}
-	conn, err := connect(*bus)
+	c, closeBus, err := client(*bus)
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
-	c := dbusapi.NewClient(conn)
+	defer closeBus()
 	sub, err := c.Subscribe(ctx)
 	if err != nil {
 		return err

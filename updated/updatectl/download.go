@@ -248,19 +248,11 @@ func verifyFile(path, trustPath, board, version string) error {
 	if err != nil {
 		return err
 	}
-	f, err := os.Open(path)
+	pf, err := payload.OpenFile(path)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return err
-	}
-	pf, err := payload.Open(f, st.Size())
-	if err != nil {
-		return err
-	}
+	defer pf.Close()
 	m, err := pf.Verify(tr, payload.Expect{AppID: payload.DefaultAppID, Board: board})
 	if err != nil {
 		return err
