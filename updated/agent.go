@@ -568,6 +568,9 @@ func (s slotIO) Sync() error                              { return s.d.Sync() }
 
 func (a *Agent) download(ctx context.Context, r Record) (Event, error) {
 	att := r.Attempt
+	if a.release.Board == "" {
+		return failed(CodeWrongPayload, "the running /usr names no BOARD in its os-release, so the payload's board cannot be checked; refusing to install"), nil
+	}
 	trust, trustPath, err := a.trustRoot()
 	if err != nil {
 		return failed(CodePubKeyVerificationError, "%v", err), nil

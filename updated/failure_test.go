@@ -152,6 +152,18 @@ func tamper(t *testing.T, path string, f func([]byte)) string {
 	return p
 }
 
+func TestNoBoard(t *testing.T) {
+	h, srv := scenario(t, 3, false)
+	h.mu.Lock()
+	h.rel.Board = ""
+	h.mu.Unlock()
+	before := fileHash(t, h.disk)
+	rec := failOnce(t, h, srv)
+	if rec.LastError.Code != updated.CodeWrongPayload || !strings.Contains(rec.LastError.Message, "BOARD") || fileHash(t, h.disk) != before {
+		t.Fatalf("last error %+v", rec.LastError)
+	}
+}
+
 func TestWrongBoard(t *testing.T) {
 	h := newHost(t, "1.0.0")
 	rel := newRelease(t, 0)

@@ -102,7 +102,8 @@ type Release struct {
 // MaxReleaseFile bounds an os-release file.
 const MaxReleaseFile = 64 << 10
 
-// ParseRelease reads an os-release style file: ID, VERSION (or VERSION_ID) and BOARD.
+// ParseRelease reads an os-release style file: ID, VERSION (or VERSION_ID) and BOARD (or
+// Flatcar's FLATCAR_BOARD).
 func ParseRelease(name string, data []byte) (Release, error) {
 	vals, err := updateconf.Parse(name, strings.NewReader(string(data)))
 	if err != nil {
@@ -111,6 +112,9 @@ func ParseRelease(name string, data []byte) (Release, error) {
 	r := Release{ID: vals["ID"], Version: vals["VERSION"], Board: vals["BOARD"]}
 	if r.Version == "" {
 		r.Version = vals["VERSION_ID"]
+	}
+	if r.Board == "" {
+		r.Board = vals["FLATCAR_BOARD"]
 	}
 	if r.Version == "" {
 		return Release{}, fmt.Errorf("updated: %s has no VERSION", name)
