@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -241,5 +242,63 @@ func TestDownloadResumes(t *testing.T) {
 	r.stop(t)
 	if img := rec.Attempt.Image; img.BytesReused == 0 {
 		t.Fatalf("the resumed install reused nothing: %+v", img)
+	}
+}
+
+// TestNotify checks the sd_notify messages: READY=1 once the agent serves, STATUS= with each
+// state, WATCHDOG=1 every half watchdog interval, STOPPING=1 at the end.
+func TestNotify(t *testing.T) {
+	h, srv := scenario(t, 3, false)
+	var mu sync.Mutex
+	var msgs []string
+	notify := func(s string) error {
+		mu.Lock()
+		defer mu.Unlock()
+		msgs = append(msgs, s)
+		return nil
+	}
+	a, err := updated.New(func() updated.Host { ah := h.agentHost(srv.URL()); ah.Notify = notify; return ah }(),
+		updated.Config{Watchdog: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	// Idle waits for the first check (7 min) and the watchdog for 30 s: fire the watchdog twice.
+	for i := 0; i < 2; i++ {
+		for {
+			ws, err := h.clk.WaitFor(ctx, 2)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ws[0] == 30*time.Second {
+				break
+			}
+		}
+		h.clk.Advance(30 * time.Second)
+	}
+	deadline := time.After(time.Minute)
+	for {
+		mu.Lock()
+		n := strings.Count(strings.Join(msgs, "\n"), "WATCHDOG=1")
+		mu.Unlock()
+		if n == 2 {
+			break
+		}
+		select {
+		case <-deadline:
+			t.Fatalf("messages %q", msgs)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if msgs[0] != "STATUS=UPDATE_STATUS_IDLE" || !contains(msgs, "READY=1\nSTATUS=UPDATE_STATUS_IDLE") || msgs[len(msgs)-1] != "STOPPING=1" {
+		t.Fatalf("messages %q", msgs)
 	}
 }
