@@ -387,8 +387,8 @@ func (a *Agent) idle(ctx context.Context, r Record) (Event, error) {
 	for {
 		disabled := a.checksDisabled()
 		d := a.nextCheck.Sub(a.clk.Now())
-		if r.Rollback != nil || (r.PrevVersionPref != "" && r.PrevVersionPref != "0.0.0.0") {
-			d = 0 // a commit or a rollback waits to be reported
+		if r.Failures == 0 && (r.Rollback != nil || (r.PrevVersionPref != "" && r.PrevVersionPref != "0.0.0.0")) {
+			d = 0 // a commit or a rollback waits to be reported (unless the server is failing)
 		}
 		if disabled {
 			d = a.c.Schedule.Period // re-read update.conf now and then

@@ -1,6 +1,7 @@
 package updated_test
 
 import (
+	"context"
 	"errors"
 	"os"
 	"reflect"
@@ -66,6 +67,37 @@ func TestServerFailures(t *testing.T) {
 				t.Fatal("the disk changed after a failed check")
 			}
 		})
+	}
+}
+
+// A rollback waiting to be reported is checked at once, but a failing server still gets the
+// backoff: no tight loop of checks.
+func TestPendingReportBacksOff(t *testing.T) {
+	h := newHost(t, "1.0.0")
+	newRelease(t, 0).install(t, h)
+	srv := newOmahaServer(t)
+	srv.set(func(s *omahaServer) { s.status = 503 })
+	h.writeConf(srv.URL())
+	rec := updated.NewRecord()
+	rec.BootID = "an-earlier-boot"
+	rec.Rollback = &updated.RollbackReport{FailedVersion: "2.0.0", FellBackTo: "1.0.0"}
+	if err := (updated.Store{Dir: h.dir + "/state"}).Save(rec); err != nil {
+		t.Fatal(err)
+	}
+	r := h.start(srv.URL(), updated.Config{}, 0) // default schedule: the first check would be 7 min away
+	rec = waitState(t, r, "a failed check", func(rec updated.Record) bool { return rec.State == updated.Idle && rec.Failures == 1 })
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	ws, err := h.clk.WaitFor(ctx, 1)
+	if err != nil {
+		t.Fatalf("the agent does not wait after the failed check (a tight loop?): %v; server saw %d requests", err, len(srv.log()))
+	}
+	r.stop(t)
+	if rec.Rollback == nil || ws[len(ws)-1] != 90*time.Minute {
+		t.Fatalf("after a failed report: rollback %+v, waiting %v (want 90m)", rec.Rollback, ws)
+	}
+	if n := len(srv.log()); n != 0 {
+		t.Fatalf("the 503 server recorded %d requests", n)
 	}
 }
 
