@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"flag"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -86,8 +87,9 @@ func benchServer(b *testing.B, dsn string, open func() *sql.DB, sizeQuery string
 	}
 	b.StopTimer()
 	res := &total
-	b.Logf("%d hosts, %d requests: %.0f checks/s, %.0f requests/s, p50 %v, p99 %v, max %v, errors %d %v",
-		machines, res.Requests, res.ChecksPerSecond(), res.RequestsPerSecond(), res.P50, res.P99, res.Max, res.Errors, res.ErrorKinds)
+	var text strings.Builder
+	res.WriteText(&text)
+	b.Logf("%d hosts:\n%s", machines, text.String())
 	if res.Requests != int64(cfg.Requests) {
 		b.Errorf("only %d of %d requests finished within %v", res.Requests, cfg.Requests, cfg.Duration)
 	}
@@ -121,6 +123,7 @@ func benchServer(b *testing.B, dsn string, open func() *sql.DB, sizeQuery string
 	b.ReportMetric(float64(res.P50.Microseconds())/1000, "p50-ms")
 	b.ReportMetric(float64(res.P99.Microseconds())/1000, "p99-ms")
 	b.ReportMetric(float64(res.Max.Microseconds())/1000, "max-ms")
+	b.ReportMetric(float64(res.ByOutcome["offer"].P99.Microseconds())/1000, "offer-p99-ms")
 	b.ReportMetric(float64(res.Errors), "errors")
 	b.ReportMetric(float64(size)/1e6*100_000/float64(instances), "dbMB/100k-instances")
 	b.ReportMetric(0, "ns/op") // one op is a whole run; the rates above are the result

@@ -28,7 +28,9 @@
 //
 // Result: requests, update checks, events and pings sent; offers and noupdates received;
 // errors (no connection, non-200, a body that is not an Omaha response, an error status); the
-// elapsed time; checks/s and requests/s; and p50/p99/max latency over all requests. With
+// elapsed time; checks/s and requests/s; and p50/p99/max latency over all requests and by
+// outcome (offer — a check the server answered with an update, which takes a grant decision —,
+// noupdate, event, ping, error). With
 // Config.Rate set, requests are started on a fixed schedule (open loop) and latency is measured
 // from the scheduled start, so a slow server cannot hide its queueing delay.
 package omahaload

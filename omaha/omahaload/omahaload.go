@@ -76,6 +76,40 @@ type Result struct {
 	P50        time.Duration    `json:"p50_ns"`
 	P99        time.Duration    `json:"p99_ns"`
 	Max        time.Duration    `json:"max_ns"`
+	// ByOutcome splits the latencies by what the request was and how it was answered:
+	// "offer" (a check answered with an update: the server took a grant decision),
+	// "noupdate", "event", "ping", "error".
+	ByOutcome map[string]Latency `json:"by_outcome"`
+}
+
+// Latency summarizes the latencies of one outcome.
+type Latency struct {
+	Count int64         `json:"count"`
+	P50   time.Duration `json:"p50_ns"`
+	P99   time.Duration `json:"p99_ns"`
+	Max   time.Duration `json:"max_ns"`
+}
+
+// outcome indexes the latency classes of Result.ByOutcome.
+type outcome int
+
+const (
+	outOffer outcome = iota
+	outNoUpdate
+	outEvent
+	outPing
+	outError
+	numOutcomes
+)
+
+var outcomeNames = [numOutcomes]string{"offer", "noupdate", "event", "ping", "error"}
+
+func summarize(lat []time.Duration) Latency {
+	if len(lat) == 0 {
+		return Latency{}
+	}
+	slices.Sort(lat)
+	return Latency{Count: int64(len(lat)), P50: percentile(lat, 50), P99: percentile(lat, 99), Max: lat[len(lat)-1]}
 }
 
 // ChecksPerSecond is update checks sent per second of the run.
@@ -117,6 +151,16 @@ func (r *Result) WriteText(w io.Writer) error {
 	}
 	for _, k := range sortedKeys(r.ErrorKinds) {
 		if _, err := fmt.Fprintf(w, "    %6d  %s\n", r.ErrorKinds[k], k); err != nil {
+			return err
+		}
+	}
+	for _, name := range outcomeNames {
+		l, ok := r.ByOutcome[name]
+		if !ok || l.Count == 0 {
+			continue
+		}
+		if _, err := fmt.Fprintf(w, "  %-8s %7d  p50 %v, p99 %v, max %v\n", name, l.Count,
+			l.P50.Round(10*time.Microsecond), l.P99.Round(10*time.Microsecond), l.Max.Round(10*time.Microsecond)); err != nil {
 			return err
 		}
 	}
@@ -276,7 +320,7 @@ type worker struct {
 	run       *run
 	rng       *rand.Rand
 	body      bytes.Buffer
-	latencies []time.Duration
+	latencies [numOutcomes][]time.Duration
 	res       Result
 	kinds     map[string]int64
 }
@@ -339,11 +383,14 @@ func (w *worker) loop(ctx context.Context) {
 		k := w.pick(j)
 		w.body.Reset()
 		writeRequest(&w.body, machine(cfg, int(j%int64(cfg.Machines))), k)
-		errKind := w.send(ctx, k)
+		out, errKind := w.send(ctx, k)
 		if ctx.Err() != nil && errKind != "" {
 			return // the run ended during this request: neither a result nor an error
 		}
-		w.latencies = append(w.latencies, time.Since(begin))
+		if errKind != "" {
+			out = outError
+		}
+		w.latencies[out] = append(w.latencies[out], time.Since(begin))
 		w.run.done.Add(1)
 		w.res.Requests++
 		switch k {
@@ -361,59 +408,65 @@ func (w *worker) loop(ctx context.Context) {
 	}
 }
 
-// send posts the body and judges the answer; it returns "" or a short error description.
-func (w *worker) send(ctx context.Context, k kind) string {
+// send posts the body and judges the answer; it returns the outcome and "" or a short error
+// description.
+func (w *worker) send(ctx context.Context, k kind) (outcome, string) {
 	ctx, cancel := context.WithTimeout(ctx, RequestTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.run.cfg.URL, bytes.NewReader(w.body.Bytes()))
 	if err != nil {
-		return "build request: " + err.Error()
+		return outError, "build request: " + err.Error()
 	}
 	req.Header.Set("Content-Type", omaha.ContentType)
 	req.Header.Set("User-Agent", "twinslot-omahaload")
 	res, err := w.run.hc.Do(req)
 	if err != nil {
-		return "transport error"
+		return outError, "transport error"
 	}
 	defer res.Body.Close()
 	if res.StatusCode != http.StatusOK {
 		io.Copy(io.Discard, io.LimitReader(res.Body, 4<<10))
-		return "HTTP " + strconv.Itoa(res.StatusCode)
+		return outError, "HTTP " + strconv.Itoa(res.StatusCode)
 	}
 	resp, err := omaha.ParseResponse(res.Body)
 	if err != nil {
-		return "unparsable response"
+		return outError, "unparsable response"
 	}
 	if len(resp.Apps) != 1 {
-		return "response without exactly one app"
+		return outError, "response without exactly one app"
 	}
 	a := resp.Apps[0]
 	if a.Status != omaha.StatusOK {
-		return "app status " + string(a.Status)
+		return outError, "app status " + string(a.Status)
 	}
-	if k != kindCheck && k != kindRollbackCheck {
-		return ""
+	switch k {
+	case kindPing:
+		return outPing, ""
+	case kindCheck, kindRollbackCheck:
+	default:
+		return outEvent, ""
 	}
 	if a.UpdateCheck == nil {
-		return "no updatecheck in answer to a check"
+		return outError, "no updatecheck in answer to a check"
 	}
 	switch a.UpdateCheck.Status {
 	case omaha.StatusNoUpdate:
 		w.res.NoUpdates++
+		return outNoUpdate, ""
 	case omaha.StatusOK:
 		if _, err := a.UpdateCheck.Update(); err != nil {
-			return "invalid offer"
+			return outError, "invalid offer"
 		}
 		w.res.Offers++
-	default:
-		return "updatecheck status " + string(a.UpdateCheck.Status)
+		return outOffer, ""
 	}
-	return ""
+	return outError, "updatecheck status " + string(a.UpdateCheck.Status)
 }
 
 func (r *run) result(workers []*worker) *Result {
-	res := &Result{Elapsed: time.Since(r.start), ErrorKinds: map[string]int64{}}
-	var lat []time.Duration
+	res := &Result{Elapsed: time.Since(r.start), ErrorKinds: map[string]int64{}, ByOutcome: map[string]Latency{}}
+	var all []time.Duration
+	var by [numOutcomes][]time.Duration
 	for _, w := range workers {
 		res.Requests += w.res.Requests
 		res.Checks += w.res.Checks
@@ -429,13 +482,17 @@ func (r *run) result(workers []*worker) *Result {
 				res.ErrorKinds["other"] += n
 			}
 		}
-		lat = append(lat, w.latencies...)
+		for o, lat := range w.latencies {
+			by[o] = append(by[o], lat...)
+			all = append(all, lat...)
+		}
 	}
-	if len(lat) > 0 {
-		slices.Sort(lat)
-		res.P50 = percentile(lat, 50)
-		res.P99 = percentile(lat, 99)
-		res.Max = lat[len(lat)-1]
+	total := summarize(all)
+	res.P50, res.P99, res.Max = total.P50, total.P99, total.Max
+	for o, lat := range by {
+		if len(lat) > 0 {
+			res.ByOutcome[outcomeNames[o]] = summarize(lat)
+		}
 	}
 	return res
 }

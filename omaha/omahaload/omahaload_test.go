@@ -177,6 +177,9 @@ func TestRunFirstRoundChecksEveryMachine(t *testing.T) {
 	if res.Offers != 30 || res.NoUpdates != 60 {
 		t.Errorf("offers %d, noupdates %d; want 30, 60", res.Offers, res.NoUpdates)
 	}
+	if o, n := res.ByOutcome["offer"], res.ByOutcome["noupdate"]; o.Count != 30 || n.Count != 60 || o.P99 > o.Max || o.P50 == 0 {
+		t.Errorf("by outcome = %+v", res.ByOutcome)
+	}
 	if !(res.P50 > 0 && res.P50 <= res.P99 && res.P99 <= res.Max) {
 		t.Errorf("latencies p50 %v p99 %v max %v are not ordered", res.P50, res.P99, res.Max)
 	}
@@ -221,11 +224,11 @@ func TestRunCountsErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Requests != 100 || res.Errors != 10 || res.ErrorKinds["HTTP 503"] != 10 {
+	if res.Requests != 100 || res.Errors != 10 || res.ErrorKinds["HTTP 503"] != 10 || res.ByOutcome["error"].Count != 10 {
 		t.Errorf("result = %+v, want 10 errors of kind HTTP 503", res)
 	}
 	var out strings.Builder
-	if err := res.WriteText(&out); err != nil || !strings.Contains(out.String(), "HTTP 503") {
+	if err := res.WriteText(&out); err != nil || !strings.Contains(out.String(), "HTTP 503") || !strings.Contains(out.String(), "noupdate") {
 		t.Errorf("WriteText = %q, %v", out.String(), err)
 	}
 }
