@@ -65,6 +65,9 @@ func TestRun(t *testing.T) {
 			if !strings.Contains(stdout.String(), tc.stdout) || !strings.Contains(stderr.String(), tc.stderr) {
 				t.Errorf("stdout=%q stderr=%q, want %q / %q", stdout.String(), stderr.String(), tc.stdout, tc.stderr)
 			}
+			if n := strings.Count(stdout.String(), "Usage:"); n > 1 {
+				t.Errorf("usage printed %d times:\n%s", n, stdout.String())
+			}
 			if verbose != tc.wantVerb {
 				t.Errorf("verbose = %v", verbose)
 			}
