@@ -13,9 +13,9 @@ import (
 
 	"github.com/twinslot/twinslot/omaha"
 	"github.com/twinslot/twinslot/partition"
+	"github.com/twinslot/twinslot/updated/atomicfile"
 	"github.com/twinslot/twinslot/updated/floor"
 	"github.com/twinslot/twinslot/updated/health"
-	"github.com/twinslot/twinslot/updated/internal/atomicfile"
 )
 
 // Keys of update.conf that configure the health gate (twinslot's own).

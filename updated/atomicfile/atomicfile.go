@@ -1,6 +1,3 @@
-// Package atomicfile replaces files so that a crash or power loss at any point leaves either the
-// old or the new content, never a mix: write a temporary file in the same directory, fsync it,
-// rename it over the target, fsync the directory.
 package atomicfile
 
 import (
