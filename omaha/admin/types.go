@@ -78,6 +78,15 @@ type Policy struct {
 	MaxUpdates    int64    `json:"max_updates"`    // hosts granted an update per period; 0 = no cap
 	Period        Duration `json:"period"`         // the window of MaxUpdates
 	UpdateTimeout Duration `json:"update_timeout"` // a grant without 3/1 in this time frees its slot; 0 = never
+	// HaltOnFailures pauses the group (Enabled = false) when this many distinct hosts of it
+	// report a failed update or a rollback (event 3/0) for the version it currently offers,
+	// counted since the group was last enabled; 0 = off.
+	HaltOnFailures int64 `json:"halt_on_failures"`
+	// HaltedReason says why the server halted the group and HaltedAt when, e.g. "version 1.0.2:
+	// 1 host(s) failed (machine …, error 1001 health gate); halt_on_failures=1". Set only by the
+	// server; re-enabling the group clears both.
+	HaltedReason string    `json:"halted_reason,omitempty"`
+	HaltedAt     time.Time `json:"halted_at,omitzero"`
 }
 
 // Group is a set of hosts following a channel under one policy.
@@ -99,6 +108,9 @@ type GroupChange struct {
 	MaxUpdates    *int64    `json:"max_updates,omitempty"`
 	Period        *Duration `json:"period,omitempty"`
 	UpdateTimeout *Duration `json:"update_timeout,omitempty"`
+	// HaltOnFailures sets the automatic halt threshold (0 = off). Enabled=true re-enables a
+	// halted group and clears its reason.
+	HaltOnFailures *int64 `json:"halt_on_failures,omitempty"`
 }
 
 // Instance is one host running an app.

@@ -300,7 +300,8 @@ func (s *Server) withdraw(w http.ResponseWriter, r *http.Request) (any, error) {
 }
 
 func toPolicy(p store.Policy) admin.Policy {
-	return admin.Policy{Enabled: p.Enabled, MaxUpdates: p.MaxUpdates, Period: admin.Duration(p.Period), UpdateTimeout: admin.Duration(p.UpdateTimeout)}
+	return admin.Policy{Enabled: p.Enabled, MaxUpdates: p.MaxUpdates, Period: admin.Duration(p.Period), UpdateTimeout: admin.Duration(p.UpdateTimeout),
+		HaltOnFailures: p.HaltOnFailures, HaltedReason: p.HaltedReason, HaltedAt: p.HaltedAt}
 }
 
 func toGroup(g store.Group) admin.Group {
@@ -355,6 +356,7 @@ func (s *Server) createGroup(w http.ResponseWriter, r *http.Request) (any, error
 	p := g.Policy
 	sg, err := s.db.CreateGroup(r.Context(), store.Group{ID: g.ID, AppID: id, Name: g.Name, Channel: g.Channel, Policy: store.Policy{
 		Enabled: p.Enabled, MaxUpdates: p.MaxUpdates, Period: time.Duration(p.Period), UpdateTimeout: time.Duration(p.UpdateTimeout),
+		HaltOnFailures: p.HaltOnFailures, // a halted reason is the server's to set, not the client's
 	}}, s.now())
 	return toGroup(sg), err
 }
@@ -396,6 +398,9 @@ func (s *Server) updateGroup(w http.ResponseWriter, r *http.Request) (any, error
 		}
 		if ch.UpdateTimeout != nil {
 			g.Policy.UpdateTimeout = time.Duration(*ch.UpdateTimeout)
+		}
+		if ch.HaltOnFailures != nil {
+			g.Policy.HaltOnFailures = *ch.HaltOnFailures
 		}
 	}, s.now())
 	return toGroup(g), err

@@ -171,3 +171,17 @@ func (s *Server) pollCatalog(ctx context.Context, every time.Duration) {
 		}
 	}
 }
+
+// halted reports groups the check-in writer paused by their halt_on_failures policy and
+// reloads the catalog at once, so hosts get noupdate from the next check on (other replicas
+// see it within CachePoll; grants are refused by the store either way).
+func (s *Server) halted(ctx context.Context, gs []store.Group) {
+	for _, g := range gs {
+		s.m.halts.Inc()
+		s.log.Warn("group halted: too many hosts failed the update it offers; re-enable it when fixed",
+			"app", g.AppID, "group", g.Name, "reason", g.Policy.HaltedReason)
+	}
+	if err := s.refresh(ctx, true); err != nil && ctx.Err() == nil {
+		s.log.Warn("reload catalog after a halt", "err", err)
+	}
+}

@@ -30,6 +30,14 @@
 //   - otherwise a grant transaction (store.DB.Grant) takes a slot of "max updates per period"
 //     under the group's row lock: ok, or noupdate and onhold when the cap is reached.
 //
+// Automatic halt: a group with halt_on_failures = N is paused (Enabled=false, with
+// halted_reason and halted_at) by the check-in writer in the same transaction that records the
+// event making N distinct hosts of the group that reported 3/0 (an install failure, a health
+// gate failure 1001, a rollback 44) for the version the group's channel currently offers,
+// counting since the group was last enabled. This process reloads its catalog right after, so
+// the next check gets noupdate (re-offers included); other replicas follow within CachePoll,
+// and the store refuses their grants meanwhile. Re-enabling clears the reason.
+//
 // Policy never produces an error status: update_engine treats anything but ok/noupdate as an
 // invalid response. The answer carries this server's /packages/ URL (after the channel's
 // external base URL when one is set), hex hash_sha256, base64 SHA-1 hash and the postinstall

@@ -25,6 +25,7 @@ type metrics struct {
 	batchRows   prometheus.Histogram
 	queue       prometheus.Gauge
 	flushErrors prometheus.Counter
+	halts       prometheus.Counter
 }
 
 func newMetrics(reg *prometheus.Registry) *metrics {
@@ -68,8 +69,11 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 		flushErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "omahad_checkin_write_errors_total", Help: "Failed check-in write transactions (rows are kept and retried).",
 		}),
+		halts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "omahad_groups_halted_total", Help: "Groups paused automatically by their halt_on_failures policy.",
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.checks, m.granted, m.events, m.rejected, m.dbSeconds, m.batchRows, m.queue, m.flushErrors} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.checks, m.granted, m.events, m.rejected, m.dbSeconds, m.batchRows, m.queue, m.flushErrors, m.halts} {
 		f(c)
 	}
 	return m

@@ -32,6 +32,8 @@ type checkins struct {
 	interval  time.Duration
 	maxRows   int
 	queueRows int
+	// onHalt is told about the groups a batch's failure events halted (after the commit).
+	onHalt func(ctx context.Context, halted []store.Group)
 
 	flushMu sync.Mutex // one flush at a time
 
@@ -47,7 +49,7 @@ type checkins struct {
 
 // batchWriter is what the writer needs of the store.
 type batchWriter interface {
-	WriteCheckins(ctx context.Context, b store.Batch) ([]store.GrantResult, error)
+	WriteCheckins(ctx context.Context, b store.Batch) (store.BatchResult, error)
 }
 
 type instKey struct{ app, machine string }
@@ -243,7 +245,7 @@ func (c *checkins) flushLocked(ctx context.Context) (int, error) {
 		if err != nil {
 			r.err = err // grants are not retried: the request fails and the host asks again later
 		} else {
-			r.res = res[i]
+			r.res = res.Grants[i]
 		}
 		close(r.done)
 	}
@@ -281,5 +283,8 @@ func (c *checkins) flushLocked(ctx context.Context) (int, error) {
 		return left, err
 	}
 	c.m.batchRows.Observe(float64(nrows + len(b.Events) + len(reqs)))
+	if len(res.Halted) > 0 && c.onHalt != nil {
+		c.onHalt(ctx, res.Halted)
+	}
 	return left, nil
 }

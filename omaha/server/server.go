@@ -122,6 +122,7 @@ func New(ctx context.Context, c Config) (*Server, error) {
 	}
 	s.rec = newCheckins(c.DB, s.log, s.m, orDefault(c.FlushInterval, DefaultFlushInterval),
 		orDefault(c.BatchRows, DefaultBatchRows), orDefault(c.QueueRows, DefaultQueueRows))
+	s.rec.onHalt = s.halted
 
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	flushCtx, flushStop := context.WithCancel(context.WithoutCancel(ctx))

@@ -36,5 +36,10 @@
 //   - A grant ([DB.Grant]) is decided and written in one transaction that holds the group's row
 //     lock, so several replicas never grant more than the group's policy allows.
 //   - Check-ins and events are written in batches ([DB.WriteCheckins]), one transaction per batch.
+//   - A group with HaltOnFailures = N is paused in the transaction of the batch whose failure
+//     events (3/0, rollback 3/0/44 included) bring the distinct hosts of that group failing the
+//     version its channel currently offers, counted since the group was last enabled, to N;
+//     the batch's grants are decided after that and see the pause. The reason and time are
+//     stored with the group; re-enabling clears them (migration 2).
 //   - Bad input never changes the database: every write validates first and runs in a transaction.
 package store

@@ -25,18 +25,28 @@ func (p Policy) Check() error {
 		return invalidf("a max-updates cap needs a period of at least 1s")
 	case p.UpdateTimeout < 0 || p.UpdateTimeout > MaxPeriod:
 		return invalidf("update timeout %s is out of range 0..%s", p.UpdateTimeout, MaxPeriod)
+	case p.HaltOnFailures < 0 || p.HaltOnFailures > MaxUpdates:
+		return invalidf("halt on failures %d is out of range 0..%d (0 = never halt)", p.HaltOnFailures, int64(MaxUpdates))
+	case len(p.HaltedReason) > MaxReasonLen:
+		return invalidf("halted reason is longer than %d bytes", MaxReasonLen)
 	}
 	return nil
 }
 
-const groupCols = `id, app_id, name, channel, enabled, max_updates, period_ms, timeout_ms, created, updated`
+// MaxReasonLen bounds a group's halted reason.
+const MaxReasonLen = 1024
+
+const groupCols = `id, app_id, name, channel, enabled, max_updates, period_ms, timeout_ms, created, updated,
+halt_on_failures, halted_reason, halted_at, failures_since`
 
 func scanGroup(s interface{ Scan(...any) error }) (Group, error) {
 	var g Group
-	var period, timeout, created, updated int64
-	err := s.Scan(&g.ID, &g.AppID, &g.Name, &g.Channel, &g.Policy.Enabled, &g.Policy.MaxUpdates, &period, &timeout, &created, &updated)
+	var period, timeout, created, updated, halted, since int64
+	err := s.Scan(&g.ID, &g.AppID, &g.Name, &g.Channel, &g.Policy.Enabled, &g.Policy.MaxUpdates, &period, &timeout, &created, &updated,
+		&g.Policy.HaltOnFailures, &g.Policy.HaltedReason, &halted, &since)
 	g.Policy.Period, g.Policy.UpdateTimeout = time.Duration(period)*time.Millisecond, time.Duration(timeout)*time.Millisecond
 	g.Created, g.Updated = fromMS(created), fromMS(updated)
+	g.Policy.HaltedAt, g.Policy.FailuresSince = fromMS(halted), fromMS(since)
 	return g, err
 }
 
@@ -60,10 +70,11 @@ func insertGroup(ctx context.Context, tx *sql.Tx, g Group, now time.Time) error 
 	if err := checkGroup(g); err != nil {
 		return err
 	}
-	res, err := tx.ExecContext(ctx, `INSERT INTO update_groups (`+groupCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)
+	res, err := tx.ExecContext(ctx, `INSERT INTO update_groups (`+groupCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11, $12, $13)
 ON CONFLICT DO NOTHING`,
 		g.ID, g.AppID, g.Name, g.Channel, g.Policy.Enabled, g.Policy.MaxUpdates,
-		g.Policy.Period.Milliseconds(), g.Policy.UpdateTimeout.Milliseconds(), ms(now))
+		g.Policy.Period.Milliseconds(), g.Policy.UpdateTimeout.Milliseconds(), ms(now),
+		g.Policy.HaltOnFailures, g.Policy.HaltedReason, ms(g.Policy.HaltedAt), ms(g.Policy.FailuresSince))
 	if err != nil {
 		return err
 	}
@@ -98,7 +109,8 @@ func (db *DB) CreateGroup(ctx context.Context, g Group, now time.Time) (Group, e
 }
 
 // UpdateGroup changes a group's channel and policy (a default group keeps its channel).
-// It returns the group as stored.
+// Re-enabling a paused group clears its halted reason and restarts the count of failures for
+// HaltOnFailures at now. It returns the group as stored.
 func (db *DB) UpdateGroup(ctx context.Context, appID, id string, change func(*Group), now time.Time) (Group, error) {
 	err := db.tx(ctx, "update group", func(tx *sql.Tx) error {
 		g, err := scanGroup(tx.QueryRowContext(ctx, `SELECT `+groupCols+` FROM update_groups WHERE app_id = $1 AND id = $2`+db.d.forUpdate, appID, id))
@@ -116,11 +128,16 @@ func (db *DB) UpdateGroup(ctx context.Context, appID, id string, change func(*Gr
 		if old.Default() && g.Channel != old.Channel {
 			return invalidf("the default group %q always follows channel %s", old.Name, old.Channel)
 		}
+		if g.Policy.Enabled && !old.Policy.Enabled {
+			g.Policy.HaltedReason, g.Policy.HaltedAt, g.Policy.FailuresSince = "", time.Time{}, now
+		}
 		if err := checkGroup(g); err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE update_groups SET channel = $1, enabled = $2, max_updates = $3, period_ms = $4, timeout_ms = $5, updated = $6
-WHERE id = $7`, g.Channel, g.Policy.Enabled, g.Policy.MaxUpdates, g.Policy.Period.Milliseconds(), g.Policy.UpdateTimeout.Milliseconds(), ms(now), g.ID); err != nil {
+		if _, err := tx.ExecContext(ctx, `UPDATE update_groups SET channel = $1, enabled = $2, max_updates = $3, period_ms = $4, timeout_ms = $5, updated = $6,
+halt_on_failures = $7, halted_reason = $8, halted_at = $9, failures_since = $10
+WHERE id = $11`, g.Channel, g.Policy.Enabled, g.Policy.MaxUpdates, g.Policy.Period.Milliseconds(), g.Policy.UpdateTimeout.Milliseconds(), ms(now),
+			g.Policy.HaltOnFailures, g.Policy.HaltedReason, ms(g.Policy.HaltedAt), ms(g.Policy.FailuresSince), g.ID); err != nil {
 			return err
 		}
 		return bumpCatalog(ctx, tx)

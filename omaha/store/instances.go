@@ -186,21 +186,28 @@ type Batch struct {
 	Grants []Instance
 }
 
+// BatchResult is what WriteCheckins decided.
+type BatchResult struct {
+	Grants []GrantResult // one per Batch.Grants, in order
+	Halted []Group       // groups the batch's failure events paused (Policy.HaltOnFailures), as stored
+}
+
 // WriteCheckins writes a batch in one transaction (group commit): it upserts instances,
-// appends events, then decides each grant candidate in order, seeing everything written before
-// it (see Grant). It returns one result per grant.
-func (db *DB) WriteCheckins(ctx context.Context, b Batch) ([]GrantResult, error) {
+// appends events, halts the groups whose HaltOnFailures threshold the batch's failure events
+// reach (see haltOnFailures), then decides each grant candidate in order, seeing everything
+// written before it (see Grant).
+func (db *DB) WriteCheckins(ctx context.Context, b Batch) (BatchResult, error) {
 	if len(b.Instances) == 0 && len(b.Routine) == 0 && len(b.Events) == 0 && len(b.Grants) == 0 {
-		return nil, nil
+		return BatchResult{}, nil
 	}
 	for _, g := range b.Grants {
 		if g.GrantedVersion == "" || g.GrantedAt.IsZero() {
-			return nil, invalidf("grant without a granted version and time")
+			return BatchResult{}, invalidf("grant without a granted version and time")
 		}
 	}
-	var results []GrantResult
+	var res BatchResult
 	err := db.tx(ctx, "write check-ins", func(tx *sql.Tx) error {
-		results = results[:0]
+		res = BatchResult{}
 		for _, part := range []struct {
 			rows   []Instance
 			upsert string
@@ -214,11 +221,22 @@ func (db *DB) WriteCheckins(ctx context.Context, b Batch) ([]GrantResult, error)
 			func(args []any, i int) []any { return evArgs(args, &b.Events[i]) }); err != nil {
 			return fmt.Errorf("insert %d events: %w", len(b.Events), err)
 		}
-		if len(b.Grants) == 0 {
+		failures := haltCandidates(b.Events)
+		if len(b.Grants) == 0 && len(failures) == 0 {
 			return nil
 		}
-		groups, err := db.lockGroups(ctx, tx, b.Grants)
+		ids := make([]string, 0, len(b.Grants)+len(failures))
+		for _, g := range b.Grants {
+			ids = append(ids, g.GroupID)
+		}
+		for _, f := range failures {
+			ids = append(ids, f.GroupID)
+		}
+		groups, err := db.lockGroups(ctx, tx, ids)
 		if err != nil {
+			return err
+		}
+		if res.Halted, err = db.haltOnFailures(ctx, tx, groups, failures); err != nil {
 			return err
 		}
 		for i := range b.Grants {
@@ -226,23 +244,19 @@ func (db *DB) WriteCheckins(ctx context.Context, b Batch) ([]GrantResult, error)
 			if err != nil {
 				return err
 			}
-			results = append(results, r)
+			res.Grants = append(res.Grants, r)
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return BatchResult{}, err
 	}
-	return results, nil
+	return res, nil
 }
 
-// lockGroups reads (and on PostgreSQL row-locks, in id order against deadlocks) the groups of
-// the grant candidates.
-func (db *DB) lockGroups(ctx context.Context, tx *sql.Tx, grants []Instance) (map[string]Group, error) {
-	ids := make([]string, 0, len(grants))
-	for _, g := range grants {
-		ids = append(ids, g.GroupID)
-	}
+// lockGroups reads (and on PostgreSQL row-locks, in id order against deadlocks) the groups
+// with the given ids; unknown ids are left out.
+func (db *DB) lockGroups(ctx context.Context, tx *sql.Tx, ids []string) (map[string]Group, error) {
 	slices.Sort(ids)
 	groups := map[string]Group{}
 	for _, id := range slices.Compact(ids) {
@@ -417,5 +431,5 @@ func (db *DB) Grant(ctx context.Context, in Instance) (GrantResult, error) {
 	if err != nil {
 		return GrantResult{}, err
 	}
-	return rs[0], nil
+	return rs.Grants[0], nil
 }

@@ -123,6 +123,11 @@ CREATE TABLE tokens (
 	name    TEXT NOT NULL,
 	created BIGINT NOT NULL
 )`},
+	{2, "halt on failures", `
+ALTER TABLE update_groups ADD COLUMN halt_on_failures BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE update_groups ADD COLUMN halted_reason TEXT NOT NULL DEFAULT '';
+ALTER TABLE update_groups ADD COLUMN halted_at BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE update_groups ADD COLUMN failures_since BIGINT NOT NULL DEFAULT 0`},
 }
 
 // SchemaVersion is the newest migration this binary knows.

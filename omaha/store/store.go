@@ -72,6 +72,17 @@ type Policy struct {
 	// UpdateTimeout frees a granted slot when the host did not report installed (3/1) in time;
 	// 0 = a grant holds its slot for the whole period.
 	UpdateTimeout time.Duration
+	// HaltOnFailures pauses the group (Enabled = false) when this many distinct hosts of it
+	// reported a failed update or a rollback (event 3/0) for the version its channel currently
+	// offers, counted from FailuresSince; 0 = never. See WriteCheckins.
+	HaltOnFailures int64
+	// HaltedReason says why the server halted the group, and HaltedAt when ("" and zero when it
+	// was not halted by HaltOnFailures, or was re-enabled since).
+	HaltedReason string
+	HaltedAt     time.Time
+	// FailuresSince is when the group was last re-enabled: failures before it are not counted
+	// again. Set by UpdateGroup when Enabled goes from false to true.
+	FailuresSince time.Time
 }
 
 // Group is a set of hosts following one channel under one policy.

@@ -127,6 +127,7 @@ func conformance(t *testing.T, open opener) {
 		{"ConcurrentGrants", testConcurrentGrants},
 		{"Tokens", testTokens},
 		{"Catalog", testCatalog},
+		{"HaltOnFailures", testHaltOnFailures},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -643,7 +644,7 @@ func testBatchGrants(t *testing.T, e env) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := fmt.Sprint(rs)
+	got := fmt.Sprint(rs.Grants)
 	if want := "[{true  1} {false rate-limited 2} {false rate-limited 2}]"; got != want {
 		t.Fatalf("batch grants = %s, want %s", got, want)
 	}
@@ -750,5 +751,120 @@ func testCatalog(t *testing.T, e env) {
 	}
 	if err := db.Ping(ctx); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// testHaltOnFailures checks the automatic halt: it pauses a group in the transaction that
+// records the N-th distinct failed host for the version the group's channel offers, counts
+// hosts (not reports) of that group only, ignores versions no longer offered, refuses grants
+// decided after it in the same batch, survives a reopen, and a re-enable clears the reason
+// and counts anew.
+func testHaltOnFailures(t *testing.T, e env) {
+	ctx, db := t.Context(), e.db
+	createApp(t, db)
+	for _, v := range []string{"1.0.1", "1.0.2"} {
+		if _, err := db.AddPackage(ctx, pkg(v, v[4]), "beta", t0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pol := store.Policy{Enabled: true, HaltOnFailures: 2}
+	for _, tc := range []struct {
+		name string
+		p    store.Policy
+	}{
+		{"negative", store.Policy{Enabled: true, HaltOnFailures: -1}},
+		{"huge", store.Policy{Enabled: true, HaltOnFailures: store.MaxUpdates + 1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			unchanged(t, db, store.ErrInvalid, func() error {
+				_, err := db.CreateGroup(ctx, store.Group{AppID: appID, Name: "x", Channel: "beta", Policy: tc.p}, t0)
+				return err
+			})
+		})
+	}
+	g, err := db.CreateGroup(ctx, store.Group{AppID: appID, Name: "canary", Channel: "beta", Policy: pol}, t0)
+	if err != nil || g.Policy != pol {
+		t.Fatalf("CreateGroup = %+v, %v", g, err)
+	}
+	unchanged(t, db, store.ErrInvalid, func() error {
+		_, err := db.UpdateGroup(ctx, appID, g.ID, func(g *store.Group) { g.Policy.HaltOnFailures = -1 }, t0)
+		return err
+	})
+	def := groupByName(t, db, "beta")
+	fail := func(groupID string, i int, target string, code int64, at time.Time) store.Event {
+		return store.Event{AppID: appID, MachineID: machine(i), GroupID: groupID, Type: 3, Result: 0, ErrorCode: code,
+			Version: "1.0.0", TargetVersion: target, At: at}
+	}
+	write := func(b store.Batch) store.BatchResult {
+		t.Helper()
+		res, err := db.WriteCheckins(ctx, b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	enabled := func() store.Group {
+		t.Helper()
+		got, err := db.Group(ctx, appID, g.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	steps := []struct {
+		name   string
+		events []store.Event
+		halted bool
+	}{
+		{"old version not offered", []store.Event{fail(g.ID, 0, "1.0.1", 1001, t0), fail(g.ID, 1, "1.0.1", 1001, t0)}, false},
+		{"other group", []store.Event{fail(def.ID, 2, "1.0.2", 1001, t0), fail(def.ID, 3, "1.0.2", 1001, t0)}, false},
+		{"not a failure", []store.Event{{AppID: appID, MachineID: machine(4), GroupID: g.ID, Type: 3, Result: 1, TargetVersion: "1.0.2", At: t0},
+			{AppID: appID, MachineID: machine(5), GroupID: g.ID, Type: 13, Result: 0, TargetVersion: "1.0.2", At: t0}}, false},
+		{"first host", []store.Event{fail(g.ID, 6, "1.0.2", 1001, t0)}, false},
+		{"same host again (rollback report)", []store.Event{fail(g.ID, 6, "1.0.2", 44, t0.Add(time.Minute))}, false},
+	}
+	for _, s := range steps {
+		if res := write(store.Batch{Events: s.events}); len(res.Halted) != 0 || !enabled().Policy.Enabled {
+			t.Fatalf("%s: halted %+v", s.name, res.Halted)
+		}
+	}
+	// The second distinct host halts the group; a grant in the same batch sees the pause.
+	at := t0.Add(2 * time.Minute)
+	before, _ := db.CatalogVersion(ctx)
+	res := write(store.Batch{Events: []store.Event{fail(g.ID, 7, "1.0.2", 1001|1<<28, at)}, Grants: []store.Instance{candidate(g.ID, 8, at)}})
+	want := "version 1.0.2: 2 host(s) failed (machine " + machine(7) + ", error 1001 health gate); halt_on_failures=2"
+	if len(res.Halted) != 1 || res.Halted[0].ID != g.ID || res.Halted[0].Policy.HaltedReason != want {
+		t.Fatalf("halted = %+v, want %q", res.Halted, want)
+	}
+	if len(res.Grants) != 1 || res.Grants[0].OK || res.Grants[0].Reason != "paused" {
+		t.Fatalf("grant in the halting batch = %+v", res.Grants)
+	}
+	if after, _ := db.CatalogVersion(ctx); after == before {
+		t.Fatal("halting did not bump the catalog version")
+	}
+	db2, err := e.reopen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := db2.Group(ctx, appID, g.ID)
+	db2.Close()
+	if err != nil || got.Policy.Enabled || got.Policy.HaltedReason != want || !got.Policy.HaltedAt.Equal(at) {
+		t.Fatalf("after reopen = %+v, %v", got.Policy, err)
+	}
+	// A halted group is not halted again; re-enabling clears the reason and counts anew.
+	if res := write(store.Batch{Events: []store.Event{fail(g.ID, 9, "1.0.2", 1001, at)}}); len(res.Halted) != 0 {
+		t.Fatalf("halted twice: %+v", res.Halted)
+	}
+	t1 := t0.Add(time.Hour)
+	up, err := db.UpdateGroup(ctx, appID, g.ID, func(g *store.Group) { g.Policy.Enabled = true }, t1)
+	if err != nil || !up.Policy.Enabled || up.Policy.HaltedReason != "" || !up.Policy.HaltedAt.IsZero() || !up.Policy.FailuresSince.Equal(t1) {
+		t.Fatalf("re-enable = %+v, %v", up.Policy, err)
+	}
+	if res := write(store.Batch{Events: []store.Event{fail(g.ID, 10, "1.0.2", 1001, t1)}}); len(res.Halted) != 0 {
+		t.Fatalf("halted by failures from before the re-enable: %+v", res.Halted)
+	}
+	if res := write(store.Batch{Events: []store.Event{fail(g.ID, 11, "1.0.2", 9, t1)}}); len(res.Halted) != 1 ||
+		!strings.Contains(res.Halted[0].Policy.HaltedReason, "2 host(s) failed (machine "+machine(11)+", error 9 DownloadTransferError)") {
+		t.Fatalf("second halt = %+v", res.Halted)
 	}
 }

@@ -1,0 +1,102 @@
+package server_test
+
+import (
+	"errors"
+	"fmt"
+	"html"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/twinslot/twinslot/omaha"
+	"github.com/twinslot/twinslot/omaha/admin"
+	"github.com/twinslot/twinslot/omaha/omahatest"
+)
+
+// TestHaltOnFailures runs the automatic halt end to end: bad thresholds are refused and change
+// nothing; the second distinct host failing the offered version pauses the group with a
+// reason; hosts then get noupdate at once (re-offers included); status says why; re-enabling
+// clears the reason and offers again.
+func TestHaltOnFailures(t *testing.T) {
+	s, key := setup(t)
+	s.Publish(t, "stable", s.BuildPayload(t, "1.1.0", key))
+	g := s.CreateGroup(t, "canary", "stable", admin.Policy{Enabled: true, HaltOnFailures: 2})
+	if g.Policy.HaltOnFailures != 2 || g.Policy.HaltedReason != "" {
+		t.Fatalf("created %+v", g.Policy)
+	}
+	ctx, a := t.Context(), s.Admin
+	before, err := a.Groups(ctx, s.App)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := []struct {
+		name string
+		do   func() error
+	}{
+		{"create negative", func() error {
+			_, err := a.CreateGroup(ctx, s.App, admin.Group{Name: "x", Channel: "stable", Policy: admin.Policy{Enabled: true, HaltOnFailures: -1}})
+			return err
+		}},
+		{"update negative", func() error {
+			_, err := a.UpdateGroup(ctx, s.App, "canary", admin.GroupChange{HaltOnFailures: ptr(int64(-3)), MaxUpdates: ptr(int64(7))})
+			return err
+		}},
+	}
+	for _, tc := range bad {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := tc.do(); !errors.Is(err, admin.ErrBadRequest) {
+				t.Fatalf("err = %v, want a bad request", err)
+			}
+			after, err := a.Groups(ctx, s.App)
+			if err != nil || fmt.Sprint(after) != fmt.Sprint(before) {
+				t.Fatalf("groups changed:\n%v\n%v", before, after)
+			}
+		})
+	}
+
+	hosts := make([]*omahatest.Host, 3)
+	for i := range hosts {
+		hosts[i] = s.Host(t, "canary", "1.0.0")
+		if hosts[i].Check(t) == nil {
+			t.Fatal("no offer before any failure")
+		}
+	}
+	// One host fails, then reports its rollback: still one host.
+	hosts[0].Event(t, omaha.EventTypeUpdateComplete, omaha.EventResultError, 1001)
+	hosts[0].CheckAfterRollback(t)
+	s.Flush(t)
+	if got, err := a.Group(ctx, s.App, "canary"); err != nil || !got.Policy.Enabled {
+		t.Fatalf("halted after one host: %+v %v", got.Policy, err)
+	}
+	// The second host halts the group.
+	hosts[1].Event(t, omaha.EventTypeUpdateComplete, omaha.EventResultError, omaha.ErrorCodeDownloadTransferError|omaha.ErrorCodeFlagTestOmahaURL)
+	s.Flush(t)
+	got, err := a.Group(ctx, s.App, "canary")
+	want := fmt.Sprintf("version 1.1.0: 2 host(s) failed (machine %s, error 9 DownloadTransferError); halt_on_failures=2", hosts[1].MachineID)
+	if err != nil || got.Policy.Enabled || got.Policy.HaltedReason != want || got.Policy.HaltedAt.IsZero() {
+		t.Fatalf("after the second failure: %+v %v\nwant reason %q", got.Policy, err, want)
+	}
+	if hosts[2].Check(t) != nil || s.Host(t, "canary", "1.0.0").Check(t) != nil {
+		t.Fatal("an update was offered in a halted group")
+	}
+	st := s.Status(t)
+	found := false
+	for _, gs := range st.Groups {
+		found = found || gs.Group.Name == "canary" && gs.Group.Policy.HaltedReason == want
+	}
+	if !found {
+		t.Fatalf("status does not show the halt: %+v", st.Groups)
+	}
+	body, resp := get(t, s, s.URL+"/", http.Header{"Authorization": {"Bearer " + s.ReadOnlyToken}})
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "HALTED") || !strings.Contains(html.UnescapeString(string(body)), want) {
+		t.Errorf("dashboard (%d) does not show the halt and %q", resp.StatusCode, want)
+	}
+	// Re-enabling clears the reason; the host holding its grant gets the update again.
+	got = s.UpdateGroup(t, "canary", admin.GroupChange{Enabled: ptr(true)})
+	if !got.Policy.Enabled || got.Policy.HaltedReason != "" || !got.Policy.HaltedAt.IsZero() || got.Policy.HaltOnFailures != 2 {
+		t.Fatalf("re-enabled: %+v", got.Policy)
+	}
+	if hosts[2].Check(t) == nil {
+		t.Fatal("no offer after re-enabling")
+	}
+}
