@@ -8,8 +8,10 @@
 //	releasectl --server https://omaha.example --token $T publish --channel alpha p.tsp
 //	releasectl promote --version 4152.2.0 --from alpha --to beta
 //	releasectl group create --name canary --channel beta --max-updates 10 --period 1h
+//	releasectl group create --name canary --channel beta --halt-on-failures 1
 //	releasectl group pause canary
-//	releasectl status
+//	releasectl group resume canary          # also re-enables a halted group, clearing its reason
+//	releasectl status                       # halted groups are listed with the reason
 //
 // Main is what the binary runs (tools/cmd/releasectl), with RELEASECTL_SERVER and
 // RELEASECTL_TOKEN passed in as Env by main; tests run MainWith in-process against omahatest.

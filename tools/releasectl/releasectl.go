@@ -434,10 +434,13 @@ func printPackages(w io.Writer, ps []admin.Package) error {
 
 func policyString(p admin.Policy) string {
 	var parts []string
-	if !p.Enabled {
-		parts = append(parts, "PAUSED")
-	} else {
+	switch {
+	case p.Enabled:
 		parts = append(parts, "enabled")
+	case p.HaltedReason != "":
+		parts = append(parts, "HALTED")
+	default:
+		parts = append(parts, "PAUSED")
 	}
 	if p.MaxUpdates > 0 {
 		parts = append(parts, fmt.Sprintf("max %d per %s", p.MaxUpdates, time.Duration(p.Period)))
@@ -447,7 +450,25 @@ func policyString(p admin.Policy) string {
 	if p.UpdateTimeout > 0 {
 		parts = append(parts, "timeout "+time.Duration(p.UpdateTimeout).String())
 	}
+	if p.HaltOnFailures > 0 {
+		parts = append(parts, fmt.Sprintf("halt at %d failed", p.HaltOnFailures))
+	}
 	return strings.Join(parts, ", ")
+}
+
+// printHalted writes, below a table of groups, why each halted group was halted.
+func printHalted(w io.Writer, gs []admin.Group) {
+	first := true
+	for _, g := range gs {
+		if g.Policy.Enabled || g.Policy.HaltedReason == "" {
+			continue
+		}
+		if first {
+			fmt.Fprintln(w, "\nhalted groups (resume with 'releasectl group resume GROUP' once fixed):")
+			first = false
+		}
+		fmt.Fprintf(w, "  %s since %s: %s\n", g.Name, g.Policy.HaltedAt.Format(time.RFC3339), g.Policy.HaltedReason)
+	}
 }
 
 func (c *cmd) groups(ctx context.Context, stdio cli.IO, args []string) error {
@@ -464,7 +485,9 @@ func (c *cmd) groups(ctx context.Context, stdio cli.IO, args []string) error {
 		for _, g := range gs {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", g.Name, g.ID, g.Channel, policyString(g.Policy))
 		}
-		return tw.Flush()
+		err := tw.Flush()
+		printHalted(w, gs)
+		return err
 	})
 }
 
@@ -475,6 +498,7 @@ type policyFlags struct {
 	max     *int64
 	period  *time.Duration
 	timeout *time.Duration
+	halt    *int64
 }
 
 func addPolicyFlags(fs *flag.FlagSet) *policyFlags {
@@ -484,7 +508,20 @@ func addPolicyFlags(fs *flag.FlagSet) *policyFlags {
 		max:     fs.Int64("max-updates", 0, "hosts granted an update per period (0 = no cap)"),
 		period:  fs.Duration("period", time.Hour, "period of --max-updates"),
 		timeout: fs.Duration("update-timeout", time.Hour, "free a granted slot when the host did not report installed in this time (0 = never)"),
+		halt: fs.Int64("halt-on-failures", 0,
+			"pause the group when this many distinct hosts fail or roll back the version it offers (0 = off)"),
 	}
+}
+
+// check refuses flag values the server would refuse too, before anything is sent.
+func (pf *policyFlags) check() error {
+	if *pf.halt < 0 {
+		return cli.Usagef("--halt-on-failures %d: give 0 (off) or a number of hosts", *pf.halt)
+	}
+	if *pf.max < 0 {
+		return cli.Usagef("--max-updates %d: give 0 (no cap) or a number of hosts", *pf.max)
+	}
+	return nil
 }
 
 // given returns the names of the flags set on the command line.
@@ -506,21 +543,26 @@ func (c *cmd) groupCreate(ctx context.Context, stdio cli.IO, args []string) erro
 	if *name == "" || *pf.channel == "" {
 		return cli.Usagef("--name and --channel are required")
 	}
+	if err := pf.check(); err != nil {
+		return err
+	}
 	return do(c, stdio, k, func(cl *admin.Client, app string) (admin.Group, error) {
 		return cl.CreateGroup(ctx, app, admin.Group{Name: *name, Channel: *pf.channel, Policy: admin.Policy{
 			Enabled: *pf.enabled, MaxUpdates: *pf.max, Period: admin.Duration(*pf.period), UpdateTimeout: admin.Duration(*pf.timeout),
+			HaltOnFailures: *pf.halt,
 		}})
 	}, printGroup)
 }
 
 func printGroup(w io.Writer, g admin.Group) error {
 	_, err := fmt.Fprintf(w, "group %s (%s) follows %s: %s\n", g.Name, g.ID, g.Channel, policyString(g.Policy))
+	printHalted(w, []admin.Group{g})
 	return err
 }
 
 func (c *cmd) groupUpdate(ctx context.Context, stdio cli.IO, args []string) error {
-	fs := stdio.FlagSet("releasectl group update", "GROUP [--channel C] [--enabled=false] [--max-updates N] [--period D] [--update-timeout D]",
-		"Change a group (by name or id). Only the flags given change.")
+	fs := stdio.FlagSet("releasectl group update", "GROUP [--channel C] [--enabled=false] [--max-updates N] [--period D] [--update-timeout D] [--halt-on-failures N]",
+		"Change a group (by name or id). Only the flags given change. --enabled=true resumes a halted group and clears its reason.")
 	k := c.connFlags(fs, true)
 	pf := addPolicyFlags(fs)
 	pos, err := cli.Parse(fs, args)
@@ -547,8 +589,14 @@ func (c *cmd) groupUpdate(ctx context.Context, stdio cli.IO, args []string) erro
 	if set["update-timeout"] {
 		ch.UpdateTimeout = (*admin.Duration)(pf.timeout)
 	}
+	if set["halt-on-failures"] {
+		ch.HaltOnFailures = pf.halt
+	}
 	if ch == (admin.GroupChange{}) {
-		return cli.Usagef("nothing to change: give at least one of --channel, --enabled, --max-updates, --period, --update-timeout")
+		return cli.Usagef("nothing to change: give at least one of --channel, --enabled, --max-updates, --period, --update-timeout, --halt-on-failures")
+	}
+	if err := pf.check(); err != nil {
+		return err
 	}
 	return c.changeGroup(ctx, stdio, k, pos[0], ch)
 }
@@ -571,7 +619,7 @@ func (c *cmd) groupEnable(ctx context.Context, stdio cli.IO, args []string, on b
 	verb := map[bool]string{false: "pause", true: "resume"}[on]
 	fs := stdio.FlagSet("releasectl group "+verb, "GROUP", map[bool]string{
 		false: "Stop offering updates to a group (hosts get noupdate); hosts mid-update finish.",
-		true:  "Offer updates to a paused group again.",
+		true:  "Offer updates to a paused or halted group again (clears the halted reason; failures are counted anew).",
 	}[on])
 	k := c.connFlags(fs, true)
 	pos, err := cli.Parse(fs, args)
@@ -682,6 +730,11 @@ func printStatus(w io.Writer, st admin.Status) error {
 		}
 	}
 	tw.Flush()
+	var gs []admin.Group
+	for _, g := range st.Groups {
+		gs = append(gs, g.Group)
+	}
+	printHalted(w, gs)
 	var fails []string
 	for _, g := range st.Groups {
 		for _, f := range g.Failures {

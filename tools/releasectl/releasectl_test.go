@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/twinslot/twinslot/omaha"
 	"github.com/twinslot/twinslot/omaha/admin"
 	"github.com/twinslot/twinslot/omaha/omahatest"
 	"github.com/twinslot/twinslot/payload"
@@ -168,6 +169,8 @@ func TestErrors(t *testing.T) {
 		{"promote unknown version", f, []string{"promote", "--version", "9.9.9", "--from", "alpha", "--to", "beta"}, 1, "does not carry version 9.9.9"},
 		{"unknown group", f, []string{"group", "pause", "nope"}, 1, "not found"},
 		{"update nothing", f, []string{"group", "update", "stable"}, 2, "nothing to change"},
+		{"negative halt on create", f, []string{"group", "create", "--name", "x", "--channel", "beta", "--halt-on-failures", "-1"}, 2, "--halt-on-failures -1"},
+		{"negative halt on update", f, []string{"group", "update", "stable", "--halt-on-failures", "-2"}, 2, "--halt-on-failures -2"},
 		{"bad app", f, []string{"channels", "--app", "x"}, 2, "not a UUID"},
 		{"server flag after command", f, []string{"channels", "--server", "ftp://x"}, 2, "want http(s)"},
 	} {
@@ -189,5 +192,57 @@ func TestErrors(t *testing.T) {
 	g.env = releasectl.Env{HTTP: f.env.HTTP}
 	if code, out, errs := g.run(t, "--server", f.s.URL, "--token", f.s.AdminToken, "channels"); code != 0 || !strings.Contains(out, "alpha") {
 		t.Fatalf("global flags: %d %q %q", code, out, errs)
+	}
+}
+
+// TestHalt checks --halt-on-failures, and that groups and status show a halted group and why,
+// in tables and in --json.
+func TestHalt(t *testing.T) {
+	f := newFixture(t)
+	f.ok(t, "app", "create", "--name", "twinslot", "--trust", f.trust)
+	f.s.App = payload.DefaultAppID
+	f.ok(t, "publish", "--channel", "beta", f.s.BuildPayload(t, "1.0.2", f.key))
+	out := f.ok(t, "group", "create", "--name", "canary", "--channel", "beta", "--halt-on-failures", "1")
+	if !strings.Contains(out, "follows beta: enabled, no cap, timeout 1h0m0s, halt at 1 failed") {
+		t.Fatalf("group create: %q", out)
+	}
+	if out := f.ok(t, "group", "update", "canary", "--halt-on-failures", "3"); !strings.Contains(out, "halt at 3 failed") {
+		t.Fatalf("group update: %q", out)
+	}
+	f.ok(t, "group", "update", "canary", "--halt-on-failures", "1")
+	h := f.s.Host(t, "canary", "1.0.0")
+	if h.Check(t) == nil {
+		t.Fatal("no offer")
+	}
+	h.Event(t, omaha.EventTypeUpdateComplete, omaha.EventResultError, 1001)
+	f.s.Flush(t)
+	reason := "version 1.0.2: 1 host(s) failed (machine " + h.MachineID + ", error 1001 health gate); halt_on_failures=1"
+	for _, cmd := range []string{"groups", "status"} {
+		out := f.ok(t, cmd)
+		if !regexp.MustCompile(`(?m)^canary\s.*HALTED, no cap`).MatchString(out) || !strings.Contains(out, "canary since ") || !strings.Contains(out, reason) {
+			t.Errorf("%s does not show the halt:\n%s", cmd, out)
+		}
+	}
+	var gs []admin.Group
+	if err := json.Unmarshal([]byte(f.ok(t, "groups", "--json")), &gs); err != nil {
+		t.Fatal(err)
+	}
+	var st admin.Status
+	if err := json.Unmarshal([]byte(f.ok(t, "status", "--json")), &st); err != nil {
+		t.Fatal(err)
+	}
+	var halted []string
+	for _, g := range gs {
+		halted = append(halted, g.Policy.HaltedReason)
+	}
+	for _, g := range st.Groups {
+		halted = append(halted, g.Group.Policy.HaltedReason)
+	}
+	if n := strings.Count(strings.Join(halted, "\n"), reason); n != 2 {
+		t.Fatalf("--json shows the reason %d times, want 2: %q", n, halted)
+	}
+	out = f.ok(t, "group", "resume", "canary")
+	if !strings.Contains(out, "enabled") || strings.Contains(out, "halted") {
+		t.Fatalf("resume: %q", out)
 	}
 }
