@@ -19,9 +19,9 @@ import (
 	"github.com/twinslot/twinslot/omaha"
 	"github.com/twinslot/twinslot/partition"
 	"github.com/twinslot/twinslot/payload"
+	"github.com/twinslot/twinslot/updated/clock"
 	"github.com/twinslot/twinslot/updated/dbusapi"
 	"github.com/twinslot/twinslot/updated/floor"
-	"github.com/twinslot/twinslot/updated/internal/clock"
 	"github.com/twinslot/twinslot/updated/updateconf"
 )
 

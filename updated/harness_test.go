@@ -27,7 +27,7 @@ import (
 	"github.com/twinslot/twinslot/payload"
 	"github.com/twinslot/twinslot/payload/payloadtest"
 	"github.com/twinslot/twinslot/updated"
-	"github.com/twinslot/twinslot/updated/internal/clock"
+	"github.com/twinslot/twinslot/updated/clock"
 )
 
 // The harness: a small GPT disk image whose slots hold a 4 KiB release header followed by

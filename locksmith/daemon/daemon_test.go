@@ -19,62 +19,13 @@ import (
 	"github.com/twinslot/twinslot/locksmith/internal/dbustest"
 	"github.com/twinslot/twinslot/locksmith/internal/logind"
 	"github.com/twinslot/twinslot/locksmith/window"
+	"github.com/twinslot/twinslot/updated/clock"
 	"github.com/twinslot/twinslot/updated/dbusapi"
 	"github.com/twinslot/twinslot/updated/updateconf"
 )
 
 // guard bounds how long a test waits for something that should happen; it never decides a result.
 const guard = 60 * time.Second
-
-// fakeClock is a manual clock: time moves only when the test says so.
-type fakeClock struct {
-	mu     sync.Mutex
-	now    time.Time
-	timers []fakeTimer
-}
-
-type fakeTimer struct {
-	at time.Time
-	ch chan time.Time
-}
-
-func newClock(t time.Time) *fakeClock { return &fakeClock{now: t} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) After(d time.Duration) <-chan time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	ch := make(chan time.Time, 1)
-	if d <= 0 {
-		ch <- c.now
-		return ch
-	}
-	c.timers = append(c.timers, fakeTimer{at: c.now.Add(d), ch: ch})
-	return ch
-}
-
-// Set moves the clock to t and fires the timers due by then.
-func (c *fakeClock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = t
-	keep := c.timers[:0]
-	for _, tm := range c.timers {
-		if !tm.at.After(t) {
-			tm.ch <- t
-		} else {
-			keep = append(keep, tm)
-		}
-	}
-	c.timers = keep
-}
-
-func (c *fakeClock) Advance(d time.Duration) { c.Set(c.Now().Add(d)) }
 
 type harness struct {
 	t       *testing.T
@@ -83,13 +34,13 @@ type harness struct {
 	bus     string
 	updated *dbustest.Updated
 	logind  *dbustest.Logind
-	clock   *fakeClock
+	clock   *clock.Fake
 	dir     string
 }
 
 func newHarness(t *testing.T, st dbusapi.Status, boot dbusapi.BootStatus) *harness {
 	h := &harness{t: t, etcd: etcdtest.New(t), bus: dbustest.StartBus(t), dir: t.TempDir(),
-		clock: newClock(time.Date(2026, 3, 2, 10, 0, 0, 0, time.UTC))} // a Monday
+		clock: clock.NewFake(time.Date(2026, 3, 2, 10, 0, 0, 0, time.UTC))} // a Monday
 	h.store = locksmith.NewStore(h.etcd.Client, "", h.clock.Now)
 	h.updated = dbustest.ExportUpdated(t, dbustest.Connect(t, h.bus), st, boot)
 	h.logind = dbustest.ExportLogind(t, dbustest.Connect(t, h.bus))

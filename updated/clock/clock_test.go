@@ -37,3 +37,30 @@ func TestFake(t *testing.T) {
 		t.Fatal("waiters left")
 	}
 }
+
+func TestFakeSet(t *testing.T) {
+	start := time.Date(2026, 3, 2, 10, 0, 0, 0, time.UTC)
+	f := NewFake(start)
+	late := f.After(2 * time.Hour)
+	early := f.After(time.Hour)
+	f.Set(start.Add(90 * time.Minute))
+	select {
+	case at := <-early:
+		if !at.Equal(start.Add(90 * time.Minute)) {
+			t.Fatalf("early fired with %v, want the time Set moved to", at)
+		}
+	default:
+		t.Fatal("a waiter due before the new time did not fire")
+	}
+	select {
+	case <-late:
+		t.Fatal("a waiter due after the new time fired")
+	default:
+	}
+	if got := f.Pending(); !reflect.DeepEqual(got, []time.Duration{2 * time.Hour}) {
+		t.Fatalf("Pending = %v", got)
+	}
+	if now := f.Now(); !now.Equal(start.Add(90 * time.Minute)) {
+		t.Fatalf("Now = %v", now)
+	}
+}

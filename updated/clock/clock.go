@@ -1,5 +1,3 @@
-// Package clock is the agent's time source: the real clock, and a manual fake for tests that
-// drive schedules (first check, periodic pings, backoff) without waiting.
 package clock
 
 import (
@@ -63,7 +61,19 @@ func (f *Fake) After(d time.Duration) <-chan time.Time {
 func (f *Fake) Advance(d time.Duration) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.now = f.now.Add(d)
+	f.fire(f.now.Add(d))
+}
+
+// Set moves the clock to t and fires every waiter that is due, in deadline order.
+func (f *Fake) Set(t time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.fire(t)
+}
+
+// fire moves the clock to now and fires the due waiters; f.mu is held.
+func (f *Fake) fire(now time.Time) {
+	f.now = now
 	sort.SliceStable(f.waiters, func(i, j int) bool { return f.waiters[i].at.Before(f.waiters[j].at) })
 	keep := f.waiters[:0]
 	for _, w := range f.waiters {
