@@ -1,4 +1,5 @@
-// Package etcdtest starts an embedded etcd server (go.etcd.io/etcd/server/v3/embed) for tests:
+// Package etcdtest starts an embedded etcd server (go.etcd.io/etcd/server/v3/embed) for tests
+// (New) and for programs such as the fleet demo (Start):
 // one member on 127.0.0.1 with ephemeral ports, a fresh data directory, fast election settings
 // (TickMs 10, ElectionMs 100) so it is ready in well under a second, and a connected client.
 //

@@ -9,6 +9,8 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
+	"fmt"
 	"math/big"
 	"net"
 	"net/url"
@@ -37,7 +39,6 @@ type Etcd struct {
 	// Username and Password are the credentials (set with WithAuth).
 	Username, Password string
 
-	t       testing.TB
 	e       *embed.Etcd
 	mu      sync.Mutex
 	clients []*clientv3.Client
@@ -71,14 +72,9 @@ func New(t testing.TB, opts ...Option) *Etcd {
 		f(&o)
 	}
 	dir := t.TempDir()
-	cfg := embed.NewConfig()
-	cfg.Name = "etcdtest"
-	cfg.Dir = filepath.Join(dir, "data")
-	cfg.TickMs, cfg.ElectionMs = 10, 100
-	cfg.BcryptCost = 4 // bcrypt's minimum: password checks stay fast under -race
-	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
+	cfg := config(dir)
 	scheme := "http"
-	x := &Etcd{t: t, Username: o.user, Password: o.pass}
+	x := &Etcd{Username: o.user, Password: o.pass}
 	if o.tls {
 		scheme = "https"
 		ca := newCA(t)
@@ -91,33 +87,71 @@ func New(t testing.TB, opts ...Option) *Etcd {
 			x.CertFile, x.KeyFile = ca.issue(t, dir, "client", false)
 		}
 	}
-	peer, _ := url.Parse("http://127.0.0.1:0")
-	client, _ := url.Parse(scheme + "://127.0.0.1:0")
-	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*peer}, []url.URL{*peer}
-	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*client}, []url.URL{*client}
-	cfg.InitialCluster = cfg.Name + "=" + peer.String()
-
-	e, err := embed.StartEtcd(cfg)
-	if err != nil {
-		t.Fatalf("etcdtest: start embedded etcd: %v", err)
+	if err := x.start(cfg, scheme); err != nil {
+		t.Fatal(err)
 	}
-	x.e = e
 	t.Cleanup(x.Stop)
-	select {
-	case <-e.Server.ReadyNotify():
-	case err := <-e.Err():
-		t.Fatalf("etcdtest: embedded etcd failed: %v", err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("etcdtest: embedded etcd not ready after 30s")
-	}
-	for _, l := range e.Clients {
-		x.Endpoints = append(x.Endpoints, scheme+"://"+l.Addr().String())
-	}
 	if o.user != "" {
 		x.enableAuth(t)
 	}
 	x.Client = x.NewClient(t)
 	return x
+}
+
+// Start starts a plain-HTTP embedded etcd keeping its data in dir, with New's settings, for
+// programs that are not tests (the fleet demo). Its Client is connected; Stop stops it.
+func Start(dir string) (*Etcd, error) {
+	x := &Etcd{}
+	if err := x.start(config(dir), "http"); err != nil {
+		return nil, err
+	}
+	c, err := clientv3.New(clientv3.Config{Endpoints: x.Endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		x.Stop()
+		return nil, fmt.Errorf("etcdtest: connect: %w", err)
+	}
+	x.clients = append(x.clients, c)
+	x.Client = c
+	return x, nil
+}
+
+// config is the embedded server's configuration: one member on 127.0.0.1 with ephemeral ports
+// and fast elections, data in dir.
+func config(dir string) *embed.Config {
+	cfg := embed.NewConfig()
+	cfg.Name = "etcdtest"
+	cfg.Dir = filepath.Join(dir, "data")
+	cfg.TickMs, cfg.ElectionMs = 10, 100
+	cfg.BcryptCost = 4 // bcrypt's minimum: password checks stay fast under -race
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
+	return cfg
+}
+
+// start starts the server with client URLs of scheme and waits until it serves.
+func (x *Etcd) start(cfg *embed.Config, scheme string) error {
+	peer, _ := url.Parse("http://127.0.0.1:0")
+	client, _ := url.Parse(scheme + "://127.0.0.1:0")
+	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*peer}, []url.URL{*peer}
+	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*client}, []url.URL{*client}
+	cfg.InitialCluster = cfg.Name + "=" + peer.String()
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		return fmt.Errorf("etcdtest: start embedded etcd: %w", err)
+	}
+	x.e = e
+	select {
+	case <-e.Server.ReadyNotify():
+	case err := <-e.Err():
+		e.Close()
+		return fmt.Errorf("etcdtest: embedded etcd failed: %w", err)
+	case <-time.After(30 * time.Second):
+		e.Close()
+		return errors.New("etcdtest: embedded etcd not ready after 30s")
+	}
+	for _, l := range e.Clients {
+		x.Endpoints = append(x.Endpoints, scheme+"://"+l.Addr().String())
+	}
+	return nil
 }
 
 // ClientConfig returns a client config with the endpoints and every credential the server needs.
