@@ -16,8 +16,8 @@ import (
 
 	"github.com/twinslot/twinslot/updated"
 	"github.com/twinslot/twinslot/updated/dbusapi"
+	"github.com/twinslot/twinslot/updated/dbustest"
 	"github.com/twinslot/twinslot/updated/floor"
-	"github.com/twinslot/twinslot/updated/internal/dbustest"
 )
 
 // TestDBus drives an update over the D-Bus API on a private bus: AttemptUpdate starts it, the

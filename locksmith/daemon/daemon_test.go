@@ -16,11 +16,12 @@ import (
 	"github.com/twinslot/twinslot/locksmith/daemon"
 	"github.com/twinslot/twinslot/locksmith/etcdtest"
 	"github.com/twinslot/twinslot/locksmith/fleetlock"
-	"github.com/twinslot/twinslot/locksmith/internal/dbustest"
-	"github.com/twinslot/twinslot/locksmith/internal/logind"
 	"github.com/twinslot/twinslot/locksmith/window"
 	"github.com/twinslot/twinslot/updated/clock"
 	"github.com/twinslot/twinslot/updated/dbusapi"
+	"github.com/twinslot/twinslot/updated/dbusapi/dbusapitest"
+	"github.com/twinslot/twinslot/updated/dbustest"
+	"github.com/twinslot/twinslot/updated/sysd"
 	"github.com/twinslot/twinslot/updated/updateconf"
 )
 
@@ -31,19 +32,19 @@ type harness struct {
 	t       *testing.T
 	etcd    *etcdtest.Etcd
 	store   *locksmith.Store
-	bus     string
-	updated *dbustest.Updated
+	bus     *dbustest.Daemon
+	updated *dbusapitest.Agent
 	logind  *dbustest.Logind
 	clock   *clock.Fake
 	dir     string
 }
 
 func newHarness(t *testing.T, st dbusapi.Status, boot dbusapi.BootStatus) *harness {
-	h := &harness{t: t, etcd: etcdtest.New(t), bus: dbustest.StartBus(t), dir: t.TempDir(),
+	h := &harness{t: t, etcd: etcdtest.New(t), bus: dbustest.New(t), dir: t.TempDir(),
 		clock: clock.NewFake(time.Date(2026, 3, 2, 10, 0, 0, 0, time.UTC))} // a Monday
 	h.store = locksmith.NewStore(h.etcd.Client, "", h.clock.Now)
-	h.updated = dbustest.ExportUpdated(t, dbustest.Connect(t, h.bus), st, boot)
-	h.logind = dbustest.ExportLogind(t, dbustest.Connect(t, h.bus))
+	h.updated = dbusapitest.Export(t, h.bus.Conn(t), st, boot)
+	h.logind = dbustest.ExportLogind(t, h.bus.Conn(t))
 	return h
 }
 
@@ -60,7 +61,7 @@ func (h *harness) config(bootID string) daemon.Config {
 }
 
 func (h *harness) deps(store *locksmith.Store) daemon.Deps {
-	conn := dbustest.Connect(h.t, h.bus)
+	conn := h.bus.Conn(h.t)
 	return daemon.Deps{Updated: daemon.UpdatedOverDBus(conn), Rebooter: daemon.LogindRebooter(conn), Store: store,
 		Clock: h.clock, Log: slog.New(slog.NewTextHandler(testWriter{h.t}, nil))}
 }
@@ -144,7 +145,7 @@ func (h *harness) slot(id string) (locksmith.Slot, bool) {
 }
 
 func TestRebootThenReleaseOnCommit(t *testing.T) {
-	h := newHarness(t, dbustest.NeedReboot("2.0"), dbustest.Boot(daemon.BootCommitted, "1.0"))
+	h := newHarness(t, dbusapitest.NeedReboot("2.0"), dbusapitest.Boot(daemon.BootCommitted, "1.0"))
 	r1 := h.start(h.config("boot-1"), h.deps(h.store))
 	h.waitReboot()
 	st := waitState(t, r1.d, daemon.StateRebooting)
@@ -164,14 +165,14 @@ func TestRebootThenReleaseOnCommit(t *testing.T) {
 	}
 
 	// The host comes back in the new version; the health gate is still running.
-	h.updated.SetStatus(t, dbustest.Idle())
-	h.updated.SetBoot(t, dbustest.Boot(daemon.BootVerifying, "2.0"))
+	h.updated.SetStatus(t, dbusapitest.Idle())
+	h.updated.SetBoot(t, dbusapitest.Boot(daemon.BootVerifying, "2.0"))
 	r2 := h.start(h.config("boot-2"), h.deps(h.store))
 	waitState(t, r2.d, daemon.StateVerifying)
 	if _, ok := h.slot("m1"); !ok {
 		t.Fatal("slot released before the boot was committed")
 	}
-	h.updated.SetBoot(t, dbustest.Boot(daemon.BootCommitted, "2.0"))
+	h.updated.SetBoot(t, dbusapitest.Boot(daemon.BootCommitted, "2.0"))
 	waitState(t, r2.d, daemon.StateIdle)
 	if _, ok := h.slot("m1"); ok {
 		t.Fatal("slot kept after the commit")
@@ -182,11 +183,11 @@ func TestRebootThenReleaseOnCommit(t *testing.T) {
 }
 
 func TestRollbackKeepsSlot(t *testing.T) {
-	h := newHarness(t, dbustest.NeedReboot("2.0"), dbustest.Boot(daemon.BootCommitted, "1.0"))
+	h := newHarness(t, dbusapitest.NeedReboot("2.0"), dbusapitest.Boot(daemon.BootCommitted, "1.0"))
 	r1 := h.start(h.config("boot-1"), h.deps(h.store))
 	h.waitReboot()
 	r1.stop()
-	h.updated.SetStatus(t, dbustest.Idle())
+	h.updated.SetStatus(t, dbusapitest.Idle())
 	h.updated.SetBoot(t, dbusapi.BootStatus{State: daemon.BootRolledBack, BootedVersion: "1.0", PreviousVersion: "2.0", Slot: "USR-A"})
 	r2 := h.start(h.config("boot-2"), h.deps(h.store))
 	st := waitState(t, r2.d, daemon.StateRolledBack)
@@ -203,7 +204,7 @@ func TestRollbackKeepsSlot(t *testing.T) {
 }
 
 func TestWindowGatesTheSlot(t *testing.T) {
-	h := newHarness(t, dbustest.NeedReboot("2.0"), dbustest.Boot(daemon.BootSteady, "1.0"))
+	h := newHarness(t, dbusapitest.NeedReboot("2.0"), dbusapitest.Boot(daemon.BootSteady, "1.0"))
 	cfg := h.config("boot-1")
 	var err error
 	cfg.DrainTimeout = 3 * time.Hour
@@ -244,7 +245,7 @@ func TestWindowGatesTheSlot(t *testing.T) {
 }
 
 func TestWaitsForASlotByWatch(t *testing.T) {
-	h := newHarness(t, dbustest.NeedReboot("2.0"), dbustest.Boot(daemon.BootSteady, "1.0"))
+	h := newHarness(t, dbusapitest.NeedReboot("2.0"), dbusapitest.Boot(daemon.BootSteady, "1.0"))
 	other, err := h.store.TryLock(t.Context(), "default", locksmith.Holder{ID: "other"})
 	if err != nil {
 		t.Fatal(err)
@@ -262,7 +263,7 @@ func TestWaitsForASlotByWatch(t *testing.T) {
 }
 
 func TestEtcdUnreachable(t *testing.T) {
-	h := newHarness(t, dbustest.NeedReboot("2.0"), dbustest.Boot(daemon.BootSteady, "1.0"))
+	h := newHarness(t, dbusapitest.NeedReboot("2.0"), dbusapitest.Boot(daemon.BootSteady, "1.0"))
 	cfg := h.config("boot-1")
 	cfg.OpTimeout = 300 * time.Millisecond
 	r := h.start(cfg, h.deps(locksmith.NewStore(etcdtest.Unreachable(t), "", h.clock.Now)))
@@ -287,7 +288,7 @@ func TestEtcdUnreachable(t *testing.T) {
 }
 
 func TestEtcdDiesWhileWaiting(t *testing.T) {
-	h := newHarness(t, dbustest.NeedReboot("2.0"), dbustest.Boot(daemon.BootSteady, "1.0"))
+	h := newHarness(t, dbusapitest.NeedReboot("2.0"), dbusapitest.Boot(daemon.BootSteady, "1.0"))
 	if _, err := h.store.TryLock(t.Context(), "default", locksmith.Holder{ID: "other"}); err != nil {
 		t.Fatal(err)
 	}
@@ -304,7 +305,7 @@ func TestEtcdDiesWhileWaiting(t *testing.T) {
 }
 
 func TestKilledWhileHolding(t *testing.T) {
-	h := newHarness(t, dbustest.NeedReboot("2.0"), dbustest.Boot(daemon.BootSteady, "1.0"))
+	h := newHarness(t, dbusapitest.NeedReboot("2.0"), dbusapitest.Boot(daemon.BootSteady, "1.0"))
 	deps := h.deps(h.store)
 	draining := make(chan struct{})
 	deps.Drain = func(ctx context.Context) error { close(draining); <-ctx.Done(); return ctx.Err() }
@@ -326,7 +327,7 @@ func TestKilledWhileHolding(t *testing.T) {
 	r2.stop()
 
 	// Killed again; this time the update was undone meanwhile: the restart releases the slot.
-	h.updated.SetStatus(t, dbustest.Idle())
+	h.updated.SetStatus(t, dbusapitest.Idle())
 	r3 := h.start(h.config("boot-1"), h.deps(h.store))
 	waitState(t, r3.d, daemon.StateIdle)
 	if _, ok := h.slot("m1"); ok {
@@ -335,7 +336,7 @@ func TestKilledWhileHolding(t *testing.T) {
 }
 
 func TestRebootRefused(t *testing.T) {
-	h := newHarness(t, dbustest.NeedReboot("2.0"), dbustest.Boot(daemon.BootSteady, "1.0"))
+	h := newHarness(t, dbusapitest.NeedReboot("2.0"), dbusapitest.Boot(daemon.BootSteady, "1.0"))
 	h.logind.FailWith("org.freedesktop.DBus.Error.AccessDenied")
 	r := h.start(h.config("boot-1"), h.deps(h.store))
 	st := waitState(t, r.d, daemon.StateRebootFailed)
@@ -351,8 +352,8 @@ func TestRebootRefused(t *testing.T) {
 }
 
 func TestInhibitorsPostponeBeforeLocking(t *testing.T) {
-	h := newHarness(t, dbustest.NeedReboot("2.0"), dbustest.Boot(daemon.BootSteady, "1.0"))
-	h.logind.SetInhibitors(logind.Inhibitor{What: "shutdown", Who: "backup", Why: "copying", Mode: "block", PID: 7})
+	h := newHarness(t, dbusapitest.NeedReboot("2.0"), dbusapitest.Boot(daemon.BootSteady, "1.0"))
+	h.logind.SetInhibitors(sysd.Inhibitor{What: "shutdown", Who: "backup", Why: "copying", Mode: "block", PID: 7})
 	cfg := h.config("boot-1")
 	cfg.InhibitMaxWait, cfg.InhibitRecheck = 10*time.Minute, time.Minute
 	r := h.start(cfg, h.deps(h.store))
@@ -387,7 +388,7 @@ func TestInhibitorsPostponeBeforeLocking(t *testing.T) {
 }
 
 func TestStrategyRebootAndOff(t *testing.T) {
-	h := newHarness(t, dbustest.NeedReboot("2.0"), dbustest.Boot(daemon.BootSteady, "1.0"))
+	h := newHarness(t, dbusapitest.NeedReboot("2.0"), dbusapitest.Boot(daemon.BootSteady, "1.0"))
 	cfg := h.config("boot-1")
 	cfg.Strategy = updateconf.StrategyOff
 	off := h.start(cfg, h.deps(nil))
@@ -410,7 +411,7 @@ func TestStrategyRebootAndOff(t *testing.T) {
 }
 
 func TestFleetLockStrategy(t *testing.T) {
-	h := newHarness(t, dbustest.NeedReboot("2.0"), dbustest.Boot(daemon.BootSteady, "1.0"))
+	h := newHarness(t, dbusapitest.NeedReboot("2.0"), dbusapitest.Boot(daemon.BootSteady, "1.0"))
 	srv := httptest.NewServer(fleetlock.NewServer(h.store, slog.New(slog.DiscardHandler)))
 	defer srv.Close()
 	cfg := h.config("boot-1")
@@ -437,8 +438,8 @@ func TestFleetLockStrategy(t *testing.T) {
 	}
 	r1.stop()
 
-	h.updated.SetStatus(t, dbustest.Idle())
-	h.updated.SetBoot(t, dbustest.Boot(daemon.BootCommitted, "2.0"))
+	h.updated.SetStatus(t, dbusapitest.Idle())
+	h.updated.SetBoot(t, dbusapitest.Boot(daemon.BootCommitted, "2.0"))
 	deps2 := h.deps(nil)
 	deps2.FleetLock = client
 	cfg.BootID = "boot-2"

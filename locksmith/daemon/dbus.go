@@ -6,8 +6,8 @@ import (
 
 	"github.com/godbus/dbus/v5"
 
-	"github.com/twinslot/twinslot/locksmith/internal/logind"
 	"github.com/twinslot/twinslot/updated/dbusapi"
+	"github.com/twinslot/twinslot/updated/sysd"
 )
 
 // UpdatedOverDBus is the update agent at com.coreos.update1 on conn (the system bus on a host).
@@ -101,10 +101,10 @@ func decodeSignal(sig *dbus.Signal) (dbusapi.Signal, bool) {
 
 // LogindRebooter reboots through systemd-logind on conn (the system bus on a host).
 func LogindRebooter(conn *dbus.Conn) Rebooter {
-	return logindRebooter{logind.New(conn)}
+	return logindRebooter{sysd.Logind{Conn: conn}}
 }
 
-type logindRebooter struct{ c *logind.Client }
+type logindRebooter struct{ c sysd.Logind }
 
 func (l logindRebooter) Reboot(ctx context.Context) error { return l.c.Reboot(ctx) }
 

@@ -15,9 +15,9 @@ import (
 	"github.com/twinslot/twinslot/locksmith"
 	"github.com/twinslot/twinslot/locksmith/internal/etcdflags"
 	"github.com/twinslot/twinslot/locksmith/internal/hostenv"
-	"github.com/twinslot/twinslot/locksmith/internal/logind"
 	"github.com/twinslot/twinslot/tools/cli"
 	"github.com/twinslot/twinslot/updated/dbusapi"
+	"github.com/twinslot/twinslot/updated/sysd"
 )
 
 const (
@@ -225,7 +225,7 @@ func (g *globals) reboot(ctx context.Context, stdio cli.IO, conn *dbus.Conn) err
 		if err != nil {
 			return err
 		}
-		if err := logind.New(conn).Reboot(ctx); err != nil {
+		if err := (sysd.Logind{Conn: conn}).Reboot(ctx); err != nil {
 			if uerr := s.Release(ctx, lk); uerr != nil {
 				return fmt.Errorf("%w; and releasing the slot failed too: %v (run locksmithctl unlock)", err, uerr)
 			}

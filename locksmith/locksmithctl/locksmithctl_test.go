@@ -10,9 +10,9 @@ import (
 	"github.com/twinslot/twinslot/locksmith"
 	"github.com/twinslot/twinslot/locksmith/daemon"
 	"github.com/twinslot/twinslot/locksmith/etcdtest"
-	"github.com/twinslot/twinslot/locksmith/internal/dbustest"
 	"github.com/twinslot/twinslot/locksmith/locksmithctl"
 	"github.com/twinslot/twinslot/updated/dbusapi"
+	"github.com/twinslot/twinslot/updated/dbustest"
 )
 
 type result struct {
@@ -101,10 +101,10 @@ func TestCredentialsEachOnTheirOwn(t *testing.T) {
 }
 
 func TestSendNeedRebootAndReboot(t *testing.T) {
-	bus := dbustest.StartBus(t)
-	env := []string{"DBUS_SYSTEM_BUS_ADDRESS=" + bus}
+	bus := dbustest.New(t)
+	env := []string{"DBUS_SYSTEM_BUS_ADDRESS=" + bus.Addr}
 	// locksmithd's own subscription sees the signal.
-	sub, err := daemon.UpdatedOverDBus(dbustest.Connect(t, bus)).Subscribe(t.Context())
+	sub, err := daemon.UpdatedOverDBus(bus.Conn(t)).Subscribe(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +120,7 @@ func TestSendNeedRebootAndReboot(t *testing.T) {
 
 	e := etcdtest.New(t)
 	ep := "-endpoint=" + e.Endpoints[0]
-	fake := dbustest.ExportLogind(t, dbustest.Connect(t, bus))
+	fake := dbustest.ExportLogind(t, bus.Conn(t))
 	store := locksmith.NewStore(e.Client, "", nil)
 
 	fake.FailWith("org.freedesktop.DBus.Error.AccessDenied")

@@ -16,8 +16,9 @@ import (
 	"github.com/twinslot/twinslot/locksmith"
 	"github.com/twinslot/twinslot/locksmith/etcdtest"
 	"github.com/twinslot/twinslot/locksmith/fleetlock"
-	"github.com/twinslot/twinslot/locksmith/internal/dbustest"
 	"github.com/twinslot/twinslot/locksmith/locksmithd"
+	"github.com/twinslot/twinslot/updated/dbusapi/dbusapitest"
+	"github.com/twinslot/twinslot/updated/dbustest"
 )
 
 const guard = 60 * time.Second
@@ -143,12 +144,12 @@ func TestFleetLockServerAlone(t *testing.T) {
 
 func TestEtcdLockEndToEnd(t *testing.T) {
 	e := etcdtest.New(t, etcdtest.WithTLS())
-	bus := dbustest.StartBus(t)
-	dbustest.ExportUpdated(t, dbustest.Connect(t, bus), dbustest.NeedReboot("2.0"), dbustest.Boot("steady", "1.0"))
-	logind := dbustest.ExportLogind(t, dbustest.Connect(t, bus))
+	bus := dbustest.New(t)
+	dbusapitest.Export(t, bus.Conn(t), dbusapitest.NeedReboot("2.0"), dbusapitest.Boot("steady", "1.0"))
+	logind := dbustest.ExportLogind(t, bus.Conn(t))
 	args := paths(t)
 	os.WriteFile(args[1], []byte("REBOOT_STRATEGY=etcd-lock\nGROUP=beta\n"), 0o644)
-	env := []string{"DBUS_SYSTEM_BUS_ADDRESS=" + bus, "LOCKSMITHD_ENDPOINT=" + e.Endpoints[0], "LOCKSMITHD_ETCD_CAFILE=" + e.CAFile,
+	env := []string{"DBUS_SYSTEM_BUS_ADDRESS=" + bus.Addr, "LOCKSMITHD_ENDPOINT=" + e.Endpoints[0], "LOCKSMITHD_ETCD_CAFILE=" + e.CAFile,
 		"LOCKSMITHD_GROUP=web"}
 	p := start(t, env, append(args, "--id", "m1")...)
 	select {

@@ -19,7 +19,7 @@ import (
 	"github.com/twinslot/twinslot/payload/payloadtest"
 	"github.com/twinslot/twinslot/testimages"
 	"github.com/twinslot/twinslot/updated/dbusapi"
-	"github.com/twinslot/twinslot/updated/internal/dbustest"
+	"github.com/twinslot/twinslot/updated/dbustest"
 )
 
 // BenchmarkRSS measures the memory of the updated binary, built for the benchmark and run as

@@ -26,7 +26,7 @@ import (
 
 	"github.com/twinslot/twinslot/omaha"
 	"github.com/twinslot/twinslot/updated"
-	"github.com/twinslot/twinslot/updated/internal/sysd"
+	"github.com/twinslot/twinslot/updated/sysd"
 	"github.com/twinslot/twinslot/updated/updateconf"
 )
 

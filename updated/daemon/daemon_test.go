@@ -18,7 +18,7 @@ import (
 	"github.com/twinslot/twinslot/updated"
 	"github.com/twinslot/twinslot/updated/daemon"
 	"github.com/twinslot/twinslot/updated/dbusapi"
-	"github.com/twinslot/twinslot/updated/internal/dbustest"
+	"github.com/twinslot/twinslot/updated/dbustest"
 )
 
 // fakeRoot makes a directory that stands in for a host's "/" booted from diskPath's last

@@ -12,7 +12,7 @@ import (
 	"github.com/godbus/dbus/v5"
 
 	"github.com/twinslot/twinslot/updated/dbusapi"
-	"github.com/twinslot/twinslot/updated/internal/dbustest"
+	"github.com/twinslot/twinslot/updated/dbustest"
 )
 
 type fakeBackend struct {

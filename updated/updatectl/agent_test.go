@@ -22,7 +22,7 @@ import (
 	"github.com/twinslot/twinslot/testimages/simhost"
 	"github.com/twinslot/twinslot/tools/cli"
 	"github.com/twinslot/twinslot/updated"
-	"github.com/twinslot/twinslot/updated/internal/dbustest"
+	"github.com/twinslot/twinslot/updated/dbustest"
 	"github.com/twinslot/twinslot/updated/updatectl"
 )
 

@@ -1,7 +1,3 @@
-// Package sysd holds updated's real host dependencies that talk to systemd: the health gate's
-// system-state probe (org.freedesktop.systemd1 over D-Bus), the reboot action (logind over
-// D-Bus, with its reply checked — go-systemd's login1.Reboot drops errors) and a slog handler
-// writing to the journal.
 package sysd
 
 import (
@@ -10,7 +6,6 @@ import (
 	"sort"
 
 	sdbus "github.com/coreos/go-systemd/v22/dbus"
-	"github.com/godbus/dbus/v5"
 )
 
 // Systemd answers the health gate's questions from systemd's manager object.
@@ -43,26 +38,4 @@ func (s Systemd) FailedUnits(ctx context.Context) ([]string, error) {
 	}
 	sort.Strings(out)
 	return out, nil
-}
-
-// Logind reboots the host through systemd-logind.
-type Logind struct {
-	Conn *dbus.Conn // the system bus
-}
-
-// Names of logind's manager.
-const (
-	LogindBusName   = "org.freedesktop.login1"
-	LogindPath      = dbus.ObjectPath("/org/freedesktop/login1")
-	LogindInterface = "org.freedesktop.login1.Manager"
-)
-
-// Reboot asks logind to reboot (interactive=false) and returns its error, e.g. when an
-// inhibitor blocks the reboot or the caller lacks the privilege.
-func (l Logind) Reboot(ctx context.Context) error {
-	call := l.Conn.Object(LogindBusName, LogindPath).CallWithContext(ctx, LogindInterface+".Reboot", 0, false)
-	if call.Err != nil {
-		return fmt.Errorf("sysd: logind Reboot: %w", call.Err)
-	}
-	return nil
 }

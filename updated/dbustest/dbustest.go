@@ -1,5 +1,3 @@
-// Package dbustest starts a private dbus-daemon for a test, so D-Bus APIs are exercised over a
-// real bus without touching the system bus.
 package dbustest
 
 import (
