@@ -1,39 +1,29 @@
 package testimages
 
 import (
-	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
-	"strings"
 
-	"github.com/diskfs/go-diskfs/backend"
-	"github.com/diskfs/go-diskfs/filesystem/ext4"
+	"github.com/twinslot/twinslot/updated/slotrelease"
 )
 
 // Paths inside the /usr filesystem (it is mounted at /usr, so these are /usr/lib/…).
 const (
-	ReleasePath = "lib/os-release"
-	BrokenPath  = "lib/twinslot/broken"
+	ReleasePath = slotrelease.ReleasePath
+	BrokenPath  = slotrelease.BrokenPath
 	// ReleaseID is the ID= of every twinslot test image.
 	ReleaseID = "twinslot"
 
-	maxReleaseFile = 64 << 10 // os-release larger than this is rejected
-	maxFieldLen    = 64       // version and board length limit
+	maxReleaseFile = slotrelease.MaxReleaseFile
 )
 
 // ErrNoRelease: a slot or image holds no readable twinslot /usr filesystem.
-var ErrNoRelease = errors.New("no twinslot /usr filesystem")
+var ErrNoRelease = slotrelease.ErrNoRelease
 
-// Release is what a /usr image says about itself.
-type Release struct {
-	ID      string // "twinslot"
-	Version string // "1.0.1"
-	Board   string // "amd64-usr"
-	Broken  bool   // the image carries lib/twinslot/broken: its health check fails
-}
+// Release is what a /usr image says about itself. Host code reads it with
+// updated/slotrelease; the alias keeps the test-image API.
+type Release = slotrelease.Release
 
 // osRelease renders the lib/os-release file of an image.
 func osRelease(r Release) string {
@@ -41,131 +31,16 @@ func osRelease(r Release) string {
 		r.ID, r.Version, r.Version, r.Board, r.Version, r.Board)
 }
 
-// ParseRelease parses an os-release file: KEY=VALUE lines, values optionally in single or
-// double quotes, comments and blank lines ignored. It needs ID, VERSION and BOARD.
-func ParseRelease(b []byte) (Release, error) {
-	if len(b) > maxReleaseFile {
-		return Release{}, fmt.Errorf("os-release is %d bytes, more than %d", len(b), maxReleaseFile)
-	}
-	var r Release
-	for line := range strings.Lines(string(b)) {
-		line = strings.TrimSpace(line)
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		k, v, ok := strings.Cut(line, "=")
-		if !ok {
-			return Release{}, fmt.Errorf("os-release: line %q is not KEY=VALUE", trunc(line))
-		}
-		if len(v) >= 2 && (v[0] == '"' || v[0] == '\'') && v[len(v)-1] == v[0] {
-			v = v[1 : len(v)-1]
-		}
-		switch k {
-		case "ID":
-			r.ID = v
-		case "VERSION":
-			r.Version = v
-		case "BOARD":
-			r.Board = v
-		}
-	}
-	for _, f := range []struct{ name, v string }{{"ID", r.ID}, {"VERSION", r.Version}, {"BOARD", r.Board}} {
-		if err := checkField(f.name, f.v); err != nil {
-			return Release{}, fmt.Errorf("os-release: %w", err)
-		}
-	}
-	return r, nil
-}
+// ParseRelease parses an os-release file (see slotrelease.Parse).
+func ParseRelease(b []byte) (Release, error) { return slotrelease.Parse(b) }
 
 // checkField checks a value that goes into os-release and file names.
-func checkField(name, v string) error {
-	if v == "" {
-		return fmt.Errorf("%s is empty", name)
-	}
-	if len(v) > maxFieldLen {
-		return fmt.Errorf("%s %q is longer than %d bytes", name, trunc(v), maxFieldLen)
-	}
-	for _, c := range v {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune(".-_+~", c)) {
-			return fmt.Errorf("%s %q may only hold letters, digits and . - _ + ~", name, trunc(v))
-		}
-	}
-	return nil
-}
-
-func trunc(s string) string {
-	if len(s) > 40 {
-		return s[:40] + "…"
-	}
-	return s
-}
+func checkField(name, v string) error { return slotrelease.CheckField(name, v) }
 
 // ReadRelease reads lib/os-release (and whether lib/twinslot/broken exists) from the ext4
-// /usr filesystem at the start of r, which holds size bytes (a slot or an image file). The
+// /usr filesystem at the start of r, which holds size bytes (see slotrelease.Read). The
 // error wraps ErrNoRelease when there is no such filesystem or file.
-func ReadRelease(r io.ReaderAt, size int64) (rel Release, err error) {
-	// The bytes come from a slot that may hold anything; go-diskfs is not hardened against
-	// every corrupt filesystem, so a panic in it is turned into an error here.
-	defer func() {
-		if p := recover(); p != nil {
-			err = fmt.Errorf("%w: corrupt filesystem (%v)", ErrNoRelease, p)
-		}
-	}()
-	if err := checkSuperblock(r, size); err != nil {
-		return Release{}, fmt.Errorf("%w: %v", ErrNoRelease, err)
-	}
-	fsys, err := ext4.Read(&readerStorage{r: r, size: size}, size, 0, 512)
-	if err != nil {
-		return Release{}, fmt.Errorf("%w: %v", ErrNoRelease, err)
-	}
-	b, err := readFileLimited(fsys, ReleasePath, maxReleaseFile)
-	if err != nil {
-		return Release{}, fmt.Errorf("%w: %s: %v", ErrNoRelease, ReleasePath, err)
-	}
-	rel, err = ParseRelease(b)
-	if err != nil {
-		return Release{}, fmt.Errorf("%w: %v", ErrNoRelease, err)
-	}
-	if _, err := fsys.Stat(BrokenPath); err == nil {
-		rel.Broken = true
-	}
-	return rel, nil
-}
-
-// checkSuperblock bounds what go-diskfs will allocate for the filesystem at the start of r
-// (it sizes tables from superblock fields): an ext4 superblock whose geometry fits in size.
-func checkSuperblock(r io.ReaderAt, size int64) error {
-	sb := make([]byte, 1024)
-	if size < 2048 {
-		return fmt.Errorf("%d bytes is too small for ext4", size)
-	}
-	if _, err := r.ReadAt(sb, 1024); err != nil {
-		return fmt.Errorf("read superblock: %w", err)
-	}
-	le32 := func(off int) uint64 { return uint64(binary.LittleEndian.Uint32(sb[off:])) }
-	if binary.LittleEndian.Uint16(sb[0x38:]) != sbMagic {
-		return errors.New("no ext4 superblock")
-	}
-	logBlock := le32(0x18)
-	if logBlock > 6 {
-		return fmt.Errorf("block size 1024<<%d", logBlock)
-	}
-	bs := uint64(1024) << logBlock
-	blocks, bpg, ipg := le32(0x04), le32(0x20), le32(0x28)
-	if le32(0x60)&incompat64Bit != 0 {
-		blocks |= le32(0x150) << 32
-	}
-	isize := uint64(binary.LittleEndian.Uint16(sb[0x58:]))
-	switch {
-	case blocks == 0 || blocks > uint64(size)/bs:
-		return fmt.Errorf("%d blocks of %d bytes do not fit in %d bytes", blocks, bs, size)
-	case bpg < 8 || bpg > 8*bs || ipg == 0 || ipg > 8*bs:
-		return fmt.Errorf("%d blocks and %d inodes per group", bpg, ipg)
-	case isize < 128 || isize > maxInodeSize || isize&(isize-1) != 0:
-		return fmt.Errorf("inode size %d", isize)
-	}
-	return nil
-}
+func ReadRelease(r io.ReaderAt, size int64) (Release, error) { return slotrelease.Read(r, size) }
 
 // ReadReleaseFile reads the Release of a /usr image file.
 func ReadReleaseFile(path string) (Release, error) {
@@ -183,71 +58,4 @@ func ReadReleaseFile(path string) (Release, error) {
 		return Release{}, fmt.Errorf("%s: %w", path, err)
 	}
 	return rel, nil
-}
-
-func readFileLimited(fsys *ext4.FileSystem, name string, limit int64) ([]byte, error) {
-	st, err := fsys.Stat(name)
-	if err != nil {
-		return nil, err
-	}
-	if st.Size() > limit {
-		return nil, fmt.Errorf("%d bytes, more than %d", st.Size(), limit)
-	}
-	f, err := fsys.OpenFile(name, os.O_RDONLY)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	return io.ReadAll(io.LimitReader(f, limit+1))
-}
-
-// readerStorage presents an io.ReaderAt as a read-only go-diskfs backend.
-type readerStorage struct {
-	r    io.ReaderAt
-	size int64
-	pos  int64
-}
-
-var _ backend.Storage = (*readerStorage)(nil)
-
-func (s *readerStorage) ReadAt(p []byte, off int64) (int, error) {
-	if off >= s.size {
-		return 0, io.EOF
-	}
-	if rest := s.size - off; int64(len(p)) > rest {
-		n, err := s.r.ReadAt(p[:rest], off)
-		if err == nil {
-			err = io.EOF
-		}
-		return n, err
-	}
-	return s.r.ReadAt(p, off)
-}
-
-func (s *readerStorage) Read(p []byte) (int, error) {
-	n, err := s.ReadAt(p, s.pos)
-	s.pos += int64(n)
-	return n, err
-}
-
-func (s *readerStorage) Seek(off int64, whence int) (int64, error) {
-	switch whence {
-	case io.SeekCurrent:
-		off += s.pos
-	case io.SeekEnd:
-		off += s.size
-	}
-	if off < 0 {
-		return 0, errors.New("negative position")
-	}
-	s.pos = off
-	return off, nil
-}
-
-func (s *readerStorage) Stat() (fs.FileInfo, error) { return nil, errors.New("stat not supported") }
-func (s *readerStorage) Close() error               { return nil }
-func (s *readerStorage) Sys() (*os.File, error)     { return nil, errors.New("no OS file") }
-func (s *readerStorage) Path() string               { return "" }
-func (s *readerStorage) Writable() (backend.WritableFile, error) {
-	return nil, errors.New("read-only")
 }

@@ -8,8 +8,8 @@ import (
 	"strings"
 
 	"github.com/twinslot/twinslot/partition"
-	"github.com/twinslot/twinslot/testimages"
 	"github.com/twinslot/twinslot/tools/cli"
+	"github.com/twinslot/twinslot/updated/slotrelease"
 )
 
 func slotCommands(env Env) []cli.Command {
@@ -38,9 +38,9 @@ func (env Env) locate(disk string) (target, error) {
 		}
 		return target{disk: b.Disk, booted: &b}, nil
 	}
-	if c, err := os.ReadFile(testimages.CmdlinePath(disk)); err == nil {
+	if c, err := os.ReadFile(imageCmdlinePath(disk)); err == nil {
 		if b, ok := partition.ParseCmdline(string(c)); ok {
-			b.From = testimages.CmdlinePath(disk)
+			b.From = imageCmdlinePath(disk)
 			return target{disk: disk, booted: &b}, nil
 		}
 	}
@@ -55,6 +55,10 @@ func (env Env) locate(disk string) (target, error) {
 	}
 	return target{disk: disk}, nil
 }
+
+// imageCmdlinePath is where testimages' Boot writes the emulated kernel command line of a disk
+// image's last boot (testimages.CmdlinePath; a test keeps the two in step).
+func imageCmdlinePath(disk string) string { return disk + ".cmdline" }
 
 func sameFile(a, b string) bool {
 	sa, err := os.Stat(a)
@@ -163,7 +167,7 @@ func report(d *partition.Disk, t target) (SlotsReport, error) {
 		si := SlotInfo{Number: s.Number, Label: s.Label, PartUUID: s.PartUUID, Start: s.Start, Size: s.Size,
 			Attributes: fmt.Sprintf("%016x", uint64(s.Attr)), Priority: s.Attr.Priority(), Tries: s.Attr.Tries(),
 			Successful: s.Attr.Successful(), Active: haveActive && s.Number == active.Number, Next: nextErr == nil && s.Number == next.Number}
-		if rel, err := testimages.ReadRelease(d.SlotReader(s), s.Size); err == nil {
+		if rel, err := slotrelease.Read(d.SlotReader(s), s.Size); err == nil {
 			si.Version, si.Board, si.Broken = rel.Version, rel.Board, rel.Broken
 		} else {
 			si.Unreadable = shortReason(err)
@@ -174,7 +178,7 @@ func report(d *partition.Disk, t target) (SlotsReport, error) {
 }
 
 func shortReason(err error) string {
-	if errors.Is(err, testimages.ErrNoRelease) {
+	if errors.Is(err, slotrelease.ErrNoRelease) {
 		return "no /usr image"
 	}
 	return err.Error()
@@ -234,7 +238,7 @@ func chosen(d *partition.Disk, t target, slot, what string) (partition.Slot, err
 	}
 	s, ok := t.active(d)
 	if !ok {
-		return partition.Slot{}, fmt.Errorf("cannot tell which slot of %s is booted (no %s from 'mkimage boot', and the running system did not boot from it); name the slot to %s with --slot", t.disk, testimages.CmdlinePath(t.disk), what)
+		return partition.Slot{}, fmt.Errorf("cannot tell which slot of %s is booted (no %s from 'mkimage boot', and the running system did not boot from it); name the slot to %s with --slot", t.disk, imageCmdlinePath(t.disk), what)
 	}
 	return s, nil
 }
@@ -267,7 +271,7 @@ the other slot never booted, holds a pending update, or was marked bad. Reboot t
 				return "", err
 			}
 			version := ""
-			if rel, err := testimages.ReadRelease(d.SlotReader(to), to.Size); err == nil {
+			if rel, err := slotrelease.Read(d.SlotReader(to), to.Size); err == nil {
 				version = " (" + rel.Version + ")"
 			}
 			return fmt.Sprintf("%v%s boots next (%v); %v stays as fallback; reboot to apply", to, version, to.Attr, from), nil

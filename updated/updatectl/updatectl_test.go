@@ -173,3 +173,12 @@ func TestLocateLiveHost(t *testing.T) {
 		t.Fatalf("image slot %s shown active from the host's cmdline", r.Active)
 	}
 }
+
+// updatectl must not import the test-image builder, so it keeps its own copy of where Boot
+// leaves a disk image's kernel command line; this keeps the two in step.
+func TestImageCmdlinePath(t *testing.T) {
+	disk := filepath.Join(t.TempDir(), "disk.img")
+	if got, want := imageCmdlinePath(disk), testimages.CmdlinePath(disk); got != want {
+		t.Fatalf("imageCmdlinePath = %q, testimages.CmdlinePath = %q", got, want)
+	}
+}
