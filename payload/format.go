@@ -140,7 +140,15 @@ func (h header) tableOffset() int64 { return h.dataOffset() + int64(h.DataLen) }
 // below MaxInt64, so it cannot overflow.
 func (h header) fileSize() int64 { return h.tableOffset() + int64(h.TableLen) }
 
+// allZero reports whether b holds only zero bytes, eight at a time.
 func allZero(b []byte) bool {
+	for len(b) >= 32 {
+		if binary.LittleEndian.Uint64(b)|binary.LittleEndian.Uint64(b[8:])|
+			binary.LittleEndian.Uint64(b[16:])|binary.LittleEndian.Uint64(b[24:]) != 0 {
+			return false
+		}
+		b = b[32:]
+	}
 	for _, c := range b {
 		if c != 0 {
 			return false

@@ -92,3 +92,19 @@ func FuzzManifest(f *testing.F) {
 		}
 	})
 }
+
+func TestAllZero(t *testing.T) {
+	for n := range 80 {
+		b := make([]byte, n)
+		if !allZero(b) {
+			t.Fatalf("%d zero bytes: not all zero", n)
+		}
+		for i := range n {
+			b[i] = 1
+			if allZero(b) {
+				t.Fatalf("byte %d of %d set: all zero", i, n)
+			}
+			b[i] = 0
+		}
+	}
+}

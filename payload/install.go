@@ -6,6 +6,8 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"hash"
+	"hash/crc32"
 	"io"
 	"log/slog"
 	"runtime"
@@ -35,7 +37,7 @@ type Target struct {
 
 // Progress is a snapshot of an install.
 type Progress struct {
-	Phase   string // "verify", "scan-target", "index-active", "fetch", "rehash", "done"
+	Phase   string // "verify", "scan-target", "index-active", "fetch", "rehash", "sync", "done"
 	Done    int64  // image bytes in place so far
 	Total   int64  // image size
 	Reused  int64  // image bytes found in the target or the active slot
@@ -60,6 +62,12 @@ type InstallOptions struct {
 	Parallel         int   // requests in flight; default 4
 	Workers          int   // hashing workers; default GOMAXPROCS
 	Now              func() time.Time
+	// RehashImage makes the final read-back also hash the whole slot with SHA-256 and compare it
+	// with the manifest's image hash. Off by default: every chunk's SHA-256 already matched the
+	// signed table before it was written, and the read-back compares each chunk with what was
+	// written (CRC-32C); this second SHA-256 pass over every byte costs about as much CPU as the
+	// first.
+	RehashImage bool
 	// BeforeWrite, if set, runs once, after verification, right before the first write to the
 	// target (never when nothing needs writing). 'payload apply' uses it to mark the slot
 	// unbootable (partition BeginInstall) only when it is really about to change; an error
@@ -78,7 +86,8 @@ type Result struct {
 	BytesWritten      int64 // bytes written to the target
 	Requests          int   // data Range requests (or reads of a file)
 	Duration          time.Duration
-	// Phases is the time spent in each phase ("verify", "scan-target", "index-active", "fetch", "rehash").
+	// Phases is the time spent in each phase ("verify", "scan-target", "index-active", "fetch",
+	// "rehash" (the read-back still running after the last write), "sync").
 	Phases map[string]time.Duration
 }
 
@@ -109,9 +118,10 @@ type installer struct {
 	log *slog.Logger
 	m   *Manifest
 
-	need   []bool // need[i]: chunk i is not yet in place
-	placed *placement
-	start  time.Time
+	need      []bool             // need[i]: chunk i is not yet in place
+	writeback func(off, n int64) // starts writing a checked range to the device; nil if unsupported
+	placed    *placement
+	start     time.Time
 
 	mu       sync.Mutex
 	phase    string
@@ -179,6 +189,7 @@ func (in *installer) run(ctx context.Context) (*Result, error) {
 	in.log.Info("payload verified", "version", m.Version, "board", m.Board, "image_bytes", m.ImageSize, "chunks", len(m.Chunks))
 
 	// From here on the target may be written.
+	in.writeback = writebackStarter(in.dst.Slot)
 	if in.o.BeforeWrite != nil {
 		in.dst.Slot = &hookedSlot{Slot: in.dst.Slot, hook: in.o.BeforeWrite}
 	}
@@ -187,26 +198,44 @@ func (in *installer) run(ctx context.Context) (*Result, error) {
 	if err := in.checkZeroChunks(); err != nil {
 		return nil, err
 	}
-	// The final re-hash trails the writes: it reads back and hashes the target in image order as
-	// soon as each chunk is in place, on its own goroutine, and finishes after the last write.
-	hctx, hcancel := context.WithCancel(ctx)
-	defer hcancel()
+	// Zero chunks are settled by the read-back below, which reads every byte anyway: it keeps
+	// those that are already zero and writes the others.
+	for i, c := range m.Chunks {
+		if c.Encoding == EncodingZero {
+			in.placed.mark(i, 0)
+		}
+	}
+	// The final read-back trails the writes: it reads back and checks the target in image order
+	// as soon as each chunk is in place, on its own goroutine, and finishes after the last write.
+	// Its failure stops the writes.
+	wctx, wcancel := context.WithCancel(ctx)
+	defer wcancel()
 	hashed := make(chan error, 1)
-	go func() { hashed <- in.rehash(hctx) }()
-	if err := in.writeAll(ctx, f.hdr.dataOffset()); err != nil {
-		hcancel()
+	go func() {
+		err := in.rehash(wctx)
+		if err != nil {
+			wcancel()
+		}
+		hashed <- err
+	}()
+	if err := in.writeAll(wctx, f.hdr.dataOffset()); err != nil {
+		wcancel()
 		in.placed.stop()
-		<-hashed
+		if herr := <-hashed; herr != nil && ctx.Err() == nil && !errors.Is(herr, errRehashStopped) {
+			return nil, herr // the read-back failed first; the writes only stopped because of it
+		}
 		return nil, err
 	}
 	in.setPhase("rehash")
+	if err := <-hashed; err != nil {
+		return nil, err
+	}
+	// One sync, after the last write (the read-back may have written zero chunks).
+	in.setPhase("sync")
 	if s, ok := in.dst.Slot.(interface{ Sync() error }); ok {
 		if err := s.Sync(); err != nil {
 			return nil, fmt.Errorf("sync target slot: %w", err)
 		}
-	}
-	if err := <-hashed; err != nil {
-		return nil, err
 	}
 	in.setPhase("done")
 	res := &Result{
@@ -240,9 +269,6 @@ func (in *installer) writeAll(ctx context.Context, dataOff int64) error {
 		}
 	}
 	in.setPhase("fetch")
-	if err := in.writeZeros(ctx); err != nil {
-		return err
-	}
 	return in.fetch(ctx, dataOff)
 }
 
@@ -306,11 +332,15 @@ func (in *installer) parallel(ctx context.Context, n int, f func(w, i int) error
 }
 
 // scanTarget marks the chunks whose bytes are already at their place in the target. It reads
-// only the first ProbeSize bytes of a region whose probe does not match.
+// only the first ProbeSize bytes of a region whose probe does not match, and nothing of zero
+// chunks (the read-back settles them).
 func (in *installer) scanTarget(ctx context.Context) error {
 	bufs := make([][]byte, in.o.Workers)
 	return in.parallel(ctx, len(in.m.Chunks), func(w, i int) error {
 		c := in.m.Chunks[i]
+		if c.Encoding == EncodingZero {
+			return nil
+		}
 		if bufs[w] == nil {
 			bufs[w] = make([]byte, in.m.Chunking.maxLen())
 		}
@@ -326,12 +356,12 @@ func (in *installer) scanTarget(ctx context.Context) error {
 		if err := readFull(in.dst.Slot, b[p:], c.Offset+int64(p)); err != nil {
 			return fmt.Errorf("read target slot at %d: %w", c.Offset, err)
 		}
-		if c.Encoding == EncodingZero && !allZero(b) || c.Encoding != EncodingZero && sha256.Sum256(b) != c.SHA256 {
+		if sha256.Sum256(b) != c.SHA256 {
 			in.need[i] = true
 			return nil
 		}
 		in.reusedT.Add(int64(c.Length))
-		in.placed.mark(i)
+		in.placed.mark(i, crc32.Checksum(b, castagnoli))
 		in.addDone(int64(c.Length))
 		return nil
 	})
@@ -408,13 +438,18 @@ func (in *installer) scanActive(ctx context.Context, start, n int64, probes map[
 		if !probes[probe(b)] {
 			continue // cannot be a wanted chunk; skip the SHA-256
 		}
-		for _, i := range take(sha256.Sum256(b)) {
+		idx := take(sha256.Sum256(b))
+		if len(idx) == 0 {
+			continue
+		}
+		crc := crc32.Checksum(b, castagnoli)
+		for _, i := range idx {
 			c := in.m.Chunks[i]
 			if err := in.write(b, c.Offset); err != nil {
 				return err
 			}
 			in.need[i] = false
-			in.placed.mark(i)
+			in.placed.mark(i, crc)
 			in.reusedA.Add(int64(c.Length))
 			in.addDone(int64(c.Length))
 		}
@@ -450,30 +485,6 @@ func (in *installer) write(b []byte, off int64) error {
 		return fmt.Errorf("write target slot at %d: %w", off, err)
 	}
 	in.written.Add(int64(len(b)))
-	return nil
-}
-
-// writeZeros writes the missing zero chunks (their hashes were checked by checkZeroChunks).
-func (in *installer) writeZeros(ctx context.Context) error {
-	var zeros []byte
-	for i, c := range in.m.Chunks {
-		if !in.need[i] || c.Encoding != EncodingZero {
-			continue
-		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if int(c.Length) > len(zeros) {
-			zeros = make([]byte, c.Length)
-		}
-		if err := in.write(zeros[:c.Length], c.Offset); err != nil {
-			return err
-		}
-		in.need[i] = false
-		in.placed.mark(i)
-		in.zero.Add(int64(c.Length))
-		in.addDone(int64(c.Length))
-	}
 	return nil
 }
 
@@ -582,19 +593,30 @@ func (in *installer) fetch(ctx context.Context, dataOff int64) error {
 	return ctx.Err()
 }
 
-// writeBatchSize bounds how many decoded bytes of neighbouring chunks a fetch worker gathers into
-// one write.
-const writeBatchSize = 1 << 20
+// Buffer sizes of the install. Together with Parallel they bound its memory: each fetch worker
+// holds a read buffer, a write batch and, for chunks larger than the read buffer, a chunk buffer.
+const (
+	// writeBatchSize bounds how many decoded bytes of neighbouring chunks a fetch worker gathers
+	// into one write.
+	writeBatchSize = 1 << 20
+	// readBufferSize is a fetch worker's read buffer: stored chunks that fit are decoded straight
+	// from it (no copy), and a local file is read with one pread per readBufferSize.
+	readBufferSize = 1 << 20
+	// rehashBufferSize is how much of the target the read-back reads at once.
+	rehashBufferSize = 4 << 20
+)
 
 // fetchWorker decodes stored ranges and writes neighbouring chunks in batches.
 type fetchWorker struct {
 	in    *installer
 	dec   *zstd.Decoder
+	br    *bufio.Reader
 	raw   []byte
 	one   []byte // decode buffer for chunks written to several places
 	batch []byte // decoded bytes for image [batchOff, batchOff+len(batch))
 	off   int64
-	idx   []int // chunks in the batch
+	idx   []int    // chunks in the batch
+	crcs  []uint32 // their CRC-32C
 }
 
 func (in *installer) newFetchWorker() (*fetchWorker, error) {
@@ -603,7 +625,8 @@ func (in *installer) newFetchWorker() (*fetchWorker, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &fetchWorker{in: in, dec: dec, batch: make([]byte, 0, max(writeBatchSize, in.m.Chunking.maxLen()))}, nil
+	return &fetchWorker{in: in, dec: dec, br: bufio.NewReaderSize(nil, readBufferSize),
+		batch: make([]byte, 0, max(writeBatchSize, in.m.Chunking.maxLen()))}, nil
 }
 
 // countingReader counts bytes read into n.
@@ -631,7 +654,8 @@ func (fw *fetchWorker) fetch(ctx context.Context, r request, dataOff int64) erro
 			return err
 		}
 		in.requests.Add(1)
-		br := bufio.NewReaderSize(countingReader{body, &in.fetched}, 256<<10)
+		br := fw.br
+		br.Reset(countingReader{body, &in.fetched})
 		cur := from
 		var cut error
 		for pos < len(r.items) {
@@ -642,15 +666,16 @@ func (fw *fetchWorker) fetch(ctx context.Context, r request, dataOff int64) erro
 					break
 				}
 			}
-			if int64(cap(fw.raw)) < s.dlen {
-				fw.raw = make([]byte, s.dlen)
-			}
-			b := fw.raw[:s.dlen]
-			if _, err := io.ReadFull(br, b); err != nil {
+			b, err := fw.next(s.dlen)
+			if err != nil {
 				cut = err
 				break
 			}
-			if err := fw.place(s, b); err != nil {
+			err = fw.place(s, b)
+			if err == nil && len(b) <= br.Size() {
+				_, err = br.Discard(len(b)) // b was peeked from the read buffer
+			}
+			if err != nil {
 				body.Close()
 				return err
 			}
@@ -679,22 +704,37 @@ func (fw *fetchWorker) fetch(ctx context.Context, r request, dataOff int64) erro
 	return fw.flush()
 }
 
-// decode appends the decoded bytes of s (stored as b) to dst and checks their hash.
-func (fw *fetchWorker) decode(dst []byte, s *stored, b []byte) ([]byte, error) {
+// next returns the next n stored bytes: peeked from the read buffer when they fit (valid until
+// the buffer is read again; the caller discards them), else read into fw.raw.
+func (fw *fetchWorker) next(n int64) ([]byte, error) {
+	if n <= int64(fw.br.Size()) {
+		return fw.br.Peek(int(n))
+	}
+	if int64(cap(fw.raw)) < n {
+		fw.raw = make([]byte, n)
+	}
+	b := fw.raw[:n]
+	_, err := io.ReadFull(fw.br, b)
+	return b, err
+}
+
+// decode appends the decoded bytes of s (stored as b) to dst, checks their hash, and returns
+// their CRC-32C for the read-back.
+func (fw *fetchWorker) decode(dst []byte, s *stored, b []byte) ([]byte, uint32, error) {
 	n := len(dst)
 	if s.enc == EncodingZstd {
 		d, err := fw.dec.DecodeAll(b, dst)
 		if err != nil || len(d)-n != int(s.length) {
-			return dst, rejectErr(ReasonChunkHash, err, "chunk at data offset %d does not decode to its %d bytes", s.doff, s.length)
+			return dst, 0, rejectErr(ReasonChunkHash, err, "chunk at data offset %d does not decode to its %d bytes", s.doff, s.length)
 		}
 		dst = d
 	} else {
 		dst = append(dst, b...)
 	}
 	if sha256.Sum256(dst[n:]) != s.sum {
-		return dst[:n], reject(ReasonChunkHash, "chunk at data offset %d does not match its signed hash; the payload or the server is corrupt", s.doff)
+		return dst[:n], 0, reject(ReasonChunkHash, "chunk at data offset %d does not match its signed hash; the payload or the server is corrupt", s.doff)
 	}
-	return dst, nil
+	return dst, crc32.Checksum(dst[n:], castagnoli), nil
 }
 
 // place decodes and checks s, then adds it to the write batch (or writes it to each of its
@@ -711,13 +751,15 @@ func (fw *fetchWorker) place(s *stored, b []byte) error {
 			fw.off = c.Offset
 		}
 		var err error
-		if fw.batch, err = fw.decode(fw.batch, s, b); err != nil {
+		var crc uint32
+		if fw.batch, crc, err = fw.decode(fw.batch, s, b); err != nil {
 			return err
 		}
 		fw.idx = append(fw.idx, s.chunks[0])
+		fw.crcs = append(fw.crcs, crc)
 		return nil
 	}
-	d, err := fw.decode(fw.one[:0], s, b)
+	d, crc, err := fw.decode(fw.one[:0], s, b)
 	if err != nil {
 		return err
 	}
@@ -726,7 +768,7 @@ func (fw *fetchWorker) place(s *stored, b []byte) error {
 		if err := fw.in.write(d, fw.in.m.Chunks[i].Offset); err != nil {
 			return err
 		}
-		fw.in.placed.mark(i)
+		fw.in.placed.mark(i, crc)
 		fw.in.addDone(int64(len(d)))
 	}
 	return nil
@@ -740,29 +782,33 @@ func (fw *fetchWorker) flush() error {
 	if err := fw.in.write(fw.batch, fw.off); err != nil {
 		return err
 	}
-	for _, i := range fw.idx {
-		fw.in.placed.mark(i)
+	for k, i := range fw.idx {
+		fw.in.placed.mark(i, fw.crcs[k])
 	}
 	fw.in.addDone(int64(len(fw.batch)))
-	fw.batch, fw.idx = fw.batch[:0], fw.idx[:0]
+	fw.batch, fw.idx, fw.crcs = fw.batch[:0], fw.idx[:0], fw.crcs[:0]
 	return nil
 }
 
-// placement tracks which chunks are in place in the target, for the trailing re-hash.
+// placement tracks which chunks are in place in the target, and the CRC-32C of the bytes each
+// was written with (bytes whose SHA-256 had matched), for the trailing read-back check.
 type placement struct {
 	mu      sync.Mutex
 	cond    *sync.Cond
 	done    []atomic.Bool
+	crc     []uint32 // crc[i] is written before done[i] is set, and read only after
 	stopped bool
 }
 
 func newPlacement(n int) *placement {
-	p := &placement{done: make([]atomic.Bool, n)}
+	p := &placement{done: make([]atomic.Bool, n), crc: make([]uint32, n)}
 	p.cond = sync.NewCond(&p.mu)
 	return p
 }
 
-func (p *placement) mark(i int) {
+// mark records that chunk i is in place, written from (or found as) bytes with CRC-32C crc.
+func (p *placement) mark(i int, crc uint32) {
+	p.crc[i] = crc
 	p.done[i].Store(true)
 	p.mu.Lock()
 	p.cond.Broadcast()
@@ -789,15 +835,26 @@ func (p *placement) wait(i int) bool {
 	return !p.stopped
 }
 
-// rehash reads back [0, imageSize) of the target in order, each chunk once it is in place, and
-// compares the SHA-256 with the manifest's image hash.
+// errRehashStopped is the read-back's answer when the writes failed or the install was cancelled.
+var errRehashStopped = errors.New("read-back stopped")
+
+// rehash is the final check. It trails the writes: it reads back [0, imageSize) of the target
+// in image order, each chunk once it is in place, and compares each chunk with the bytes it was
+// written from, whose SHA-256 had matched the signed table (by their CRC-32C: this pass looks for
+// a device or a bug that lost or misplaced writes, not for forgeries, so it need not hash every
+// byte with SHA-256 a second time). Zero chunks are settled here: kept if all zero, else written
+// and read back again. With InstallOptions.RehashImage it also hashes the whole slot with SHA-256
+// and compares it with the manifest's image hash.
 func (in *installer) rehash(ctx context.Context) error {
-	h := sha256.New()
-	buf := make([]byte, 1<<20)
+	var h hash.Hash
+	if in.o.RehashImage {
+		h = sha256.New()
+	}
+	buf := make([]byte, max(rehashBufferSize, in.m.Chunking.maxLen()))
 	chunks := in.m.Chunks
 	for i := 0; i < len(chunks); {
 		if !in.placed.wait(i) || ctx.Err() != nil {
-			return errors.New("re-hash stopped")
+			return errRehashStopped
 		}
 		start := chunks[i].Offset
 		end := start + int64(chunks[i].Length)
@@ -806,21 +863,62 @@ func (in *installer) rehash(ctx context.Context) error {
 			end = chunks[j].Offset + int64(chunks[j].Length)
 			j++
 		}
-		for off := start; off < end; {
-			n := min(int64(len(buf)), end-off)
-			if err := readFull(in.dst.Slot, buf[:n], off); err != nil {
-				return fmt.Errorf("re-read target slot at %d: %w", off, err)
+		b := buf[:end-start]
+		if err := readFull(in.dst.Slot, b, start); err != nil {
+			return fmt.Errorf("re-read target slot at %d: %w", start, err)
+		}
+		for k := i; k < j; k++ {
+			c := chunks[k]
+			if err := in.checkBack(k, b[c.Offset-start:c.Offset-start+int64(c.Length)]); err != nil {
+				return err
 			}
-			h.Write(buf[:n])
-			off += n
+		}
+		if h != nil {
+			h.Write(b)
+		}
+		if in.writeback != nil {
+			in.writeback(start, end-start)
 		}
 		i = j
+	}
+	if h == nil {
+		return nil
 	}
 	var got Digest
 	copy(got[:], h.Sum(nil))
 	if got != in.m.ImageSHA256 {
 		return reject(ReasonImageHash, "slot holds %s after install, manifest says %s; the slot device may be failing", got, in.m.ImageSHA256)
 	}
+	return nil
+}
+
+// checkBack checks chunk i as read back from the target (b). A zero chunk that is not all zero
+// is written (b is zeroed) and read back again.
+func (in *installer) checkBack(i int, b []byte) error {
+	c := in.m.Chunks[i]
+	if c.Encoding != EncodingZero {
+		if crc32.Checksum(b, castagnoli) != in.placed.crc[i] {
+			return reject(ReasonImageHash, "the slot reads back other bytes at %d than were written there; the slot device may be failing", c.Offset)
+		}
+		return nil
+	}
+	if allZero(b) {
+		in.reusedT.Add(int64(len(b)))
+		in.addDone(int64(len(b)))
+		return nil
+	}
+	clear(b)
+	if err := in.write(b, c.Offset); err != nil {
+		return err
+	}
+	if err := readFull(in.dst.Slot, b, c.Offset); err != nil {
+		return fmt.Errorf("re-read target slot at %d: %w", c.Offset, err)
+	}
+	if !allZero(b) {
+		return reject(ReasonImageHash, "the slot reads back other bytes at %d than the zeros written there; the slot device may be failing", c.Offset)
+	}
+	in.zero.Add(int64(len(b)))
+	in.addDone(int64(len(b)))
 	return nil
 }
 

@@ -270,6 +270,66 @@ func TestInstallImageHashMismatch(t *testing.T) {
 	}
 }
 
+// TestInstallZeroChunks covers the zero chunks, which the final read-back settles: kept where the
+// target already holds zeros, written where it does not, and refused when the zeros do not stick.
+func TestInstallZeroChunks(t *testing.T) {
+	f := newInstallFixture(t, 2<<20, 0.05)
+	var zeroBytes int64
+	for _, c := range f.m.Chunks {
+		if c.Encoding == payload.EncodingZero {
+			zeroBytes += int64(c.Length)
+		}
+	}
+	if zeroBytes == 0 {
+		t.Fatal("fixture image has no zero chunks")
+	}
+	dirty := func() *memSlot {
+		s := newMemSlot(len(f.new))
+		for i := range s.b {
+			s.b[i] = 0xa5
+		}
+		return s
+	}
+	t.Run("zeros that do not stick", func(t *testing.T) {
+		slot := &dropZerosSlot{memSlot: dirty()}
+		_, err := payload.Install(t.Context(), f.src(), payload.Target{Slot: slot, Size: int64(len(f.new))}, f.opts())
+		if !errors.Is(err, payload.ErrImageHash) {
+			t.Fatalf("got %v, want image-hash", err)
+		}
+	})
+	for _, tc := range []struct {
+		name        string
+		slot        *memSlot
+		zero, found int64
+	}{
+		{"dirty target: zero chunks written", dirty(), zeroBytes, 0},
+		{"zeroed target: zero chunks kept", newMemSlot(len(f.new)), 0, zeroBytes},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res, err := payload.Install(t.Context(), f.src(), payload.Target{Slot: tc.slot, Size: int64(len(f.new))}, f.opts())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(tc.slot.b, f.new) {
+				t.Fatal("slot differs from the image")
+			}
+			if res.BytesZero != tc.zero || res.BytesReusedTarget != tc.found {
+				t.Fatalf("zero %d, reused %d; want %d, %d", res.BytesZero, res.BytesReusedTarget, tc.zero, tc.found)
+			}
+		})
+	}
+}
+
+// dropZerosSlot silently drops writes of all-zero buffers, as a failing device might.
+type dropZerosSlot struct{ *memSlot }
+
+func (s *dropZerosSlot) WriteAt(p []byte, off int64) (int, error) {
+	if bytes.Count(p, []byte{0}) == len(p) {
+		return len(p), nil
+	}
+	return s.memSlot.WriteAt(p, off)
+}
+
 // flakySlot corrupts one byte on its way to "disk", as a failing device would.
 type flakySlot struct {
 	*memSlot
