@@ -13,9 +13,9 @@ import (
 
 	"github.com/twinslot/twinslot/partition"
 	"github.com/twinslot/twinslot/payload"
-	"github.com/twinslot/twinslot/testimages"
 	"github.com/twinslot/twinslot/tools/cli"
 	"github.com/twinslot/twinslot/tools/progress"
+	"github.com/twinslot/twinslot/updated/slotrelease"
 )
 
 // hostReleasePath is the running image's os-release on a live host.
@@ -187,17 +187,17 @@ func activeOfImage(d *partition.Disk) (partition.Slot, error) {
 
 // activeRelease reads the running image's release: /usr/lib/os-release on a live host, else the
 // os-release inside the active slot's filesystem.
-func (c *cmd) activeRelease(d *partition.Disk, active partition.Slot, live bool) (testimages.Release, error) {
+func (c *cmd) activeRelease(d *partition.Disk, active partition.Slot, live bool) (slotrelease.Release, error) {
 	if live {
 		b, err := fs.ReadFile(c.env.Host, hostReleasePath)
 		if err != nil {
-			return testimages.Release{}, fmt.Errorf("read the running image's BOARD: %w", err)
+			return slotrelease.Release{}, fmt.Errorf("read the running image's BOARD: %w", err)
 		}
-		return testimages.ParseRelease(b)
+		return slotrelease.Parse(b)
 	}
-	rel, err := testimages.ReadRelease(d.SlotReader(active), active.Size)
+	rel, err := slotrelease.Read(d.SlotReader(active), active.Size)
 	if err != nil {
-		return testimages.Release{}, fmt.Errorf("read BOARD of the active slot %s: %w", active.Label, err)
+		return slotrelease.Release{}, fmt.Errorf("read BOARD of the active slot %s: %w", active.Label, err)
 	}
 	return rel, nil
 }
