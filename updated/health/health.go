@@ -15,6 +15,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/twinslot/twinslot/updated/clock"
 )
 
 // Probe reports systemd's view of the host. The real one talks to systemd over D-Bus; the
@@ -32,11 +34,6 @@ type Clock interface {
 	Now() time.Time
 	After(d time.Duration) <-chan time.Time
 }
-
-type realClock struct{}
-
-func (realClock) Now() time.Time                         { return time.Now() }
-func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
 
 // Defaults.
 const (
@@ -107,7 +104,7 @@ type check struct {
 func (g *Gate) Run(ctx context.Context) Result {
 	clk := g.Clock
 	if clk == nil {
-		clk = realClock{}
+		clk = clock.Real{}
 	}
 	log := g.Logger
 	if log == nil {
