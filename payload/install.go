@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"hash"
 	"hash/crc32"
 	"io"
 	"log/slog"
@@ -846,50 +845,103 @@ var errRehashStopped = errors.New("read-back stopped")
 // and read back again. With InstallOptions.RehashImage it also hashes the whole slot with SHA-256
 // and compares it with the manifest's image hash.
 func (in *installer) rehash(ctx context.Context) error {
-	var h hash.Hash
+	bufLen := max(rehashBufferSize, in.m.Chunking.maxLen())
 	if in.o.RehashImage {
-		h = sha256.New()
+		// One goroutine: the image hash needs the bytes in order.
+		h := sha256.New()
+		buf := make([]byte, bufLen)
+		err := in.eachSpan(ctx, bufLen, func(i, j int) error {
+			b, err := in.checkSpan(buf, i, j)
+			h.Write(b)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		var got Digest
+		copy(got[:], h.Sum(nil))
+		if got != in.m.ImageSHA256 {
+			return reject(ReasonImageHash, "slot holds %s after install, manifest says %s; the slot device may be failing", got, in.m.ImageSHA256)
+		}
+		return nil
 	}
-	buf := make([]byte, max(rehashBufferSize, in.m.Chunking.maxLen()))
+	// The chunk checks need no order: spans go to Workers readers, so the read-back still to do
+	// after the last write runs on every core.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	spans := make(chan [2]int, in.o.Workers)
+	errs := make(chan error, in.o.Workers)
+	for range in.o.Workers {
+		go func() {
+			buf := make([]byte, bufLen)
+			for s := range spans {
+				if _, err := in.checkSpan(buf, s[0], s[1]); err != nil {
+					cancel()
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	err := in.eachSpan(ctx, bufLen, func(i, j int) error {
+		select {
+		case spans <- [2]int{i, j}:
+			return nil
+		case <-ctx.Done():
+			return errRehashStopped
+		}
+	})
+	close(spans)
+	for range in.o.Workers {
+		if werr := <-errs; werr != nil && (err == nil || errors.Is(err, errRehashStopped)) {
+			err = werr // a reader's own failure explains a stop
+		}
+	}
+	return err
+}
+
+// eachSpan calls f(i, j) for consecutive runs of chunks [i, j) in image order, each as soon as
+// its chunks are in place, spanning at most bufLen bytes (or one chunk).
+func (in *installer) eachSpan(ctx context.Context, bufLen int, f func(i, j int) error) error {
 	chunks := in.m.Chunks
 	for i := 0; i < len(chunks); {
 		if !in.placed.wait(i) || ctx.Err() != nil {
 			return errRehashStopped
 		}
 		start := chunks[i].Offset
-		end := start + int64(chunks[i].Length)
 		j := i + 1
-		for j < len(chunks) && in.placed.done[j].Load() && chunks[j].Offset+int64(chunks[j].Length)-start <= int64(len(buf)) {
-			end = chunks[j].Offset + int64(chunks[j].Length)
+		for j < len(chunks) && in.placed.done[j].Load() && chunks[j].Offset+int64(chunks[j].Length)-start <= int64(bufLen) {
 			j++
 		}
-		b := buf[:end-start]
-		if err := readFull(in.dst.Slot, b, start); err != nil {
-			return fmt.Errorf("re-read target slot at %d: %w", start, err)
-		}
-		for k := i; k < j; k++ {
-			c := chunks[k]
-			if err := in.checkBack(k, b[c.Offset-start:c.Offset-start+int64(c.Length)]); err != nil {
-				return err
-			}
-		}
-		if h != nil {
-			h.Write(b)
-		}
-		if in.writeback != nil {
-			in.writeback(start, end-start)
+		if err := f(i, j); err != nil {
+			return err
 		}
 		i = j
 	}
-	if h == nil {
-		return nil
-	}
-	var got Digest
-	copy(got[:], h.Sum(nil))
-	if got != in.m.ImageSHA256 {
-		return reject(ReasonImageHash, "slot holds %s after install, manifest says %s; the slot device may be failing", got, in.m.ImageSHA256)
-	}
 	return nil
+}
+
+// checkSpan reads chunks [i, j) back from the target into buf, checks each, starts their
+// writeback, and returns the bytes read.
+func (in *installer) checkSpan(buf []byte, i, j int) ([]byte, error) {
+	chunks := in.m.Chunks
+	start := chunks[i].Offset
+	end := chunks[j-1].Offset + int64(chunks[j-1].Length)
+	b := buf[:end-start]
+	if err := readFull(in.dst.Slot, b, start); err != nil {
+		return nil, fmt.Errorf("re-read target slot at %d: %w", start, err)
+	}
+	for k := i; k < j; k++ {
+		c := chunks[k]
+		if err := in.checkBack(k, b[c.Offset-start:c.Offset-start+int64(c.Length)]); err != nil {
+			return nil, err
+		}
+	}
+	if in.writeback != nil {
+		in.writeback(start, end-start)
+	}
+	return b, nil
 }
 
 // checkBack checks chunk i as read back from the target (b). A zero chunk that is not all zero

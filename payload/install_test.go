@@ -261,12 +261,29 @@ func TestInstallChunkHashMismatch(t *testing.T) {
 	}
 }
 
-func TestInstallImageHashMismatch(t *testing.T) {
+// TestInstallReadBack proves the final read-back catches a slot that does not hold what was
+// written, with the chunk checks alone and with the whole-image SHA-256 (RehashImage).
+func TestInstallReadBack(t *testing.T) {
 	f := newInstallFixture(t, 1<<20, 0.05)
-	slot := &flakySlot{memSlot: newMemSlot(len(f.new)), flipAt: int64(len(f.new) / 3)}
-	_, err := payload.Install(t.Context(), f.src(), payload.Target{Slot: slot, Size: int64(len(f.new))}, f.opts())
-	if !errors.Is(err, payload.ErrImageHash) {
-		t.Fatalf("got %v, want image-hash", err)
+	for _, rehashImage := range []bool{false, true} {
+		o := f.opts()
+		o.RehashImage = rehashImage
+		t.Run(fmt.Sprintf("RehashImage=%v/flipped byte", rehashImage), func(t *testing.T) {
+			slot := &flakySlot{memSlot: newMemSlot(len(f.new)), flipAt: int64(len(f.new) / 3)}
+			_, err := payload.Install(t.Context(), f.src(), payload.Target{Slot: slot, Size: int64(len(f.new))}, o)
+			if !errors.Is(err, payload.ErrImageHash) {
+				t.Fatalf("got %v, want image-hash", err)
+			}
+		})
+		t.Run(fmt.Sprintf("RehashImage=%v/good slot", rehashImage), func(t *testing.T) {
+			slot := newMemSlot(len(f.new))
+			if _, err := payload.Install(t.Context(), f.src(), payload.Target{Slot: slot, Size: int64(len(f.new))}, o); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(slot.b, f.new) {
+				t.Fatal("slot differs from the image")
+			}
+		})
 	}
 }
 
