@@ -97,13 +97,28 @@
 // slot (found by cutting the active slot with the manifest's chunking), else fetches the stored
 // bytes — neighbouring stored ranges coalesced into requests of at most InstallOptions.MaxRequest,
 // several in flight, retried with jittered backoff and resumed after a cut — decodes, hashes and
-// only then writes. At the end the whole target range [0, imageSize) is re-read and hashed against
-// imageSha256. Every refusal is a *RejectError (see Reason); I/O failures are plain errors.
+// only then writes, in batches of neighbouring chunks. Each fetch worker decodes stored chunks
+// straight from its read buffer, so both cores decode and hash while the others read and write.
+//
+// The final read-back trails the writes on every core: each chunk, once in place, is read back
+// from the target and compared with the bytes it was written from (their CRC-32C, taken after
+// their SHA-256 matched the signed table). It looks for lost or misplaced writes, not forgeries,
+// so it does not SHA-256 every byte a second time: the chunks cover the image exactly and each
+// matched its signed hash, which binds the image as the manifest's imageSha256 does
+// (InstallOptions.RehashImage adds that whole-image SHA-256 pass, at about the CPU cost of the
+// chunk hashes again). Zero chunks are settled by the read-back alone: kept when the target
+// already reads zero, else written and read back again. Checked ranges are handed to the kernel
+// for writeback as they pass (Linux sync_file_range, when the slot is a file); after the last
+// write and check comes one Sync. Install returns only after everything is written, read back,
+// checked and synced, so a caller marks the slot bootable only after that. Every refusal is a
+// *RejectError (see Reason); I/O failures are plain errors.
 //
 // # Invariants
 //
 //   - Nothing is written to the target before the envelope and the chunk table verified.
 //   - No byte is written to the target before the SHA-256 of its chunk matched the signed table.
 //   - Every length read from a file or a server is bounded by a named limit before use.
-//   - Memory is bounded by the chunk table and a few chunk-sized buffers per worker.
+//   - No byte is read back as good unless it equals what was written after its hash matched.
+//   - Memory is bounded by the chunk table and a few buffers per worker (readBufferSize,
+//     writeBatchSize, rehashBufferSize, or one chunk when larger).
 package payload
