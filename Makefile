@@ -9,7 +9,7 @@ export GOTOOLCHAIN := local
 CMDS := $(wildcard */cmd/*/main.go)
 BINARIES := $(patsubst %/main.go,%,$(CMDS))
 
-.PHONY: all build test test-short lint bench fuzz e2e demo clean
+.PHONY: all build test test-short lint bench fuzz e2e demo demo-slots clean
 
 all: build
 
@@ -60,11 +60,23 @@ e2e:
 	fi
 	TWINSLOT_E2E=1 $(GO) test -run 'E2E' -timeout 30m -v ./testimages/...
 
+# The whole system in one process (testimages/demo): omahad on SQLite, an embedded etcd and
+# DEMO_HOSTS simulated hosts running the real agent and locksmithd; 1.0.1 rolls out DEMO_MAX at a
+# time, then a broken 1.0.2 is stopped by the health gate, locksmith and the server's halt.
+# Exits non-zero unless that is what happened. DEMO_DIR keeps every file; DEMO_FLAGS adds flags.
+DEMO_DIR ?=
+DEMO_HOSTS ?= 6
+DEMO_MAX ?= 2
+DEMO_FLAGS ?=
+demo:
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/demo ./testimages/cmd/demo
+	$(BIN)/demo --hosts $(DEMO_HOSTS) --max $(DEMO_MAX) $(if $(DEMO_DIR),--dir $(DEMO_DIR)) $(DEMO_FLAGS)
+
 # The slot lifecycle on a fresh disk image (issue 2's walk): install 1.0.1 into USR-B, boot it
 # (tries 1 -> 0), mark it good; then install 1.0.2 into USR-A and, without mark-good, fall back
 # to USR-B on the following boot. Each step is shown, and checked; DEMO_DIR keeps the images.
-DEMO_DIR ?=
-demo:
+demo-slots:
 	@mkdir -p $(BIN)
 	$(GO) build -o $(BIN)/mkimage ./testimages/cmd/mkimage
 	$(GO) build -o $(BIN)/updatectl ./updated/cmd/updatectl
