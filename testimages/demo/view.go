@@ -4,9 +4,12 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/term"
 
 	"github.com/twinslot/twinslot/testimages/fleet"
 	"github.com/twinslot/twinslot/tools/cli"
@@ -164,16 +167,37 @@ func (v *view) observe(st fleet.State) {
 				slot += " (" + string(sl.Holder.State) + ")"
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", h.Name, h.Version, h.Slot, agent, boot, h.Lock, slot)
+		// Fixed widths keep the table from jumping as states come and go.
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%-26s\t%-13s\t%-17s\t%s\n", h.Name, h.Version, h.Slot, agent, boot, h.Lock, slot)
 	}
 	tw.Flush()
 	b.WriteString(st.HoldersText() + "\n")
 	for _, l := range v.recent {
 		b.WriteString(l + "\n")
 	}
+	// Lines are cut to the terminal's width: a wrapped line would throw off the repaint.
+	width := v.width()
+	var out strings.Builder
+	for line := range strings.Lines(b.String()) {
+		line = strings.TrimSuffix(line, "\n")
+		if r := []rune(line); len(r) > width {
+			line = string(r[:width-1]) + "…"
+		}
+		out.WriteString(line + "\n")
+	}
 	v.eraseLocked()
-	io.WriteString(v.w, b.String())
-	v.drawn = strings.Count(b.String(), "\n")
+	io.WriteString(v.w, out.String())
+	v.drawn = strings.Count(out.String(), "\n")
+}
+
+// width is the terminal's width in columns (80 when it cannot be told).
+func (v *view) width() int {
+	if f, ok := v.w.(*os.File); ok {
+		if w, _, err := term.GetSize(int(f.Fd())); err == nil && w > 10 {
+			return w
+		}
+	}
+	return 80
 }
 
 func (v *view) peaks() (reboot, holders int, over []string) {

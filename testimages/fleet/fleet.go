@@ -230,6 +230,11 @@ func New(ctx context.Context, cfg Config) (*Fleet, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	f := &Fleet{cfg: cfg, store: locksmith.NewStore(cfg.Etcd, "", nil), changed: make(chan struct{})}
+	ls, err := f.store.State(ctx, cfg.Group)
+	if err != nil {
+		return nil, fmt.Errorf("fleet: read the reboot semaphore: %w", err)
+	}
+	f.st.Holders, f.st.Max = ls.Slots, ls.Config.Max
 	for i := range cfg.Hosts {
 		name := fmt.Sprintf("host-%d", i+1)
 		h, err := simhost.New(ctx, filepath.Join(cfg.Dir, name), simhost.Options{
