@@ -322,13 +322,20 @@ type manifestJSON struct {
 	Verified   bool     `json:"verified"`
 	Signatures []string `json:"signatures"`
 	FileSize   int64    `json:"fileSize"`
-	Encodings  struct {
-		Zero, Raw, Zstd int
-	} `json:"encodings"`
+	// Encodings counts chunks by encoding; absent when the chunk table was not read (inspect
+	// reads only the manifest).
+	Encodings *encodingCounts `json:"encodings,omitempty"`
+}
+
+type encodingCounts struct {
+	Zero, Raw, Zstd int
 }
 
 func describe(m *payload.Manifest, f *payload.File, verified bool) manifestJSON {
 	j := manifestJSON{Manifest: m, Verified: verified, Signatures: f.KeyIDs(), FileSize: f.Size()}
+	if m.Chunks != nil {
+		j.Encodings = &encodingCounts{}
+	}
 	for _, c := range m.Chunks {
 		switch c.Encoding {
 		case payload.EncodingZero:

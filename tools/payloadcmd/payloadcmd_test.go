@@ -91,9 +91,14 @@ func TestReleaseFlow(t *testing.T) {
 		Board      string
 		Verified   bool
 		Signatures []string
+		ChunkCount int
+		Encodings  *struct{ Zero, Raw, Zstd int }
 	}
 	if err := json.Unmarshal([]byte(r.stdout), &j); err != nil || !j.Verified || j.Version != "1.2.3" || len(j.Signatures) != 2 {
 		t.Fatalf("verify --json: %v %+v\n%s", err, j, r.stdout)
+	}
+	if e := j.Encodings; e == nil || e.Zero+e.Raw+e.Zstd != j.ChunkCount || j.ChunkCount == 0 {
+		t.Fatalf("verify --json: encodings %+v do not count the %d chunks", e, j.ChunkCount)
 	}
 	if r := run(t, "verify", "--trust", at("trust-old.json"), "--board", "arm64-usr", at("p.tsp")); r.code != 1 || !strings.Contains(r.stderr, "wrong-board") {
 		t.Fatalf("verify wrong board: %+v", r)
@@ -106,6 +111,10 @@ func TestReleaseFlow(t *testing.T) {
 	var m payload.Manifest
 	if err := json.Unmarshal([]byte(r.stdout), &m); err != nil || m.SecurityVersion != 4 || m.Created.Year() != 2026 {
 		t.Fatalf("inspect --json: %v %+v", err, m)
+	}
+	// inspect reads no chunk table, so it must not claim zero chunks of every encoding.
+	if strings.Contains(r.stdout, `"encodings"`) {
+		t.Fatalf("inspect --json prints encodings it did not count:\n%s", r.stdout)
 	}
 }
 
