@@ -877,6 +877,7 @@ func (in *installer) rehash(ctx context.Context) error {
 			for s := range spans {
 				if _, err := in.checkSpan(buf, s[0], s[1]); err != nil {
 					cancel()
+					in.placed.stop() // wakes the span producer if it waits for a chunk
 					errs <- err
 					return
 				}
