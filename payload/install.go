@@ -602,7 +602,7 @@ const (
 	// from it (no copy), and a local file is read with one pread per readBufferSize.
 	readBufferSize = 1 << 20
 	// rehashBufferSize is how much of the target the read-back reads at once.
-	rehashBufferSize = 4 << 20
+	rehashBufferSize = 1 << 20
 )
 
 // fetchWorker decodes stored ranges and writes neighbouring chunks in batches.
