@@ -19,10 +19,30 @@ import (
 )
 
 // Slot is the target slot: read (to find chunks an interrupted attempt already wrote, and for the
-// final re-hash) and written. If it also has Sync() error, Install calls it before the re-hash.
+// final read-back) and written. If it also has Sync() error, Install calls it once, after the last
+// write and the read-back. If it has StartWriteback(off, n int64), Install calls it for each range
+// as soon as the range was read back and checked, so that the device can write while the install
+// goes on (a hint: it must not wait, and its errors are the final Sync's); an *os.File gets this
+// through sync_file_range on Linux.
 type Slot interface {
 	io.ReaderAt
 	io.WriterAt
+}
+
+// writebackSlot is a Slot that can start writing a range to its device (see Slot).
+type writebackSlot interface {
+	StartWriteback(off, n int64)
+}
+
+// writebackStarter returns how to start writing a checked range of the slot to its device: the
+// slot's own StartWriteback, else sync_file_range for a file, else nil. Started early, the device
+// writes while the install goes on, the final Sync has little left to do, and an install does not
+// leave a slot's worth of dirty pages in memory.
+func writebackStarter(s Slot) func(off, n int64) {
+	if w, ok := s.(writebackSlot); ok {
+		return w.StartWriteback
+	}
+	return fileWriteback(s)
 }
 
 // Target is where Install writes, and what it may reuse.

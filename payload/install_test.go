@@ -2,6 +2,7 @@ package payload_test
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -334,6 +336,40 @@ func TestInstallZeroChunks(t *testing.T) {
 				t.Fatalf("zero %d, reused %d; want %d, %d", res.BytesZero, res.BytesReusedTarget, tc.zero, tc.found)
 			}
 		})
+	}
+}
+
+// writebackSlot records the ranges Install asks it to start writing back.
+type writebackSlot struct {
+	*memSlot
+	wbMu   sync.Mutex
+	ranges [][2]int64
+}
+
+func (s *writebackSlot) StartWriteback(off, n int64) {
+	s.wbMu.Lock()
+	defer s.wbMu.Unlock()
+	s.ranges = append(s.ranges, [2]int64{off, n})
+}
+
+// TestInstallStartsWriteback proves every byte of the image is handed to StartWriteback exactly
+// once (after its read-back), and nothing beyond it.
+func TestInstallStartsWriteback(t *testing.T) {
+	f := newInstallFixture(t, 2<<20, 0.05)
+	slot := &writebackSlot{memSlot: newMemSlot(len(f.new) + 4096)}
+	if _, err := payload.Install(t.Context(), f.src(), payload.Target{Slot: slot, Size: int64(len(slot.b))}, f.opts()); err != nil {
+		t.Fatal(err)
+	}
+	slices.SortFunc(slot.ranges, func(a, b [2]int64) int { return cmp.Compare(a[0], b[0]) })
+	var next int64
+	for _, r := range slot.ranges {
+		if r[0] != next || r[1] <= 0 {
+			t.Fatalf("writeback ranges %v: gap or overlap at %d", slot.ranges, next)
+		}
+		next += r[1]
+	}
+	if next != int64(len(f.new)) {
+		t.Fatalf("writeback covered %d bytes of a %d-byte image", next, len(f.new))
 	}
 }
 
