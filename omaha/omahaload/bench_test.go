@@ -4,7 +4,11 @@ import (
 	"context"
 	"database/sql"
 	"flag"
+	"fmt"
+	"io"
+	"net/http"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -89,7 +93,7 @@ func benchServer(b *testing.B, dsn string, open func() *sql.DB, sizeQuery string
 	res := &total
 	var text strings.Builder
 	res.WriteText(&text)
-	b.Logf("%d hosts:\n%s", machines, text.String())
+	b.Logf("%d hosts:\n%s%s", machines, text.String(), writerStats(b, s.URL))
 	if res.Requests != int64(cfg.Requests) {
 		b.Errorf("only %d of %d requests finished within %v", res.Requests, cfg.Requests, cfg.Duration)
 	}
@@ -127,4 +131,34 @@ func benchServer(b *testing.B, dsn string, open func() *sql.DB, sizeQuery string
 	b.ReportMetric(float64(res.Errors), "errors")
 	b.ReportMetric(float64(size)/1e6*100_000/float64(instances), "dbMB/100k-instances")
 	b.ReportMetric(0, "ns/op") // one op is a whole run; the rates above are the result
+}
+
+// writerStats reads the server's /metrics and summarises its check-in writer: transactions,
+// rows per transaction and time per transaction.
+func writerStats(b *testing.B, base string) string {
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		b.Fatal(err)
+	}
+	v := map[string]float64{}
+	for _, line := range strings.Split(string(body), "\n") {
+		for _, name := range []string{"omahad_checkin_batch_rows_sum", "omahad_checkin_batch_rows_count",
+			`omahad_db_seconds_sum{op="write_checkins"}`, `omahad_db_seconds_count{op="write_checkins"}`} {
+			if rest, ok := strings.CutPrefix(line, name+" "); ok {
+				v[name], _ = strconv.ParseFloat(rest, 64)
+			}
+		}
+	}
+	n := v[`omahad_db_seconds_count{op="write_checkins"}`]
+	if n == 0 {
+		return ""
+	}
+	return fmt.Sprintf("  writer: %.0f transactions, %.0f rows each, %.2f ms each\n", n,
+		v["omahad_checkin_batch_rows_sum"]/max(v["omahad_checkin_batch_rows_count"], 1),
+		v[`omahad_db_seconds_sum{op="write_checkins"}`]/n*1000)
 }

@@ -78,6 +78,8 @@ in-flight requests finish and queued check-ins are written.`)
 	batch := fs.Int("batch-rows", DefaultBatchRows, "group commit: rows per write transaction")
 	queue := fs.Int("queue-rows", DefaultQueueRows, "group commit: rows queued before requests wait")
 	poll := fs.Duration("cache-poll", DefaultCachePoll, "how often to look for catalog changes by other replicas")
+	instCache := fs.Int("instance-cache", DefaultInstanceCache,
+		"instance rows kept in memory so update checks read no database; -1 = none (use -1 for replicas without per-machine routing)")
 	maxUpload := fs.Int64("max-upload", DefaultMaxUploadBytes, "largest payload upload in bytes")
 	retention := fs.Duration("event-retention", DefaultEventRetention, "how long to keep host events (negative: forever)")
 	grace := fs.Duration("shutdown-grace", 30*time.Second, "how long shutdown waits for requests and the last writes")
@@ -99,7 +101,7 @@ in-flight requests finish and queued check-ins are written.`)
 	defer db.Close()
 	s, err := New(ctx, Config{
 		DB: db, StoreDir: *storeDir, PublicURL: *public, Logger: log,
-		FlushInterval: *flush, BatchRows: *batch, QueueRows: *queue, CachePoll: *poll,
+		FlushInterval: *flush, BatchRows: *batch, QueueRows: *queue, CachePoll: *poll, InstanceCache: *instCache,
 		MaxUploadBytes: *maxUpload, EventRetention: *retention,
 	})
 	if err != nil {

@@ -49,11 +49,23 @@
 // every admin write and whenever the store's catalog version changes (polled every
 // Config.CachePoll, so replicas on PostgreSQL see each other's writes within that time).
 // Check-ins and events are queued and written by one goroutine in batches, one transaction
-// per batch (group commit): a response does not wait for its row, and a crash loses at most
-// the rows queued but not committed, in practice the last Config.FlushInterval of traffic
-// (bounded by Config.QueueRows). Requests of one machine are serialised, and reads of an
-// instance see its queued row, so a host's back-to-back events are applied in order. Grants
-// are synchronous transactions: a granted update is never lost.
+// per batch (group commit). Durability contract: a routine check-in (update check or ping whose
+// only event is 3/2) is answered before its row is written, and a crash of the process loses at
+// most the rows queued but not committed — in practice the last Config.FlushInterval of
+// traffic (bounded by Config.QueueRows); the host's next check writes it again. A request
+// carrying any other event (13/1, 14/1, 3/1, a failure 3/0, a rollback 3/0/44, unknown pairs)
+// is answered only after its rows and everything queued before them are committed, since
+// update_engine never resends an acknowledged event; such a request makes the writer start a
+// batch at once instead of waiting for the interval. Grants are decided in the same way, in the
+// next batch's transaction, before the answer: a granted update is never lost.
+//
+// The writer, the only writer of instance rows, keeps the rows it wrote in memory
+// (Config.InstanceCache rows, filled from the database at start), so an update check reads
+// nothing from the database: when every stored instance fitted, an unknown machine is known to
+// be new. Requests of one machine are serialised by a lock of that machine only (held across
+// its grant decision, so its next request sees the grant); other machines never wait for it.
+// The cache assumes no other server writes the same instances: with replicas on one
+// PostgreSQL, route each machine to one replica or run with --instance-cache -1.
 //
 // # Uploads
 //

@@ -27,6 +27,7 @@ const (
 	DefaultBatchRows      = 1000
 	DefaultQueueRows      = 200_000
 	DefaultCachePoll      = time.Second
+	DefaultInstanceCache  = 250_000
 	DefaultMaxUploadBytes = 16 << 30
 	DefaultEventRetention = 30 * 24 * time.Hour
 	// holdFor is how long a group whose cap was reached answers onhold without asking the
@@ -55,7 +56,12 @@ type Config struct {
 	BatchRows     int
 	QueueRows     int
 	// CachePoll is how often the catalog version is polled to see other replicas' writes.
-	CachePoll      time.Duration
+	CachePoll time.Duration
+	// InstanceCache is how many instance rows the check-in writer keeps in memory so that
+	// update checks need no database read (0 = DefaultInstanceCache, < 0 = none: every check
+	// reads its row). Keep it on only when this process is the only server writing the
+	// database's instances, or when requests of one machine always reach the same replica.
+	InstanceCache  int
 	MaxUploadBytes int64
 	// EventRetention is how long events are kept; < 0 keeps them forever.
 	EventRetention time.Duration
@@ -76,8 +82,7 @@ type Server struct {
 	refreshMu sync.Mutex
 	holds     holds
 	rec       *checkins
-	seed      maphash.Seed
-	stripes   [256]sync.Mutex // serialise requests of one machine
+	machines  keyLocks // serialise requests of one machine
 
 	cancel    context.CancelFunc // stops the background work
 	flushStop context.CancelFunc // bounds the final flush
@@ -106,8 +111,9 @@ func New(ctx context.Context, c Config) (*Server, error) {
 	}
 	s := &Server{
 		db: c.DB, storeDir: c.StoreDir, publicURL: strings.TrimRight(c.PublicURL, "/"),
-		log: c.Logger, now: c.Now, m: newMetrics(c.Registry), maxUpload: c.MaxUploadBytes, seed: maphash.MakeSeed(),
+		log: c.Logger, now: c.Now, m: newMetrics(c.Registry), maxUpload: c.MaxUploadBytes,
 	}
+	s.machines.seed = maphash.MakeSeed()
 	if s.log == nil {
 		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -121,8 +127,11 @@ func New(ctx context.Context, c Config) (*Server, error) {
 		return nil, fmt.Errorf("server: load catalog: %w", err)
 	}
 	s.rec = newCheckins(c.DB, s.log, s.m, orDefault(c.FlushInterval, DefaultFlushInterval),
-		orDefault(c.BatchRows, DefaultBatchRows), orDefault(c.QueueRows, DefaultQueueRows))
+		orDefault(c.BatchRows, DefaultBatchRows), orDefault(c.QueueRows, DefaultQueueRows), orDefault(c.InstanceCache, DefaultInstanceCache))
 	s.rec.onHalt = s.halted
+	if err := s.rec.preload(ctx, c.DB); err != nil {
+		return nil, err
+	}
 
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	flushCtx, flushStop := context.WithCancel(context.WithoutCancel(ctx))
@@ -192,11 +201,6 @@ func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	fmt.Fprintln(w, "ok")
-}
-
-// stripe returns the lock serialising requests of one machine.
-func (s *Server) stripe(machine string) *sync.Mutex {
-	return &s.stripes[maphash.String(s.seed, machine)%uint64(len(s.stripes))]
 }
 
 func (s *Server) pruneEvents(ctx context.Context, retention time.Duration) {

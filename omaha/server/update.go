@@ -89,18 +89,21 @@ func (s *Server) answer(r *http.Request, resp *omaha.Response, a *omaha.App, now
 		return nil
 	}
 
-	mu := s.stripe(a.MachineID)
-	mu.Lock()
-	defer mu.Unlock()
+	// Requests of one machine are serialised from reading its row to queueing the new one
+	// (a grant decision included: the machine's next request must see it); nothing else waits.
+	unlock := s.machines.lock(a.MachineID)
 	in, known, err := s.instance(ctx, id, a.MachineID, now)
 	if err != nil {
+		unlock()
 		return err
 	}
 	prev := in
 	in.Alias, in.GroupID, in.Track, in.Version, in.Board = a.MachineAlias, g.ID, a.Track, a.Version, a.Board
 	in.OEM, in.BootID, in.LastCheck = a.OEM, a.BootID, now
 	var evs []store.Event
+	durable := false
 	for _, ev := range a.Events {
+		durable = durable || !routineEvent(ev)
 		evs = append(evs, applyEvent(&in, ev, now))
 		s.m.event(ev.Type, ev.Result)
 		if ev.Result == omaha.EventResultError {
@@ -110,10 +113,24 @@ func (s *Server) answer(r *http.Request, resp *omaha.Response, a *omaha.App, now
 	}
 	if a.UpdateCheck != nil {
 		if err := s.check(ctx, r, ra, &in, app, g, now); err != nil {
+			unlock()
 			return err
 		}
 	}
-	return s.rec.put(ctx, in, known && routine(&prev, &in), evs)
+	seq, err := s.rec.put(ctx, in, known && routine(&prev, &in), evs)
+	unlock()
+	if err != nil || !durable {
+		return err
+	}
+	// A state-changing event is acknowledged only once it is committed: update_engine does
+	// not send an event again after a 200.
+	return s.rec.wait(ctx, seq)
+}
+
+// routineEvent reports whether ev is the 3/2 every update check carries, which is answered
+// before it is written (see checkins).
+func routineEvent(ev *omaha.Event) bool {
+	return ev.Type == omaha.EventTypeUpdateComplete && ev.Result == omaha.EventResultSuccessReboot
 }
 
 // routine reports whether next differs from prev only in the columns of a routine check-in
@@ -125,8 +142,12 @@ func routine(prev, next *store.Instance) bool {
 
 // instance returns the newest known row of an instance: queued or written (known), or a new one.
 func (s *Server) instance(ctx context.Context, app, machine string, now time.Time) (in store.Instance, known bool, err error) {
-	if in, ok := s.rec.get(instKey{app, machine}); ok {
+	in, known, absent := s.rec.lookup(instKey{app, machine})
+	switch {
+	case known:
 		return in, true, nil
+	case absent:
+		return store.Instance{AppID: app, MachineID: machine, State: store.StateIdle, FirstSeen: now}, false, nil
 	}
 	start := time.Now()
 	in, err = s.db.Instance(ctx, app, machine)
@@ -134,7 +155,11 @@ func (s *Server) instance(ctx context.Context, app, machine string, now time.Tim
 	if errors.Is(err, store.ErrNotFound) {
 		return store.Instance{AppID: app, MachineID: machine, State: store.StateIdle, FirstSeen: now}, false, nil
 	}
-	return in, err == nil, err
+	if err != nil {
+		return store.Instance{}, false, err
+	}
+	s.rec.remember(in)
+	return in, true, nil
 }
 
 // check answers an update check: plan, then take a slot of the group's policy if needed.

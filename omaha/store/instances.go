@@ -433,3 +433,30 @@ func (db *DB) Grant(ctx context.Context, in Instance) (GrantResult, error) {
 	}
 	return rs.Grants[0], nil
 }
+
+// EachInstance calls fn with every stored instance, in no particular order, up to max of them,
+// and reports whether that was all (complete). It reads in one statement (a consistent
+// snapshot on both backends); servers use it to fill their instance cache at start.
+func (db *DB) EachInstance(ctx context.Context, max int, fn func(Instance)) (complete bool, err error) {
+	rows, err := db.r.QueryContext(ctx, `SELECT `+instCols+` FROM instances LIMIT $1`, max+1)
+	if err != nil {
+		return false, fmt.Errorf("store: read instances: %w", err)
+	}
+	defer rows.Close()
+	n := 0
+	for rows.Next() {
+		if n == max {
+			return false, nil
+		}
+		in, err := scanInstance(rows)
+		if err != nil {
+			return false, fmt.Errorf("store: read instances: %w", err)
+		}
+		fn(in)
+		n++
+	}
+	if err := rows.Err(); err != nil {
+		return false, fmt.Errorf("store: read instances: %w", err)
+	}
+	return true, nil
+}
