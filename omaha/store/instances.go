@@ -239,14 +239,23 @@ func (db *DB) WriteCheckins(ctx context.Context, b Batch) (BatchResult, error) {
 		if res.Halted, err = db.haltOnFailures(ctx, tx, groups, failures); err != nil {
 			return err
 		}
+		// Decide in order, then write every granted row in one statement: a capped group's
+		// count adds the hosts granted earlier in this batch, which are not written yet.
+		var granted []Instance
+		inBatch := map[string]int64{}
 		for i := range b.Grants {
-			r, err := db.decideGrant(ctx, tx, groups, &b.Grants[i])
+			r, err := db.decideGrant(ctx, tx, groups, &b.Grants[i], inBatch[b.Grants[i].GroupID])
 			if err != nil {
 				return err
 			}
+			if r.OK {
+				granted = append(granted, b.Grants[i])
+				inBatch[b.Grants[i].GroupID]++
+			}
 			res.Grants = append(res.Grants, r)
 		}
-		return nil
+		return db.insertRows(ctx, tx, len(granted), instNCols, `INSERT INTO instances (`+instCols+`) VALUES `, upsertInstances,
+			func(args []any, i int) []any { return instArgs(args, &granted[i]) })
 	})
 	if err != nil {
 		return BatchResult{}, err
@@ -276,7 +285,9 @@ func (db *DB) lockGroups(ctx context.Context, tx *sql.Tx, ids []string) (map[str
 	return groups, nil
 }
 
-func (db *DB) decideGrant(ctx context.Context, tx *sql.Tx, groups map[string]Group, in *Instance) (GrantResult, error) {
+// decideGrant decides one grant candidate; earlier is how many hosts of its group this batch
+// granted before it. It writes nothing.
+func (db *DB) decideGrant(ctx context.Context, tx *sql.Tx, groups map[string]Group, in *Instance, earlier int64) (GrantResult, error) {
 	g, ok := groups[in.GroupID]
 	if !ok || g.AppID != in.AppID {
 		return GrantResult{}, fmt.Errorf("group %s of app %s: %w", in.GroupID, in.AppID, ErrNotFound)
@@ -290,12 +301,10 @@ func (db *DB) decideGrant(ctx context.Context, tx *sql.Tx, groups map[string]Gro
 		if err := st.QueryRowContext(ctx, activeArgs(g.ID, g.Policy, in.GrantedAt, in.AppID, in.MachineID)...).Scan(&r.Active); err != nil {
 			return GrantResult{}, err
 		}
+		r.Active += earlier
 	}
-	if r.OK, r.Reason = g.Policy.Allows(r.Active); !r.OK {
-		return r, nil
-	}
-	return r, db.insertRows(ctx, tx, 1, instNCols, `INSERT INTO instances (`+instCols+`) VALUES `, upsertInstances,
-		func(args []any, _ int) []any { return instArgs(args, in) })
+	r.OK, r.Reason = g.Policy.Allows(r.Active)
+	return r, nil
 }
 
 // Instance returns one instance.

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"strings"
+	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 )
@@ -35,7 +36,10 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 	// index pages in each connection.
 	common := fmt.Sprintf("_pragma=busy_timeout(%d)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=foreign_keys(1)"+
 		"&_pragma=mmap_size(%d)&_pragma=cache_size(-%d)", sqliteBusyTimeout, sqliteMmap, sqliteCacheKiB)
-	w, err := sql.Open("sqlite", path+"?_txlock=immediate&"+common)
+	// The writer never checkpoints on commit (wal_autocheckpoint 0): a checkpointer of its own
+	// (checkpoints) copies the WAL into the database file beside it, so a commit costs only
+	// its WAL frames.
+	w, err := sql.Open("sqlite", path+"?_txlock=immediate&_pragma=wal_autocheckpoint(0)&"+common)
 	if err != nil {
 		return nil, fmt.Errorf("store: open SQLite %s: %w", path, err)
 	}
@@ -55,5 +59,44 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 	r.SetMaxOpenConns(sqliteReaders)
 	r.SetMaxIdleConns(sqliteReaders)
 	r.SetConnMaxLifetime(0)
-	return &DB{w: w, r: r, d: sqliteDialect, values: valuesSQL{positional: true}}, nil
+	ck, err := sql.Open("sqlite", path+"?"+common)
+	if err != nil {
+		w.Close()
+		r.Close()
+		return nil, fmt.Errorf("store: open SQLite %s for checkpoints: %w", path, err)
+	}
+	ck.SetMaxOpenConns(1)
+	ck.SetMaxIdleConns(1)
+	ck.SetConnMaxLifetime(0)
+	db := &DB{w: w, r: r, d: sqliteDialect, values: valuesSQL{positional: true}}
+	stop, done := make(chan struct{}), make(chan struct{})
+	go checkpoints(context.WithoutCancel(ctx), ck, stop, done)
+	db.closeCheckpointer = func() error {
+		close(stop)
+		<-done
+		return ck.Close()
+	}
+	return db, nil
+}
+
+// sqliteCheckpointEvery is how often the checkpointer copies the WAL into the database file.
+const sqliteCheckpointEvery = 500 * time.Millisecond
+
+// checkpoints runs a PASSIVE checkpoint every sqliteCheckpointEvery until stop is closed, and a
+// last one then. PASSIVE never blocks the writer or readers; it copies what it can, and the
+// writer starts the WAL over once a checkpoint has copied all of it.
+func checkpoints(ctx context.Context, ck *sql.DB, stop <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	t := time.NewTicker(sqliteCheckpointEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			ck.ExecContext(ctx, `PRAGMA wal_checkpoint(PASSIVE)`)
+			return
+		case <-t.C:
+			// A failure is retried at the next tick; the WAL keeps every commit meanwhile.
+			ck.ExecContext(ctx, `PRAGMA wal_checkpoint(PASSIVE)`)
+		}
+	}
 }

@@ -164,6 +164,8 @@ type DB struct {
 	values valuesSQL
 	stmts  sync.Map // query text → *sql.Stmt on w (hot statements, parsed once per connection)
 	rstmts sync.Map // the same on r
+	// closeCheckpointer stops SQLite's checkpointer (nil on PostgreSQL).
+	closeCheckpointer func() error
 }
 
 // stmt returns a prepared statement for a hot query on the writer (or, with read, the reader)
@@ -246,7 +248,11 @@ func (db *DB) Close() error {
 	for _, m := range []*sync.Map{&db.stmts, &db.rstmts} {
 		m.Range(func(_, s any) bool { s.(*sql.Stmt).Close(); return true })
 	}
-	err := db.w.Close()
+	var err error
+	if db.closeCheckpointer != nil {
+		err = db.closeCheckpointer()
+	}
+	err = errors.Join(err, db.w.Close())
 	if db.r != db.w {
 		err = errors.Join(err, db.r.Close())
 	}
