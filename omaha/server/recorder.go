@@ -58,6 +58,7 @@ type checkins struct {
 	grants    []*grantReq
 	waiters   []waiter           // durable puts waiting for a commit, by seq
 	flushing  map[instKey]queued // being written now
+	spare     map[instKey]queued // the empty map flushing takes next (reused, not reallocated)
 	written   map[instKey]store.Instance
 	complete  bool          // written holds every stored instance
 	wake      chan struct{} // a row arrived (buffered 1)
@@ -367,7 +368,10 @@ func (c *checkins) flush(ctx context.Context) int {
 func (c *checkins) flushLocked(ctx context.Context) (int, error) {
 	c.mu.Lock()
 	var b store.Batch
-	c.flushing = map[instKey]queued{}
+	if c.spare == nil {
+		c.spare = map[instKey]queued{}
+	}
+	c.flushing, c.spare = c.spare, nil
 	for k, q := range c.pending {
 		if len(c.flushing) >= c.maxRows {
 			break
@@ -387,6 +391,7 @@ func (c *checkins) flushLocked(ctx context.Context) (int, error) {
 	reqs := c.grants
 	c.grants = nil
 	if nrows == 0 && nev == 0 && len(reqs) == 0 {
+		c.flushing, c.spare = nil, c.flushing
 		c.release()
 		c.mu.Unlock()
 		return 0, nil
@@ -432,7 +437,8 @@ func (c *checkins) flushLocked(ctx context.Context) (int, error) {
 			c.cache(k, q.in)
 		}
 	}
-	c.flushing = nil
+	clear(c.flushing)
+	c.flushing, c.spare = nil, c.flushing
 	c.release()
 	left := c.queued()
 	c.space.Broadcast()

@@ -85,7 +85,7 @@ func (s *Server) answer(r *http.Request, resp *omaha.Response, a *omaha.App, now
 			ra.AddUpdateCheck(omaha.StatusNoUpdate)
 			s.m.checks.WithLabelValues(string(omaha.StatusNoUpdate), reasonUnknownTrack).Inc()
 		}
-		s.log.Info("unknown track: answered noupdate, nothing recorded", "app", id, "machine", a.MachineID, "track", a.Track)
+		s.log.Debug("unknown track: answered noupdate, nothing recorded", "app", id, "machine", a.MachineID, "track", a.Track)
 		return nil
 	}
 
@@ -191,7 +191,7 @@ func (s *Server) check(ctx context.Context, r *http.Request, ra *omaha.App, in *
 			} else {
 				*in = cand
 				s.m.granted.Inc()
-				s.log.Info("granted update", "app", in.AppID, "machine", in.MachineID, "group", g.Name,
+				s.log.Debug("granted update", "app", in.AppID, "machine", in.MachineID, "group", g.Name,
 					"from", in.Version, "to", pkg.Version, "active", res.Active+1)
 			}
 		}

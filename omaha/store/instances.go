@@ -40,7 +40,7 @@ func (db *DB) prepareWrites(ctx context.Context) error {
 // insertRows writes n rows of cols columns with prefix + VALUES… + suffix, args(args, i)
 // appending row i's values.
 func (db *DB) insertRows(ctx context.Context, tx *sql.Tx, n, cols int, prefix, suffix string, args func([]any, int) []any) error {
-	buf := make([]any, 0, chunkRows[0]*cols)
+	buf := make([]any, 0, min(n, chunkRows[0])*cols)
 	for i := 0; i < n; {
 		size := chunkRows[len(chunkRows)-1]
 		for _, c := range chunkRows {
