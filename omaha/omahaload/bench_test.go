@@ -24,8 +24,8 @@ import (
 )
 
 var (
-	benchMachines    = flag.Int("omahaload.machines", 100_000, "BenchmarkServer: simulated hosts (-short: 2000)")
-	benchRounds      = flag.Int("omahaload.rounds", 2, "BenchmarkServer: requests per host (the first round is one check each)")
+	benchMachines = flag.Int("omahaload.machines", 100_000, "BenchmarkServer: simulated hosts (-short: 2000)")
+	benchRounds   = flag.Int("omahaload.rounds", 2, "BenchmarkServer: requests per host (the first round is one check each)")
 	// 32 in flight, omahaload's own default: enough to hold a 2-core omahad at its throughput
 	// ceiling. More in flight adds no checks/s, only queueing (64 gave the same rate with twice
 	// the p99), so latency is measured where the server is saturated but not overrun.
