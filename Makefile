@@ -4,6 +4,7 @@
 GO      ?= go
 BIN     ?= bin
 export GOTOOLCHAIN := local
+SHELL   := /bin/bash
 
 # Every binary lives at <component>/cmd/<name>/main.go.
 CMDS := $(wildcard */cmd/*/main.go)
@@ -34,8 +35,19 @@ lint:
 	$(GO) vet ./...
 	@if command -v staticcheck >/dev/null 2>&1; then staticcheck ./...; else echo "staticcheck not installed; skipped"; fi
 
+# Every benchmark once (most do a whole run per op), the 1 GiB installs three times (one run
+# is at the mercy of the disk's writeback), then one table row per benchmark from bin/bench.txt.
+# Set TWINSLOT_TEST_POSTGRES to a postgres:// DSN to include the PostgreSQL server runs.
+BENCH_OUT ?= $(BIN)/bench.txt
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./...
+	@mkdir -p $(BIN)
+	@set -o pipefail; { \
+		$(GO) test -run '^$$' -bench . -skip 'BenchmarkInstall(File|HTTP)$$' -benchtime 1x -timeout 60m ./... && \
+		$(GO) test -run '^$$' -bench 'BenchmarkInstall(File|HTTP)$$' -benchtime 3x -timeout 20m ./payload; \
+	} | tee $(BENCH_OUT)
+	@echo; echo "== summary (from $(BENCH_OUT))"; \
+	awk '/^Benchmark/ { n=$$1; sub(/-[0-9]+$$/, "", n); line=sprintf("%-46s", n); \
+		for (i = 3; i < NF; i += 2) if ($$(i+1) != "ns/op" || NF == 4) line = line sprintf("  %s %s", $$i, $$(i+1)); print line }' $(BENCH_OUT)
 
 fuzz:
 	@for p in $$($(GO) list ./...); do \
