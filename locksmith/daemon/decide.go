@@ -51,7 +51,12 @@ func Decide(h locksmith.Holder, bootID string, boot dbusapi.BootStatus, st dbusa
 	case BootVerifying:
 		return Wait, fmt.Sprintf("booted %s, health gate running", boot.BootedVersion)
 	case BootRolledBack:
-		return KeepRolledBack, fmt.Sprintf("version %s failed and the host rolled back to %s", orUnknown(boot.PreviousVersion, h.ToVersion), boot.BootedVersion)
+		failed := orUnknown(boot.PreviousVersion, h.ToVersion)
+		if boot.BootedVersion == failed {
+			// The gate failed in the trial boot itself: the reboot into the old slot is still ahead.
+			return KeepRolledBack, fmt.Sprintf("version %s failed its health gate; the host is going back to its old slot", failed)
+		}
+		return KeepRolledBack, fmt.Sprintf("version %s failed and the host rolled back to %s", failed, boot.BootedVersion)
 	case BootCommitted, BootSteady:
 		if h.ToVersion == "" || boot.BootedVersion == h.ToVersion {
 			return Release, fmt.Sprintf("boot %s %s", boot.BootedVersion, boot.State)

@@ -47,3 +47,25 @@ func TestDecide(t *testing.T) {
 		})
 	}
 }
+
+// TestDecideRolledBackReason checks the reason names the versions truthfully both in the failed
+// trial boot (still on the bad version, about to reboot) and after the fall-back.
+func TestDecideRolledBackReason(t *testing.T) {
+	h := locksmith.Holder{ID: "m", BootID: "boot-1", FromVersion: "1.0", ToVersion: "2.0"}
+	idle := dbusapi.Status{CurrentOperation: dbusapi.OpIdle}
+	for _, tc := range []struct {
+		name, booted, prev, want string
+	}{
+		{name: "trial boot failed, reboot ahead", booted: "2.0", prev: "2.0", want: "version 2.0 failed its health gate; the host is going back to its old slot"},
+		{name: "fell back", booted: "1.0", prev: "2.0", want: "version 2.0 failed and the host rolled back to 1.0"},
+		{name: "previous unknown, holder names it", booted: "1.0", prev: "", want: "version 2.0 failed and the host rolled back to 1.0"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			boot := dbusapi.BootStatus{State: BootRolledBack, BootedVersion: tc.booted, PreviousVersion: tc.prev}
+			got, why := Decide(h, "boot-2", boot, idle)
+			if got != KeepRolledBack || why != tc.want {
+				t.Fatalf("Decide = %v (%q), want %v (%q)", got, why, KeepRolledBack, tc.want)
+			}
+		})
+	}
+}
