@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/twinslot/twinslot/omaha/omahaload"
 	"github.com/twinslot/twinslot/omaha/omahatest"
+	"github.com/twinslot/twinslot/omaha/server"
 	"github.com/twinslot/twinslot/payload"
 	"github.com/twinslot/twinslot/payload/payloadtest"
 )
@@ -66,6 +68,8 @@ func BenchmarkServer(b *testing.B) {
 }
 
 func benchServer(b *testing.B, dsn string, open func() *sql.DB, sizeQuery string) {
+	// The garbage collector as omahad serve sets it (GOGC=400 unless GOGC is set).
+	defer server.SetGCPercent()()
 	s := omahatest.New(b, omahatest.WithDSN(dsn))
 	key := payloadtest.NewKey(b, "")
 	s.CreateApp(b, payload.DefaultAppID, payloadtest.TrustRoot(b, 1, 0, key))
@@ -133,6 +137,12 @@ func benchServer(b *testing.B, dsn string, open func() *sql.DB, sizeQuery string
 	b.ReportMetric(float64(res.ByOutcome["offer"].P99.Microseconds())/1000, "offer-p99-ms")
 	b.ReportMetric(float64(res.Errors), "errors")
 	b.ReportMetric(float64(size)/1e6*100_000/float64(instances), "dbMB/100k-instances")
+	// What stays live with the server up and its caches full (the generator's state is garbage
+	// by now): the heap peaks near (1 + GOGC/100) times this.
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	b.ReportMetric(float64(ms.HeapAlloc)/(1<<20), "live-heap-MiB")
 	b.ReportMetric(0, "ns/op") // one op is a whole run; the rates above are the result
 }
 

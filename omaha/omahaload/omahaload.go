@@ -251,7 +251,7 @@ func checkLoopback(raw string) error {
 func Run(ctx context.Context, cfg Config) (*Result, error) {
 	cfg.applyDefaults()
 	if err := cfg.validate(); err != nil {
-		return nil, fmt.Errorf("omahaload: %w", err)
+		return nil, fmt.Errorf("load configuration: %w", err)
 	}
 	hc := cfg.HTTPClient
 	if hc == nil {
