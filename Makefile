@@ -87,7 +87,8 @@ demo:
 
 # The slot lifecycle on a fresh disk image (issue 2's walk): install 1.0.1 into USR-B, boot it
 # (tries 1 -> 0), mark it good; then install 1.0.2 into USR-A and, without mark-good, fall back
-# to USR-B on the following boot. Each step is shown, and checked; DEMO_DIR keeps the images.
+# to USR-B on the following boot; and on a fresh disk, 1.0.1 never marked good falls back to
+# USR-A. Each step is shown, and checked; DEMO_DIR keeps the images.
 demo-slots:
 	@mkdir -p $(BIN)
 	$(GO) build -o $(BIN)/mkimage ./testimages/cmd/mkimage
@@ -118,6 +119,11 @@ demo-slots:
 	echo; echo "== rolling back to the failed 1.0.2 is refused"; \
 	if out=$$($$uc rollback --disk disk.img 2>&1); then echo "$$out"; echo "demo FAILED: rollback was not refused"; exit 1; fi; \
 	echo "$$out"; expect 'never booted successfully'; \
+	echo; echo "== once more on a fresh disk: 1.0.1 into USR-B, booted, never marked good: back to USR-A"; \
+	step $$mk disk -o fresh.img -version 1.0.0; \
+	step $$mk install fresh.img usr-1.0.1.img; \
+	out=$$(step $$mk boot fresh.img); echo "$$out"; expect 'booted USR-B (#4): version 1.0.1 amd64-usr (P=2 T=0 S=0)'; \
+	out=$$(step $$mk boot fresh.img); echo "$$out"; expect 'booted USR-A (#3): version 1.0.0 amd64-usr (P=1 T=0 S=1)'; \
 	echo; echo "demo OK"
 
 clean:
