@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"time"
 
@@ -87,7 +88,7 @@ func serve(ctx context.Context, stdio cli.IO, args []string) error {
 	fs := stdio.FlagSet("omahad serve", "[flags]", `Serve the Omaha endpoint (/v1/update/), payload downloads (/packages/), the admin API
 (/api/v1/), the dashboard (/), /metrics and /healthz until interrupted, then shut down gracefully:
 in-flight requests finish and queued check-ins are written. The garbage collector runs with
-GOGC=400 unless GOGC is set (more memory for less CPU; GOMEMLIMIT caps the heap).`)
+GOGC=`+strconv.Itoa(DefaultGCPercent)+` unless GOGC is set (more memory for less CPU; GOMEMLIMIT caps the heap).`)
 	listen := fs.String("listen", "127.0.0.1:8080", "address to listen on")
 	dsn := dbFlag(fs)
 	storeDir := fs.String("store", "payloads", "directory for published payload files")

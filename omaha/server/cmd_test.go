@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"testing"
@@ -124,5 +125,29 @@ func TestMainServe(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "shutting down") {
 		t.Fatalf("no shutdown log: %s", logs.String())
+	}
+}
+
+// TestSetGCPercent checks omahad's collector default applies only when GOGC chose nothing, and
+// that restore puts the previous setting back.
+func TestSetGCPercent(t *testing.T) {
+	before := debug.SetGCPercent(100)
+	defer debug.SetGCPercent(before)
+
+	t.Setenv("GOGC", "")
+	restore := server.SetGCPercent()
+	if got := debug.SetGCPercent(server.DefaultGCPercent); got != server.DefaultGCPercent {
+		t.Errorf("with GOGC unset the collector runs at %d, want %d", got, server.DefaultGCPercent)
+	}
+	restore()
+	if got := debug.SetGCPercent(100); got != 100 {
+		t.Errorf("after restore the collector runs at %d, want 100", got)
+	}
+
+	t.Setenv("GOGC", "150")
+	debug.SetGCPercent(150)
+	server.SetGCPercent()()
+	if got := debug.SetGCPercent(150); got != 150 {
+		t.Errorf("with GOGC=150 set the collector was changed to %d", got)
 	}
 }
