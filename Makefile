@@ -97,6 +97,7 @@ demo-slots:
 	mk="$(CURDIR)/$(BIN)/mkimage"; uc="$(CURDIR)/$(BIN)/updatectl"; cd "$$d"; \
 	step() { printf '\n$$ %s\n' "$$*"; "$$@"; }; \
 	expect() { if ! printf '%s' "$$out" | grep -q "$$1"; then echo "demo FAILED: expected '$$1'"; exit 1; fi; }; \
+	boots() { out=$$(step $$mk boot "$$1"); echo "$$out"; expect "$$2"; }; \
 	echo "== a fresh disk: 1.0.0 in USR-A (P=1 S=1), USR-B empty"; \
 	step $$mk disk -o disk.img -version 1.0.0; \
 	step $$uc slots --disk disk.img; \
@@ -104,17 +105,17 @@ demo-slots:
 	step $$mk usr -o usr-1.0.1.img -version 1.0.1; \
 	step $$mk install disk.img usr-1.0.1.img; \
 	echo; echo "== boot: GRUB tries USR-B once (tries 1 -> 0)"; \
-	out=$$(step $$mk boot disk.img); echo "$$out"; expect 'booted USR-B (#4): version 1.0.1 amd64-usr (P=2 T=0 S=0)'; \
+	boots disk.img 'booted USR-B (#4): version 1.0.1 amd64-usr (P=2 T=0 S=0)'; \
 	echo; echo "== the health gate passed: mark the booted slot good"; \
 	step $$uc mark-good --disk disk.img; \
 	out=$$(step $$uc slots --disk disk.img); echo "$$out"; expect 'USR-B.*2 *0 *yes *1.0.1 amd64-usr *active, boots next'; \
-	out=$$(step $$mk boot disk.img); echo "$$out"; expect 'booted USR-B (#4): version 1.0.1'; \
+	boots disk.img 'booted USR-B (#4): version 1.0.1'; \
 	echo; echo "== second walk: 1.0.2 (5% of the files changed) into USR-A, and no mark-good"; \
 	step $$mk usr -o usr-1.0.2.img -version 1.0.2 -base usr-1.0.1.img -change 0.05; \
 	step $$mk install disk.img usr-1.0.2.img; \
-	out=$$(step $$mk boot disk.img); echo "$$out"; expect 'booted USR-A (#3): version 1.0.2 amd64-usr (P=2 T=0 S=0)'; \
+	boots disk.img 'booted USR-A (#3): version 1.0.2 amd64-usr (P=2 T=0 S=0)'; \
 	echo; echo "== 1.0.2 never got marked good: the following boot falls back to USR-B"; \
-	out=$$(step $$mk boot disk.img); echo "$$out"; expect 'booted USR-B (#4): version 1.0.1 amd64-usr (P=1 T=0 S=1)'; \
+	boots disk.img 'booted USR-B (#4): version 1.0.1 amd64-usr (P=1 T=0 S=1)'; \
 	step $$uc slots --disk disk.img; \
 	echo; echo "== rolling back to the failed 1.0.2 is refused"; \
 	if out=$$($$uc rollback --disk disk.img 2>&1); then echo "$$out"; echo "demo FAILED: rollback was not refused"; exit 1; fi; \
@@ -122,8 +123,8 @@ demo-slots:
 	echo; echo "== once more on a fresh disk: 1.0.1 into USR-B, booted, never marked good: back to USR-A"; \
 	step $$mk disk -o fresh.img -version 1.0.0; \
 	step $$mk install fresh.img usr-1.0.1.img; \
-	out=$$(step $$mk boot fresh.img); echo "$$out"; expect 'booted USR-B (#4): version 1.0.1 amd64-usr (P=2 T=0 S=0)'; \
-	out=$$(step $$mk boot fresh.img); echo "$$out"; expect 'booted USR-A (#3): version 1.0.0 amd64-usr (P=1 T=0 S=1)'; \
+	boots fresh.img 'booted USR-B (#4): version 1.0.1 amd64-usr (P=2 T=0 S=0)'; \
+	boots fresh.img 'booted USR-A (#3): version 1.0.0 amd64-usr (P=1 T=0 S=1)'; \
 	echo; echo "demo OK"
 
 clean:
