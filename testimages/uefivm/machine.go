@@ -1,7 +1,6 @@
 package uefivm
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -12,10 +11,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/twinslot/twinslot/testimages/tailbuf"
 )
 
 // Defaults and limits.
@@ -134,8 +134,8 @@ type Run struct {
 	tpm       *exec.Cmd
 	tpmExited chan error // swtpm's Wait result, put back by each reader
 	tmp       string
-	console   *tail
-	stderr    *tail
+	console   *tailbuf.Buffer
+	stderr    *tailbuf.Buffer
 	killed    atomic.Bool
 	done      chan struct{}
 	err       error
@@ -164,7 +164,7 @@ func (m *Machine) Start(ctx context.Context) (*Run, error) {
 	if err != nil {
 		return nil, fmt.Errorf("uefivm: %w", err)
 	}
-	r := &Run{tmp: tmp, console: &tail{max: MaxTail}, stderr: &tail{max: MaxTail}, done: make(chan struct{})}
+	r := &Run{tmp: tmp, console: tailbuf.New(MaxTail), stderr: tailbuf.New(MaxTail), done: make(chan struct{})}
 	ok := false
 	defer func() {
 		if !ok {
@@ -317,7 +317,7 @@ func (r *Run) startTPM(ctx context.Context, state string) (string, error) {
 		return "", fmt.Errorf("uefivm: TPM state: %w", err)
 	}
 	sock := filepath.Join(r.tmp, "swtpm.sock")
-	log := &tail{max: MaxTail}
+	log := tailbuf.New(MaxTail)
 	cmd := exec.Command("swtpm", "socket", "--tpm2", "--tpmstate", "dir="+state,
 		"--ctrl", "type=unixio,path="+sock, "--terminate")
 	cmd.Stdout, cmd.Stderr = log, log
@@ -405,31 +405,4 @@ type lenient struct{ w io.Writer }
 func (l lenient) Write(p []byte) (int, error) {
 	l.w.Write(p) //nolint:errcheck // the console is best effort
 	return len(p), nil
-}
-
-// tail keeps the last max bytes written to it.
-type tail struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-	max int
-}
-
-func (t *tail) Write(p []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	n := len(p)
-	if len(p) > t.max {
-		p = p[len(p)-t.max:]
-	}
-	if over := t.buf.Len() + len(p) - t.max; over > 0 {
-		t.buf.Next(over)
-	}
-	t.buf.Write(p)
-	return n, nil
-}
-
-func (t *tail) Bytes() []byte {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return bytes.Clone(t.buf.Bytes())
 }

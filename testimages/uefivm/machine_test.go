@@ -1,15 +1,15 @@
 package uefivm
 
 import (
-	"bytes"
 	"errors"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/twinslot/twinslot/testimages/tailbuf"
 )
 
 func TestForwardCheck(t *testing.T) {
@@ -86,24 +86,6 @@ func TestArgs(t *testing.T) {
 	}
 }
 
-// syncBuffer is a Console for tests, safe to read while QEMU writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestE2EKillWithTPM boots OVMF with a TPM from a disk without an ESP (the firmware keeps
 // trying), cuts the power once the firmware printed on the serial console, and checks that
 // Wait says so, that swtpm kept state in TPMState, and that the vars file is the caller's.
@@ -114,7 +96,7 @@ func TestE2EKillWithTPM(t *testing.T) {
 	if err := os.WriteFile(disk, make([]byte, 1<<20), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	console := &syncBuffer{}
+	console := tailbuf.New(1 << 20)
 	m := &Machine{Disks: []string{disk}, MemoryMB: 256, TPMState: filepath.Join(dir, "tpm"),
 		VarsFile: filepath.Join(dir, "vars.fd"), Console: console}
 	r, err := m.Start(t.Context())
