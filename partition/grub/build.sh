@@ -164,6 +164,17 @@ find_seed() {
 }
 
 main() {
+	# Without deb-src (and not root to add it) a finished build of the same inputs still serves.
+	if ! have_source && [ "$(id -u)" != 0 ]; then
+		local hit
+		for hit in "$cache_root"/*-"$key"/BOOTX64.EFI; do
+			if [ -f "$hit" ]; then
+				log "cached (no deb-src to check the Debian version): ${hit%/BOOTX64.EFI}"
+				printf '%s\n' "$hit"
+				return 0
+			fi
+		done
+	fi
 	ensure_deb_src
 	ver=$(source_version)
 	local final="$cache_root/$ver-$key"
