@@ -10,7 +10,7 @@ SHELL   := /bin/bash
 CMDS := $(wildcard */cmd/*/main.go)
 BINARIES := $(patsubst %/main.go,%,$(CMDS))
 
-.PHONY: all build test test-short lint bench fuzz e2e e2e-boot guest-bin demo demo-slots clean
+.PHONY: all build test test-short lint bench fuzz e2e e2e-boot guest-bin demo demo-slots clean grub-efi grub-test
 
 all: build
 
@@ -152,6 +152,19 @@ demo-slots:
 	boots fresh.img 'booted USR-B (#4): version 1.0.1 amd64-usr (P=2 T=0 S=0)'; \
 	boots fresh.img 'booted USR-A (#3): version 1.0.0 amd64-usr (P=1 T=0 S=1)'; \
 	echo; echo "demo OK"
+
+# BOOTX64.EFI: Debian's GRUB with our gptprio module (partition/grub, GPL-3.0-or-later), built
+# once and cached in $TWINSLOT_CACHE (default ~/.cache/twinslot)/grub; prints the image's path last.
+grub-efi:
+	partition/grub/build.sh
+
+# The gptprio module against the shared case table in one QEMU + OVMF boot (builds grub-efi).
+GRUB_TEST_APT := qemu-system-x86 ovmf mtools dosfstools gdisk
+grub-test:
+	@missing=; for p in $(GRUB_TEST_APT); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ]; then \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi
+	TWINSLOT_E2E=1 $(GO) test -count=1 -run 'TestE2EGptprioModule' -timeout 60m -v ./testimages/uefivm
 
 clean:
 	rm -rf $(BIN)

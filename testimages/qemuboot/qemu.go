@@ -1,7 +1,6 @@
 package qemuboot
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,10 +9,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/twinslot/twinslot/testimages/bootinit"
+	"github.com/twinslot/twinslot/testimages/tailbuf"
 )
 
 // Defaults and limits of one boot.
@@ -80,7 +79,7 @@ func (m Machine) Boot(ctx context.Context, disk string) (Boot, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	console := &limitedBuffer{max: MaxConsole}
+	console := tailbuf.New(MaxConsole)
 	var out io.Writer = console
 	if m.Console != nil {
 		out = io.MultiWriter(console, m.Console)
@@ -102,31 +101,4 @@ func (m Machine) Boot(ctx context.Context, disk string) (Boot, error) {
 		return b, fmt.Errorf("boot %s: %w", disk, err)
 	}
 	return b, nil
-}
-
-// limitedBuffer keeps the last max bytes written to it (the result line comes last).
-type limitedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-	max int
-}
-
-func (l *limitedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	n := len(p)
-	if len(p) > l.max {
-		p = p[len(p)-l.max:]
-	}
-	if over := l.buf.Len() + len(p) - l.max; over > 0 {
-		l.buf.Next(over)
-	}
-	l.buf.Write(p)
-	return n, nil
-}
-
-func (l *limitedBuffer) Bytes() []byte {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return bytes.Clone(l.buf.Bytes())
 }

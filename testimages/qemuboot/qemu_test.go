@@ -97,15 +97,3 @@ func TestMachineBootNoResultIsSentinel(t *testing.T) {
 		t.Fatalf("err = %v, want ErrNoResult", err)
 	}
 }
-
-func TestLimitedBufferKeepsTheEnd(t *testing.T) {
-	l := &limitedBuffer{max: 8}
-	for _, s := range []string{"abc", "defgh", "ijklmnopqrstuvwxyz", "12"} {
-		if n, err := l.Write([]byte(s)); n != len(s) || err != nil {
-			t.Fatalf("Write(%q) = %d, %v", s, n, err)
-		}
-	}
-	if got := string(l.Bytes()); got != "uvwxyz12" {
-		t.Fatalf("kept %q, want the last 8 bytes", got)
-	}
-}
