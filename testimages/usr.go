@@ -15,6 +15,8 @@ import (
 	"github.com/diskfs/go-diskfs/backend/file"
 	"github.com/diskfs/go-diskfs/filesystem/ext4"
 	"github.com/google/uuid"
+
+	"github.com/twinslot/twinslot/partition/esp"
 )
 
 const (
@@ -31,6 +33,10 @@ type UsrOptions struct {
 	Base    string  // optional: path of an older image this one is a new build of
 	Change  float64 // with Base: fraction 0..1 of the base files that change
 	Broken  bool    // add lib/twinslot/broken, so the health check of a host running it fails
+	// Kernel and Initrd, when set, are written as boot/vmlinuz and boot/initrd.img (the /usr
+	// image's own kernel, which partition/esp copies to the ESP). Without them the image has
+	// neither file, also when Base had them.
+	Kernel, Initrd []byte
 	// Progress, when set, is called with bytes of file content written so far and the total.
 	Progress func(done, total int64)
 }
@@ -218,7 +224,16 @@ func planTree(o UsrOptions) ([]fileSpec, *baseImage, error) {
 		seed := seedOf("change", o.Board, o.Version)
 		files = derivedTree(base.files, o.Change, seed)
 	} else {
-		files = freshTree(seedOf("tree", o.Board, o.Version), int64(float64(o.Size)*fillFraction))
+		budget := int64(float64(o.Size)*fillFraction) - int64(len(o.Kernel)+len(o.Initrd))
+		files = freshTree(seedOf("tree", o.Board, o.Version), max(budget, 0))
+	}
+	for _, f := range []struct {
+		path string
+		data []byte
+	}{{esp.KernelPath, o.Kernel}, {esp.InitrdPath, o.Initrd}} {
+		if f.data != nil {
+			files = append(files, fileSpec{path: f.path, data: f.data, fixed: true})
+		}
 	}
 	rel := Release{ID: ReleaseID, Version: o.Version, Board: o.Board, Broken: o.Broken}
 	files = append(files, fileSpec{path: ReleasePath, data: []byte(osRelease(rel))})
@@ -229,7 +244,9 @@ func planTree(o UsrOptions) ([]fileSpec, *baseImage, error) {
 		if files[i].data != nil {
 			files[i].size = int64(len(files[i].data))
 		}
-		files[i].size = min(files[i].size, maxFileSize)
+		if !files[i].fixed {
+			files[i].size = min(files[i].size, maxFileSize)
+		}
 	}
 	slices.SortStableFunc(files, func(a, b fileSpec) int { return strings.Compare(a.path, b.path) })
 	files = slices.CompactFunc(files, func(a, b fileSpec) bool { return a.path == b.path })
@@ -283,7 +300,7 @@ func (b *baseImage) walk(dir string) error {
 			if err := b.walk(p); err != nil {
 				return err
 			}
-		case p == ReleasePath || p == BrokenPath:
+		case p == ReleasePath || p == BrokenPath || p == esp.KernelPath || p == esp.InitrdPath:
 		default:
 			info, err := e.Info()
 			if err != nil {

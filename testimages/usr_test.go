@@ -1,13 +1,17 @@
 package testimages
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/twinslot/twinslot/partition/esp"
 )
 
 func TestBuildUsr(t *testing.T) {
@@ -176,5 +180,57 @@ func TestGolden(t *testing.T) {
 	}
 	if got != string(want) {
 		t.Fatalf("image bytes changed:\n got  %s want %s", got, want)
+	}
+}
+
+// TestBuildUsrKernel: Kernel and Initrd land at boot/vmlinuz and boot/initrd.img, where
+// partition/esp reads them byte for byte; a derived build without them has neither.
+func TestBuildUsrKernel(t *testing.T) {
+	dir := t.TempDir()
+	kernel, initrd := make([]byte, 1<<20+5), make([]byte, 300<<10)
+	for i := range kernel {
+		kernel[i] = byte(i * 7 / 4096) // runs, and zero blocks
+	}
+	for i := range initrd {
+		initrd[i] = byte(i % 251)
+	}
+	p := filepath.Join(dir, "k.img")
+	buildUsrT(t, p, UsrOptions{Version: "1.0.0", Size: MinUsrSize, Kernel: kernel, Initrd: initrd})
+	e2fsck(t, p)
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, i, err := esp.FromSlot(bytes.NewReader(b), int64(len(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		s    esp.Source
+		want []byte
+	}{{k, kernel}, {i, initrd}} {
+		got, err := io.ReadAll(io.NewSectionReader(c.s.R, 0, c.s.Size))
+		if err != nil || !bytes.Equal(got, c.want) {
+			t.Fatalf("%s: %d bytes read (%v), differs from what was built in", c.s.Name, len(got), err)
+		}
+	}
+	for _, tc := range []struct {
+		name   string
+		kernel []byte
+		want   error
+	}{{"without", nil, esp.ErrNoKernel}, {"with", kernel, nil}} {
+		d := filepath.Join(dir, tc.name+".img")
+		o := UsrOptions{Version: "1.0.1", Base: p, Change: 0.1, Kernel: tc.kernel}
+		if tc.kernel != nil {
+			o.Initrd = initrd
+		}
+		buildUsrT(t, d, o)
+		b, err := os.ReadFile(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := esp.FromSlot(bytes.NewReader(b), int64(len(b))); !errors.Is(err, tc.want) {
+			t.Fatalf("derived %s kernel: FromSlot = %v, want %v", tc.name, err, tc.want)
+		}
 	}
 }

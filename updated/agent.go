@@ -18,6 +18,7 @@ import (
 
 	"github.com/twinslot/twinslot/omaha"
 	"github.com/twinslot/twinslot/partition"
+	"github.com/twinslot/twinslot/partition/esp"
 	"github.com/twinslot/twinslot/payload"
 	"github.com/twinslot/twinslot/updated/clock"
 	"github.com/twinslot/twinslot/updated/dbusapi"
@@ -676,6 +677,12 @@ func (a *Agent) finalize(ctx context.Context, r Record) (Event, error) {
 	if err != nil || t.Number == booted.Number {
 		return failed(CodeUnsafeBootState, "target slot %s: not usable (booted %s): %v", r.Attempt.TargetSlot, booted.Label, err), nil
 	}
+	if err := a.installKernel(ctx, d, t); err != nil {
+		if ctx.Err() != nil {
+			return Event{}, errStop
+		}
+		return failed(CodeKernelInstall, "%v; %s is not made the next boot", err, t.Label), nil
+	}
 	if err := d.PrepareInstall(t); err != nil {
 		return failed(CodePostinstallRunnerError, "make %s the next boot: %v", t.Label, err), nil
 	}
@@ -685,6 +692,24 @@ func (a *Agent) finalize(ctx context.Context, r Record) (Event, error) {
 		return Event{}, errStop
 	}
 	return Event{Kind: EvInstalled}, nil
+}
+
+// installKernel copies the kernel and initrd of the new slot t to its letter's files on the
+// ESP, when the host boots from the ESP layout (partition/esp); elsewhere it does nothing.
+func (a *Agent) installKernel(ctx context.Context, d *partition.Disk, t partition.Slot) error {
+	dir := a.h.Paths.ESPDir
+	if !esp.Present(dir) {
+		return nil
+	}
+	letter, err := esp.Letter(t)
+	if err != nil {
+		return err
+	}
+	if err := esp.InstallSlot(ctx, dir, letter, d.SlotReader(t), t.Size); err != nil {
+		return err
+	}
+	a.log.Info("installed the new slot's kernel and initrd on the ESP", "dir", dir, "letter", letter)
+	return nil
 }
 
 func (a *Agent) needReboot(ctx context.Context, r Record) (Event, error) {

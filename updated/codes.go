@@ -41,6 +41,9 @@ const (
 	// CodeUnsafeBootState: the agent refused to write because the running slot is not
 	// committed or the slot layout is not what an install needs.
 	CodeUnsafeBootState = 1004
+	// CodeKernelInstall: the new slot's kernel and initrd could not be copied to the ESP (the
+	// image has none, the ESP is full or read-only); the new slot was not made the next boot.
+	CodeKernelInstall = 1005
 )
 
 // installCode maps an install failure to the errorcode to report.

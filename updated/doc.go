@@ -28,7 +28,10 @@
 // already holds; PrepareInstall, MarkGood, MarkBad and Rollback are idempotent. After a power
 // loss Resume looks at the GPT: a slot on trial (successful=0) is verified; the old slot
 // running after the new one was in the boot order is a rollback; a download or a FINALIZING
-// cut before the flip continues. A power loss while the new slot is being verified or
+// cut before the flip continues. FINALIZING first copies the new slot's kernel and initrd to
+// the ESP when the host has the layout (Paths.ESPDir, partition/esp), then flips; the copy
+// writes only the target slot's files, and files already in place are left alone, so
+// re-entering FINALIZING after a crash on either side of the flip is safe. A power loss while the new slot is being verified or
 // committed uses up its single try, so the host comes back on the old slot and reports a
 // rollback — the same as a new image that crashes. A slot always boots: the running slot is
 // committed before its partner is written, the partner is made unbootable (BeginInstall) only
@@ -44,7 +47,8 @@
 // sent. Events 13/1, 14/1, 3/1 mark download start, download end and install. Failures are
 // 3/0 with update_engine's error codes (omaha.ErrorCode; 2000+HTTP status for a failed
 // exchange) and twinslot's own above 1000: 1001 health gate failed, 1002 wrong app, board or
-// version, 1003 below the security floor, 1004 unsafe boot state; 35 (sent as 3/9) when the
+// version, 1003 below the security floor, 1004 unsafe boot state, 1005 the new slot's kernel
+// could not be copied to the ESP; 35 (sent as 3/9) when the
 // server offers a version that already failed on this host.
 //
 // What tells the server an update is committed: the first update check after the health gate

@@ -28,6 +28,7 @@ import (
 	"github.com/twinslot/twinslot/payload/payloadtest"
 	"github.com/twinslot/twinslot/updated"
 	"github.com/twinslot/twinslot/updated/clock"
+	"github.com/twinslot/twinslot/updated/slotrelease"
 )
 
 // The harness: a small GPT disk image whose slots hold a 4 KiB release header followed by
@@ -59,10 +60,11 @@ func image(version string, broken bool) []byte {
 	return img
 }
 
-// newDisk writes a disk with USR-A holding version (P=1 S=1) and an empty USR-B.
-func newDisk(t *testing.T, path, version string) {
+// newDiskWith writes a disk with two slots of slot bytes, USR-A holding img (P=1 S=1) and an
+// empty USR-B.
+func newDiskWith(t *testing.T, path string, slot int64, img []byte) {
 	t.Helper()
-	const size = 10 << 20
+	size := 3<<20 + 2*slot
 	f, err := os.Create(path)
 	if err != nil {
 		t.Fatal(err)
@@ -74,15 +76,15 @@ func newDisk(t *testing.T, path, version string) {
 	lba := func(b uint64) uint64 { return b / 512 }
 	parts := []*gpt.Partition{
 		{Index: 1, Start: lba(1 << 20), Size: 1 << 20, Type: gpt.EFISystemPartition, Name: "EFI-SYSTEM", GUID: "11111111-1111-4111-8111-111111111111"},
-		{Index: 3, Start: lba(2 << 20), Size: slotSize, Type: gpt.Type(partition.TypeUSR), Name: "USR-A", GUID: "7130C94A-213A-4E5A-8E26-6CCE9662F132",
+		{Index: 3, Start: lba(2 << 20), Size: uint64(slot), Type: gpt.Type(partition.TypeUSR), Name: "USR-A", GUID: "7130C94A-213A-4E5A-8E26-6CCE9662F132",
 			Attributes: uint64(partition.Attributes(0).WithPriority(1).WithSuccessful(true))},
-		{Index: 4, Start: lba(5 << 20), Size: slotSize, Type: gpt.Type(partition.TypeUSR), Name: "USR-B", GUID: "E03DD35C-7C2D-4A47-B3FE-27F15780A57C"},
+		{Index: 4, Start: lba(2<<20 + uint64(slot)), Size: uint64(slot), Type: gpt.Type(partition.TypeUSR), Name: "USR-B", GUID: "E03DD35C-7C2D-4A47-B3FE-27F15780A57C"},
 	}
 	tbl := &gpt.Table{LogicalSectorSize: 512, PhysicalSectorSize: 512, ProtectiveMBR: true, GUID: "00000000-0000-4000-8000-000000000001", Partitions: parts}
 	if err := tbl.Write(f, size); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.WriteAt(image(version, false), 2<<20); err != nil {
+	if _, err := f.WriteAt(img, 2<<20); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -92,6 +94,7 @@ type host struct {
 	t         *testing.T
 	dir       string
 	disk      string
+	esp       string // the ESP mount point; the layout exists only where a test makes it
 	machineID string
 	clk       *clock.Fake
 	tpm       transport.TPM
@@ -107,10 +110,15 @@ type host struct {
 }
 
 func newHost(t *testing.T, version string) *host {
+	return newHostWith(t, slotSize, image(version, false))
+}
+
+// newHostWith is newHost on a disk with slots of slot bytes, USR-A holding img.
+func newHostWith(t *testing.T, slot int64, img []byte) *host {
 	dir := t.TempDir()
-	h := &host{t: t, dir: dir, disk: filepath.Join(dir, "disk.img"), machineID: randHex(16),
+	h := &host{t: t, dir: dir, disk: filepath.Join(dir, "disk.img"), esp: filepath.Join(dir, "boot"), machineID: randHex(16),
 		clk: clock.NewFake(time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)), rebootCh: make(chan struct{}, 16)}
-	newDisk(t, h.disk, version)
+	newDiskWith(t, h.disk, slot, img)
 	for _, d := range []string{"state", "etc/health.d"} {
 		os.MkdirAll(filepath.Join(dir, d), 0o755)
 	}
@@ -129,7 +137,8 @@ func uuid() string {
 	return h[:8] + "-" + h[8:12] + "-4" + h[13:16] + "-8" + h[17:20] + "-" + h[20:]
 }
 
-// boot emulates the boot loader: gptprio.next on the disk, then read the chosen slot's release.
+// boot emulates the boot loader: gptprio.next on the disk, then read the chosen slot's release
+// (from its ext4 filesystem when it holds one, else from the release header).
 func (h *host) boot() {
 	h.t.Helper()
 	d, err := partition.Open(h.disk)
@@ -146,6 +155,11 @@ func (h *host) boot() {
 		h.t.Fatal(err)
 	}
 	rel, err := updated.ParseRelease(s.Label, bytes.TrimRight(hdr, "\x00"))
+	broken := bytes.Contains(hdr, []byte("BROKEN=1"))
+	if fsRel, ferr := slotrelease.Read(d.SlotReader(s), s.Size); ferr == nil {
+		rel, err = updated.Release{ID: fsRel.ID, Version: fsRel.Version, Board: fsRel.Board}, nil
+		broken = fsRel.Broken
+	}
 	if err != nil {
 		h.t.Fatalf("boot %s: %v", s.Label, err)
 	}
@@ -153,7 +167,7 @@ func (h *host) boot() {
 	defer h.mu.Unlock()
 	h.boots++
 	h.bootID, h.slot, h.rel = uuid(), s.Label, rel
-	h.broken = bytes.Contains(hdr, []byte("BROKEN=1"))
+	h.broken = broken
 }
 
 func (h *host) OpenDisk() (*partition.Disk, error) { return partition.Open(h.disk) }
@@ -243,6 +257,7 @@ func (h *host) agentHost(serverURL string) updated.Host {
 		Paths: updated.Paths{
 			StateDir: filepath.Join(h.dir, "state"), Config: []string{conf},
 			TrustRoots: []string{filepath.Join(h.dir, "etc/trust.json")}, HealthDir: filepath.Join(h.dir, "etc/health.d"),
+			ESPDir: h.esp,
 		},
 	}
 }
@@ -453,6 +468,13 @@ func (r *release) build(t *testing.T, dir, version string, sv uint64, broken boo
 	o := payloadtest.Options(version)
 	o.SecurityVersion = sv
 	payloadtest.BuildBytes(t, image(version, broken), p, o, r.key)
+	return p
+}
+
+// buildImage writes a payload of img, which is version, into dir and returns its path.
+func (r *release) buildImage(t *testing.T, dir, version string, img []byte) string {
+	p := filepath.Join(dir, "payload-"+version+".tsp")
+	payloadtest.BuildBytes(t, img, p, payloadtest.Options(version), r.key)
 	return p
 }
 

@@ -60,6 +60,10 @@ type Paths struct {
 	TrustRoots []string
 	// HealthDir holds the health.d executables (/etc/twinslot/health.d).
 	HealthDir string
+	// ESPDir is where the EFI system partition is mounted (/boot). When ESPDir/twinslot is a
+	// directory, an install copies the new slot's kernel and initrd there before the flip
+	// (partition/esp); otherwise, or when empty, the ESP is not touched.
+	ESPDir string
 }
 
 // DefaultPaths are the paths on a host.
@@ -69,6 +73,7 @@ func DefaultPaths() Paths {
 		Config:     updateconf.DefaultPaths(),
 		TrustRoots: []string{"/etc/twinslot/trust.json", "/usr/share/twinslot/trust.json"},
 		HealthDir:  "/etc/twinslot/health.d",
+		ESPDir:     "/boot",
 	}
 }
 

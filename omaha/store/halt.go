@@ -107,6 +107,7 @@ var errorNames = map[omaha.ErrorCode]string{
 	1002:                    "wrong payload",
 	1003:                    "below security floor",
 	1004:                    "unsafe boot state",
+	1005:                    "kernel install",
 }
 
 // HaltReason is the text a group halted by HaltOnFailures records, e.g.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"strconv"
 	"strings"
 
@@ -134,7 +135,9 @@ Build a standalone /usr filesystem image (ext4) whose lib/os-release says ID=twi
 VERSION and BOARD. The same flags always give the same bytes. With -base the files of that
 image are taken, about -change of them edited, resized, removed or replaced and a few
 added, and the filesystem is rebuilt, as a new build of the same OS would be. -broken adds
-lib/twinslot/broken: a host running the image fails its health check.
+lib/twinslot/broken: a host running the image fails its health check. -kernel and -initrd
+put those files at boot/vmlinuz and boot/initrd.img (/usr/boot/… on a host), where an install
+takes the kernel it copies to the ESP.
 The default -size (%s) fits the slots of the default disk.`, progress.Bytes(testimages.DefaultUsrSize)))
 	out := fs.String("o", "", "output image `path` (required)")
 	version := fs.String("version", "", "VERSION of the image (required)")
@@ -142,6 +145,8 @@ The default -size (%s) fits the slots of the default disk.`, progress.Bytes(test
 	base := fs.String("base", "", "older /usr image `file` this is a new build of")
 	change := fs.Float64("change", 0, "with -base: fraction 0..1 of the files that change")
 	broken := fs.Bool("broken", false, "mark the image so its health check fails")
+	kernel := fs.String("kernel", "", "kernel `file` to carry as boot/vmlinuz")
+	initrd := fs.String("initrd", "", "initrd `file` to carry as boot/initrd.img")
 	size := &sizeFlag{}
 	fs.Var(size, "size", fmt.Sprintf("filesystem size (default %s, or the size of -base)", progress.Bytes(testimages.DefaultUsrSize)))
 	pos, err := cli.Parse(fs, args)
@@ -157,8 +162,21 @@ The default -size (%s) fits the slots of the default disk.`, progress.Bytes(test
 	if *change != 0 && *base == "" {
 		return cli.Usagef("-change needs -base")
 	}
+	o := testimages.UsrOptions{Version: *version, Board: *board, Size: size.n, Base: *base, Change: *change, Broken: *broken}
+	for _, f := range []struct {
+		path string
+		dst  *[]byte
+	}{{*kernel, &o.Kernel}, {*initrd, &o.Initrd}} {
+		if f.path == "" {
+			continue
+		}
+		if *f.dst, err = os.ReadFile(f.path); err != nil {
+			return err
+		}
+	}
 	prog, done := bar(stdio, "build "+*out)
-	err = testimages.BuildUsr(ctx, *out, testimages.UsrOptions{Version: *version, Board: *board, Size: size.n, Base: *base, Change: *change, Broken: *broken, Progress: prog})
+	o.Progress = prog
+	err = testimages.BuildUsr(ctx, *out, o)
 	done()
 	if err != nil {
 		return err

@@ -3,9 +3,12 @@ package mkimage
 import (
 	"bytes"
 	"encoding/json"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/twinslot/twinslot/partition/esp"
 )
 
 func run(t *testing.T, args ...string) (int, string, string) {
@@ -85,4 +88,17 @@ func TestWalk(t *testing.T) {
 	mustRun("10% of the files", "usr", "-o", usr2, "-version", "1.0.2", "-base", usr, "-change", "0.1", "-broken")
 	mustRun("installed 1.0.2 into USR-B", "install", disk, usr2)
 	mustRun("broken: its health check will fail", "boot", disk)
+
+	kf, usr3 := filepath.Join(dir, "vmlinuz"), filepath.Join(dir, "usr3.img")
+	if err := os.WriteFile(kf, []byte("a kernel"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mustRun("/usr 1.0.3", "usr", "-o", usr3, "-version", "1.0.3", "-size", "8MiB", "-kernel", kf, "-initrd", kf)
+	b, err := os.ReadFile(usr3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k, _, err := esp.FromSlot(bytes.NewReader(b), int64(len(b))); err != nil || k.Size != 8 {
+		t.Fatalf("the image's kernel: %+v, %v", k, err)
+	}
 }

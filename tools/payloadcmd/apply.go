@@ -8,10 +8,12 @@ import (
 	"io/fs"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/twinslot/twinslot/partition"
+	"github.com/twinslot/twinslot/partition/esp"
 	"github.com/twinslot/twinslot/payload"
 	"github.com/twinslot/twinslot/tools/cli"
 	"github.com/twinslot/twinslot/tools/progress"
@@ -28,6 +30,7 @@ type applyResult struct {
 	Disk          string `json:"disk"`
 	Active        string `json:"active"`
 	Target        string `json:"target"`
+	ESP           string `json:"esp,omitempty"` // the ESP directory the new kernel and initrd went to
 	ImageBytes    int64  `json:"imageBytes"`
 	ReusedTarget  int64  `json:"reusedTargetBytes"`
 	ReusedActive  int64  `json:"reusedActiveBytes"`
@@ -40,7 +43,7 @@ type applyResult struct {
 }
 
 func (c *cmd) apply(ctx context.Context, stdio cli.IO, args []string) error {
-	fs := stdio.FlagSet("payload apply", "--trust trust.json [--disk disk.img] [--app ID] [--json] p.tsp|URL",
+	fs := stdio.FlagSet("payload apply", "--trust trust.json [--disk disk.img] [--esp DIR] [--app ID] [--json] p.tsp|URL",
 		`Verifies the payload, installs its image into the inactive /usr slot (reusing what the slots
 already hold, fetching the rest with HTTP Range requests for a URL), re-hashes the slot and marks
 it to be tried on the next boot (partition PrepareInstall).
@@ -48,9 +51,16 @@ it to be tried on the next boot (partition PrepareInstall).
 The active slot is the booted one on a live host (no --disk). With --disk (an image file or a
 device that is not running) the active slot is the successful slot with the highest priority
 (ties: the lower partition number). A payload for another board than the active slot's BOARD
-(from its lib/os-release) is refused. Nothing is written before the payload verified.`)
+(from its lib/os-release) is refused. Nothing is written before the payload verified.
+
+When the ESP directory has the kernel-per-slot layout (DIR/twinslot/), the new slot's
+/usr/boot/vmlinuz and /usr/boot/initrd.img are copied to DIR/twinslot/vmlinuz-a|b and
+initrd-a|b before the flip; if that fails (no kernel in the image, ESP full or read-only),
+the slot is not made the next boot. The ESP is /boot when installing to the booted disk,
+none with --disk unless --esp is given.`)
 	trustPath := fs.String("trust", "", "trust root file")
 	disk := fs.String("disk", "", "disk image or device to install into (default: the disk holding the booted /usr)")
+	espFlag := fs.String("esp", "", "the ESP mount point `DIR` (default: /boot on a live host, none with --disk)")
 	app := fs.String("app", payload.DefaultAppID, "required app id")
 	floor := fs.Uint64("floor", 0, "lowest security version accepted (besides the trust root's)")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
@@ -61,6 +71,13 @@ device that is not running) the active slot is the successful slot with the high
 	tr, err := loadTrust(*trustPath)
 	if err != nil {
 		return err
+	}
+	espDir := *espFlag
+	if espDir != "" && !esp.Present(espDir) {
+		return cli.Usagef("--esp %s: %s is not a directory; give the ESP's mount point, or leave --esp out on a host that does not boot a kernel per slot", espDir, filepath.Join(espDir, esp.Subdir))
+	}
+	if espDir == "" && *disk == "" && esp.Present(c.env.ESPDir) {
+		espDir = c.env.ESPDir
 	}
 
 	// Find the disk and the active slot.
@@ -141,11 +158,20 @@ device that is not running) the active slot is the successful slot with the high
 	if err := d.Sync(); err != nil {
 		return err
 	}
+	if espDir != "" {
+		letter, err := esp.Letter(target)
+		if err != nil {
+			return err
+		}
+		if err := esp.InstallSlot(ctx, espDir, letter, d.SlotReader(target), target.Size); err != nil {
+			return fmt.Errorf("%w; %s is not made the next boot", err, target.Label)
+		}
+	}
 	if err := d.PrepareInstall(target); err != nil {
 		return err
 	}
 	out := applyResult{
-		Version: res.Manifest.Version, Board: res.Manifest.Board, Disk: diskPath, Active: active.Label, Target: target.Label,
+		Version: res.Manifest.Version, Board: res.Manifest.Board, Disk: diskPath, Active: active.Label, Target: target.Label, ESP: espDir,
 		ImageBytes: res.Manifest.ImageSize, ReusedTarget: res.BytesReusedTarget, ReusedActive: res.BytesReusedActive,
 		ZeroBytes: res.BytesZero, FetchedBytes: res.BytesFetched, MetadataBytes: res.BytesMetadata,
 		WrittenBytes: res.BytesWritten, Requests: res.Requests, Seconds: c.env.Now().Sub(start).Seconds(),
@@ -155,6 +181,10 @@ device that is not running) the active slot is the successful slot with the high
 	}
 	fmt.Fprintf(stdio.Stdout, "installed %s (%s) into %s of %s; %s boots next with one try, %s stays the fallback\n",
 		out.Version, out.Board, target.Label, diskPath, target.Label, active.Label)
+	if espDir != "" {
+		l, _ := esp.Letter(target)
+		fmt.Fprintf(stdio.Stdout, "its kernel and initrd are %s/vmlinuz-%s and initrd-%s\n", filepath.Join(espDir, esp.Subdir), l, l)
+	}
 	fmt.Fprintf(stdio.Stdout, "reused %s (%s already in %s, %s from %s, %s zero), fetched %s in %d requests, wrote %s, %.1fs\n",
 		progress.Bytes(res.BytesReused()+res.BytesZero), progress.Bytes(res.BytesReusedTarget), target.Label,
 		progress.Bytes(res.BytesReusedActive), active.Label, progress.Bytes(res.BytesZero),

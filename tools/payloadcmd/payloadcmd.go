@@ -36,6 +36,9 @@ type Env struct {
 	// finds the booted /usr (proc/cmdline, sys/…) and its BOARD (usr/lib/os-release). Nil makes
 	// --disk required.
 	Host fs.FS
+	// ESPDir is the running host's ESP mount point (/boot): apply's --esp default when it
+	// installs to the booted disk. Empty: no ESP unless --esp is given.
+	ESPDir string
 }
 
 // MainWith is Main with explicit dependencies.

@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	sddaemon "github.com/coreos/go-systemd/v22/daemon"
 	sdbus "github.com/coreos/go-systemd/v22/dbus"
@@ -52,6 +53,9 @@ func Main(ctx context.Context, args, environ []string, stderr io.Writer) int {
 	etc := fs.String("etc", "/etc/twinslot", "directory of the admin's trust.json and health.d/")
 	busFlag := fs.String("bus", "system", `D-Bus: "system", "none", or a bus address (unix:path=…)`)
 	tpmFlag := fs.String("tpm", "auto", `TPM: "auto" (/dev/tpmrm0 if present), "none", a device path, or unix:SOCKET (swtpm)`)
+	espDir := fs.String("esp", "/boot", "the EFI system partition's mount point `DIR`; when DIR/twinslot/ exists, each install copies the new slot's kernel and initrd there before the flip (otherwise nothing is written there)")
+	firstCheck := fs.Duration("first-check", 0, "for labs and tests: the first update check comes `DURATION` after start, jittered in the default's proportion (7±5 min); 0: the default")
+	checkInterval := fs.Duration("check-interval", 0, "for labs and tests: check every `DURATION` instead of every 45 min, jittered in the default's proportion (45±5 min); 0: the default")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	logStderr := fs.Bool("log-stderr", false, "log to stderr even when the journal is available")
 	if err := fs.Parse(args); err != nil {
@@ -62,6 +66,10 @@ func Main(ctx context.Context, args, environ []string, stderr io.Writer) int {
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "updated: unexpected arguments %q\n", fs.Args())
+		return 2
+	}
+	if *firstCheck < 0 || *checkInterval < 0 {
+		fmt.Fprintln(stderr, "updated: --first-check and --check-interval must not be negative")
 		return 2
 	}
 	var level slog.Level
@@ -75,7 +83,7 @@ func Main(ctx context.Context, args, environ []string, stderr io.Writer) int {
 	}
 	log := slog.New(handler)
 	if err := run(ctx, log, options{config: *config, disk: *disk, root: *root, stateDir: *stateDir, etc: *etc,
-		bus: *busFlag, tpm: *tpmFlag, environ: environ}); err != nil {
+		bus: *busFlag, tpm: *tpmFlag, esp: *espDir, environ: environ, schedule: Schedule(*firstCheck, *checkInterval)}); err != nil {
 		log.Error("updated stopped", "error", err)
 		return 1
 	}
@@ -83,8 +91,26 @@ func Main(ctx context.Context, args, environ []string, stderr io.Writer) int {
 }
 
 type options struct {
-	config, disk, root, stateDir, etc, bus, tpm string
-	environ                                     []string
+	config, disk, root, stateDir, etc, bus, tpm, esp string
+	environ                                          []string
+	schedule                                         updated.Schedule
+}
+
+// Schedule is updated.DefaultSchedule with the first check after first and the period set to
+// interval (0 keeps the default), each fuzz scaled in the default's proportion: --first-check
+// and --check-interval, for labs and tests that cannot wait 7 and 45 minutes.
+func Schedule(first, interval time.Duration) updated.Schedule {
+	s := updated.DefaultSchedule()
+	scale := func(fuzz, d, def time.Duration) time.Duration {
+		return time.Duration(float64(fuzz) * float64(d) / float64(def))
+	}
+	if first > 0 {
+		s.First, s.FirstFuzz = first, scale(s.FirstFuzz, first, s.First)
+	}
+	if interval > 0 {
+		s.Period, s.PeriodFuzz = interval, scale(s.PeriodFuzz, interval, s.Period)
+	}
+	return s
 }
 
 func run(ctx context.Context, log *slog.Logger, o options) error {
@@ -101,7 +127,7 @@ func run(ctx context.Context, log *slog.Logger, o options) error {
 		return err
 	}
 	paths := updated.Paths{
-		StateDir: o.stateDir, Environ: o.environ, HealthDir: filepath.Join(o.etc, "health.d"),
+		StateDir: o.stateDir, Environ: o.environ, HealthDir: filepath.Join(o.etc, "health.d"), ESPDir: o.esp,
 		TrustRoots: []string{filepath.Join(o.etc, "trust.json"), filepath.Join(o.root, "usr/share/twinslot/trust.json")},
 	}
 	if o.config != "" {
@@ -117,7 +143,7 @@ func run(ctx context.Context, log *slog.Logger, o options) error {
 		Notify: func(s string) error { _, err := sddaemon.SdNotify(false, s); return err },
 		Reboot: noReboot{},
 	}
-	cfg := updated.Config{Logger: log}
+	cfg := updated.Config{Logger: log, Schedule: o.schedule}
 	if wd, err := sddaemon.SdWatchdogEnabled(false); err == nil {
 		cfg.Watchdog = wd
 	}

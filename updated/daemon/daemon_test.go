@@ -152,7 +152,7 @@ func TestDaemon(t *testing.T) {
 
 func TestUsage(t *testing.T) {
 	var out bytes.Buffer
-	for args, want := range map[string]int{"--help": 0, "--bogus": 2, "extra": 2, "--log-level=loud": 2} {
+	for args, want := range map[string]int{"--help": 0, "--bogus": 2, "extra": 2, "--log-level=loud": 2, "--first-check=-1s": 2, "--check-interval=-1m": 2} {
 		out.Reset()
 		if code := daemon.Main(t.Context(), []string{args}, nil, &out); code != want {
 			t.Errorf("updated %s: exit %d, want %d (%s)", args, code, want, out.String())
@@ -160,5 +160,87 @@ func TestUsage(t *testing.T) {
 	}
 	if code := daemon.Main(t.Context(), []string{"--root", t.TempDir(), "--bus", "none"}, nil, &out); code != 1 || !strings.Contains(out.String(), "machine-id") {
 		t.Errorf("a root without machine-id: exit %d: %s", code, out.String())
+	}
+}
+
+// TestDaemonESP runs the daemon without D-Bus: --first-check makes it check at once (no
+// AttemptUpdate), and --esp points at a directory with the kernel-per-slot layout, where the
+// new slot's kernel and initrd must be when the update is installed.
+func TestDaemonESP(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	disk := filepath.Join(dir, "disk.img")
+	usr1, usr2 := filepath.Join(dir, "usr1.img"), filepath.Join(dir, "usr2.img")
+	size := testimages.SlotSize(testimages.MinDiskSize)
+	kernel, initrd := []byte("kernel 2.0.0\n"), bytes.Repeat([]byte("initrd 2.0.0\n"), 1000)
+	if err := testimages.BuildUsr(ctx, usr1, testimages.UsrOptions{Version: "1.0.0", Size: size, Kernel: []byte("kernel 1.0.0\n"), Initrd: []byte("initrd 1.0.0\n")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := testimages.BuildDisk(ctx, disk, testimages.DiskOptions{Usr: usr1, Size: testimages.MinDiskSize}); err != nil {
+		t.Fatal(err)
+	}
+	if err := testimages.BuildUsr(ctx, usr2, testimages.UsrOptions{Version: "2.0.0", Base: usr1, Change: 0.05, Kernel: kernel, Initrd: initrd}); err != nil {
+		t.Fatal(err)
+	}
+	_, rel, err := testimages.Boot(disk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := omahatest.New(t)
+	key := payloadtest.NewKey(t, "")
+	trust := payloadtest.TrustRoot(t, 1, 0, key)
+	srv.CreateApp(t, payload.DefaultAppID, trust)
+	p := filepath.Join(dir, "2.0.0.tsp")
+	payloadtest.BuildFile(t, usr2, p, payloadtest.Options("2.0.0"), key)
+	srv.Publish(t, "stable", p)
+
+	root := fakeRoot(t, disk, rel, omahatest.NewMachineID())
+	etc := filepath.Join(dir, "etc")
+	os.MkdirAll(etc, 0o755)
+	payloadtest.WriteTrustRoot(t, etc, trust)
+	conf := filepath.Join(etc, "update.conf")
+	os.WriteFile(conf, []byte("SERVER="+srv.UpdateURL+"\n"), 0o644)
+	espDir := filepath.Join(dir, "boot")
+	os.MkdirAll(filepath.Join(espDir, "twinslot"), 0o755)
+	os.WriteFile(filepath.Join(espDir, "twinslot", "vmlinuz-a"), []byte("kernel 1.0.0\n"), 0o644)
+
+	var stderr syncBuffer
+	dctx, cancel := context.WithCancel(ctx)
+	done := make(chan int, 1)
+	go func() {
+		done <- daemon.Main(dctx, []string{"--root", root, "--disk", disk, "--state-dir", filepath.Join(dir, "state"),
+			"--etc", etc, "--config", conf, "--bus", "none", "--tpm", "none", "--log-stderr",
+			"--esp", espDir, "--first-check", "1ms", "--check-interval", "1h"}, nil, &stderr)
+	}()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	stateFile := filepath.Join(dir, "state", updated.StateFile)
+	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(50 * time.Millisecond) {
+		if rec, err := updated.LoadRecord(stateFile); err == nil && rec.State == updated.UpdatedNeedReboot {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not installed within 2 minutes:\n%s", stderr.String())
+		}
+	}
+	for name, want := range map[string][]byte{"vmlinuz-b": kernel, "initrd-b": initrd, "vmlinuz-a": []byte("kernel 1.0.0\n")} {
+		if got, err := os.ReadFile(filepath.Join(espDir, "twinslot", name)); err != nil || !bytes.Equal(got, want) {
+			t.Errorf("ESP %s: %q, %v", name, got, err)
+		}
+	}
+}
+
+func TestSchedule(t *testing.T) {
+	def := updated.DefaultSchedule()
+	if s := daemon.Schedule(0, 0); s != def {
+		t.Fatalf("Schedule(0, 0) = %+v, want the default", s)
+	}
+	s := daemon.Schedule(7*time.Second, 45*time.Second)
+	want := def
+	want.First, want.FirstFuzz, want.Period, want.PeriodFuzz = 7*time.Second, 10*time.Second, 45*time.Second, 10*time.Second
+	if s != want {
+		t.Fatalf("Schedule(7s, 45s) = %+v, want %+v", s, want)
 	}
 }
