@@ -10,7 +10,7 @@ SHELL   := /bin/bash
 CMDS := $(wildcard */cmd/*/main.go)
 BINARIES := $(patsubst %/main.go,%,$(CMDS))
 
-.PHONY: all build test test-short lint bench fuzz e2e demo demo-slots clean
+.PHONY: all build test test-short lint bench fuzz e2e demo demo-slots os-image vm clean
 
 all: build
 
@@ -126,6 +126,38 @@ demo-slots:
 	boots fresh.img 'booted USR-B (#4): version 1.0.1 amd64-usr (P=2 T=0 S=0)'; \
 	boots fresh.img 'booted USR-A (#3): version 1.0.0 amd64-usr (P=1 T=0 S=1)'; \
 	echo; echo "demo OK"
+
+# A bootable UEFI Debian host image (testimages/osimage): usr.img, vmlinuz, initrd.img and
+# disk.img in OS_DIR. GRUB_EFI is a GRUB EFI image with the gptprio module (partition/grub).
+# The first run bootstraps Debian with mmdebstrap as root (minutes); later runs use the cache
+# ($$TWINSLOT_CACHE or ~/.cache/twinslot). OS_FLAGS adds flags (--broken, --filler 64M, …).
+OS_DIR ?= $(BIN)/os
+OS_VERSION ?= 1.0.0
+GRUB_EFI ?=
+OS_FLAGS ?=
+os-image:
+	@test -n "$(GRUB_EFI)" || { echo "set GRUB_EFI=path/to/BOOTX64.EFI (GRUB with gptprio)"; exit 2; }
+	@mkdir -p $(BIN)/os-bin
+	@for c in updated/cmd/updated updated/cmd/updatectl locksmith/cmd/locksmithd locksmith/cmd/locksmithctl; do \
+		$(GO) build -o $(BIN)/os-bin/$$(basename $$c) ./$$c || exit 1; done
+	$(GO) build -o $(BIN)/mkimage ./testimages/cmd/mkimage
+	$(BIN)/mkimage os -o $(OS_DIR) --version $(OS_VERSION) --bin $(BIN)/os-bin --grub-efi $(GRUB_EFI) $(OS_FLAGS)
+
+# Boot a disk image under QEMU (TCG) with UEFI firmware, the serial console on this terminal
+# (root logs in by itself; Ctrl-A X quits) and user networking that reaches nothing outside.
+# The disk is used as it is: a boot decrements tries like a real machine's.
+VM_DISK ?= $(OS_DIR)/disk.img
+OVMF_CODE ?= /usr/share/OVMF/OVMF_CODE_4M.fd
+OVMF_VARS ?= /usr/share/OVMF/OVMF_VARS_4M.fd
+vm:
+	@test -f "$(VM_DISK)" || { echo "no $(VM_DISK): make os-image first, or set VM_DISK"; exit 2; }
+	@mkdir -p $(BIN)
+	cp $(OVMF_VARS) $(BIN)/vm-vars.fd
+	qemu-system-x86_64 -machine q35 -accel tcg -m 1024 -nographic -no-reboot \
+		-drive if=pflash,format=raw,readonly=on,file=$(OVMF_CODE) \
+		-drive if=pflash,format=raw,file=$(BIN)/vm-vars.fd \
+		-drive if=virtio,format=raw,file=$(VM_DISK) \
+		-netdev user,id=n0,restrict=on -device virtio-net-pci,netdev=n0
 
 clean:
 	rm -rf $(BIN)

@@ -43,9 +43,10 @@ compress="gzip"
 `
 
 // hookScript runs as mmdebstrap's customize hook on the build host: $1 is the new root, $2
-// the directory receiving the kernel, the base initrd and the kernel release. The kernel's
-// own dracut hook is kept out of the tree (path-exclude in mmdebstrapOpts: it would build the
-// initrd twice during the install), so the initrd is built once, here.
+// the directory receiving the kernel, the base initrd and the kernel release. mmdebstrap
+// runs with INITRD=No, which makes Debian's /etc/kernel/postinst.d/dracut skip the two
+// builds the install would do (the kernel's postinst and dracut's trigger), so the initrd is
+// built once, here.
 func hookScript() string {
 	return `#!/bin/sh
 set -eu
@@ -91,7 +92,6 @@ func cacheKey() string {
 // is left out: a /usr image is downloaded by every host.
 func mmdebstrapOpts() []string {
 	opts := []string{"--variant=minbase", "--include=" + strings.Join(Packages(), ",")}
-	opts = append(opts, "--dpkgopt=path-exclude=/etc/kernel/postinst.d/dracut")
 	for _, p := range []string{"/usr/share/man/*", "/usr/share/info/*", "/usr/share/doc/*", "/usr/share/locale/*", "/usr/share/lintian/*"} {
 		opts = append(opts, "--dpkgopt=path-exclude="+p)
 	}
@@ -136,6 +136,7 @@ func Bootstrap(ctx context.Context, cache string, log io.Writer) (Base, error) {
 		Suite, filepath.Join(tmp, "rootfs.tar"))
 	cmd := exec.CommandContext(ctx, "mmdebstrap", args...)
 	cmd.Stdout, cmd.Stderr = log, log
+	cmd.Env = append(os.Environ(), "INITRD=No")
 	if err := cmd.Run(); err != nil {
 		return Base{}, fmt.Errorf("bootstrap: mmdebstrap %s: %w (see its output above; the mirror is the one in /etc/apt/sources.list.d)", Suite, err)
 	}
