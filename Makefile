@@ -10,7 +10,7 @@ SHELL   := /bin/bash
 CMDS := $(wildcard */cmd/*/main.go)
 BINARIES := $(patsubst %/main.go,%,$(CMDS))
 
-.PHONY: all build test test-short lint bench fuzz e2e e2e-boot guest-bin demo demo-slots clean grub-efi grub-test
+.PHONY: all build test test-short lint bench fuzz e2e e2e-boot guest-bin demo demo-slots clean grub-efi grub-test os-image vm
 
 all: build
 
@@ -165,6 +165,36 @@ grub-test:
 	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ]; then \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi
 	TWINSLOT_E2E=1 $(GO) test -count=1 -run 'TestE2EGptprioModule' -timeout 60m -v ./testimages/uefivm
+
+# A bootable UEFI Debian host image (testimages/osimage): usr.img, vmlinuz, initrd.img and
+# disk.img in OS_DIR. GRUB_EFI is a GRUB EFI image with the gptprio module (default: make grub-efi's).
+# The first run bootstraps Debian with mmdebstrap as root (minutes); later runs use the cache
+# ($$TWINSLOT_CACHE or ~/.cache/twinslot). OS_FLAGS adds flags (--broken, --filler 64M, …).
+OS_DIR ?= $(BIN)/os
+OS_VERSION ?= 1.0.0
+GRUB_EFI ?=
+OS_FLAGS ?=
+os-image: guest-bin
+	$(GO) build -o $(BIN)/mkimage ./testimages/cmd/mkimage
+	@set -e; efi="$(GRUB_EFI)"; [ -n "$$efi" ] || efi=$$(partition/grub/build.sh | tail -n 1); \
+	echo "$(BIN)/mkimage os -o $(OS_DIR) --version $(OS_VERSION) --bin $(BIN)/guest --grub-efi $$efi $(OS_FLAGS)"; \
+	$(BIN)/mkimage os -o $(OS_DIR) --version $(OS_VERSION) --bin $(BIN)/guest --grub-efi "$$efi" $(OS_FLAGS)
+
+# Boot a disk image under QEMU (TCG) with UEFI firmware, the serial console on this terminal
+# (root logs in by itself; Ctrl-A X quits) and user networking that reaches nothing outside.
+# The disk is used as it is: a boot decrements tries and a reboot boots again, like a real machine.
+VM_DISK ?= $(OS_DIR)/disk.img
+OVMF_CODE ?= /usr/share/OVMF/OVMF_CODE_4M.fd
+OVMF_VARS ?= /usr/share/OVMF/OVMF_VARS_4M.fd
+vm:
+	@test -f "$(VM_DISK)" || { echo "no $(VM_DISK): make os-image first, or set VM_DISK"; exit 2; }
+	@mkdir -p $(BIN)
+	cp $(OVMF_VARS) $(BIN)/vm-vars.fd
+	qemu-system-x86_64 -machine q35 -accel tcg -m 1024 -smp 2 -nographic \
+		-drive if=pflash,format=raw,readonly=on,file=$(OVMF_CODE) \
+		-drive if=pflash,format=raw,file=$(BIN)/vm-vars.fd \
+		-drive if=virtio,format=raw,file=$(VM_DISK) \
+		-netdev user,id=n0,restrict=on -device virtio-net-pci,netdev=n0
 
 clean:
 	rm -rf $(BIN)

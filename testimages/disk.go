@@ -47,14 +47,14 @@ func BuildDisk(ctx context.Context, path string, o DiskOptions) error {
 	} else if err := uo.check(); err != nil {
 		return fmt.Errorf("build disk: %w", err)
 	}
-	return writeAtomic(path, o.Size, func(f *os.File) error {
-		if err := writeTable(f, o.Size, parts); err != nil {
+	return WriteAtomic(path, o.Size, func(f *os.File) error {
+		if err := WriteTable(f, o.Size, parts); err != nil {
 			return err
 		}
 		if usr == nil {
 			return buildUsrAt(ctx, f, usrA.Start, uo)
 		}
-		return copyInto(ctx, f, usrA.Start, usr, usrSize, o.Progress)
+		return CopySparse(ctx, f, usrA.Start, usr, usrSize, o.Progress)
 	})
 }
 
@@ -78,7 +78,9 @@ func openUsr(path string, slot Part) (*os.File, int64, error) {
 	return f, st.Size(), nil
 }
 
-func writeTable(f *os.File, size int64, parts []Part) error {
+// WriteTable writes a protective MBR and a GPT (disk GUID DiskGUID) holding parts to f, a
+// disk of size bytes.
+func WriteTable(f *os.File, size int64, parts []Part) error {
 	t := &gpt.Table{LogicalSectorSize: 512, PhysicalSectorSize: 512, ProtectiveMBR: true, GUID: DiskGUID}
 	for _, p := range parts {
 		t.Partitions = append(t.Partitions, &gpt.Partition{
@@ -92,9 +94,9 @@ func writeTable(f *os.File, size int64, parts []Part) error {
 	return nil
 }
 
-// copyInto copies size bytes of src to dst at off, skipping all-zero blocks so that a
-// sparse destination stays sparse.
-func copyInto(ctx context.Context, dst io.WriterAt, off int64, src io.ReaderAt, size int64, progress func(done, total int64)) error {
+// CopySparse copies size bytes of src to dst at off, skipping all-zero 4 KiB blocks so that
+// a sparse destination stays sparse (dst must be zero there, as a fresh file is).
+func CopySparse(ctx context.Context, dst io.WriterAt, off int64, src io.ReaderAt, size int64, progress func(done, total int64)) error {
 	buf := make([]byte, 1<<20)
 	for done := int64(0); done < size; {
 		if err := ctx.Err(); err != nil {
@@ -244,7 +246,7 @@ func writeCmdline(diskPath string, s partition.Slot) error {
 	}
 	line := fmt.Sprintf("BOOT_IMAGE=/flatcar/%s mount.usr=PARTUUID=%s rootflags=rw mount.usrflags=ro\n", kernel, s.PartUUID)
 	p := CmdlinePath(diskPath)
-	return writeAtomic(p, 0, func(f *os.File) error {
+	return WriteAtomic(p, 0, func(f *os.File) error {
 		_, err := f.WriteString(line)
 		return err
 	})

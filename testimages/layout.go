@@ -39,9 +39,10 @@ type Part struct {
 
 // Flatcar partition type GUIDs (research/ab-updaters.md §1.2).
 const (
-	typeEFI      = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
+	// TypeEFI is the EFI system partition; TypeRoot is flatcar-resize, the type of ROOT.
+	TypeEFI      = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
 	typeBIOS     = "21686148-6449-6E6F-744E-656564454649"
-	typeResize   = "3884DD41-8582-4404-B9A8-E9B84F2DF50E" // flatcar-resize (ROOT)
+	TypeRoot     = "3884DD41-8582-4404-B9A8-E9B84F2DF50E" // flatcar-resize (ROOT)
 	typeReserved = "C95DC21A-DF0E-4340-8D7B-26CBFA9A03E0" // flatcar-reserved (OEM-CONFIG)
 	typeData     = "0FC63DAF-8483-4772-8E79-3D69D8477DE4" // linux-data (OEM)
 
@@ -50,6 +51,9 @@ const (
 	// GUIDUsrA and GUIDUsrB are Flatcar's unique partition GUIDs of USR-A and USR-B.
 	GUIDUsrA = "7130C94A-213A-4E5A-8E26-6CCE9662F132"
 	GUIDUsrB = "E03DD35C-7C2D-4A47-B3FE-27F15780A57C"
+	// GUIDESP and GUIDRoot are the unique partition GUIDs of EFI-SYSTEM and ROOT.
+	GUIDESP  = "B1A7C0DE-0001-4000-8000-000000000001"
+	GUIDRoot = "B1A7C0DE-0009-4000-8000-000000000009"
 )
 
 // SlotSize is the size of USR-A and USR-B on a disk of diskSize bytes: a third of the disk,
@@ -84,7 +88,7 @@ func Layout(size int64) ([]Part, error) {
 	atLeast := func(n int64) int64 { return max(align, n/align*align) }
 	slot := SlotSize(size)
 	parts := []Part{
-		{Number: 1, Label: "EFI-SYSTEM", Type: typeEFI, GUID: "B1A7C0DE-0001-4000-8000-000000000001", Size: atLeast(size / 32)},
+		{Number: 1, Label: "EFI-SYSTEM", Type: TypeEFI, GUID: GUIDESP, Size: atLeast(size / 32)},
 		{Number: 2, Label: "BIOS-BOOT", Type: typeBIOS, GUID: "B1A7C0DE-0002-4000-8000-000000000002", Size: align},
 		{Number: 3, Label: "USR-A", Type: partition.TypeUSR, GUID: GUIDUsrA, Size: slot,
 			Attr: partition.Attributes(0).WithPriority(1).WithSuccessful(true)},
@@ -92,7 +96,7 @@ func Layout(size int64) ([]Part, error) {
 		{Number: 5, Label: "ROOT-C", Type: typeReserved, GUID: "D82521B4-07AC-4F1C-8840-DDEFEDC332F3", Size: align},
 		{Number: 6, Label: "OEM", Type: typeData, GUID: "B1A7C0DE-0006-4000-8000-000000000006", Size: atLeast(size / 32)},
 		{Number: 7, Label: "OEM-CONFIG", Type: typeReserved, GUID: "B1A7C0DE-0007-4000-8000-000000000007", Size: atLeast(size / 128)},
-		{Number: 9, Label: "ROOT", Type: typeResize, GUID: "B1A7C0DE-0009-4000-8000-000000000009"},
+		{Number: 9, Label: "ROOT", Type: TypeRoot, GUID: GUIDRoot},
 	}
 	off := int64(align)
 	for i := range parts {

@@ -83,14 +83,15 @@ func BuildUsr(ctx context.Context, path string, o UsrOptions) error {
 	if err := o.check(); err != nil {
 		return fmt.Errorf("build /usr image: %w", err)
 	}
-	return writeAtomic(path, o.Size, func(f *os.File) error {
+	return WriteAtomic(path, o.Size, func(f *os.File) error {
 		return buildUsrAt(ctx, f, 0, o)
 	})
 }
 
-// writeAtomic creates path through a temporary file of size bytes in the same directory:
-// build, fsync, rename, fsync the directory. On error nothing is left behind.
-func writeAtomic(path string, size int64, build func(f *os.File) error) (err error) {
+// WriteAtomic creates path through a temporary file of size bytes in the same directory:
+// build, fsync, rename, fsync the directory; the file ends up mode 0644. On error nothing
+// is left behind.
+func WriteAtomic(path string, size int64, build func(f *os.File) error) (err error) {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
 	if err != nil {

@@ -17,16 +17,22 @@ const summary = "build test disks and /usr images, install into the inactive slo
 
 // Main runs mkimage with args (without the program name) and returns the exit code.
 func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	return cli.Run(ctx, "mkimage", summary, Commands(), args, cli.IO{Stdin: stdin, Stdout: stdout, Stderr: stderr})
+	return MainWith(ctx, Env{}, args, stdin, stdout, stderr)
+}
+
+// MainWith is Main with defaults from the environment.
+func MainWith(ctx context.Context, env Env, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	return cli.Run(ctx, "mkimage", summary, Commands(env), args, cli.IO{Stdin: stdin, Stdout: stdout, Stderr: stderr})
 }
 
 // Commands are mkimage's subcommands.
-func Commands() []cli.Command {
+func Commands(env Env) []cli.Command {
 	return []cli.Command{
 		{Name: "disk", Summary: "build a GPT disk image with the Flatcar layout and /usr in USR-A", Run: runDisk},
 		{Name: "usr", Summary: "build a standalone /usr filesystem image", Run: runUsr},
 		{Name: "install", Summary: "raw-write a /usr image into the inactive slot and mark it to be tried", Run: runInstall},
 		{Name: "boot", Summary: "emulate one boot: choose the slot as GRUB does and read its version", Run: runBoot},
+		{Name: "os", Summary: "build a bootable UEFI Debian host image with A/B /usr (usr.img, kernel, initrd, disk.img)", Run: runOS(env)},
 	}
 }
 

@@ -1,0 +1,8 @@
+package dist
+
+import "embed"
+
+// FS holds locksmithd.service.
+//
+//go:embed locksmithd.service
+var FS embed.FS
