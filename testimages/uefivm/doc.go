@@ -10,7 +10,7 @@
 //	  -drive if=pflash,unit=0,readonly=on,file=OVMF_CODE_4M.fd   (read-only firmware)
 //	  -drive if=pflash,unit=1,file=VARS                           (VarsFile, or a fresh copy)
 //	  -device virtio-rng-pci
-//	  -drive if=none,id=diskN,file=Disks[N] -device virtio-blk-pci,drive=diskN  (Disks[0]: bootindex=0)
+//	  -drive if=none,id=diskN,file=Disks[N] -device virtio-blk-pci,drive=diskN,bootindex=N
 //	  [-netdev user,restrict=on,guestfwd=tcp:GUEST-cmd:socat - TCP:HOST … -device virtio-net-pci,romfile=]
 //	  [-chardev socket,path=SWTPM -tpmdev emulator -device tpm-tis]
 //
@@ -18,7 +18,8 @@
 // then only user networking with restrict=on whose guestfwd entries lead to loopback
 // addresses (Forward.HostAddr is checked), each guest connection carried by its own socat
 // (guestfwd's cmd: form). With fresh variables OVMF boots Disks[0]'s
-// /EFI/BOOT/BOOTX64.EFI; with -no-reboot a guest reboot or power-off ends QEMU, so a
+// /EFI/BOOT/BOOTX64.EFI; every disk has a boot index because OVMF connects (and so GRUB
+// sees, as hd0, hd1, … in Disks order) only the devices in QEMU's boot order; with -no-reboot a guest reboot or power-off ends QEMU, so a
 // caller inspects the disks between boots and starts the next boot itself.
 //
 // Machine fields: Disks, MemoryMB (default 1024), CPUs (default 1), VarsFile (the caller's

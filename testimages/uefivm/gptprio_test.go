@@ -23,8 +23,11 @@ const (
 	bootBudget = 15 * time.Minute // one TCG boot running every case, on a busy machine
 )
 
-// caseLine is what grub.cfg echoes per case.
-var caseLine = regexp.MustCompile(`CASE ([a-z0-9-]+) (dev=\S+ uuid=[0-9a-f-]+|error)`)
+// What grub.cfg echoes per case: the device or "error", then the partition GUID.
+var (
+	caseLine = regexp.MustCompile(`CASE ([a-z0-9-]+) (dev=\S+|error)`)
+	uuidLine = regexp.MustCompile(`UUID ([a-z0-9-]+) ([0-9a-f-]+)`)
+)
 
 // TestE2EGptprioModule runs the shared selection table (partition/testdata/
 // gptprio-cases.json) against the GRUB module: one UEFI boot of a GRUB image built by
@@ -57,9 +60,13 @@ func TestE2EGptprioModule(t *testing.T) {
 		if before[i], err = os.ReadFile(disks[i]); err != nil {
 			t.Fatal(err)
 		}
-		// The ESP disk is hd0; case i is hd(i+1).
+		if c.Damage != gptpriotest.DamageNone {
+			hideMBR(t, disks[i])
+		}
+		// The ESP disk is hd0; case i is hd(i+1). GRUB's console wraps at 80 columns, so
+		// the device and the GUID go on lines of their own.
 		fmt.Fprintf(&cfg, "unset d\nunset u\nset root=hd%d\n", i+1)
-		fmt.Fprintf(&cfg, "if gptprio.next -d d -u u; then echo \"CASE %s dev=$d uuid=$u\"; else echo \"CASE %s error\"; fi\n", c.Name, c.Name)
+		fmt.Fprintf(&cfg, "if gptprio.next -d d -u u; then echo \"CASE %s dev=$d\"; echo \"UUID %s $u\"; else echo \"CASE %s error\"; fi\n", c.Name, c.Name, c.Name)
 	}
 	cfg.WriteString("echo \"GPTPRIO-TEST done\"\nhalt\n")
 	cfgFile := filepath.Join(dir, "grub.cfg")
@@ -96,6 +103,9 @@ func TestE2EGptprioModule(t *testing.T) {
 	for _, mm := range caseLine.FindAllStringSubmatch(out, -1) {
 		got[mm[1]] = mm[2]
 	}
+	for _, mm := range uuidLine.FindAllStringSubmatch(out, -1) {
+		got[mm[1]] += " uuid=" + mm[2]
+	}
 
 	for i, c := range cases {
 		want := "error"
@@ -104,6 +114,9 @@ func TestE2EGptprioModule(t *testing.T) {
 		}
 		if got[c.Name] != want {
 			t.Errorf("case %s (%s): GRUB said %q, want %q", c.Name, c.About, got[c.Name], want)
+		}
+		if c.Damage != gptpriotest.DamageNone {
+			restoreMBR(t, disks[i], before[i])
 		}
 		if err := c.Check(disks[i], before[i]); err != nil {
 			t.Error(err)
@@ -138,6 +151,34 @@ func grubImage(t *testing.T) string {
 	}
 	t.Logf("GRUB image %s (build.sh took %s)", p, time.Since(start).Round(100*time.Millisecond))
 	return p
+}
+
+// hideMBR zeroes the protective MBR of a case disk whose GPT is damaged. UEFI firmware
+// (EDK2's partition driver in OVMF, as on most real machines) repairs a damaged GPT copy
+// from the other when it connects a disk with a protective MBR, before GRUB runs; without
+// one it leaves the disk alone, so the module's own fallback and repair are what is tested.
+// The module reads LBA 1 and the last LBA and ignores LBA 0.
+func hideMBR(t *testing.T, disk string) {
+	t.Helper()
+	patchFile(t, disk, make([]byte, 512))
+}
+
+// restoreMBR puts the MBR of the image as written back, before the disk is checked.
+func restoreMBR(t *testing.T, disk string, before []byte) {
+	t.Helper()
+	patchFile(t, disk, before[:512])
+}
+
+func patchFile(t *testing.T, path string, b []byte) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(b, 0); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // sgdiskVerify cross-checks a disk with sgdisk -v when sgdisk is installed (Debian gdisk).

@@ -266,11 +266,9 @@ func (m *Machine) Args(vars, tpmSock string) []string {
 	for i, d := range m.Disks {
 		id := "disk" + strconv.Itoa(i)
 		a = append(a, "-drive", "if=none,format=raw,id="+id+",file="+optEscape(d))
-		dev := "virtio-blk-pci,drive=" + id
-		if i == 0 {
-			dev += ",bootindex=0"
-		}
-		a = append(a, "-device", dev)
+		// Every disk gets a boot index: OVMF connects only the devices QEMU lists in its boot
+		// order, and GRUB sees only connected disks. Disks[0] comes first.
+		a = append(a, "-device", "virtio-blk-pci,drive="+id+",bootindex="+strconv.Itoa(i))
 	}
 	if len(m.Forwards) > 0 {
 		nd := "user,id=net0,restrict=on"
