@@ -211,7 +211,9 @@ func TestESPInstall(t *testing.T) {
 		t.Fatalf("booted %s %s, want USR-B 2.0.0", slot, v)
 	}
 	r := h.start(srv.URL(), fast, 0)
-	waitState(t, r, "the commit", func(rec updated.Record) bool { return rec.Boot.State == updated.BootCommitted && rec.State == updated.Idle })
+	waitState(t, r, "the commit", func(rec updated.Record) bool {
+		return rec.Boot.State == updated.BootCommitted && rec.State == updated.Idle
+	})
 	r.stop(t)
 	if got := espFiles(t, h.esp); got != want {
 		t.Fatalf("the commit changed the ESP:\n%s\nwant\n%s", got, want)

@@ -185,6 +185,24 @@ func InstallSlot(ctx context.Context, dir, letter string, r io.ReaderAt, size in
 	return Install(ctx, dir, letter, k, i)
 }
 
+// InstallDisk installs the kernel and initrd of slot t of d as t's letter's files below dir
+// (Letter, then InstallSlot). A slot that could boot (priority above 0: the flip already
+// happened before a crash, or nothing in it changed, so its bits were never cleared) is first
+// made unbootable with d.BeginInstall, so that the files of a slot are replaced only while the
+// GPT cannot choose it; the caller's PrepareInstall makes it the next boot afterwards.
+func InstallDisk(ctx context.Context, dir string, d *partition.Disk, t partition.Slot) error {
+	letter, err := Letter(t)
+	if err != nil {
+		return err
+	}
+	if t.Attr.Priority() > 0 {
+		if err := d.BeginInstall(t); err != nil {
+			return fmt.Errorf("esp: make %s unbootable before replacing its kernel: %w", t, err)
+		}
+	}
+	return InstallSlot(ctx, dir, letter, d.SlotReader(t), t.Size)
+}
+
 func withDir(err error, dir string) error {
 	var e *Error
 	if errors.As(err, &e) && e.Dir == "" {
