@@ -13,6 +13,7 @@ import (
 	"syscall"
 
 	"github.com/twinslot/twinslot/partition"
+	"github.com/twinslot/twinslot/updated/atomicfile"
 	"github.com/twinslot/twinslot/updated/slotrelease"
 )
 
@@ -297,7 +298,7 @@ func (in installer) install(ctx context.Context, letter string, kernel, initrd S
 			os.Remove(tmp)
 			return classify(in.dir, f.name, err)
 		}
-		if err := syncDir(sub); err != nil {
+		if err := atomicfile.SyncDir(sub); err != nil {
 			return classify(in.dir, f.name, err)
 		}
 		if err := in.mark(f.done); err != nil {
@@ -323,7 +324,7 @@ func removeStale(sub string) error {
 		}
 	}
 	if removed {
-		return syncDir(sub)
+		return atomicfile.SyncDir(sub)
 	}
 	return nil
 }
@@ -420,15 +421,6 @@ func (c *ctxReader) Read(p []byte) (int, error) {
 		return 0, err
 	}
 	return c.r.Read(p)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // classify wraps err as an *Error with the Reason its errno says.
