@@ -701,14 +701,10 @@ func (a *Agent) installKernel(ctx context.Context, d *partition.Disk, t partitio
 	if !esp.Present(dir) {
 		return nil
 	}
-	letter, err := esp.Letter(t)
-	if err != nil {
+	if err := esp.InstallDisk(ctx, dir, d, t); err != nil {
 		return err
 	}
-	if err := esp.InstallSlot(ctx, dir, letter, d.SlotReader(t), t.Size); err != nil {
-		return err
-	}
-	a.log.Info("installed the new slot's kernel and initrd on the ESP", "dir", dir, "letter", letter)
+	a.log.Info("installed the new slot's kernel and initrd on the ESP", "dir", dir, "slot", t.Label)
 	return nil
 }
 

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/twinslot/twinslot/partition/esp"
+	"github.com/twinslot/twinslot/partition/esp/esptest"
 	"github.com/twinslot/twinslot/testimages"
 	"github.com/twinslot/twinslot/updated"
 )
@@ -72,7 +73,7 @@ func espScenario(t *testing.T, newImg []byte, prepare func(h *host)) (*host, *om
 	if prepare != nil {
 		prepare(h)
 	}
-	writeESP(t, h.esp, map[string][]byte{"vmlinuz-a": kernelA, "initrd-a": initrdA})
+	esptest.Write(t, h.esp, map[string][]byte{"vmlinuz-a": kernelA, "initrd-a": initrdA})
 	rel := newRelease(t, 0)
 	rel.install(t, h)
 	srv := newOmahaServer(t)
@@ -80,46 +81,6 @@ func espScenario(t *testing.T, newImg []byte, prepare func(h *host)) (*host, *om
 	srv.set(func(s *omahaServer) { s.offer, s.payload = "2.0.0", p })
 	h.writeConf(srv.URL())
 	return h, srv
-}
-
-func writeESP(t *testing.T, dir string, files map[string][]byte) {
-	t.Helper()
-	if err := os.MkdirAll(filepath.Join(dir, esp.Subdir), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for n, b := range files {
-		if err := os.WriteFile(filepath.Join(dir, esp.Subdir, n), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
-// espFiles maps each file of the layout to its SHA-256, as text for comparisons.
-func espFiles(t *testing.T, dir string) string {
-	t.Helper()
-	entries, err := os.ReadDir(filepath.Join(dir, esp.Subdir))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, e := range entries {
-		b, err := os.ReadFile(filepath.Join(dir, esp.Subdir, e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, fmt.Sprintf("%s=%x", e.Name(), sha256.Sum256(b)))
-	}
-	return strings.Join(out, " ")
-}
-
-func espWant(files map[string][]byte) string {
-	var out []string
-	for _, n := range []string{"initrd-a", "initrd-b", "vmlinuz-a", "vmlinuz-b"} { // ReadDir order
-		if b, ok := files[n]; ok {
-			out = append(out, fmt.Sprintf("%s=%x", n, sha256.Sum256(b)))
-		}
-	}
-	return strings.Join(out, " ")
 }
 
 // gptBytes returns the primary (LBA 0–33) and backup (last 33 LBAs) GPT areas of the disk.
@@ -168,7 +129,7 @@ func TestESPInstallFails(t *testing.T) {
 			if tc.after != nil {
 				tc.after(t, h)
 			}
-			gpt, files := gptBytes(t, h.disk), espFiles(t, h.esp)
+			gpt, files := gptBytes(t, h.disk), esptest.Content(t, h.esp)
 			rec := failOnce(t, h, srv)
 			if f := rec.LastError; f == nil || f.Code != updated.CodeKernelInstall || f.Step != updated.Finalizing || !strings.Contains(f.Message, tc.want) {
 				t.Fatalf("last error %+v, want code %d at FINALIZING saying %q", f, updated.CodeKernelInstall, tc.want)
@@ -176,7 +137,7 @@ func TestESPInstallFails(t *testing.T) {
 			if !bytes.Equal(gptBytes(t, h.disk), gpt) {
 				t.Fatal("the GPT changed")
 			}
-			if got := espFiles(t, h.esp); got != files {
+			if got := esptest.Content(t, h.esp); got != files {
 				t.Fatalf("the ESP changed:\n%s\nwas\n%s", got, files)
 			}
 			if log := srv.log(); log[len(log)-1] != "event 3/0/1005" {
@@ -196,11 +157,11 @@ func TestESPInstallFails(t *testing.T) {
 func TestESPInstall(t *testing.T) {
 	h, srv := espScenario(t, usrImage(t, "2.0.0", kernelB, initrdB, false), nil)
 	// What a power cut between the kernel's and the initrd's rename leaves behind.
-	writeESP(t, h.esp, map[string][]byte{"vmlinuz-b": kernelB, "initrd-b": []byte("an old initrd"), ".initrd-b.tmp": initrdB[:1000]})
+	esptest.Write(t, h.esp, map[string][]byte{"vmlinuz-b": kernelB, "initrd-b": []byte("an old initrd"), ".initrd-b.tmp": initrdB[:1000]})
 
 	toNeedReboot(t, h, srv)
-	want := espWant(map[string][]byte{"vmlinuz-a": kernelA, "initrd-a": initrdA, "vmlinuz-b": kernelB, "initrd-b": initrdB})
-	if got := espFiles(t, h.esp); got != want {
+	want := esptest.Describe(map[string][]byte{"vmlinuz-a": kernelA, "initrd-a": initrdA, "vmlinuz-b": kernelB, "initrd-b": initrdB})
+	if got := esptest.Content(t, h.esp); got != want {
 		t.Fatalf("ESP after the install:\n%s\nwant\n%s", got, want)
 	}
 	if b := h.slots()["USR-B"].Attr; b.Priority() != 2 || b.Tries() != 1 {
@@ -211,9 +172,11 @@ func TestESPInstall(t *testing.T) {
 		t.Fatalf("booted %s %s, want USR-B 2.0.0", slot, v)
 	}
 	r := h.start(srv.URL(), fast, 0)
-	waitState(t, r, "the commit", func(rec updated.Record) bool { return rec.Boot.State == updated.BootCommitted && rec.State == updated.Idle })
+	waitState(t, r, "the commit", func(rec updated.Record) bool {
+		return rec.Boot.State == updated.BootCommitted && rec.State == updated.Idle
+	})
 	r.stop(t)
-	if got := espFiles(t, h.esp); got != want {
+	if got := esptest.Content(t, h.esp); got != want {
 		t.Fatalf("the commit changed the ESP:\n%s\nwant\n%s", got, want)
 	}
 }
@@ -223,7 +186,7 @@ func TestESPInstall(t *testing.T) {
 func TestESPRollbackLeavesESP(t *testing.T) {
 	h, srv := espScenario(t, usrImage(t, "2.0.0", kernelB, initrdB, true), nil)
 	toNeedReboot(t, h, srv)
-	files := espFiles(t, h.esp)
+	files := esptest.Content(t, h.esp)
 	mtimes := func() string {
 		var out []string
 		for _, n := range []string{"", "vmlinuz-a", "initrd-a", "vmlinuz-b", "initrd-b"} {
@@ -251,7 +214,7 @@ func TestESPRollbackLeavesESP(t *testing.T) {
 	r = h.start(srv.URL(), fast, 0)
 	waitState(t, r, "the rollback reported", func(rec updated.Record) bool { return rec.State == updated.Idle && rec.Rollback == nil && rec.Seq > 10 })
 	r.stop(t)
-	if got := espFiles(t, h.esp); got != files || mtimes() != before {
+	if got := esptest.Content(t, h.esp); got != files || mtimes() != before {
 		t.Fatalf("the rollback wrote to the ESP:\n%s\nwas\n%s", got, files)
 	}
 }

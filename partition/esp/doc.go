@@ -14,15 +14,19 @@
 // and boot/initrd.img inside the slot's filesystem), because the kernel modules in
 // /usr/lib/modules must match the kernel. FromSlot opens both in a freshly written slot.
 //
-// Crash safety: an install writes the files of the target slot's letter only, after the slot
-// verified and before the GPT flip (partition.Disk.PrepareInstall). Each file is written to a
-// temporary name, fsynced, renamed over its final name and the directory fsynced, kernel first,
-// then initrd. Until the flip the GPT still chooses the running slot, whose files Install never
-// touches, so a power cut at any point boots the running slot; a half-updated pair of the target
-// letter is never booted, and the next install (the agent re-enters Finalizing after a crash)
-// removes stale temporary files and writes both files again. After the flip both files of the
-// new slot are complete on disk. The argument does not need rename to be atomic (on FAT it is
-// not, strictly): only files of a letter the GPT does not choose are ever being replaced.
+// Crash safety: the files of a slot are replaced only while the GPT cannot choose that slot.
+// An install writes the files of the target slot's letter only, after the slot verified and
+// before the GPT flip (partition.Disk.PrepareInstall); InstallDisk first makes the target
+// unbootable (BeginInstall) if it could boot, e.g. when a crash came after the flip and the
+// install runs again. Each file is written to a temporary name, fsynced, renamed over its final
+// name and the directory fsynced, kernel first, then initrd; a file that already holds the same
+// bytes is left alone. Until the flip the GPT chooses the running slot, whose files are never
+// touched, so a power cut at any point boots the running slot with its own kernel; a
+// half-updated pair of the target letter is never booted, and the next install (the agent
+// re-enters FINALIZING after a crash) removes stale temporary files and completes the pair.
+// After the flip both files of the new slot are complete on disk. The argument does not need
+// rename to be atomic (on FAT it is not, strictly). Rollback, commit and mark-bad only change
+// GPT bits: each slot's files were installed with that slot, so they need no change.
 //
 // Untrusted input: the slot verified against the payload's signed hash, but its files are still
 // bounded: a kernel or initrd larger than MaxFileSize is refused, and so is an empty one. Free

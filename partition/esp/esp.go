@@ -13,6 +13,7 @@ import (
 	"syscall"
 
 	"github.com/twinslot/twinslot/partition"
+	"github.com/twinslot/twinslot/updated/atomicfile"
 	"github.com/twinslot/twinslot/updated/slotrelease"
 )
 
@@ -185,6 +186,24 @@ func InstallSlot(ctx context.Context, dir, letter string, r io.ReaderAt, size in
 	return Install(ctx, dir, letter, k, i)
 }
 
+// InstallDisk installs the kernel and initrd of slot t of d as t's letter's files below dir
+// (Letter, then InstallSlot). A slot that could boot (priority above 0: the flip already
+// happened before a crash, or nothing in it changed, so its bits were never cleared) is first
+// made unbootable with d.BeginInstall, so that the files of a slot are replaced only while the
+// GPT cannot choose it; the caller's PrepareInstall makes it the next boot afterwards.
+func InstallDisk(ctx context.Context, dir string, d *partition.Disk, t partition.Slot) error {
+	letter, err := Letter(t)
+	if err != nil {
+		return err
+	}
+	if t.Attr.Priority() > 0 {
+		if err := d.BeginInstall(t); err != nil {
+			return fmt.Errorf("esp: make %s unbootable before replacing its kernel: %w", t, err)
+		}
+	}
+	return InstallSlot(ctx, dir, letter, d.SlotReader(t), t.Size)
+}
+
 func withDir(err error, dir string) error {
 	var e *Error
 	if errors.As(err, &e) && e.Dir == "" {
@@ -279,7 +298,7 @@ func (in installer) install(ctx context.Context, letter string, kernel, initrd S
 			os.Remove(tmp)
 			return classify(in.dir, f.name, err)
 		}
-		if err := syncDir(sub); err != nil {
+		if err := atomicfile.SyncDir(sub); err != nil {
 			return classify(in.dir, f.name, err)
 		}
 		if err := in.mark(f.done); err != nil {
@@ -305,7 +324,7 @@ func removeStale(sub string) error {
 		}
 	}
 	if removed {
-		return syncDir(sub)
+		return atomicfile.SyncDir(sub)
 	}
 	return nil
 }
@@ -402,15 +421,6 @@ func (c *ctxReader) Read(p []byte) (int, error) {
 		return 0, err
 	}
 	return c.r.Read(p)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // classify wraps err as an *Error with the Reason its errno says.

@@ -159,11 +159,10 @@ none with --disk unless --esp is given.`)
 		return err
 	}
 	if espDir != "" {
-		letter, err := esp.Letter(target)
-		if err != nil {
+		if target, err = d.SlotByNumber(target.Number); err != nil { // the bits as they are now
 			return err
 		}
-		if err := esp.InstallSlot(ctx, espDir, letter, d.SlotReader(target), target.Size); err != nil {
+		if err := esp.InstallDisk(ctx, espDir, d, target); err != nil {
 			return fmt.Errorf("%w; %s is not made the next boot", err, target.Label)
 		}
 	}

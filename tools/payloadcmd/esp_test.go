@@ -2,44 +2,24 @@ package payloadcmd_test
 
 import (
 	"bytes"
-	"os"
+	"maps"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/twinslot/twinslot/partition/esp"
+	"github.com/twinslot/twinslot/partition/esp/esptest"
 	"github.com/twinslot/twinslot/payload/payloadtest"
 	"github.com/twinslot/twinslot/testimages"
 )
 
 // newESP makes an ESP directory with the layout and USR-A's kernel and initrd.
 func newESP(t *testing.T) string {
-	t.Helper()
 	dir := filepath.Join(t.TempDir(), "boot")
-	if err := os.MkdirAll(filepath.Join(dir, esp.Subdir), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for n, c := range map[string]string{"vmlinuz-a": "kernel 1.0.0", "initrd-a": "initrd 1.0.0"} {
-		if err := os.WriteFile(filepath.Join(dir, esp.Subdir, n), []byte(c), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	esptest.Write(t, dir, oldESP)
 	return dir
 }
 
-func espContent(t *testing.T, dir string) string {
-	t.Helper()
-	entries, err := os.ReadDir(filepath.Join(dir, esp.Subdir))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, e := range entries {
-		b, _ := os.ReadFile(filepath.Join(dir, esp.Subdir, e.Name()))
-		out = append(out, e.Name()+"="+string(b))
-	}
-	return strings.Join(out, "\n")
-}
+var oldESP = map[string][]byte{"vmlinuz-a": []byte("kernel 1.0.0"), "initrd-a": []byte("initrd 1.0.0")}
 
 func TestApplyESP(t *testing.T) {
 	h := newHost(t)
@@ -65,7 +45,7 @@ func TestApplyESP(t *testing.T) {
 	})
 	t.Run("image without a kernel", func(t *testing.T) {
 		dir := newESP(t)
-		before, files := h.regions(t), espContent(t, dir)
+		before, files := h.regions(t), esptest.Content(t, dir)
 		r := run(t, "apply", "--trust", h.trust, "--disk", h.disk, "--esp", dir, h.payload)
 		if r.code != 1 || !strings.Contains(r.stderr, "built without a kernel") || !strings.Contains(r.stderr, "USR-B is not made the next boot") {
 			t.Fatalf("exit %d stderr %q", r.code, r.stderr)
@@ -76,7 +56,7 @@ func TestApplyESP(t *testing.T) {
 				t.Errorf("%s changed", k)
 			}
 		}
-		if got := espContent(t, dir); got != files {
+		if got := esptest.Content(t, dir); got != files {
 			t.Errorf("the ESP changed:\n%s", got)
 		}
 	})
@@ -86,9 +66,10 @@ func TestApplyESP(t *testing.T) {
 		if !strings.Contains(r.stdout, "vmlinuz-b and initrd-b") || !strings.Contains(r.stdout, "USR-B boots next") {
 			t.Fatalf("stdout %s", r.stdout)
 		}
-		want := "initrd-a=initrd 1.0.0\ninitrd-b=" + string(initrd) + "\nvmlinuz-a=kernel 1.0.0\nvmlinuz-b=kernel 1.1.0"
-		if got := espContent(t, dir); got != want {
-			t.Fatalf("ESP:\n%.200s\nwant\n%.200s", got, want)
+		want := map[string][]byte{"vmlinuz-b": kernel, "initrd-b": initrd}
+		maps.Copy(want, oldESP)
+		if got := esptest.Content(t, dir); got != esptest.Describe(want) {
+			t.Fatalf("ESP:\n%s\nwant\n%s", got, esptest.Describe(want))
 		}
 	})
 }

@@ -57,24 +57,28 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 }
 func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
-// TestDaemon runs the daemon in-process on a test disk with a fake root, against the real update
-// server and a private D-Bus, until the update is installed, and checks it over D-Bus.
-func TestDaemon(t *testing.T) {
+// fixture is a test disk booted on 1.0.0 (built with o1), a fake root, and the real update
+// server publishing 2.0.0 (built from o1's image with o2) signed for the trust root in etc.
+type fixture struct{ dir, disk, root, etc, conf string }
+
+func newFixture(t *testing.T, o1, o2 testimages.UsrOptions) fixture {
+	t.Helper()
 	ctx := t.Context()
 	dir := t.TempDir()
-	disk := filepath.Join(dir, "disk.img")
+	f := fixture{dir: dir, disk: filepath.Join(dir, "disk.img"), etc: filepath.Join(dir, "etc")}
 	usr1, usr2 := filepath.Join(dir, "usr1.img"), filepath.Join(dir, "usr2.img")
-	size := testimages.SlotSize(testimages.MinDiskSize)
-	if err := testimages.BuildUsr(ctx, usr1, testimages.UsrOptions{Version: "1.0.0", Size: size}); err != nil {
+	o1.Version, o1.Size = "1.0.0", testimages.SlotSize(testimages.MinDiskSize)
+	if err := testimages.BuildUsr(ctx, usr1, o1); err != nil {
 		t.Fatal(err)
 	}
-	if err := testimages.BuildDisk(ctx, disk, testimages.DiskOptions{Usr: usr1, Size: testimages.MinDiskSize}); err != nil {
+	if err := testimages.BuildDisk(ctx, f.disk, testimages.DiskOptions{Usr: usr1, Size: testimages.MinDiskSize}); err != nil {
 		t.Fatal(err)
 	}
-	if err := testimages.BuildUsr(ctx, usr2, testimages.UsrOptions{Version: "2.0.0", Base: usr1, Change: 0.05}); err != nil {
+	o2.Version, o2.Base, o2.Change = "2.0.0", usr1, 0.05
+	if err := testimages.BuildUsr(ctx, usr2, o2); err != nil {
 		t.Fatal(err)
 	}
-	_, rel, err := testimages.Boot(disk)
+	_, rel, err := testimages.Boot(f.disk)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,13 +90,20 @@ func TestDaemon(t *testing.T) {
 	payloadtest.BuildFile(t, usr2, p, payloadtest.Options("2.0.0"), key)
 	srv.Publish(t, "stable", p)
 
-	machineID := omahatest.NewMachineID()
-	root := fakeRoot(t, disk, rel, machineID)
-	etc := filepath.Join(dir, "etc")
-	os.MkdirAll(etc, 0o755)
-	payloadtest.WriteTrustRoot(t, etc, trust)
-	conf := filepath.Join(etc, "update.conf")
-	os.WriteFile(conf, []byte("SERVER="+srv.UpdateURL+"\n"), 0o644)
+	f.root = fakeRoot(t, f.disk, rel, omahatest.NewMachineID())
+	os.MkdirAll(f.etc, 0o755)
+	payloadtest.WriteTrustRoot(t, f.etc, trust)
+	f.conf = filepath.Join(f.etc, "update.conf")
+	os.WriteFile(f.conf, []byte("SERVER="+srv.UpdateURL+"\n"), 0o644)
+	return f
+}
+
+// TestDaemon runs the daemon in-process on a test disk with a fake root, against the real update
+// server and a private D-Bus, until the update is installed, and checks it over D-Bus.
+func TestDaemon(t *testing.T) {
+	ctx := t.Context()
+	f := newFixture(t, testimages.UsrOptions{}, testimages.UsrOptions{})
+	dir, disk, root, etc, conf := f.dir, f.disk, f.root, f.etc, f.conf
 	bus := dbustest.New(t)
 
 	var stderr syncBuffer
@@ -168,38 +179,10 @@ func TestUsage(t *testing.T) {
 // new slot's kernel and initrd must be when the update is installed.
 func TestDaemonESP(t *testing.T) {
 	ctx := t.Context()
-	dir := t.TempDir()
-	disk := filepath.Join(dir, "disk.img")
-	usr1, usr2 := filepath.Join(dir, "usr1.img"), filepath.Join(dir, "usr2.img")
-	size := testimages.SlotSize(testimages.MinDiskSize)
 	kernel, initrd := []byte("kernel 2.0.0\n"), bytes.Repeat([]byte("initrd 2.0.0\n"), 1000)
-	if err := testimages.BuildUsr(ctx, usr1, testimages.UsrOptions{Version: "1.0.0", Size: size, Kernel: []byte("kernel 1.0.0\n"), Initrd: []byte("initrd 1.0.0\n")}); err != nil {
-		t.Fatal(err)
-	}
-	if err := testimages.BuildDisk(ctx, disk, testimages.DiskOptions{Usr: usr1, Size: testimages.MinDiskSize}); err != nil {
-		t.Fatal(err)
-	}
-	if err := testimages.BuildUsr(ctx, usr2, testimages.UsrOptions{Version: "2.0.0", Base: usr1, Change: 0.05, Kernel: kernel, Initrd: initrd}); err != nil {
-		t.Fatal(err)
-	}
-	_, rel, err := testimages.Boot(disk)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := omahatest.New(t)
-	key := payloadtest.NewKey(t, "")
-	trust := payloadtest.TrustRoot(t, 1, 0, key)
-	srv.CreateApp(t, payload.DefaultAppID, trust)
-	p := filepath.Join(dir, "2.0.0.tsp")
-	payloadtest.BuildFile(t, usr2, p, payloadtest.Options("2.0.0"), key)
-	srv.Publish(t, "stable", p)
-
-	root := fakeRoot(t, disk, rel, omahatest.NewMachineID())
-	etc := filepath.Join(dir, "etc")
-	os.MkdirAll(etc, 0o755)
-	payloadtest.WriteTrustRoot(t, etc, trust)
-	conf := filepath.Join(etc, "update.conf")
-	os.WriteFile(conf, []byte("SERVER="+srv.UpdateURL+"\n"), 0o644)
+	f := newFixture(t, testimages.UsrOptions{Kernel: []byte("kernel 1.0.0\n"), Initrd: []byte("initrd 1.0.0\n")},
+		testimages.UsrOptions{Kernel: kernel, Initrd: initrd})
+	dir, disk, root, etc, conf := f.dir, f.disk, f.root, f.etc, f.conf
 	espDir := filepath.Join(dir, "boot")
 	os.MkdirAll(filepath.Join(espDir, "twinslot"), 0o755)
 	os.WriteFile(filepath.Join(espDir, "twinslot", "vmlinuz-a"), []byte("kernel 1.0.0\n"), 0o644)

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"testing/fstest"
 
+	"github.com/twinslot/twinslot/partition/esp/esptest"
 	"github.com/twinslot/twinslot/testimages"
 	"github.com/twinslot/twinslot/tools/cli"
 )
@@ -180,5 +181,44 @@ func TestImageCmdlinePath(t *testing.T) {
 	disk := filepath.Join(t.TempDir(), "disk.img")
 	if got, want := imageCmdlinePath(disk), testimages.CmdlinePath(disk); got != want {
 		t.Fatalf("imageCmdlinePath = %q, testimages.CmdlinePath = %q", got, want)
+	}
+}
+
+// TestRollbackLeavesESP: rollback and mark-good change GPT bits only; on a host with the
+// kernel-per-slot ESP layout (root/boot/twinslot) nothing there is written: each slot's kernel
+// was installed with the slot and still matches it.
+func TestRollbackLeavesESP(t *testing.T) {
+	root := t.TempDir()
+	os.MkdirAll(filepath.Join(root, "proc"), 0o755)
+	os.WriteFile(filepath.Join(root, "proc/cmdline"), []byte("quiet\n"), 0o644)
+	boot := filepath.Join(root, "boot")
+	esptest.Write(t, boot, map[string][]byte{"vmlinuz-a": []byte("a"), "initrd-a": []byte("a"), "vmlinuz-b": []byte("b"), "initrd-b": []byte("b")})
+	before := esptest.Content(t, boot)
+	st, err := os.Stat(filepath.Join(boot, "twinslot"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := Env{Host: os.DirFS(root)}
+	disk, usr := newDisk(t)
+	if _, err := testimages.InstallRaw(disk, usr); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := testimages.Boot(disk); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"mark-good", "--disk", disk}, {"rollback", "--disk", disk}} {
+		if code, _, errs := run(t, env, args...); code != 0 {
+			t.Fatalf("%v: exit %d: %s", args, code, errs)
+		}
+	}
+	if r := slotsJSON(t, env, disk); r.Next != "USR-A" {
+		t.Fatalf("after rollback: %+v", r)
+	}
+	st2, err := os.Stat(filepath.Join(boot, "twinslot"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := esptest.Content(t, boot); got != before || !st2.ModTime().Equal(st.ModTime()) {
+		t.Fatalf("the ESP changed:\n%s\nwas\n%s", got, before)
 	}
 }
