@@ -168,7 +168,7 @@ func stampInodes(dev rw, base int64, g ext4Geometry, seed uint32, verify bool) e
 				continue
 			}
 			number := uint32(grp*g.inodesPerGroup) + uint32(i) + 1
-			if verify && inodeChecksum(in, number, seed) != storedChecksum(in) {
+			if verify && !checksumMatches(in, inodeChecksum(in, number, seed)) {
 				return fmt.Errorf("inode %d: its checksum does not verify; not rewriting a filesystem laid out in a way this code does not know", number)
 			}
 			stampInode(in, number, seed)
@@ -195,8 +195,14 @@ func stampInode(in []byte, number, seed uint32) {
 	}
 	sum := inodeChecksum(in, number, seed)
 	binary.LittleEndian.PutUint16(in[0x7C:], uint16(sum))
-	binary.LittleEndian.PutUint16(in[0x82:], uint16(sum>>16))
+	if hasChecksumHi(in) {
+		binary.LittleEndian.PutUint16(in[0x82:], uint16(sum>>16))
+	}
 }
+
+// hasChecksumHi: the inode's extra fields reach i_checksum_hi. mkfs.ext4 writes the reserved
+// inodes (1, 3–10) with no extra fields; they store the low 16 bits of their checksum only.
+func hasChecksumHi(in []byte) bool { return binary.LittleEndian.Uint16(in[inodeExtraSize:]) >= 4 }
 
 // inodeChecksum is the CRC32c of an inode as ext4 computes it: over the seed, the inode
 // number, the generation and the inode with its checksum fields zeroed.
@@ -214,8 +220,13 @@ func inodeChecksum(in []byte, number, seed uint32) uint32 {
 	return sum
 }
 
-func storedChecksum(in []byte) uint32 {
-	return uint32(binary.LittleEndian.Uint16(in[0x7C:])) | uint32(binary.LittleEndian.Uint16(in[0x82:]))<<16
+// checksumMatches compares an inode's stored checksum with sum (its low 16 bits when the
+// inode has no i_checksum_hi).
+func checksumMatches(in []byte, sum uint32) bool {
+	if uint16(sum) != binary.LittleEndian.Uint16(in[0x7C:]) {
+		return false
+	}
+	return !hasChecksumHi(in) || uint16(sum>>16) == binary.LittleEndian.Uint16(in[0x82:])
 }
 
 func allZero(b []byte) bool {
