@@ -294,7 +294,7 @@ func writeMarkerArchive(w io.Writer, marker string) error {
 }
 
 // makeUsrImage writes the ext4 /usr image of tree to path and returns its size. The image is
-// reproducible: every time is Epoch, the filesystem UUID and directory hash seed derive from
+// reproducible: every time is Epoch (StampExt4Times after mkfs), the filesystem UUID and directory hash seed derive from
 // version and board, mkfs.ext4 -d adds entries in name order. Features: no journal (read-only),
 // no orphan_file (1.47) and no resize_inode (never grown); metadata_csum stays on, because
 // go-diskfs (and so the agent's slotrelease.Read) rejects a superblock without a checksum type.
@@ -314,13 +314,19 @@ func makeUsrImage(ctx context.Context, o Options, tree, path string) (int64, err
 	fsUUID := seededUUID("uuid", o)
 	hashSeed := seededUUID("hash-seed", o)
 	err = testimages.WriteAtomic(path, 0, func(f *os.File) error {
-		return runEnv(ctx, o.Log, []string{"E2FSPROGS_FAKE_TIME=" + strconv.Itoa(testimages.Epoch)},
+		err := runEnv(ctx, o.Log, []string{"E2FSPROGS_FAKE_TIME=" + strconv.Itoa(testimages.Epoch)},
 			"mkfs.ext4", "-q", "-F", "-t", "ext4", "-b", "4096", "-I", "256", "-m", "0",
 			"-N", strconv.FormatInt(st.inodes*5/4+1024, 10),
 			"-L", "USR", "-U", fsUUID.String(),
 			"-O", "^has_journal,^orphan_file,^resize_inode",
 			"-E", "hash_seed="+hashSeed.String()+",root_owner=0:0,nodiscard,lazy_itable_init=0",
 			"-d", tree, f.Name(), strconv.FormatInt(size/1024, 10)+"k")
+		if err != nil {
+			return err
+		}
+		// mkfs copies each file's ctime (and a directory's atime, which reading it
+		// changed): set them all to Epoch.
+		return testimages.StampExt4Times(f, 0)
 	})
 	if err != nil {
 		return 0, fmt.Errorf("build usr.img: %w", err)
