@@ -34,7 +34,7 @@ LOCKSMITHD_GROUP=` + Lock + `
 `,
 	"etc/systemd/system/updated.service.d/e2e.conf": `[Service]
 ExecStart=
-ExecStart=/usr/bin/updated --first-check 15s --check-interval 20s
+ExecStart=/usr/bin/updated --first-check 15s --check-interval 20s --log-stderr
 `,
 	"etc/systemd/journald.conf.d/e2e-console.conf": `[Journal]
 ForwardToConsole=yes
@@ -60,7 +60,7 @@ WantedBy=multi-user.target
 const reportScript = `#!/bin/sh
 while :; do
   . /usr/lib/os-release
-  m=$(tr -c 'A-Za-z0-9._+-' '_' < /run/twinslot/initrd-marker 2>/dev/null)
+  m=$(tr -d '\n' < /run/twinslot/initrd-marker 2>/dev/null | tr -c 'A-Za-z0-9._+-' '_')
   printf 'TWINSLOT-E2E version=%s build=%s marker=%s usr=%s usr_opts=%s machine=%s updated=%s locksmithd=%s system=%s\n' \
     "$VERSION" "$BUILD_ID" "${m:-none}" "$(findmnt -n -o SOURCE /usr)" "$(findmnt -n -o OPTIONS /usr | cut -d, -f1)" \
     "$(cat /etc/machine-id)" "$(systemctl is-active updated)" "$(systemctl is-active locksmithd)" \

@@ -31,15 +31,16 @@ the guest's TPM state, the serial console). Each boot's console is kept in --dir
 when every check passed.`
 
 // Main is the e2eboot command line; it returns 0 when the walk passed, 1 when it did not, 2
-// for a bad command line.
-func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+// for a bad command line. defaultCache is mkimage os's cache root when --cache is not given
+// (main passes mkimage.DefaultCache of $TWINSLOT_CACHE and $HOME).
+func Main(ctx context.Context, defaultCache string, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	stdio := cli.IO{Stdin: stdin, Stdout: stdout, Stderr: stderr}
 	fs := stdio.FlagSet("e2eboot", "--bin DIR --grub-efi FILE [--dir D] [--json]", help)
 	var o Options
 	fs.StringVar(&o.Dir, "dir", "", "keep images, database, payloads and console logs here (required; must be new or empty)")
 	fs.StringVar(&o.Bin, "bin", "", "directory with the guest's static binaries: updated, updatectl, locksmithd, locksmithctl")
 	fs.StringVar(&o.GrubEFI, "grub-efi", "", "BOOTX64.EFI with the gptprio module (partition/grub/build.sh prints its path)")
-	fs.StringVar(&o.Cache, "cache", "", "mkimage os cache directory (default: its own, under ~/.cache/twinslot)")
+	fs.StringVar(&o.Cache, "cache", defaultCache, "mkimage os cache root (the Debian bootstrap; $TWINSLOT_CACHE or ~/.cache/twinslot)")
 	fs.Int64Var(&o.Filler, "filler", 96<<20, "bytes of incompressible filler in v2: what the cut download fetches")
 	fs.Int64Var(&o.Rate, "rate", 6<<20, "payload bytes per second to the guest, so the power cut lands mid-download")
 	fs.DurationVar(&o.BootTimeout, "boot-timeout", 12*time.Minute, "give up on one boot after this long")
@@ -96,6 +97,9 @@ func (o *Options) check() error {
 		if _, err := os.Stat(filepath.Join(o.Bin, b)); err != nil {
 			return cli.Usagef("--bin %s: %v (make guest-bin builds them)", o.Bin, err)
 		}
+	}
+	if o.Cache == "" {
+		return cli.Usagef("--cache is required (no $TWINSLOT_CACHE or $HOME)")
 	}
 	if o.GrubEFI == "" {
 		return cli.Usagef("--grub-efi is required (make grub-efi builds it)")

@@ -84,7 +84,7 @@ func TestOptionsCheck(t *testing.T) {
 	os.WriteFile(efi, []byte("MZ"), 0o644)
 	full := t.TempDir()
 	os.WriteFile(filepath.Join(full, "x"), nil, 0o644)
-	good := Options{Dir: filepath.Join(t.TempDir(), "new"), Bin: bin, GrubEFI: efi, Filler: 32 << 20, Rate: 1, BootTimeout: time.Minute, Timeout: time.Hour}
+	good := Options{Dir: filepath.Join(t.TempDir(), "new"), Bin: bin, Cache: t.TempDir(), GrubEFI: efi, Filler: 32 << 20, Rate: 1, BootTimeout: time.Minute, Timeout: time.Hour}
 	for _, tc := range []struct {
 		name string
 		edit func(*Options)

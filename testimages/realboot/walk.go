@@ -361,10 +361,7 @@ func (w *walk) build(ctx context.Context) error {
 	} {
 		out := filepath.Join(w.o.Dir, "os-"+v.version)
 		args := []string{"os", "-o", out, "--version", v.version, "--build-id", buildID(v.version), "--bin", w.o.Bin,
-			"--grub-efi", w.o.GrubEFI, "--trust", w.trust}
-		if w.o.Cache != "" {
-			args = append(args, "--cache", w.o.Cache)
-		}
+			"--grub-efi", w.o.GrubEFI, "--trust", w.trust, "--cache", w.o.Cache}
 		w.say("mkimage %s", strings.Join(append(args, v.flags...), " "))
 		var stderr bytes.Buffer
 		if code := mkimage.Main(ctx, append(args, v.flags...), nil, io.Discard, &stderr); code != 0 {
