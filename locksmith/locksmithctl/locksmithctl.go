@@ -247,8 +247,11 @@ func (g *globals) withStore(ctx context.Context, fn func(context.Context, *locks
 	ctx, cancel := context.WithTimeout(ctx, g.timeout)
 	defer cancel()
 	err = fn(ctx, locksmith.NewStore(cli, "", g.now))
-	if errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("%w (is etcd at %s reachable, and are the TLS and auth flags right?)", err, strings.Join(g.etcd.Endpoints.List(), ","))
+	// The store's errors say what happened (no leader, unreachable, timeout, TLS, auth); only an
+	// error from elsewhere that ran into the deadline gets a generic hint.
+	var ee *locksmith.EtcdError
+	if errors.Is(err, context.DeadlineExceeded) && !errors.As(err, &ee) && !errors.Is(err, locksmith.ErrFull) {
+		return fmt.Errorf("%w (after %s; is etcd at %s reachable?)", err, g.timeout, strings.Join(g.etcd.Endpoints.List(), ","))
 	}
 	return err
 }

@@ -79,14 +79,14 @@ func TestCredentialsEachOnTheirOwn(t *testing.T) {
 	t.Run("CA-only TLS", func(t *testing.T) {
 		e := etcdtest.New(t, etcdtest.WithTLS())
 		ep := "-endpoint=" + e.Endpoints[0]
-		expect(t, run(t, nil, "status", ep, short), 1, "reachable")
+		expect(t, run(t, nil, "status", ep, short), 1, "TLS with etcd at")
 		expect(t, run(t, nil, "status", ep, "-etcd-cafile", e.CAFile), 0, "Max: 1")
 		expect(t, run(t, []string{"LOCKSMITHCTL_ETCD_CAFILE=" + e.CAFile}, "lock", "--id", "a", ep), 0, "Locked")
 	})
 	t.Run("mTLS", func(t *testing.T) {
 		e := etcdtest.New(t, etcdtest.WithMTLS())
 		ep := "-endpoint=" + e.Endpoints[0]
-		expect(t, run(t, nil, "status", ep, short, "-etcd-cafile", e.CAFile), 1, "reachable")
+		expect(t, run(t, nil, "status", ep, short, "-etcd-cafile", e.CAFile), 1, "TLS with etcd at")
 		expect(t, run(t, nil, "status", ep, "-etcd-cafile", e.CAFile, "-etcd-certfile", e.CertFile), 1, "together")
 		expect(t, run(t, nil, "status", ep, "-etcd-cafile", e.CAFile, "-etcd-certfile", e.CertFile, "-etcd-keyfile", e.KeyFile), 0, "Max: 1")
 	})

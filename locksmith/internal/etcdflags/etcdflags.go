@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 )
@@ -124,6 +125,9 @@ func (f *Flags) Client() (*clientv3.Client, error) {
 		return nil, err
 	}
 	c, err := clientv3.New(cfg)
+	if errors.Is(err, rpctypes.ErrAuthFailed) {
+		return nil, fmt.Errorf("connect to etcd %s as %q: %w; check -etcd-username and -etcd-password", strings.Join(cfg.Endpoints, ","), cfg.Username, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("connect to etcd %s: %w", strings.Join(cfg.Endpoints, ","), err)
 	}
