@@ -253,7 +253,7 @@ func (s *Store) attempt(ctx context.Context, st State, h Holder, ls *leases) (lk
 	var lease clientv3.LeaseID
 	if plan.Relock {
 		old := plan.Existing.Holder
-		val.AcquiredAt = old.AcquiredAt
+		val.AcquiredAt, val.SeenAt = old.AcquiredAt, s.now().UTC()
 		val.FromVersion = orOld(val.FromVersion, old.FromVersion)
 		val.ToVersion = orOld(val.ToVersion, old.ToVersion)
 		val.Hostname = orOld(val.Hostname, old.Hostname)
@@ -470,12 +470,13 @@ func (s *Store) Release(ctx context.Context, lk Lock) error {
 	return nil
 }
 
-// Update rewrites the holder value of lk with fn applied, only if lk is still the slot's tenure.
-// It doubles as an ownership check right before a reboot.
+// Update rewrites the holder value of lk with fn applied (and SeenAt set to now), only if lk is
+// still the slot's tenure. It doubles as an ownership check right before a reboot, and with a
+// fn that changes nothing it records that the holder is alive (Touch).
 func (s *Store) Update(ctx context.Context, lk Lock, fn func(*Holder)) (Lock, error) {
 	h := lk.Slot.Holder
 	fn(&h)
-	h.Version = FormatVersion
+	h.Version, h.SeenAt = FormatVersion, s.now().UTC()
 	if err := h.Validate(); err != nil {
 		return lk, fmt.Errorf("locksmith: %w", err)
 	}
@@ -490,6 +491,11 @@ func (s *Store) Update(ctx context.Context, lk Lock, fn func(*Holder)) (Lock, er
 	}
 	lk.Slot.Holder, lk.Slot.ModRevision = h, resp.Header.Revision
 	return lk, nil
+}
+
+// Touch records that lk's holder is alive (SeenAt = now), so status does not flag it as stale.
+func (s *Store) Touch(ctx context.Context, lk Lock) (Lock, error) {
+	return s.Update(ctx, lk, func(*Holder) {})
 }
 
 // Held returns the slot id holds in group, as a Lock, or ErrNotHeld.
