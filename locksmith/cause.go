@@ -64,6 +64,13 @@ func classify(err error) Cause {
 		return CauseTLS
 	case errors.Is(err, context.Canceled), code == codes.Canceled:
 		return CauseCanceled
+	case strings.Contains(msg, "connection refused"), strings.Contains(msg, "connection reset"),
+		strings.Contains(msg, "no such host"), strings.Contains(msg, "network is unreachable"),
+		strings.Contains(msg, "error reading from server: EOF"):
+		return CauseUnreachable
+	case errors.Is(err, rpctypes.ErrTimeout), errors.Is(err, rpctypes.ErrTimeoutDueToLeaderFail),
+		errors.Is(err, rpctypes.ErrTimeoutDueToConnectionLost), errors.Is(err, rpctypes.ErrTimeoutWaitAppliedIndex):
+		return CauseTimeout // etcd's own "request timed out": proposed but not committed in time
 	case errors.Is(err, context.DeadlineExceeded), code == codes.DeadlineExceeded, code == codes.Unavailable,
 		errors.Is(err, clientv3.ErrNoAvailableEndpoints):
 		return CauseTimeout

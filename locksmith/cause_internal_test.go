@@ -28,6 +28,9 @@ func TestClassify(t *testing.T) {
 		{context.Canceled, CauseCanceled},
 		{context.DeadlineExceeded, CauseTimeout},
 		{rpctypes.ErrGRPCTimeout, CauseTimeout}, // the server's own "request timed out"
+		{rpctypes.ErrTimeout, CauseTimeout},
+		{rpctypes.ErrTimeoutDueToLeaderFail, CauseTimeout},
+		{errors.New("rpc error: code = Unavailable desc = error reading from server: connection reset by peer"), CauseUnreachable},
 		{rpctypes.ErrCompacted, CauseOther},
 	} {
 		if got := classify(tc.err); got != tc.want {

@@ -81,7 +81,7 @@ func TestEtcdErrorsSayWhatHappened(t *testing.T) {
 		{"stopped etcd", func(t *testing.T) *clientv3.Client { return client(t, clientv3.Config{}, stoppedEP) },
 			locksmith.CauseUnreachable, []string{"etcd unreachable at " + stoppedEP, "is etcd running"}, []string{"TLS", "password"}},
 		{"silent member", func(t *testing.T) *clientv3.Client { return client(t, clientv3.Config{}, silent(t)) },
-			locksmith.CauseTimeout, []string{"did not answer before the deadline"}, []string{"TLS", "password"}},
+			locksmith.CauseTimeout, []string{"did not complete the request in time"}, []string{"TLS", "password"}},
 		{"https without the CA", func(t *testing.T) *clientv3.Client { return client(t, clientv3.Config{}, tlsEtcd.Endpoints[0]) },
 			locksmith.CauseTLS, []string{"TLS with etcd at " + tlsEtcd.Endpoints[0] + " failed", "-etcd-cafile"}, []string{"password"}},
 		{"http to a TLS member", func(t *testing.T) *clientv3.Client { return client(t, clientv3.Config{}, plain) },

@@ -88,11 +88,11 @@ func (e *EtcdError) Error() string {
 	var why string
 	switch e.Cause {
 	case CauseNoLeader:
-		why = fmt.Sprintf("etcd has no leader (quorum lost?): the member at %s answers but cannot decide; a majority of the cluster's members must run and reach each other", eps)
+		why = fmt.Sprintf("etcd has no leader (quorum lost?): a member of %s answers but cannot decide; a majority of the cluster's members must run and reach each other", eps)
 	case CauseUnreachable:
-		why = fmt.Sprintf("etcd unreachable at %s: no member accepted a connection; is etcd running there and is -endpoint right?", eps)
+		why = fmt.Sprintf("etcd unreachable at %s: the connection was refused or lost; is etcd running there and is -endpoint right?", eps)
 	case CauseTimeout:
-		why = fmt.Sprintf("etcd at %s did not answer before the deadline (a stopped, overloaded or partitioned member?); list more members with -endpoint", eps)
+		why = fmt.Sprintf("etcd at %s did not complete the request in time (a stopped, overloaded or partitioned member, or a leader change?); list more members with -endpoint", eps)
 	case CauseAuth:
 		why = fmt.Sprintf("etcd at %s refused the credentials; check -etcd-username/-etcd-password and the user's role on the locksmith prefix", eps)
 	case CauseTLS:
