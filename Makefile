@@ -95,7 +95,7 @@ faults:
 	@mkdir -p $(BIN); rm -f $(FAULTS_SUMMARY)
 	@start=$$(date +%s); set -o pipefail; \
 	TWINSLOT_FAULTS=1 TWINSLOT_FAULTS_SUMMARY=$(CURDIR)/$(FAULTS_SUMMARY) $(GO) test -count=1 -v -timeout 15m ./testimages/faults/ \
-		| grep -v '^    [a-z_]*_test.go:[0-9]*: SUMMARY '; rc=$$?; \
+		| grep --line-buffered -v '^    [a-z_]*_test.go:[0-9]*: SUMMARY '; rc=$$?; \
 	echo; echo "== make faults: $$(( $$(date +%s) - start ))s"; \
 	if [ -s $(FAULTS_SUMMARY) ]; then \
 		awk -F'\t' '{ printf "\n%s\n  invariants:  %s\n  max holders: %s\n  lost acked:  %s\n  recovery:    %s\n  notes:       %s\n", $$1, $$2, $$3, $$4, $$5, $$6 }' $(FAULTS_SUMMARY); \

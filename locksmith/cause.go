@@ -72,7 +72,7 @@ func classify(err error) Cause {
 		errors.Is(err, rpctypes.ErrTimeoutDueToConnectionLost), errors.Is(err, rpctypes.ErrTimeoutWaitAppliedIndex):
 		return CauseTimeout // etcd's own "request timed out": proposed but not committed in time
 	case errors.Is(err, context.DeadlineExceeded), code == codes.DeadlineExceeded, code == codes.Unavailable,
-		errors.Is(err, clientv3.ErrNoAvailableEndpoints):
+		errors.Is(err, clientv3.ErrNoAvailableEndpoints), strings.Contains(msg, context.DeadlineExceeded.Error()):
 		return CauseTimeout
 	}
 	return CauseOther

@@ -27,7 +27,8 @@ func TestClassify(t *testing.T) {
 		{errors.New(`connection error: desc = "transport: authentication handshake failed: tls: bad certificate"`), CauseTLS},
 		{context.Canceled, CauseCanceled},
 		{context.DeadlineExceeded, CauseTimeout},
-		{rpctypes.ErrGRPCTimeout, CauseTimeout}, // the server's own "request timed out"
+		{errors.New("rpc error: code = Unknown desc = context deadline exceeded"), CauseTimeout}, // seen in the faults tier
+		{rpctypes.ErrGRPCTimeout, CauseTimeout},                                                  // the server's own "request timed out"
 		{rpctypes.ErrTimeout, CauseTimeout},
 		{rpctypes.ErrTimeoutDueToLeaderFail, CauseTimeout},
 		{errors.New("rpc error: code = Unavailable desc = error reading from server: connection reset by peer"), CauseUnreachable},
