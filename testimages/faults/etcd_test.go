@@ -470,7 +470,21 @@ func TestEtcdFaults(t *testing.T) {
 	m0, m1, m2 := cl.members[0], cl.members[1], cl.members[2]
 	m0.p.kill(t)
 	m1.p.kill(t)
-	time.Sleep(1500 * time.Millisecond) // m2 notices it lost its leader (election timeout 1 s)
+	// m2 knows it has no leader once an election timeout passed without heartbeats; before that
+	// a read waits for the leader it still believes in (and then times out).
+	noLeaderSince := time.Now()
+	m2cli := newClient(t, m2.client)
+	for time.Since(noLeaderSince) < 30*time.Second {
+		sctx, scancel := context.WithTimeout(ctx, time.Second)
+		st, err := m2cli.Status(sctx, m2.client)
+		scancel()
+		if err == nil && st.Leader == 0 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	noLeaderAfter := time.Since(noLeaderSince)
+	t.Logf("m2 reports no leader %s after the kill", ms(noLeaderAfter))
 	var ctlOut, ctlErr bytes.Buffer
 	ctlStart := time.Now()
 	code := locksmithctl.Main(ctx, []string{"status", "-endpoint", m2.client, "-group", faultGroup}, nil, strings.NewReader(""), &ctlOut, &ctlErr)
@@ -480,7 +494,7 @@ func TestEtcdFaults(t *testing.T) {
 		t.Errorf("locksmithctl status against a member without a leader: exit %d\n%s%s", code, ctlOut.String(), ctlErr.String())
 	}
 	t.Logf("locksmithctl status during quorum loss (%s): %s", ms(ctlTook), strings.TrimSpace(ctlErr.String()))
-	time.Sleep(4500 * time.Millisecond)
+	time.Sleep(6*time.Second - time.Since(noLeaderSince))
 	healed := time.Now()
 	m0.p.start(t)
 	m1.p.start(t)
@@ -492,7 +506,7 @@ func TestEtcdFaults(t *testing.T) {
 		return "first lock " + ms(c.firstLockAfter(quorumBack, 0, nil)) + " after the restart of m0, m1" // nothing commits without quorum
 	})
 	results = append(results, faultResult{"quorum lost", "",
-		fmt.Sprintf("m0, m1 killed for 6s; locksmithctl status on m2 failed in %s with \"no leader (quorum lost?)\"", ms(ctlTook))})
+		fmt.Sprintf("m0, m1 killed for 6s; m2 knew it had no leader after %s, then locksmithctl status on m2 failed in %s with \"no leader (quorum lost?)\"", ms(noLeaderAfter), ms(ctlTook))})
 
 	// 3. A partition: m2 stopped with SIGSTOP for 6 s while the m2 pool talks only to it.
 	wasLeader := cl.leader(t) == m2
