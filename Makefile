@@ -10,7 +10,7 @@ SHELL   := /bin/bash
 CMDS := $(wildcard */cmd/*/main.go)
 BINARIES := $(patsubst %/main.go,%,$(CMDS))
 
-.PHONY: all build test test-short lint bench fuzz e2e e2e-boot guest-bin demo demo-slots clean grub-efi grub-test os-image vm
+.PHONY: all build test test-short lint bench fuzz e2e e2e-boot guest-bin faults demo demo-slots clean grub-efi grub-test os-image vm
 
 all: build
 
@@ -97,6 +97,36 @@ GUEST_CMDS := updated/cmd/updated updated/cmd/updatectl locksmith/cmd/locksmithd
 guest-bin:
 	@mkdir -p $(BIN)/guest
 	@for d in $(GUEST_CMDS); do CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/guest/$$(basename $$d) ./$$d || exit 1; done
+
+# The fault-injection tier (testimages/faults): a real 3-member etcd cluster (the system's etcd)
+# with its leader killed, quorum lost and a member stopped under lock contention; omahad killed
+# with SIGKILL under load on SQLite and as two PostgreSQL replicas. Invariants are checked from
+# outside (an etcd history replay, the database). As root with apt-get, etcd-server, etcd-client
+# and postgresql are installed when missing; without them those tests skip and say why. A
+# PostgreSQL cluster is started for the run unless TWINSLOT_TEST_POSTGRES names one. Ends with
+# one summary row per fault.
+FAULTS_APT := etcd-server etcd-client postgresql
+FAULTS_SUMMARY ?= $(BIN)/faults-summary.tsv
+faults:
+	@need=; command -v etcd >/dev/null 2>&1 || need="$$need etcd-server"; \
+	command -v etcdctl >/dev/null 2>&1 || need="$$need etcd-client"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need="$$need postgresql"; \
+	if [ -n "$$need" ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "faults: installing$$need"; \
+			(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$need >/dev/null) \
+				|| echo "faults: apt-get failed; the tests that need$$need will skip"; \
+		else echo "faults:$$need missing and this is not root with apt-get: those tests will skip"; fi; \
+	fi
+	@mkdir -p $(BIN); rm -f $(FAULTS_SUMMARY)
+	@start=$$(date +%s); set -o pipefail; \
+	TWINSLOT_FAULTS=1 TWINSLOT_FAULTS_SUMMARY=$(CURDIR)/$(FAULTS_SUMMARY) $(GO) test -count=1 -v -timeout 15m ./testimages/faults/ \
+		| grep --line-buffered -v '^    [a-z_]*_test.go:[0-9]*: SUMMARY '; rc=$$?; \
+	echo; echo "== make faults: $$(( $$(date +%s) - start ))s"; \
+	if [ -s $(FAULTS_SUMMARY) ]; then \
+		awk -F'\t' '{ printf "\n%s\n  invariants:  %s\n  max holders: %s\n  lost acked:  %s\n  recovery:    %s\n  notes:       %s\n", $$1, $$2, $$3, $$4, $$5, $$6 }' $(FAULTS_SUMMARY); \
+	else echo "(no fault ran: see the skips above)"; fi; \
+	exit $$rc
 
 # The whole system in one process (testimages/demo): omahad on SQLite, an embedded etcd and
 # DEMO_HOSTS simulated hosts running the real agent and locksmithd; 1.0.1 rolls out DEMO_MAX at a

@@ -87,15 +87,18 @@ const (
 
 // Holder is the value of a slot key.
 type Holder struct {
-	Version     int         `json:"version"`
-	ID          string      `json:"id"`
-	BootID      string      `json:"boot_id,omitempty"`
-	Hostname    string      `json:"hostname,omitempty"`
-	FromVersion string      `json:"from_version,omitempty"`
-	ToVersion   string      `json:"to_version,omitempty"`
-	AcquiredAt  time.Time   `json:"acquired_at"`
-	State       HolderState `json:"state,omitempty"`
-	Note        string      `json:"note,omitempty"`
+	Version     int       `json:"version"`
+	ID          string    `json:"id"`
+	BootID      string    `json:"boot_id,omitempty"`
+	Hostname    string    `json:"hostname,omitempty"`
+	FromVersion string    `json:"from_version,omitempty"`
+	ToVersion   string    `json:"to_version,omitempty"`
+	AcquiredAt  time.Time `json:"acquired_at"`
+	// SeenAt is the last time the holder wrote its slot (re-locked it, marked it rebooting or
+	// rolled back, or found it again after a boot); zero means only AcquiredAt.
+	SeenAt time.Time   `json:"seen_at,omitzero"`
+	State  HolderState `json:"state,omitempty"`
+	Note   string      `json:"note,omitempty"`
 }
 
 // Validate checks a holder before it is written or after it is read.
@@ -212,6 +215,25 @@ func (s State) Available() int { return max(0, s.Config.Max-len(s.Slots)) }
 func (s State) Stale(sl Slot, now time.Time) bool {
 	ttl := s.Config.LeaseTTL()
 	return ttl > 0 && now.Sub(sl.Holder.AcquiredAt) > ttl
+}
+
+// DefaultStaleAfter is how long a holder may go unseen before status and metrics flag it as
+// probably stale. Flagging never frees a slot: only an operator (or StaleExpire) does.
+const DefaultStaleAfter = time.Hour
+
+// LastSeen is the last time the holder of sl was heard from: SeenAt, or AcquiredAt before it
+// wrote anything else.
+func (sl Slot) LastSeen() time.Time {
+	if sl.Holder.SeenAt.After(sl.Holder.AcquiredAt) {
+		return sl.Holder.SeenAt
+	}
+	return sl.Holder.AcquiredAt
+}
+
+// Unseen reports whether sl's holder has not been heard from for longer than after (0 turns
+// the check off). Like Stale, it only reports.
+func (s State) Unseen(sl Slot, now time.Time, after time.Duration) bool {
+	return after > 0 && now.Sub(sl.LastSeen()) > after
 }
 
 // overflow reports whether a holder sits at an index >= max (max was lowered under it) or at

@@ -75,9 +75,9 @@ func (s *Store) read(ctx context.Context, group string, lenient bool) (State, er
 	if err := ValidateGroup(group); err != nil {
 		return State{}, fmt.Errorf("locksmith: %w", err)
 	}
-	resp, err := s.cli.Get(ctx, s.groupPrefix(group), clientv3.WithPrefix())
+	resp, err := s.cli.Get(leader(ctx), s.groupPrefix(group), clientv3.WithPrefix())
 	if err != nil {
-		return State{}, fmt.Errorf("locksmith: read group %q from etcd: %w", group, err)
+		return State{}, s.fail(ctx, group, "read the group", err)
 	}
 	st := State{Group: group, Config: DefaultConfig(), Revision: resp.Header.Revision}
 	cfgKey, slots, queue := s.configKey(group), s.slotsPrefix(group), s.queuePrefix(group)
@@ -188,9 +188,9 @@ const queueTTL = 10
 
 // enqueue puts id in group's queue on a kept-alive lease; leave takes it out.
 func (s *Store) enqueue(ctx context.Context, group, id string) (leave func(), err error) {
-	g, err := s.cli.Grant(ctx, queueTTL)
+	g, err := s.cli.Grant(leader(ctx), queueTTL)
 	if err != nil {
-		return nil, fmt.Errorf("locksmith: group %q: grant a queue lease: %w", group, err)
+		return nil, s.fail(ctx, group, "grant a queue lease", err)
 	}
 	kctx, stop := context.WithCancel(ctx)
 	leave = func() {
@@ -201,14 +201,14 @@ func (s *Store) enqueue(ctx context.Context, group, id string) (leave func(), er
 	}
 	// A put on a key that is still there (a waiter of the same id that queued before) keeps its
 	// CreateRevision, so its place, and moves it onto this waiter's lease.
-	if _, err := s.cli.Put(ctx, s.queueKey(group, id), id, clientv3.WithLease(g.ID)); err != nil {
+	if _, err := s.cli.Put(leader(ctx), s.queueKey(group, id), id, clientv3.WithLease(g.ID)); err != nil {
 		leave()
-		return nil, fmt.Errorf("locksmith: group %q: queue for a slot: %w", group, err)
+		return nil, s.fail(ctx, group, "queue for a slot", err)
 	}
 	ka, err := s.cli.KeepAlive(kctx, g.ID)
 	if err != nil {
 		leave()
-		return nil, fmt.Errorf("locksmith: group %q: keep the queue lease alive: %w", group, err)
+		return nil, s.fail(ctx, group, "keep the queue lease alive", err)
 	}
 	go func() {
 		for range ka { // drain: the client needs its keep-alive responses read
@@ -253,7 +253,7 @@ func (s *Store) attempt(ctx context.Context, st State, h Holder, ls *leases) (lk
 	var lease clientv3.LeaseID
 	if plan.Relock {
 		old := plan.Existing.Holder
-		val.AcquiredAt = old.AcquiredAt
+		val.AcquiredAt, val.SeenAt = old.AcquiredAt, s.now().UTC()
 		val.FromVersion = orOld(val.FromVersion, old.FromVersion)
 		val.ToVersion = orOld(val.ToVersion, old.ToVersion)
 		val.Hostname = orOld(val.Hostname, old.Hostname)
@@ -271,7 +271,7 @@ func (s *Store) attempt(ctx context.Context, st State, h Holder, ls *leases) (lk
 		var opts []clientv3.OpOption
 		if st.Config.Stale == StaleExpire {
 			if lease, err = ls.get(ctx, s.cli, st.Config.LeaseTTLSeconds); err != nil {
-				return Lock{}, false, fmt.Errorf("locksmith: group %q: grant a %ds lease: %w", group, st.Config.LeaseTTLSeconds, err)
+				return Lock{}, false, s.fail(ctx, group, fmt.Sprintf("grant a %ds lease", st.Config.LeaseTTLSeconds), err)
 			}
 			opts = append(opts, clientv3.WithLease(lease))
 		}
@@ -281,14 +281,14 @@ func (s *Store) attempt(ctx context.Context, st State, h Holder, ls *leases) (lk
 	if !plan.Relock {
 		ops = append(ops, clientv3.OpDelete(s.queueKey(group, h.ID))) // leave the queue in the same step
 	}
-	resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+	resp, err := s.cli.Txn(leader(ctx)).If(cmps...).Then(ops...).Commit()
 	if errors.Is(err, rpctypes.ErrLeaseNotFound) {
 		// The lease kept from an earlier attempt expired meanwhile: grant a new one and retry.
 		ls.id = 0
 		return Lock{}, false, nil
 	}
 	if err != nil {
-		return Lock{}, false, fmt.Errorf("locksmith: group %q: take slot %d: %w", group, plan.Index, err)
+		return Lock{}, false, s.fail(ctx, group, fmt.Sprintf("take slot %d", plan.Index), err)
 	}
 	if !resp.Succeeded {
 		return Lock{}, false, nil
@@ -316,7 +316,7 @@ func (l *leases) get(ctx context.Context, cli *clientv3.Client, ttl int64) (clie
 		return l.id, nil
 	}
 	l.revokeUnused(ctx, cli)
-	g, err := cli.Grant(ctx, ttl)
+	g, err := cli.Grant(leader(ctx), ttl)
 	if err != nil {
 		return 0, err
 	}
@@ -360,32 +360,35 @@ var errWatchBroken = errors.New("watch broken")
 type groupWatch struct {
 	ch                   clientv3.WatchChan
 	cancel               context.CancelFunc
+	group                string
 	cfgKey, slots, queue string
 }
 
 // watchGroup starts watching group's keys from the next revision and returns once etcd has
-// registered the watch.
+// registered the watch. The watch requires a leader: a member that loses its leader cancels it
+// at once (with "no leader") rather than staying silent.
 func (s *Store) watchGroup(ctx context.Context, group string) (*groupWatch, error) {
-	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	wctx, cancel := context.WithCancel(leader(ctx))
 	w := &groupWatch{ch: s.cli.Watch(wctx, s.groupPrefix(group), clientv3.WithPrefix(), clientv3.WithCreatedNotify()),
-		cancel: cancel, cfgKey: s.configKey(group), slots: s.slotsPrefix(group), queue: s.queuePrefix(group)}
+		cancel: cancel, group: group, cfgKey: s.configKey(group), slots: s.slotsPrefix(group), queue: s.queuePrefix(group)}
 	select {
 	case resp, ok := <-w.ch:
 		if ok && resp.Created && resp.Err() == nil {
 			return w, nil
 		}
 		cancel()
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		err := fmt.Errorf("watch closed")
-		if ok && resp.Err() != nil {
+		err := ctx.Err()
+		switch {
+		case err != nil:
+		case ok && resp.Err() != nil:
 			err = resp.Err()
+		default:
+			err = errors.New("watch closed by the client")
 		}
-		return nil, fmt.Errorf("locksmith: group %q: watch for free slots: %w", group, err)
+		return nil, s.fail(ctx, group, "watch for free slots", err)
 	case <-ctx.Done():
 		cancel()
-		return nil, ctx.Err()
+		return nil, s.fail(ctx, group, "watch for free slots", ctx.Err())
 	}
 }
 
@@ -405,11 +408,11 @@ func (w *groupWatch) waitFree(ctx context.Context, st State, id string) error {
 	for {
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return w.gaveUp(ctx, holders, maxHolders, ahead)
 		case resp, ok := <-w.ch:
 			if !ok || resp.Canceled || resp.Err() != nil {
 				if ctx.Err() != nil {
-					return ctx.Err()
+					return w.gaveUp(ctx, holders, maxHolders, ahead)
 				}
 				return errWatchBroken
 			}
@@ -441,14 +444,25 @@ func (w *groupWatch) waitFree(ctx context.Context, st State, id string) error {
 	}
 }
 
+// gaveUp is the error of a wait for a free slot that ended with ctx: etcd was fine, the group
+// stayed full.
+func (w *groupWatch) gaveUp(ctx context.Context, holders, maxHolders, ahead int) error {
+	return fmt.Errorf("locksmith: group %q: gave up waiting for a free slot (%d of max %d held, %d queued ahead): %w",
+		w.group, holders, maxHolders, ahead, ctx.Err())
+}
+
+// leader makes a request fail at once with "no leader" when the member it reaches has none,
+// instead of waiting out the caller's deadline (the issue-19 symptom during quorum loss).
+func leader(ctx context.Context) context.Context { return clientv3.WithRequireLeader(ctx) }
+
 // Release gives up the slot of lk. It fails with ErrLost if the slot is no longer lk's tenure
 // (broken by an operator, expired, or already released).
 func (s *Store) Release(ctx context.Context, lk Lock) error {
 	key := s.slotKey(lk.Group, lk.Slot.Index)
-	resp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", lk.Token())).
+	resp, err := s.cli.Txn(leader(ctx)).If(clientv3.Compare(clientv3.CreateRevision(key), "=", lk.Token())).
 		Then(clientv3.OpDelete(key)).Commit()
 	if err != nil {
-		return fmt.Errorf("locksmith: group %q: release slot %d: %w", lk.Group, lk.Slot.Index, err)
+		return s.fail(ctx, lk.Group, fmt.Sprintf("release slot %d", lk.Slot.Index), err)
 	}
 	if !resp.Succeeded {
 		return fmt.Errorf("locksmith: group %q: release slot %d: %w (broken by an operator, expired, or already released)", lk.Group, lk.Slot.Index, ErrLost)
@@ -456,26 +470,32 @@ func (s *Store) Release(ctx context.Context, lk Lock) error {
 	return nil
 }
 
-// Update rewrites the holder value of lk with fn applied, only if lk is still the slot's tenure.
-// It doubles as an ownership check right before a reboot.
+// Update rewrites the holder value of lk with fn applied (and SeenAt set to now), only if lk is
+// still the slot's tenure. It doubles as an ownership check right before a reboot, and with a
+// fn that changes nothing it records that the holder is alive (Touch).
 func (s *Store) Update(ctx context.Context, lk Lock, fn func(*Holder)) (Lock, error) {
 	h := lk.Slot.Holder
 	fn(&h)
-	h.Version = FormatVersion
+	h.Version, h.SeenAt = FormatVersion, s.now().UTC()
 	if err := h.Validate(); err != nil {
 		return lk, fmt.Errorf("locksmith: %w", err)
 	}
 	key := s.slotKey(lk.Group, lk.Slot.Index)
-	resp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", lk.Token())).
+	resp, err := s.cli.Txn(leader(ctx)).If(clientv3.Compare(clientv3.CreateRevision(key), "=", lk.Token())).
 		Then(clientv3.OpPut(key, mustJSON(h), clientv3.WithIgnoreLease())).Commit()
 	if err != nil {
-		return lk, fmt.Errorf("locksmith: group %q: update slot %d: %w", lk.Group, lk.Slot.Index, err)
+		return lk, s.fail(ctx, lk.Group, fmt.Sprintf("update slot %d", lk.Slot.Index), err)
 	}
 	if !resp.Succeeded {
 		return lk, fmt.Errorf("locksmith: group %q: update slot %d: %w", lk.Group, lk.Slot.Index, ErrLost)
 	}
 	lk.Slot.Holder, lk.Slot.ModRevision = h, resp.Header.Revision
 	return lk, nil
+}
+
+// Touch records that lk's holder is alive (SeenAt = now), so status does not flag it as stale.
+func (s *Store) Touch(ctx context.Context, lk Lock) (Lock, error) {
+	return s.Update(ctx, lk, func(*Holder) {})
 }
 
 // Held returns the slot id holds in group, as a Lock, or ErrNotHeld.
@@ -504,10 +524,10 @@ func (s *Store) Unlock(ctx context.Context, group, requester, target string, for
 			return Holder{}, fmt.Errorf("locksmith: %w", err)
 		}
 		key := s.slotKeyOf(group, sl)
-		resp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", sl.ModRevision)).
+		resp, err := s.cli.Txn(leader(ctx)).If(clientv3.Compare(clientv3.ModRevision(key), "=", sl.ModRevision)).
 			Then(clientv3.OpDelete(key)).Commit()
 		if err != nil {
-			return Holder{}, fmt.Errorf("locksmith: group %q: release %s's slot: %w", group, target, err)
+			return Holder{}, s.fail(ctx, group, fmt.Sprintf("release %s's slot", target), err)
 		}
 		if resp.Succeeded {
 			return sl.Holder, nil
@@ -537,10 +557,10 @@ func (s *Store) SetConfig(ctx context.Context, group string, fn func(GroupConfig
 			return GroupConfig{}, GroupConfig{}, err
 		}
 		key := s.configKey(group)
-		resp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", st.ConfigRevision)).
+		resp, err := s.cli.Txn(leader(ctx)).If(clientv3.Compare(clientv3.ModRevision(key), "=", st.ConfigRevision)).
 			Then(clientv3.OpPut(key, mustJSON(c))).Commit()
 		if err != nil {
-			return GroupConfig{}, GroupConfig{}, fmt.Errorf("locksmith: group %q: write config: %w", group, err)
+			return GroupConfig{}, GroupConfig{}, s.fail(ctx, group, "write the config", err)
 		}
 		if resp.Succeeded {
 			return st.Config, c, nil

@@ -348,3 +348,29 @@ func TestQueueIsFirstComeFirstServed(t *testing.T) {
 		t.Fatalf("left over: %+v", st)
 	}
 }
+
+// Every write by the holder stamps SeenAt, so LastSeen moves while AcquiredAt stays.
+func TestHolderWritesStampSeenAt(t *testing.T) {
+	_, e := newStore(t)
+	now := time.Date(2026, 12, 5, 8, 0, 0, 0, time.UTC)
+	s := locksmith.NewStore(e.Client, "", func() time.Time { return now })
+	lk, err := s.TryLock(t.Context(), "g", holder("a"))
+	if err != nil || !lk.Slot.LastSeen().Equal(now) || !lk.Slot.Holder.SeenAt.IsZero() {
+		t.Fatalf("lock: %v, last seen %v, seen at %v", err, lk.Slot.LastSeen(), lk.Slot.Holder.SeenAt)
+	}
+	now = now.Add(90 * time.Minute)
+	if st, _ := s.State(t.Context(), "g"); !st.Unseen(st.Slots[0], now, time.Hour) {
+		t.Fatal("a holder silent for 90 min is not unseen after 1h")
+	}
+	if lk, err = s.Touch(t.Context(), lk); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := s.State(t.Context(), "g")
+	if sl := st.Slots[0]; !sl.LastSeen().Equal(now) || !sl.Holder.AcquiredAt.Equal(now.Add(-90*time.Minute)) || st.Unseen(sl, now, time.Hour) {
+		t.Fatalf("after Touch: acquired %v, last seen %v", sl.Holder.AcquiredAt, sl.LastSeen())
+	}
+	now = now.Add(time.Minute)
+	if lk, err = s.TryLock(t.Context(), "g", holder("a")); err != nil || !lk.Slot.LastSeen().Equal(now) {
+		t.Fatalf("re-lock: %v, last seen %v", err, lk.Slot.LastSeen())
+	}
+}

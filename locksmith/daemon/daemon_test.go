@@ -169,8 +169,10 @@ func TestRebootThenReleaseOnCommit(t *testing.T) {
 	h.updated.SetBoot(t, dbusapitest.Boot(daemon.BootVerifying, "2.0"))
 	r2 := h.start(h.config("boot-2"), h.deps(h.store))
 	waitState(t, r2.d, daemon.StateVerifying)
-	if _, ok := h.slot("m1"); !ok {
+	if after, ok := h.slot("m1"); !ok {
 		t.Fatal("slot released before the boot was committed")
+	} else if after.ModRevision <= sl.ModRevision || after.Holder.SeenAt.IsZero() {
+		t.Fatalf("the host found its slot after the boot but did not record that it is up (seen_at): %+v", after)
 	}
 	h.updated.SetBoot(t, dbusapitest.Boot(daemon.BootCommitted, "2.0"))
 	waitState(t, r2.d, daemon.StateIdle)

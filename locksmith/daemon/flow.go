@@ -350,6 +350,11 @@ func (d *Daemon) settle(ctx context.Context) (bool, error) {
 			d.publish(state, "keeping the reboot slot: "+why, nil)
 			return false, nil
 		case Wait:
+			opCtx, cancel := d.opCtx(ctx)
+			if err := lock.touch(opCtx); err != nil {
+				d.log.Warn("cannot record in the reboot slot that this host is up", "err", err)
+			}
+			cancel()
 			d.publish(StateVerifying, "holding the reboot slot until the new boot is committed: "+why, nil)
 			select {
 			case <-ctx.Done():

@@ -24,6 +24,8 @@ type locker interface {
 	markRebooting(ctx context.Context, h locksmith.Holder) error
 	// markRolledBack records that the host keeps the slot after a failed boot.
 	markRolledBack(ctx context.Context, why string) error
+	// touch records that the host holding the slot is alive (status flags unseen holders).
+	touch(ctx context.Context) error
 	release(ctx context.Context) error
 	// find returns the slot this host holds from before this start, if any.
 	find(ctx context.Context) (locksmith.Holder, bool, error)
@@ -48,6 +50,7 @@ type noLocker struct{}
 func (noLocker) acquire(context.Context, locksmith.Holder, func(string)) error { return nil }
 func (noLocker) markRebooting(context.Context, locksmith.Holder) error         { return nil }
 func (noLocker) markRolledBack(context.Context, string) error                  { return nil }
+func (noLocker) touch(context.Context) error                                   { return nil }
 func (noLocker) release(context.Context) error                                 { return nil }
 func (noLocker) find(context.Context) (locksmith.Holder, bool, error) {
 	return locksmith.Holder{}, false, nil
@@ -122,6 +125,10 @@ func (e *etcdLocker) markRebooting(ctx context.Context, h locksmith.Holder) erro
 
 func (e *etcdLocker) markRolledBack(ctx context.Context, why string) error {
 	return e.update(ctx, func(v *locksmith.Holder) { v.State, v.Note = locksmith.HolderRolledBack, truncate(why) })
+}
+
+func (e *etcdLocker) touch(ctx context.Context) error {
+	return e.update(ctx, func(*locksmith.Holder) {})
 }
 
 func (e *etcdLocker) update(ctx context.Context, fn func(*locksmith.Holder)) error {
@@ -235,6 +242,9 @@ func (f *fleetLocker) markRolledBack(_ context.Context, why string) error {
 	rec.State = string(locksmith.HolderRolledBack)
 	return f.write(rec)
 }
+
+// touch: a FleetLock server keeps no holder value to stamp.
+func (f *fleetLocker) touch(context.Context) error { return nil }
 
 func (f *fleetLocker) release(ctx context.Context) error {
 	if err := f.c.SteadyState(ctx); err != nil {

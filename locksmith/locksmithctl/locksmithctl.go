@@ -88,15 +88,20 @@ func (g *globals) flags(stdio cli.IO, gfs *flag.FlagSet, name, argsUsage, help s
 func (g *globals) commands(gfs *flag.FlagSet) []cli.Command {
 	return []cli.Command{
 		{Name: "status", Summary: "show max, holders, their age, versions and state", Run: func(ctx context.Context, stdio cli.IO, args []string) error {
-			fs, parse := g.flags(stdio, gfs, "status", "[-o text|json]", "Shows the group's semaphore.")
+			fs, parse := g.flags(stdio, gfs, "status", "[-o text|json] [--stale-after D]",
+				"Shows the group's semaphore. A holder not seen (no re-lock, no reboot, no boot) for longer than\n--stale-after is flagged STALE with the command that frees its slot; nothing is freed on its own.")
 			out := fs.String("o", "text", "output format: text or json")
+			staleAfter := fs.Duration("stale-after", locksmith.DefaultStaleAfter, "flag holders not seen for longer than this (0: never)")
 			if _, err := parse(args); err != nil {
 				return err
 			}
 			if *out != "text" && *out != "json" {
 				return cli.Usagef("-o %q: want text or json", *out)
 			}
-			return g.status(ctx, stdio.Stdout, *out == "json")
+			if *staleAfter < 0 {
+				return cli.Usagef("--stale-after %s: want 0 or more", *staleAfter)
+			}
+			return g.status(ctx, stdio.Stdout, *out == "json", *staleAfter)
 		}},
 		{Name: "lock", Summary: "take a reboot slot for --id", Run: func(ctx context.Context, stdio cli.IO, args []string) error {
 			_, parse := g.flags(stdio, gfs, "lock", "", "Takes a reboot slot for the machine (re-locking one it holds succeeds).")
@@ -247,8 +252,11 @@ func (g *globals) withStore(ctx context.Context, fn func(context.Context, *locks
 	ctx, cancel := context.WithTimeout(ctx, g.timeout)
 	defer cancel()
 	err = fn(ctx, locksmith.NewStore(cli, "", g.now))
-	if errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("%w (is etcd at %s reachable, and are the TLS and auth flags right?)", err, strings.Join(g.etcd.Endpoints.List(), ","))
+	// The store's errors say what happened (no leader, unreachable, timeout, TLS, auth); only an
+	// error from elsewhere that ran into the deadline gets a generic hint.
+	var ee *locksmith.EtcdError
+	if errors.Is(err, context.DeadlineExceeded) && !errors.As(err, &ee) && !errors.Is(err, locksmith.ErrFull) {
+		return fmt.Errorf("%w (after %s; is etcd at %s reachable?)", err, g.timeout, strings.Join(g.etcd.Endpoints.List(), ","))
 	}
 	return err
 }

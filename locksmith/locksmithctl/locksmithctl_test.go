@@ -79,14 +79,14 @@ func TestCredentialsEachOnTheirOwn(t *testing.T) {
 	t.Run("CA-only TLS", func(t *testing.T) {
 		e := etcdtest.New(t, etcdtest.WithTLS())
 		ep := "-endpoint=" + e.Endpoints[0]
-		expect(t, run(t, nil, "status", ep, short), 1, "reachable")
+		expect(t, run(t, nil, "status", ep, short), 1, "TLS with etcd at")
 		expect(t, run(t, nil, "status", ep, "-etcd-cafile", e.CAFile), 0, "Max: 1")
 		expect(t, run(t, []string{"LOCKSMITHCTL_ETCD_CAFILE=" + e.CAFile}, "lock", "--id", "a", ep), 0, "Locked")
 	})
 	t.Run("mTLS", func(t *testing.T) {
 		e := etcdtest.New(t, etcdtest.WithMTLS())
 		ep := "-endpoint=" + e.Endpoints[0]
-		expect(t, run(t, nil, "status", ep, short, "-etcd-cafile", e.CAFile), 1, "reachable")
+		expect(t, run(t, nil, "status", ep, short, "-etcd-cafile", e.CAFile), 1, "TLS with etcd at")
 		expect(t, run(t, nil, "status", ep, "-etcd-cafile", e.CAFile, "-etcd-certfile", e.CertFile), 1, "together")
 		expect(t, run(t, nil, "status", ep, "-etcd-cafile", e.CAFile, "-etcd-certfile", e.CertFile, "-etcd-keyfile", e.KeyFile), 0, "Max: 1")
 	})
@@ -137,4 +137,49 @@ func TestSendNeedRebootAndReboot(t *testing.T) {
 	if fake.Reboots() != 1 {
 		t.Fatal("rebooted without a slot")
 	}
+}
+
+// A holder not seen for longer than --stale-after is flagged with the exact command that frees
+// it; nothing is freed on its own, and running the printed command frees it.
+func TestStatusFlagsUnseenHolders(t *testing.T) {
+	e := etcdtest.New(t)
+	ep := "-endpoint=" + e.Endpoints[0]
+	expect(t, run(t, nil, "set-max", "2", ep), 0, "Max: 2")
+	twoHoursAgo := func() time.Time { return time.Now().Add(-2 * time.Hour) }
+	if _, err := locksmith.NewStore(e.Client, "", twoHoursAgo).TryLock(t.Context(), "default", locksmith.Holder{ID: "gone-host"}); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, run(t, nil, "lock", "--id", "fresh", ep), 0, "Locked")
+
+	r := run(t, nil, "status", ep)
+	cmd := "locksmithctl -endpoint " + e.Endpoints[0] + " -group default unlock --force gone-host"
+	expect(t, r, 0, "1 holder(s) not seen for longer than 1h0m0s (--stale-after)")
+	for _, want := range []string{"locked (STALE)", "Nothing frees a slot on its own", "\n  " + cmd + "\n"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("status lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	if strings.Count(r.stdout, "(STALE)") != 1 {
+		t.Errorf("want only gone-host flagged:\n%s", r.stdout)
+	}
+	var st locksmithctl.StatusJSON
+	r = run(t, nil, "status", "-o", "json", ep)
+	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil || len(st.Holders) != 2 || st.StaleAfterSeconds != 3600 {
+		t.Fatalf("status json %v: %s", err, r.stdout)
+	}
+	for _, h := range st.Holders {
+		if stale := h.ID == "gone-host"; h.Stale != stale || (h.UnlockCommand == cmd) != stale || (h.UnseenSeconds >= 7200) != stale {
+			t.Errorf("holder %s: stale %v unseen %ds command %q", h.ID, h.Stale, h.UnseenSeconds, h.UnlockCommand)
+		}
+	}
+	expect(t, run(t, nil, "status", "--stale-after", "0", ep), 0, "Max: 2")
+	if r := run(t, nil, "status", "--stale-after", "0", ep); strings.Contains(r.stdout, "STALE") {
+		t.Errorf("--stale-after 0 still flags:\n%s", r.stdout)
+	}
+	expect(t, run(t, nil, "status", "--stale-after", "-1s", ep), 2, "want 0 or more")
+
+	// Flagging freed nothing; the printed command does.
+	args := strings.Fields(strings.TrimPrefix(cmd, "locksmithctl "))
+	expect(t, run(t, nil, append(args, "--id", "operator")...), 0, "Unlocked gone-host")
+	expect(t, run(t, nil, "status", ep), 0, "Available: 1")
 }

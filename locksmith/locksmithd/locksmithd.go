@@ -42,6 +42,7 @@ type options struct {
 	group, id       string
 	fleetlockListen string
 	metricsListen   string
+	staleAfter      time.Duration
 	fleetlockURL    string
 	configs         string
 	drainCommand    string
@@ -66,6 +67,7 @@ func Main(ctx context.Context, args, environ []string, stdin io.Reader, stdout, 
 	fs.StringVar(&o.id, "id", "", "machine id used as the holder id (default: the content of "+hostenv.MachineIDPath+")")
 	fs.StringVar(&o.fleetlockListen, "fleetlock-listen", "", "serve the FleetLock protocol on this address (host:port) from the etcd semaphore")
 	fs.StringVar(&o.metricsListen, "metrics-listen", "", "serve Prometheus metrics on this address (host:port) at /metrics")
+	fs.DurationVar(&o.staleAfter, "stale-after", locksmith.DefaultStaleAfter, "metrics flag a holder not seen for longer than this as stale (0: never); nothing is freed on its own")
 	fs.StringVar(&o.fleetlockURL, "fleetlock-url", "", "FleetLock server for REBOOT_STRATEGY=fleetlock")
 	fs.StringVar(&o.configs, "config", strings.Join(updateconf.DefaultPaths(), ","), "update.conf files, comma-separated, first wins")
 	fs.StringVar(&o.drainCommand, "drain-command", "", "shell command run before rebooting (with the slot held), e.g. to drain a node")
@@ -195,7 +197,7 @@ func run(ctx context.Context, o options, environ []string, log *slog.Logger) err
 		}
 	}
 	if o.metricsListen != "" {
-		c := &collector{store: store, group: o.group, windows: windows, d: d, ctx: ctx}
+		c := &collector{store: store, group: o.group, windows: windows, staleAfter: o.staleAfter, d: d, ctx: ctx}
 		if err := serveHTTP(ctx, cancel, &wg, errs, o.metricsListen, metricsHandler(c, requests), "metrics", log); err != nil {
 			return err
 		}

@@ -105,7 +105,7 @@ func TestFleetLockServerAlone(t *testing.T) {
 	e := etcdtest.New(t)
 	env := []string{"REBOOT_STRATEGY=off", "DBUS_SYSTEM_BUS_ADDRESS=unix:path=" + filepath.Join(t.TempDir(), "no-bus"),
 		"LOCKSMITHD_ENDPOINT=" + e.Endpoints[0]}
-	p := start(t, env, append(paths(t), "--fleetlock-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0")...)
+	p := start(t, env, append(paths(t), "--fleetlock-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--stale-after", "1ns")...)
 	addr := p.log.wait(t, regexp.MustCompile(`serving FleetLock" addr=(\S+)`))
 	metrics := p.log.wait(t, regexp.MustCompile(`serving metrics" addr=(\S+)`))
 	ctx := t.Context()
@@ -132,7 +132,8 @@ func TestFleetLockServerAlone(t *testing.T) {
 	resp.Body.Close()
 	for _, want := range []string{`locksmith_slots_max{group="default"} 1`, `locksmith_holders{group="default"} 1`,
 		`locksmith_holder_age_seconds{group="default",id="zincati-b",state="locked"}`, `locksmith_fleetlock_requests_total{code="409"} 1`,
-		`locksmith_etcd_up{group="default"} 1`, `locksmith_window_open 1`} {
+		`locksmith_etcd_up{group="default"} 1`, `locksmith_window_open 1`,
+		`locksmith_holder_stale{group="default",id="zincati-b"} 1`, `locksmith_holder_unseen_seconds{group="default",id="zincati-b"}`} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("metrics lack %s:\n%s", want, body)
 		}

@@ -22,7 +22,8 @@ var (
 	descHolders = prometheus.NewDesc("locksmith_holders", "Hosts holding a reboot slot.", []string{"group"}, nil)
 	descQueue   = prometheus.NewDesc("locksmith_queue_length", "Hosts queued for a reboot slot.", []string{"group"}, nil)
 	descAge     = prometheus.NewDesc("locksmith_holder_age_seconds", "How long each holder has held its slot.", []string{"group", "id", "state"}, nil)
-	descStale   = prometheus.NewDesc("locksmith_holder_stale", "1 if the holder is older than the group's lease TTL.", []string{"group", "id"}, nil)
+	descStale   = prometheus.NewDesc("locksmith_holder_stale", "1 if the holder is older than the group's lease TTL or not seen for longer than --stale-after (flagged only: nothing frees it on its own).", []string{"group", "id"}, nil)
+	descUnseen  = prometheus.NewDesc("locksmith_holder_unseen_seconds", "How long since each holder last wrote its slot (re-lock, reboot, boot).", []string{"group", "id"}, nil)
 	descWindow  = prometheus.NewDesc("locksmith_window_open", "1 if a reboot window is open now.", nil, nil)
 	descState   = prometheus.NewDesc("locksmith_state", "1 for the daemon's current state.", []string{"state"}, nil)
 	descHolding = prometheus.NewDesc("locksmith_holding", "1 if this host holds a reboot slot.", nil, nil)
@@ -33,12 +34,14 @@ type collector struct {
 	store   *locksmith.Store
 	group   string
 	windows window.Schedule
-	d       *daemon.Daemon
-	ctx     context.Context
+	// staleAfter flags holders not seen for longer (0: only the lease TTL).
+	staleAfter time.Duration
+	d          *daemon.Daemon
+	ctx        context.Context
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descUp, descMax, descHolders, descQueue, descAge, descStale, descWindow, descState, descHolding} {
+	for _, d := range []*prometheus.Desc{descUp, descMax, descHolders, descQueue, descAge, descStale, descUnseen, descWindow, descState, descHolding} {
 		ch <- d
 	}
 }
@@ -73,7 +76,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			state = "locked"
 		}
 		gauge(descAge, now.Sub(sl.Holder.AcquiredAt).Seconds(), c.group, sl.Holder.ID, state)
-		gauge(descStale, b2f(st.Stale(sl, now)), c.group, sl.Holder.ID)
+		gauge(descStale, b2f(st.Stale(sl, now) || st.Unseen(sl, now, c.staleAfter)), c.group, sl.Holder.ID)
+		gauge(descUnseen, now.Sub(sl.LastSeen()).Seconds(), c.group, sl.Holder.ID)
 	}
 }
 

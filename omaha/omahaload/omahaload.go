@@ -56,7 +56,28 @@ type Config struct {
 	// Progress, when set, is called about every ProgressInterval with the number of
 	// requests finished so far, and once at the end.
 	Progress func(done int64)
+	// Exchanged, when set, is called after every finished request (from the request's
+	// worker goroutine, so concurrently), for checks of what the server acknowledged.
+	Exchanged func(Exchange)
 }
+
+// Exchange is one finished request of a run.
+type Exchange struct {
+	Machine string // machine id
+	// Kind is what was sent: "check" (ping, updatecheck, 3/2), "rollback-check" (3/0 code 44
+	// instead of 3/2), "ping", or the event "13/1", "14/1", "3/1", "3/0".
+	Kind string
+	// Err is "" when the server acknowledged the request (200 with a well-formed answer),
+	// else a short description; an unacknowledged request may still have been recorded.
+	Err string
+	// Offered: a check answered with an update (the server granted or re-offered it).
+	Offered bool
+	// At is when the answer (or the error) came.
+	At time.Time
+}
+
+var kindNames = [...]string{kindCheck: "check", kindRollbackCheck: "rollback-check", kindDownloadStarted: "13/1",
+	kindDownloaded: "14/1", kindInstalled: "3/1", kindPing: "ping", kindFailed: "3/0"}
 
 // ProgressInterval is how often Config.Progress is called.
 const ProgressInterval = 200 * time.Millisecond
@@ -382,8 +403,12 @@ func (w *worker) loop(ctx context.Context) {
 		}
 		k := w.pick(j)
 		w.body.Reset()
-		writeRequest(&w.body, machine(cfg, int(j%int64(cfg.Machines))), k)
+		h := machine(cfg, int(j%int64(cfg.Machines)))
+		writeRequest(&w.body, h, k)
 		out, errKind := w.send(ctx, k)
+		if cfg.Exchanged != nil {
+			cfg.Exchanged(Exchange{Machine: h.MachineID, Kind: kindNames[k], Err: errKind, Offered: out == outOffer, At: time.Now()})
+		}
 		if ctx.Err() != nil && errKind != "" {
 			return // the run ended during this request: neither a result nor an error
 		}

@@ -18,12 +18,14 @@ import (
 // (back-pressure) until the writer catches up or the caller's context ends. A failed write is
 // retried with the rows kept; newer rows for the same instance win.
 //
-// Durability: a routine check-in (an update check or ping whose only event is 3/2) is answered
-// before its row is written; a crash loses at most the rows queued but not committed, in
-// practice the last interval of traffic (bounded by queueRows). A request carrying any other
-// event waits (wait) until its rows and everything queued before them are committed, so an
-// acknowledged download, install, failure or rollback report survives a crash. Grants are
-// decided in a transaction before the answer.
+// Durability: a routine check-in (a ping, or an update check whose only event is the plain
+// 3/2 without a previous version) is answered before its row is written; a crash loses at
+// most the rows queued but not committed, in practice the last interval of traffic (bounded by
+// queueRows), and the host's next check-in (every 45 min) writes the same facts again. A
+// request carrying any other event, the post-update 3/2 naming the previous version included,
+// waits (wait) until its rows and everything queued before them are committed, so an
+// acknowledged download, install, success, failure or rollback report survives a crash.
+// Grants are decided in a transaction before the answer.
 //
 // The writer is the only writer of instance rows, so it also keeps the rows it wrote (cache,
 // bounded by cacheRows): lookup answers from the queue, the rows being written, or the cache,

@@ -103,7 +103,7 @@ func (s *Server) answer(r *http.Request, resp *omaha.Response, a *omaha.App, now
 	var evs []store.Event
 	durable := false
 	for _, ev := range a.Events {
-		durable = durable || !routineEvent(ev)
+		durable = durable || !routineEvent(a, ev)
 		evs = append(evs, applyEvent(&in, ev, now))
 		s.m.event(ev.Type, ev.Result)
 		if ev.Result == omaha.EventResultError {
@@ -128,9 +128,13 @@ func (s *Server) answer(r *http.Request, resp *omaha.Response, a *omaha.App, now
 }
 
 // routineEvent reports whether ev is the 3/2 every update check carries, which is answered
-// before it is written (see checkins).
-func routineEvent(ev *omaha.Event) bool {
-	return ev.Type == omaha.EventTypeUpdateComplete && ev.Result == omaha.EventResultSuccessReboot
+// before it is written (see checkins). A 3/2 that names the version the host updated from is
+// its success report after the health gate passed (the first check after a committed update),
+// and a 3/2 sent without an update check is a report of its own: both are acknowledged only
+// once committed, like every other event, so a committed host's success survives a crash.
+func routineEvent(a *omaha.App, ev *omaha.Event) bool {
+	return a.UpdateCheck != nil && ev.Type == omaha.EventTypeUpdateComplete && ev.Result == omaha.EventResultSuccessReboot &&
+		(ev.PreviousVersion == "" || ev.PreviousVersion == "0.0.0.0")
 }
 
 // routine reports whether next differs from prev only in the columns of a routine check-in

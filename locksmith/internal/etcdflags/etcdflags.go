@@ -11,12 +11,18 @@ import (
 	"strings"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 )
 
 // DefaultEndpoint is used when no endpoint is given.
 const DefaultEndpoint = "http://127.0.0.1:2379"
+
+// MaxUnaryRetries bounds how often the client retries a read that failed as unavailable (etcd's
+// default is 100, which turns a member without a leader into a wait of many seconds); a few
+// retries are enough for the balancer to move to another member.
+const MaxUnaryRetries = 3
 
 // Endpoints is a repeatable, comma-separated list flag.
 type Endpoints struct {
@@ -69,7 +75,8 @@ func (f *Flags) Register(fs *flag.FlagSet) {
 func (f *Flags) Config() (clientv3.Config, error) {
 	eps := f.Endpoints.List()
 	cfg := clientv3.Config{Endpoints: eps, DialTimeout: f.DialTimeout, Username: f.Username, Password: f.Password,
-		Logger: zap.NewNop(), DialKeepAliveTime: 30 * time.Second, DialKeepAliveTimeout: 10 * time.Second}
+		Logger: zap.NewNop(), DialKeepAliveTime: 30 * time.Second, DialKeepAliveTimeout: 10 * time.Second,
+		MaxUnaryRetries: MaxUnaryRetries}
 	if cfg.DialTimeout == 0 {
 		cfg.DialTimeout = 5 * time.Second
 	}
@@ -124,6 +131,9 @@ func (f *Flags) Client() (*clientv3.Client, error) {
 		return nil, err
 	}
 	c, err := clientv3.New(cfg)
+	if errors.Is(err, rpctypes.ErrAuthFailed) {
+		return nil, fmt.Errorf("connect to etcd %s as %q: %w; check -etcd-username and -etcd-password", strings.Join(cfg.Endpoints, ","), cfg.Username, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("connect to etcd %s: %w", strings.Join(cfg.Endpoints, ","), err)
 	}
