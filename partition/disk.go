@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -39,7 +40,19 @@ type Option func(*options)
 type options struct {
 	readOnly   bool
 	sectorSize int
+	lockWait   time.Duration
+	waitSet    bool
 }
+
+// DefaultBlockLockWait is how long Open waits for the lock of a block device. udev takes a
+// shared lock on a disk while it probes it again after every close of a writer (systemd's
+// block device locking), which under load can take a second or more.
+const DefaultBlockLockWait = 15 * time.Second
+
+// LockWait sets how long a read-write Open waits for another holder of the lock to let go
+// before it fails with ErrBusy (default: DefaultBlockLockWait for a block device, 0 for an
+// image file).
+func LockWait(d time.Duration) Option { return func(o *options) { o.lockWait, o.waitSet = d, true } }
 
 // ReadOnly opens the disk without write access and without taking the lock, so it works
 // while another process has it open for writing. Writes return ErrReadOnly.
@@ -51,8 +64,9 @@ func SectorSize(n int) Option { return func(o *options) { o.sectorSize = n } }
 
 // Open opens the GPT disk at path: an image file or a block device. It does not use O_EXCL
 // (the booted disk has mounted partitions) and never asks the kernel to re-read the table
-// (only attribute bits change). Opened read-write it takes an exclusive flock on the file
-// and fails with ErrBusy when another process holds it. It checks the table and fails with
+// (only attribute bits change). Opened read-write it takes an exclusive flock on the file,
+// waiting up to the LockWait for another holder (udev probing a block device), and fails
+// with ErrBusy when it is still held. It checks the table and fails with
 // ErrNotGPT or ErrBothTablesCorrupt when there is none to use.
 func Open(path string, opts ...Option) (*Disk, error) {
 	o := options{sectorSize: 512}
@@ -75,6 +89,20 @@ func Open(path string, opts ...Option) (*Disk, error) {
 	return d, nil
 }
 
+// lock takes the exclusive flock of f, trying again every lockPoll until wait has passed.
+func lock(f *os.File, wait time.Duration) error {
+	deadline := time.Now().Add(wait)
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if !errors.Is(err, unix.EWOULDBLOCK) || !time.Now().Before(deadline) {
+			return err
+		}
+		time.Sleep(lockPoll)
+	}
+}
+
+const lockPoll = 50 * time.Millisecond
+
 func newDisk(f *os.File, path string, o options) (*Disk, error) {
 	st, err := f.Stat()
 	if err != nil {
@@ -95,9 +123,13 @@ func newDisk(f *os.File, path string, o options) (*Disk, error) {
 		return nil, fmt.Errorf("open disk %s: not a regular file or block device (%v)", path, m)
 	}
 	if !o.readOnly {
-		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		wait := o.lockWait
+		if !o.waitSet && st.Mode()&os.ModeDevice != 0 {
+			wait = DefaultBlockLockWait
+		}
+		if err := lock(f, wait); err != nil {
 			if errors.Is(err, unix.EWOULDBLOCK) {
-				return nil, fmt.Errorf("%w: another process is changing %s (lock held); retry when it has finished", ErrBusy, path)
+				return nil, fmt.Errorf("%w: another process is changing %s (lock held for %v); retry when it has finished", ErrBusy, path, wait)
 			}
 			return nil, fmt.Errorf("open disk %s: lock: %w", path, err)
 		}

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestOpenErrors(t *testing.T) {
@@ -317,6 +318,53 @@ func TestWriteRepairsDamagedPrimary(t *testing.T) {
 	if s := slotsT(t, d); s[1].Attr != attr(2, 1, false)|1<<57 {
 		t.Fatalf("B %v", s[1].Attr)
 	}
+}
+
+// TestLockWait: a holder that lets go within the wait (as udev's probe of a block device
+// does) is waited for; one that does not still gives ErrBusy.
+func TestLockWait(t *testing.T) {
+	path := freshImage(t)
+	d := openT(t, path)
+	if _, err := Open(path, LockWait(150*time.Millisecond)); !errors.Is(err, ErrBusy) {
+		t.Fatalf("holder kept the lock: %v", err)
+	}
+	released := make(chan struct{})
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		d.Close()
+		close(released)
+	}()
+	d2, err := Open(path, LockWait(time.Minute))
+	if err != nil {
+		t.Fatalf("the holder let go within the wait: %v", err)
+	}
+	<-released
+	d2.Close()
+}
+
+// TestStartWriteback: handing a range to the device early keeps what was written, clamps to
+// the slot, and does nothing on a read-only disk.
+func TestStartWriteback(t *testing.T) {
+	path := freshImage(t)
+	d := openT(t, path)
+	b := slotsT(t, d)[1]
+	data := bytes.Repeat([]byte{0x5a}, 64<<10)
+	if _, err := d.SlotWriter(b).WriteAt(data, 4096); err != nil {
+		t.Fatal(err)
+	}
+	d.StartWriteback(b, 4096, int64(len(data)))
+	d.StartWriteback(b, b.Size-10, 1<<30) // past the end: clamped, harmless
+	d.StartWriteback(b, -1, 10)
+	if err := d.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(data))
+	if _, err := d.SlotReader(b).ReadAt(got, 4096); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("slot after writeback: %v", err)
+	}
+	d.Close()
+	r := openT(t, path, ReadOnly())
+	r.StartWriteback(b, 0, 4096)
 }
 
 func TestBusy(t *testing.T) {

@@ -127,7 +127,7 @@ none with --disk unless --esp is given.`)
 
 	tty := cli.IsTerminal(stdio.Stderr)
 	var bar *progress.Bar
-	slot := &slotRW{ReaderAt: d.SlotReader(target), WriterAt: d.SlotWriter(target), d: d}
+	slot := &slotRW{ReaderAt: d.SlotReader(target), WriterAt: d.SlotWriter(target), d: d, t: target}
 	start := c.env.Now()
 	res, err := payload.Install(ctx, src, payload.Target{
 		Slot: slot, Size: target.Size,
@@ -236,9 +236,13 @@ type slotRW struct {
 	io.ReaderAt
 	io.WriterAt
 	d *partition.Disk
+	t partition.Slot
 }
 
 func (s *slotRW) Sync() error { return s.d.Sync() }
+
+// StartWriteback hands checked ranges to the device as the install goes (see payload.Slot).
+func (s *slotRW) StartWriteback(off, n int64) { s.d.StartWriteback(s.t, off, n) }
 
 // openSource opens a payload file or URL.
 func openSource(arg string) (payload.Source, func(), error) {
