@@ -92,4 +92,3 @@ func nextBoot(path string) (partition.Slot, error) {
 	defer d.Close()
 	return d.NextBoot()
 }
-
