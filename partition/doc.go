@@ -23,6 +23,11 @@
 // The Plan* functions, Next, Prioritize and Other are the same logic without I/O. Disk
 // methods refuse any change after which no slot could boot (ErrNoBootableSlot).
 //
+// On a real host GRUB applies the boot rule: our module partition/grub/gptprio.c
+// (GPL-3.0-or-later, built by partition/grub/build.sh). One table of named cases,
+// testdata/gptprio-cases.json (read by package gptpriotest), is run against Next and
+// NextBoot here and against the module under QEMU + OVMF (testimages/uefivm).
+//
 // # Reading and writing the table
 //
 // Both GPT copies are read and checked on every call (signature, revision, header size and

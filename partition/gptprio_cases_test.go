@@ -35,7 +35,7 @@ func TestGptprioCases(t *testing.T) {
 				checkPure(t, c, want, wantBoot)
 			}
 
-			got, err := nextBoot(path)
+			got, err := nextBoot(path, c.Sector())
 			switch {
 			case !wantBoot && err == nil:
 				t.Fatalf("NextBoot chose %v, want an error (nothing bootable)", got)
@@ -84,12 +84,11 @@ func checkPure(t *testing.T, c gptpriotest.Case, want gptpriotest.Slot, wantBoot
 	}
 }
 
-func nextBoot(path string) (partition.Slot, error) {
-	d, err := partition.Open(path)
+func nextBoot(path string, ss int) (partition.Slot, error) {
+	d, err := partition.Open(path, partition.SectorSize(ss))
 	if err != nil {
 		return partition.Slot{}, err
 	}
 	defer d.Close()
 	return d.NextBoot()
 }
-

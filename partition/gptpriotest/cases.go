@@ -18,12 +18,13 @@ import (
 // Version is the table format this package reads.
 const Version = 1
 
-// Disk geometry of the case disks.
+// Disk geometry of the case disks: 512-byte sectors unless a case asks for 4096.
 const (
-	DiskSize   = 4 << 20
-	SectorSize = 512
-	unit       = 512 << 10 // partition size and alignment
-	maxTable   = 1 << 20   // a larger table file is refused
+	DiskSize     = 4 << 20
+	SectorSize   = 512
+	SectorSize4K = 4096
+	unit         = 512 << 10 // partition size and alignment
+	maxTable     = 1 << 20   // a larger table file is refused
 )
 
 // Damage kinds a case may apply to its disk.
@@ -57,7 +58,17 @@ type Case struct {
 	About  string   `json:"about"`
 	Slots  []string `json:"slots"`
 	Damage string   `json:"damage,omitempty"`
-	Want   Want     `json:"want"`
+	// SectorSize is the logical sector size of the case disk: 0 (512) or 4096.
+	SectorSize int  `json:"sector_size,omitempty"`
+	Want       Want `json:"want"`
+}
+
+// Sector is the case disk's logical sector size in bytes.
+func (c Case) Sector() int {
+	if c.SectorSize == 0 {
+		return SectorSize
+	}
+	return c.SectorSize
 }
 
 // Want is what a boot of the case's disk must do.
@@ -121,6 +132,9 @@ func (c Case) check() error {
 		if _, err := ParseAttributes(s); err != nil {
 			return fmt.Errorf("case %s: %w", c.Name, err)
 		}
+	}
+	if s := c.Sector(); s != SectorSize && s != SectorSize4K {
+		return fmt.Errorf("case %s: sector_size %d, want 512 or 4096", c.Name, s)
 	}
 	switch c.Damage {
 	case DamageNone, DamagePrimaryHeader, DamageBackupEntries, DamageBoth:
@@ -212,7 +226,8 @@ func (c Case) WriteDisk(path string) error {
 	if err := f.Truncate(DiskSize); err != nil {
 		return fmt.Errorf("case %s: %w", c.Name, err)
 	}
-	lba := func(n int) uint64 { return uint64(n * unit / SectorSize) }
+	ss := c.Sector()
+	lba := func(n int) uint64 { return uint64(n * unit / ss) }
 	parts := []*gpt.Partition{{Index: 1, Start: lba(2), Size: unit, Type: gpt.EFISystemPartition,
 		Name: "EFI-SYSTEM", GUID: "C0C0C0C0-0001-4000-8000-000000000001"}}
 	for i, s := range Slots()[:len(c.Slots)] {
@@ -223,12 +238,12 @@ func (c Case) WriteDisk(path string) error {
 	parts = append(parts, &gpt.Partition{Index: 9, Start: lba(6), Size: unit,
 		Type: gpt.Type("3884DD41-8582-4404-B9A8-E9B84F2DF50E"), Name: "ROOT",
 		GUID: "C0C0C0C0-0009-4000-8000-000000000009", Attributes: 1<<2 | 1<<63})
-	t := &gpt.Table{LogicalSectorSize: SectorSize, PhysicalSectorSize: SectorSize, ProtectiveMBR: true,
+	t := &gpt.Table{LogicalSectorSize: ss, PhysicalSectorSize: ss, ProtectiveMBR: true,
 		GUID: "C0C0C0C0-0000-4000-8000-000000000000", Partitions: parts}
 	if err := t.Write(f, DiskSize); err != nil {
 		return fmt.Errorf("case %s: write GPT: %w", c.Name, err)
 	}
-	if err := damage(f, c.Damage); err != nil {
+	if err := damage(f, c.Damage, int64(ss)); err != nil {
 		return fmt.Errorf("case %s: %w", c.Name, err)
 	}
 	return f.Close()
@@ -236,7 +251,7 @@ func (c Case) WriteDisk(path string) error {
 
 // damage flips one byte: of the primary header's disk GUID (its CRC then fails) and/or of
 // the backup array's first entry name (the array CRC then fails).
-func damage(f *os.File, kind string) error {
+func damage(f *os.File, kind string, ss int64) error {
 	flip := func(off int64) error {
 		b := make([]byte, 1)
 		if _, err := f.ReadAt(b, off); err != nil {
@@ -247,17 +262,17 @@ func damage(f *os.File, kind string) error {
 		return err
 	}
 	if kind == DamagePrimaryHeader || kind == DamageBoth {
-		if err := flip(SectorSize + 56); err != nil {
+		if err := flip(ss + 56); err != nil {
 			return fmt.Errorf("damage primary header: %w", err)
 		}
 	}
 	if kind == DamageBackupEntries || kind == DamageBoth {
-		hdr := make([]byte, SectorSize)
-		if _, err := f.ReadAt(hdr, DiskSize-SectorSize); err != nil {
+		hdr := make([]byte, ss)
+		if _, err := f.ReadAt(hdr, DiskSize-ss); err != nil {
 			return fmt.Errorf("damage backup entries: %w", err)
 		}
 		entries := int64(binary.LittleEndian.Uint64(hdr[72:80]))
-		if err := flip(entries*SectorSize + 56); err != nil {
+		if err := flip(entries*ss + 56); err != nil {
 			return fmt.Errorf("damage backup entries: %w", err)
 		}
 	}
@@ -273,11 +288,11 @@ func (c Case) Check(path string, before []byte) error {
 	}
 	if !c.Writes() {
 		if !bytes.Equal(before, after) {
-			return fmt.Errorf("case %s: the disk changed, but nothing may be written (%s)", c.Name, firstDiff(before, after))
+			return fmt.Errorf("case %s: the disk changed, but nothing may be written (%s)", c.Name, firstDiff(before, after, c.Sector()))
 		}
 		return nil
 	}
-	d, err := partition.Open(path, partition.ReadOnly())
+	d, err := partition.Open(path, partition.ReadOnly(), partition.SectorSize(c.Sector()))
 	if err != nil {
 		return fmt.Errorf("case %s: %w", c.Name, err)
 	}
@@ -309,13 +324,13 @@ func (c Case) Check(path string, before []byte) error {
 	return errors.Join(errs...)
 }
 
-func firstDiff(a, b []byte) string {
+func firstDiff(a, b []byte, ss int) string {
 	if len(a) != len(b) {
 		return fmt.Sprintf("size %d became %d", len(a), len(b))
 	}
 	for i := range a {
 		if a[i] != b[i] {
-			return fmt.Sprintf("first difference at byte %d (LBA %d)", i, i/SectorSize)
+			return fmt.Sprintf("first difference at byte %d (LBA %d)", i, i/ss)
 		}
 	}
 	return "no difference"

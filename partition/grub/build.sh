@@ -8,10 +8,11 @@
 #
 # The result lives in $cache/grub/<debian source version>-<key>/ where key is a short SHA-256 of
 # gptprio.c, this script and the module list, so any change to them builds anew and a run with
-# everything cached takes seconds. Each build happens in a temporary directory that is renamed
-# into place only when complete: a killed build never leaves a half cache. The newest build
-# keeps its configured source tree, and a later build of the same Debian version and the same
-# configuration starts from a copy of it, so editing gptprio.c recompiles only the module.
+# everything cached takes seconds. The result is assembled in a temporary directory renamed
+# into place only when complete: a killed build never leaves a half cache. The GRUB tree is
+# built in $cache/grub/work/<version>-<configuration hash>/ (restartable: a killed make
+# resumes; a tree killed before configure finished is redone), so a change to gptprio.c
+# recompiles only the module.
 #
 # As root it adds a deb-src entry for Debian's archive and installs the build dependencies
 # when they are missing; otherwise it says what to run.
@@ -60,7 +61,7 @@ key=$( {
 	printf '%s\n' "${MODULES[@]}"
 } | short_sha)
 
-# The tree configuration: a seed tree is reusable only when this matches.
+# The build tree's configuration: a tree is reused only when this matches.
 tree_stamp() { # $1 = debian version
 	{ printf '%s\n' "$1" "${CONFIGURE_ARGS[@]}"; makefile_entry; } | short_sha
 }
@@ -150,18 +151,49 @@ fetch_source() {
 	mv "$dir.tmp" "$dir"
 }
 
-# A previous build's tree of the same version and configuration, if any.
-find_seed() {
-	local stamp=$1 d
-	for d in "$cache_root/$ver"-*/; do
-		d=${d%/}
-		[ -f "$d/tree/.twinslot-stamp" ] || continue
-		[ "$(cat "$d/tree/.twinslot-stamp")" = "$stamp" ] || continue
-		printf '%s\n' "$d/tree"
+# prepare_tree DIR: Debian's source with its patches and our module entry, autogen'd and
+# configured in DIR/tree; DIR/.configured marks it done (a half-prepared DIR is redone).
+prepare_tree() {
+	local dir=$1
+	if [ -f "$dir/.configured" ]; then
 		return 0
-	done
-	return 1
+	fi
+	rm -rf "$dir"
+	mkdir -p "$dir"
+	log "unpacking grub2 $ver with Debian's patches into $dir"
+	quiet "$dir/build.log" dpkg-source --no-check -x "$cache_root/src/$ver"/grub2_*.dsc "$dir/tree"
+	cp "$here/gptprio.c" "$dir/tree/grub-core/commands/twinslot_gptprio.c"
+	makefile_entry >>"$dir/tree/grub-core/Makefile.core.def"
+	log "autogen"
+	(cd "$dir/tree" && quiet "$dir/build.log" ./autogen.sh)
+	log "configure ${CONFIGURE_ARGS[*]}"
+	(cd "$dir/tree" && quiet "$dir/build.log" ./configure "${CONFIGURE_ARGS[@]}")
+	touch "$dir/.configured"
 }
+
+# build_tree DIR: the first time everything grub-mkimage needs (gnulib, grub-core with every
+# module, grub-mkimage), marked by DIR/.built; afterwards only our module and the module
+# dependency list (every .mod depends on moddep.lst, so a plain make would regenerate all
+# of them for a change in one).
+build_tree() {
+	local dir=$1 t=$1/tree
+	if ! cmp -s "$here/gptprio.c" "$t/grub-core/commands/twinslot_gptprio.c"; then
+		cp "$here/gptprio.c" "$t/grub-core/commands/twinslot_gptprio.c"
+	fi
+	if [ -f "$dir/.built" ]; then
+		log "make gptprio.mod moddep.lst (the rest of grub-core is built)"
+		quiet "$dir/build.log" make -C "$t/grub-core" gptprio.mod moddep.lst
+		return 0
+	fi
+	log "make -j2: gnulib, grub-core, grub-mkimage (the first build of this tree takes minutes)"
+	quiet "$dir/build.log" make -j2 -C "$t/grub-core/lib/gnulib"
+	quiet "$dir/build.log" make -j2 -C "$t/grub-core"
+	quiet "$dir/build.log" make -j2 -C "$t" grub-mkimage
+	touch "$dir/.built"
+}
+
+result=""
+cleanup() { if [ -n "$result" ]; then rm -rf "$result"; fi; }
 
 main() {
 	# Without deb-src (and not root to add it) a finished build of the same inputs still serves.
@@ -186,49 +218,34 @@ main() {
 	ensure_build_deps
 	fetch_source "$ver"
 
-	local stamp tmp seed
-	stamp=$(tree_stamp "$ver")
-	mkdir -p "$cache_root"
-	tmp=$(mktemp -d "$cache_root/.build-$ver-$key.XXXXXX")
-	trap 'rm -rf "$tmp"' EXIT
-
 	export PYTHON=${PYTHON:-python3}
 	if [ -x /usr/bin/python3 ]; then PYTHON=/usr/bin/python3; fi
 
-	if seed=$(find_seed "$stamp"); then
-		log "starting from the configured tree of an earlier build: $seed"
-		cp -a "$seed" "$tmp/tree"
-		cp "$here/gptprio.c" "$tmp/tree/grub-core/commands/twinslot_gptprio.c"
-	else
-		log "unpacking grub2 $ver and applying Debian's patches"
-		quiet "$tmp/build.log" dpkg-source --no-check -x "$cache_root/src/$ver"/grub2_*.dsc "$tmp/tree"
-		cp "$here/gptprio.c" "$tmp/tree/grub-core/commands/twinslot_gptprio.c"
-		makefile_entry >>"$tmp/tree/grub-core/Makefile.core.def"
-		log "autogen"
-		(cd "$tmp/tree" && quiet "$tmp/build.log" ./autogen.sh)
-		log "configure ${CONFIGURE_ARGS[*]}"
-		(cd "$tmp/tree" && quiet "$tmp/build.log" ./configure "${CONFIGURE_ARGS[@]}")
-		printf '%s\n' "$stamp" >"$tmp/tree/.twinslot-stamp"
+	# One build tree per Debian version and configuration, reused by every later build and
+	# locked while in use.
+	local work
+	work="$cache_root/work/$ver-$(tree_stamp "$ver")"
+	mkdir -p "$cache_root/work"
+	exec 9>"$work.lock"
+	flock 9
+	if [ -f "$final/BOOTX64.EFI" ]; then # another build.sh made it while we waited
+		printf '%s\n' "$final/BOOTX64.EFI"
+		return 0
 	fi
+	prepare_tree "$work"
+	build_tree "$work"
 
-	log "make -j2 (grub-core and grub-mkimage only)"
-	(cd "$tmp/tree" && quiet "$tmp/build.log" make -j2 -C grub-core && quiet "$tmp/build.log" make -j2 grub-mkimage)
-
+	result=$(mktemp -d "$cache_root/.result-$ver-$key.XXXXXX")
+	trap cleanup EXIT
 	log "grub-mkimage -O x86_64-efi ${MODULES[*]}"
-	quiet "$tmp/build.log" "$tmp/tree/grub-mkimage" -O x86_64-efi -d "$tmp/tree/grub-core" -p /EFI/BOOT \
-		-o "$tmp/BOOTX64.EFI" "${MODULES[@]}"
-	printf '%s\n' "$ver" >"$tmp/debian-version"
-	printf '%s\n' "${MODULES[@]}" >"$tmp/modules"
-
-	# Only the newest build keeps its tree (the seed of the next one); older builds keep their image.
-	local d
-	for d in "$cache_root/$ver"-*/; do
-		d=${d%/}
-		[ "$d" = "$final" ] || rm -rf "$d/tree"
-	done
+	quiet "$work/build.log" "$work/tree/grub-mkimage" -O x86_64-efi -d "$work/tree/grub-core" \
+		-p /EFI/BOOT -o "$result/BOOTX64.EFI" "${MODULES[@]}"
+	printf '%s\n' "$ver" >"$result/debian-version"
+	printf '%s\n' "${MODULES[@]}" >"$result/modules"
+	cp "$here/gptprio.c" "$result/gptprio.c"
 	rm -rf "$final"
-	mv "$tmp" "$final"
-	trap - EXIT
+	mv "$result" "$final"
+	result=""
 	log "built $final/BOOTX64.EFI"
 	printf '%s\n' "$final/BOOTX64.EFI"
 }

@@ -578,7 +578,9 @@ grub_cmd_gptprio_next (grub_extcmd_context_t ctxt, int argc, char **args __attri
       goto out;
     }
   d.ss = (grub_size_t) 1 << d.log_ss;
-  d.total = grub_disk_native_sectors (d.disk);
+  /* The whole disk's size in its own logical sectors (grub_disk_native_sectors would give
+     512-byte units). */
+  d.total = d.disk->total_sectors;
   if (d.total == GRUB_DISK_SIZE_UNKNOWN)
     d.total = 0;
 

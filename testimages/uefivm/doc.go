@@ -10,7 +10,7 @@
 //	  -drive if=pflash,unit=0,readonly=on,file=OVMF_CODE_4M.fd   (read-only firmware)
 //	  -drive if=pflash,unit=1,file=VARS                           (VarsFile, or a fresh copy)
 //	  -device virtio-rng-pci
-//	  -drive if=none,id=diskN,file=Disks[N] -device virtio-blk-pci,drive=diskN,bootindex=N
+//	  -drive if=none,id=diskN,file=Disks[N] -device virtio-blk-pci,drive=diskN,bootindex=N[,logical_block_size=…]
 //	  [-netdev user,restrict=on,guestfwd=tcp:GUEST-cmd:socat - TCP:HOST … -device virtio-net-pci,romfile=]
 //	  [-chardev socket,path=SWTPM -tpmdev emulator -device tpm-tis]
 //
@@ -22,7 +22,7 @@
 // sees, as hd0, hd1, … in Disks order) only the devices in QEMU's boot order; with -no-reboot a guest reboot or power-off ends QEMU, so a
 // caller inspects the disks between boots and starts the next boot itself.
 //
-// Machine fields: Disks, MemoryMB (default 1024), CPUs (default 1), VarsFile (the caller's
+// Machine fields: Disks, BlockSizes (per disk, e.g. 4096 for a 4Kn disk; default 512), MemoryMB (default 1024), CPUs (default 1), VarsFile (the caller's
 // variable store, created from OVMF_VARS_4M.fd when missing; "" gives a fresh copy per
 // Start), TPMState (a directory for swtpm's state, kept across boots; "" gives no TPM),
 // Forwards, Console (gets the serial console: OVMF, GRUB and the guest's ttyS0), KVM (only

@@ -82,6 +82,10 @@ func TestE2EGptprioModule(t *testing.T) {
 	}
 
 	m.Disks = append([]string{esp}, disks...)
+	m.BlockSizes = []int{512}
+	for _, c := range cases {
+		m.BlockSizes = append(m.BlockSizes, c.Sector())
+	}
 	console := tailbuf.New(4 << 20)
 	m.Console = console
 	ctx, cancel := context.WithTimeout(t.Context(), bootBudget)
@@ -160,7 +164,7 @@ func grubImage(t *testing.T) string {
 // The module reads LBA 1 and the last LBA and ignores LBA 0.
 func hideMBR(t *testing.T, disk string) {
 	t.Helper()
-	patchFile(t, disk, make([]byte, 512))
+	patchFile(t, disk, make([]byte, 512)) // the MBR is the first 512 bytes of LBA 0 at any sector size
 }
 
 // restoreMBR puts the MBR of the image as written back, before the disk is checked.

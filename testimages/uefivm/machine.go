@@ -69,9 +69,12 @@ type Forward struct {
 
 // Machine is a q35 UEFI virtual machine booting raw disk images under OVMF.
 type Machine struct {
-	Disks    []string // raw images; Disks[0] is the boot disk; each is a virtio-blk device, in order
-	MemoryMB int      // 0: DefaultMemoryMB
-	CPUs     int      // 0: DefaultCPUs
+	Disks []string // raw images; Disks[0] is the boot disk; each is a virtio-blk device, in order
+	// BlockSizes optionally gives the logical (and physical) block size of Disks[i], e.g.
+	// 4096 for a 4Kn disk; missing entries and 0 mean 512.
+	BlockSizes []int
+	MemoryMB   int // 0: DefaultMemoryMB
+	CPUs       int // 0: DefaultCPUs
 	// VarsFile is the UEFI variable store, owned by the caller: created from OVMFVars when it
 	// does not exist, kept across boots. "": a fresh copy per Start, removed afterwards.
 	VarsFile string
@@ -153,6 +156,14 @@ func (m *Machine) Start(ctx context.Context) (*Run, error) {
 	for _, d := range m.Disks {
 		if _, err := os.Stat(d); err != nil {
 			return nil, fmt.Errorf("uefivm: disk: %w", err)
+		}
+	}
+	if len(m.BlockSizes) > len(m.Disks) {
+		return nil, fmt.Errorf("uefivm: %d block sizes for %d disks", len(m.BlockSizes), len(m.Disks))
+	}
+	for _, bs := range m.BlockSizes {
+		if bs != 0 && (bs < 512 || bs > 65536 || bs&(bs-1) != 0) {
+			return nil, fmt.Errorf("uefivm: block size %d: want a power of two from 512 to 65536 (0 means 512)", bs)
 		}
 	}
 	for _, f := range m.Forwards {
@@ -268,7 +279,12 @@ func (m *Machine) Args(vars, tpmSock string) []string {
 		a = append(a, "-drive", "if=none,format=raw,id="+id+",file="+optEscape(d))
 		// Every disk gets a boot index: OVMF connects only the devices QEMU lists in its boot
 		// order, and GRUB sees only connected disks. Disks[0] comes first.
-		a = append(a, "-device", "virtio-blk-pci,drive="+id+",bootindex="+strconv.Itoa(i))
+		dev := "virtio-blk-pci,drive=" + id + ",bootindex=" + strconv.Itoa(i)
+		if i < len(m.BlockSizes) && m.BlockSizes[i] != 0 && m.BlockSizes[i] != 512 {
+			bs := strconv.Itoa(m.BlockSizes[i])
+			dev += ",logical_block_size=" + bs + ",physical_block_size=" + bs
+		}
+		a = append(a, "-device", dev)
 	}
 	if len(m.Forwards) > 0 {
 		nd := "user,id=net0,restrict=on"

@@ -42,6 +42,8 @@ func TestStartRejectsBadInput(t *testing.T) {
 		{},
 		{Disks: []string{filepath.Join(dir, "missing.img")}},
 		{Disks: []string{disk}, Forwards: []Forward{{"10.0.2.100:80", "10.1.1.1:80"}}},
+		{Disks: []string{disk}, BlockSizes: []int{1000}},
+		{Disks: []string{disk}, BlockSizes: []int{512, 512}},
 	} {
 		r, err := m.Start(t.Context())
 		skipMissing(t, err)
@@ -57,7 +59,7 @@ func TestStartRejectsBadInput(t *testing.T) {
 }
 
 func TestArgs(t *testing.T) {
-	m := &Machine{Disks: []string{"/d/boot.img", "/d/a,b.img"},
+	m := &Machine{Disks: []string{"/d/boot.img", "/d/a,b.img"}, BlockSizes: []int{0, 4096},
 		Forwards: []Forward{{"10.0.2.100:80", "127.0.0.1:8080"}, {"10.0.2.101:2379", "127.0.0.1:2379"}}}
 	a := m.Args("/v/vars.fd", "/t/swtpm.sock")
 	line := strings.Join(a, " ")
@@ -66,7 +68,8 @@ func TestArgs(t *testing.T) {
 		"if=pflash,format=raw,unit=0,readonly=on,file=" + OVMFCode,
 		"if=pflash,format=raw,unit=1,file=/v/vars.fd",
 		"if=none,format=raw,id=disk0,file=/d/boot.img", "virtio-blk-pci,drive=disk0,bootindex=0",
-		"if=none,format=raw,id=disk1,file=/d/a,,b.img", "virtio-blk-pci,drive=disk1,bootindex=1",
+		"if=none,format=raw,id=disk1,file=/d/a,,b.img",
+		"virtio-blk-pci,drive=disk1,bootindex=1,logical_block_size=4096,physical_block_size=4096",
 		"user,id=net0,restrict=on,guestfwd=tcp:10.0.2.100:80-cmd:socat - TCP:127.0.0.1:8080,guestfwd=tcp:10.0.2.101:2379-cmd:socat - TCP:127.0.0.1:2379",
 		"virtio-net-pci,netdev=net0,romfile=",
 		"socket,id=chrtpm,path=/t/swtpm.sock", "emulator,id=tpm0,chardev=chrtpm", "tpm-tis,tpmdev=tpm0",
