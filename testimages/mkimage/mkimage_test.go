@@ -53,6 +53,13 @@ func TestUsage(t *testing.T) {
 		{name: "install one arg", args: []string{"install", "d"}, code: 2, stderr: "missing DISK and USR-IMAGE"},
 		{name: "boot missing disk file", args: []string{"boot", filepath.Join(dir, "nope.img")}, code: 1, stderr: "no such file"},
 		{name: "disk too small", args: []string{"disk", "-o", filepath.Join(dir, "d.img"), "-version", "1", "-size", "8MiB"}, code: 1, stderr: "below the minimum"},
+		{name: "os help", args: []string{"os", "--help"}, code: 0, stdout: "--usr-only"},
+		{name: "os without -o", args: []string{"os", "--version", "1", "--cache", dir}, code: 2, stderr: "output directory is required"},
+		{name: "os without cache", args: []string{"os", "-o", filepath.Join(dir, "os"), "--version", "1"}, code: 2, stderr: "cache directory is required"},
+		{name: "os without bin", args: []string{"os", "-o", filepath.Join(dir, "os"), "--version", "1", "--cache", dir}, code: 2, stderr: "--bin DIR"},
+		{name: "os bad version", args: []string{"os", "-o", filepath.Join(dir, "os"), "--version", "1 0", "--cache", dir}, code: 2, stderr: "may only hold"},
+		{name: "os bad filler", args: []string{"os", "-o", filepath.Join(dir, "os"), "--version", "1", "--filler", "lots"}, code: 2, stderr: "bad size"},
+		{name: "os extra argument", args: []string{"os", "-o", filepath.Join(dir, "os"), "--version", "1", "x"}, code: 2, stderr: "no arguments"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, out, errs := run(t, tc.args...)
@@ -60,6 +67,18 @@ func TestUsage(t *testing.T) {
 				t.Fatalf("code %d stdout %q stderr %q; want %d %q %q", code, out, errs, tc.code, tc.stdout, tc.stderr)
 			}
 		})
+	}
+}
+
+func TestDefaultCache(t *testing.T) {
+	for _, tc := range []struct{ env, home, want string }{
+		{"/c", "/root", "/c"},
+		{"", "/home/u", "/home/u/.cache/twinslot"},
+		{"", "", ""},
+	} {
+		if got := DefaultCache(tc.env, tc.home); got != tc.want {
+			t.Errorf("DefaultCache(%q, %q) = %q; want %q", tc.env, tc.home, got, tc.want)
+		}
 	}
 }
 

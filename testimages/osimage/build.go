@@ -120,9 +120,9 @@ func Build(ctx context.Context, o Options) (Result, error) {
 // Tools are the programs Build runs (Debian packages: tar, e2fsprogs, dosfstools, mtools).
 func Tools(usrOnly bool) []string {
 	if usrOnly {
-		return []string{"tar", "mkfs.ext4"}
+		return []string{"tar", "mkfs.ext4", "tune2fs"}
 	}
-	return []string{"tar", "mkfs.ext4", "mkfs.vfat", "mmd", "mcopy"}
+	return []string{"tar", "mkfs.ext4", "tune2fs", "mkfs.vfat", "mmd", "mcopy"}
 }
 
 func needTools(usrOnly bool) error {
@@ -210,10 +210,14 @@ func fillUsr(usr string, o Options, base Base, initrd []byte) error {
 		}
 		files = append(files, file{TrustPath, 0o644, data})
 	}
+	// Every image carries the failing unit, enabled, and it runs where lib/twinslot/broken
+	// exists. A broken image has that empty file where a good one has an empty placeholder,
+	// so both number their inodes and allocate their blocks alike, and share them.
+	files = append(files, file{unitDir + "/" + brokenUnit, 0o644, []byte(brokenUnitText)})
 	if o.Broken {
-		files = append(files,
-			file{testimages.BrokenPath, 0o644, []byte("this image is built to fail its health gate (mkimage os --broken)\n")},
-			file{unitDir + "/" + brokenUnit, 0o644, []byte(brokenUnitText)})
+		files = append(files, file{testimages.BrokenPath, 0o644, nil})
+	} else {
+		files = append(files, file{goodPath, 0o644, nil})
 	}
 	if o.Filler > 0 {
 		files = append(files, file{FillerPath, 0o644, Filler(o.Version, o.Board, o.Filler)})
@@ -231,11 +235,7 @@ func fillUsr(usr string, o Options, base Base, initrd []byte) error {
 			return err
 		}
 	}
-	wants := []string{"updated.service", "locksmithd.service"}
-	if o.Broken {
-		wants = append(wants, brokenUnit)
-	}
-	for _, w := range wants {
+	for _, w := range []string{"updated.service", "locksmithd.service", brokenUnit} {
 		if err := symlink("../"+w, filepath.Join(usr, wantsDir, w)); err != nil {
 			return err
 		}
@@ -293,11 +293,19 @@ func writeMarkerArchive(w io.Writer, marker string) error {
 	return nil
 }
 
-// makeUsrImage writes the ext4 /usr image of tree to path and returns its size. The image is
-// reproducible: every time is Epoch (StampExt4Times after mkfs), the filesystem UUID and directory hash seed derive from
-// version and board, mkfs.ext4 -d adds entries in name order. Features: no journal (read-only),
-// no orphan_file (1.47) and no resize_inode (never grown); metadata_csum stays on, because
-// go-diskfs (and so the agent's slotrelease.Read) rejects a superblock without a checksum type.
+// makeUsrImage writes the ext4 /usr image of tree to path and returns its size.
+//
+// The image is reproducible: every time is Epoch (StampExt4Times after mkfs), mkfs.ext4 -d
+// adds entries in name order, and the filesystem UUID derives from board, version and build
+// id. Versions of one tree share their blocks: the size and inode count are rounded, the
+// directory hash seed derives from the board alone, and the metadata checksums are seeded
+// from a board UUID kept in the superblock (metadata_csum_seed) before tune2fs gives the
+// filesystem its own UUID, so a new version does not change the checksum of every inode,
+// directory and extent block.
+//
+// Features: no journal (read-only), no orphan_file (1.47) and no resize_inode (never
+// grown); metadata_csum stays on, because go-diskfs (and so the agent's slotrelease.Read)
+// rejects a superblock without a checksum type.
 func makeUsrImage(ctx context.Context, o Options, tree, path string) (int64, error) {
 	if err := stampTimes(tree); err != nil {
 		return 0, err
@@ -311,22 +319,26 @@ func makeUsrImage(ctx context.Context, o Options, tree, path string) (int64, err
 		return 0, fmt.Errorf("%w: the /usr tree needs a %d MiB filesystem, the slot is %d MiB: use a larger --slot-size or a smaller --filler",
 			ErrTooBig, size/testimages.MiB, o.SlotSize/testimages.MiB)
 	}
-	fsUUID := seededUUID("uuid", o)
-	hashSeed := seededUUID("hash-seed", o)
+	const inodeStep = 8192
+	inodes := (st.inodes*5/4 + 1024 + inodeStep - 1) / inodeStep * inodeStep
+	env := []string{"E2FSPROGS_FAKE_TIME=" + strconv.Itoa(testimages.Epoch)}
 	err = testimages.WriteAtomic(path, 0, func(f *os.File) error {
-		err := runEnv(ctx, o.Log, []string{"E2FSPROGS_FAKE_TIME=" + strconv.Itoa(testimages.Epoch)},
+		err := runEnv(ctx, o.Log, env,
 			"mkfs.ext4", "-q", "-F", "-t", "ext4", "-b", "4096", "-I", "256", "-m", "0",
-			"-N", strconv.FormatInt(st.inodes*5/4+1024, 10),
-			"-L", "USR", "-U", fsUUID.String(),
-			"-O", "^has_journal,^orphan_file,^resize_inode",
-			"-E", "hash_seed="+hashSeed.String()+",root_owner=0:0,nodiscard,lazy_itable_init=0",
+			"-N", strconv.FormatInt(inodes, 10),
+			"-L", "USR", "-U", seededUUID("csum-seed", o.Board).String(),
+			"-O", "^has_journal,^orphan_file,^resize_inode,metadata_csum_seed",
+			"-E", "hash_seed="+seededUUID("hash-seed", o.Board).String()+",root_owner=0:0,nodiscard,lazy_itable_init=0",
 			"-d", tree, f.Name(), strconv.FormatInt(size/1024, 10)+"k")
 		if err != nil {
 			return err
 		}
 		// mkfs copies each file's ctime (and a directory's atime, which reading it
 		// changed): set them all to Epoch.
-		return testimages.StampExt4Times(f, 0)
+		if err := testimages.StampExt4Times(f, 0); err != nil {
+			return err
+		}
+		return runEnv(ctx, o.Log, env, "tune2fs", "-U", seededUUID("uuid", o.Board, o.Version, o.BuildID).String(), f.Name())
 	})
 	if err != nil {
 		return 0, fmt.Errorf("build usr.img: %w", err)
@@ -338,8 +350,9 @@ func makeUsrImage(ctx context.Context, o Options, tree, path string) (int64, err
 	return size, nil
 }
 
-func seededUUID(label string, o Options) uuid.UUID {
-	h := sha256.Sum256([]byte("twinslot-os\x00" + label + "\x00" + o.Board + "\x00" + o.Version + "\x00" + o.BuildID))
+// seededUUID is a UUID derived from label and parts.
+func seededUUID(label string, parts ...string) uuid.UUID {
+	h := sha256.Sum256([]byte("twinslot-os\x00" + label + "\x00" + strings.Join(parts, "\x00")))
 	u, _ := uuid.FromBytes(h[:16])
 	u[6] = u[6]&0x0f | 0x40 // version 4 layout, so tools print it as a normal UUID
 	u[8] = u[8]&0x3f | 0x80

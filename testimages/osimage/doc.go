@@ -24,12 +24,17 @@
 //	      share/twinslot/trust.json (with a trust root), share/twinslot/filler (with a filler)
 //	      lib/os-release (ID=twinslot, VERSION, VERSION_ID, BUILD_ID, BOARD)
 //	      boot/vmlinuz, boot/initrd.img
-//	      lib/twinslot/broken and an enabled unit that fails (Broken images)
+//	      lib/systemd/system/twinslot-broken.service, enabled: a unit that fails where
+//	      lib/twinslot/broken exists (Broken images; good ones have lib/twinslot/good)
 //
-// usr.img is `mkfs.ext4 -d` of that tree, reproducible: all times are Epoch, the UUID and
-// directory hash seed derive from board, version and build id, and mkfs adds entries in name
-// order, so two builds of one version are byte-identical and two versions share most blocks.
-// Its size is the tree plus room, rounded to 64 MiB (UsrImageSize), at most the slot size.
+// usr.img is `mkfs.ext4 -d` of that tree, reproducible: all times are Epoch, mkfs adds
+// entries in name order, the UUID derives from board, version and build id; so two builds of
+// one version are byte-identical. Versions of one tree share most of their blocks: size and
+// inode count are rounded (UsrImageSize: the tree plus room, to 64 MiB, at most the slot
+// size), the directory hash seed and the metadata checksum seed derive from the board alone,
+// and a broken build differs from a good one only by the name of an empty file. A file that
+// changes size still moves every file after it (mkfs allocates in name order); the payload's
+// content-defined chunks find moved data again.
 //
 // The initrd of a build is the base initrd, zero-padded to 4 bytes, followed by an
 // uncompressed newc archive holding the marker and a unit, enabled in initrd.target, that

@@ -80,8 +80,8 @@ func sameFile(t *testing.T, a, b string) bool {
 }
 
 // TestBuildE2E builds version 1.0.0 with a disk, checks the disk and its filesystems from
-// outside, rebuilds 1.0.0 (byte-identical usr.img) and builds 1.0.1, which must share most
-// 64 KiB blocks with 1.0.0.
+// outside, rebuilds 1.0.0 (byte-identical usr.img) and builds 1.0.1 and a broken 1.0.2,
+// which must share most of their 64 KiB blocks with 1.0.0.
 func TestBuildE2E(t *testing.T) {
 	cache := e2eEnv(t)
 	bin := buildBinaries(t)
@@ -104,7 +104,7 @@ func TestBuildE2E(t *testing.T) {
 	base := Options{Bin: bin, GrubEFI: grub, Cache: cache, Trust: trust, Log: testWriter{t}}
 
 	o := base
-	o.OutDir, o.Version, o.RootOverlay, o.Broken = filepath.Join(dir, "v1"), "1.0.0", overlay, true
+	o.OutDir, o.Version, o.RootOverlay = filepath.Join(dir, "v1"), "1.0.0", overlay
 	v1, err := Build(t.Context(), o)
 	if err != nil {
 		t.Fatal(err)
@@ -160,7 +160,7 @@ func TestBuildE2E(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if rel.ID != "twinslot" || rel.Version != "1.0.0" || rel.Board != testimages.DefaultBoard || !rel.Broken {
+		if rel.ID != "twinslot" || rel.Version != "1.0.0" || rel.Board != testimages.DefaultBoard || rel.Broken {
 			t.Errorf("release %+v", rel)
 		}
 		cat := func(p string) string { return output(t, "debugfs", "-R", "cat "+p, v1.Usr) }
@@ -171,7 +171,7 @@ func TestBuildE2E(t *testing.T) {
 			"/share/dbus-1/system.d/com.coreos.update1.conf": `<policy group="twinslot">`,
 			"/lib/sysusers.d/twinslot.conf":                  "g twinslot",
 			"/share/twinslot/trust.json":                     `{"version":1}`,
-			"/lib/systemd/system/" + brokenUnit:              "ExecStart=/bin/false",
+			"/lib/systemd/system/" + brokenUnit:              "ConditionPathExists=/usr/lib/twinslot/broken\n",
 		} {
 			if got := cat(p); !strings.Contains(got, want) {
 				t.Errorf("%s lacks %q:\n%s", p, want, got)
@@ -225,7 +225,7 @@ func TestBuildE2E(t *testing.T) {
 
 	// The same version again, without the disk: the same bytes.
 	o = base
-	o.OutDir, o.Version, o.UsrOnly, o.Broken = filepath.Join(dir, "v1again"), "1.0.0", true, true
+	o.OutDir, o.Version, o.RootOverlay = filepath.Join(dir, "v1again"), "1.0.0", overlay
 	again, err := Build(t.Context(), o)
 	if err != nil {
 		t.Fatal(err)
@@ -236,19 +236,31 @@ func TestBuildE2E(t *testing.T) {
 	if !sameFile(t, v1.Usr, again.Usr) {
 		t.Error("two builds of 1.0.0 give different usr.img")
 	}
-	t.Logf("1.0.0 again (usr only): assembly %v", again.AssembleTime)
+	t.Logf("1.0.0 again: assembly %v", again.AssembleTime)
 
-	o = base
-	o.OutDir, o.Version, o.UsrOnly = filepath.Join(dir, "v2"), "1.0.1", true
-	v2, err := Build(t.Context(), o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	total, anywhere, inPlace := blockStats(t, v1.Usr, v2.Usr, 64<<10)
-	t.Logf("1.0.1 vs 1.0.0, 64 KiB blocks that are not all zero: %d; %d (%.1f%%) found in 1.0.0, %d (%.1f%%) at the same offset",
-		total, anywhere, 100*float64(anywhere)/float64(total), inPlace, 100*float64(inPlace)/float64(total))
-	if anywhere*10 < total*9 {
-		t.Errorf("1.0.1 shares only %d of its %d 64 KiB blocks with 1.0.0", anywhere, total)
+	// A new version of the same tree, and a broken one: both share most of their blocks.
+	for _, next := range []struct {
+		version string
+		broken  bool
+	}{{"1.0.1", false}, {"1.0.2", true}} {
+		o = base
+		o.OutDir, o.Version, o.UsrOnly, o.Broken = filepath.Join(dir, next.version), next.version, true, next.broken
+		v, err := Build(t.Context(), o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rel, err := testimages.ReadReleaseFile(v.Usr); err != nil || rel.Version != next.version || rel.Broken != next.broken {
+			t.Errorf("%s: release %+v, %v", next.version, rel, err)
+		}
+		if _, err := os.Stat(filepath.Join(o.OutDir, "disk.img")); v.Disk != "" || !os.IsNotExist(err) {
+			t.Errorf("--usr-only made a disk (%q, %v)", v.Disk, err)
+		}
+		total, anywhere, inPlace := blockStats(t, v1.Usr, v.Usr, 64<<10)
+		t.Logf("%s (broken %v) vs 1.0.0, 64 KiB blocks that are not all zero: %d; %d (%.1f%%) found in 1.0.0, %d (%.1f%%) at the same offset",
+			next.version, next.broken, total, anywhere, 100*float64(anywhere)/float64(total), inPlace, 100*float64(inPlace)/float64(total))
+		if anywhere*10 < total*9 {
+			t.Errorf("%s shares only %d of its %d 64 KiB blocks with 1.0.0", next.version, anywhere, total)
+		}
 	}
 }
 

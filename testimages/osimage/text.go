@@ -16,6 +16,7 @@ func GrubConfig() string {
 terminal_input serial console
 terminal_output serial console
 set timeout=0
+set gfxpayload=text
 
 gptprio.next -d usr_dev -u usr_uuid
 if [ "$usr_uuid" = "%s" ]; then
@@ -35,10 +36,11 @@ boot
 }
 
 // KernelArgs is the kernel command line GRUB passes for the /usr partition usrUUID (a GUID,
-// or the GRUB variable holding it).
+// or the GRUB variable holding it). The kernel is quiet (warnings and worse); systemd shows
+// each unit's status on the serial console, so a harness can follow the boot.
 func KernelArgs(usrUUID string) string {
 	return fmt.Sprintf("root=PARTUUID=%s mount.usr=PARTUUID=%s mount.usrfstype=ext4 mount.usrflags=ro ro "+
-		"console=ttyS0,115200 panic=10 loglevel=4 systemd.show_status=auto",
+		"console=ttyS0,115200 panic=10 loglevel=4 systemd.show_status=1",
 		strings.ToLower(testimages.GUIDRoot), usrUUID)
 }
 
@@ -62,6 +64,7 @@ const (
 	unitDir          = "lib/systemd/system" // in /usr
 	wantsDir         = unitDir + "/multi-user.target.wants"
 	brokenUnit       = "twinslot-broken.service"
+	goodPath         = "lib/twinslot/good" // empty; where a broken image has lib/twinslot/broken
 	markerUnit       = "twinslot-initrd-marker.service"
 	markerInInitrd   = "etc/twinslot/initrd-marker"
 	MarkerPath       = "/run/twinslot/initrd-marker" // where the booted system finds the marker
@@ -73,10 +76,12 @@ const (
 	networkdConfPath = "etc/systemd/network/50-twinslot-dhcp.network"
 )
 
-// brokenUnitText is a unit enabled in --broken images that always fails, so the health gate
-// ("systemd running, no failed units") fails on such a boot.
+// brokenUnitText is a unit that fails where /usr/lib/twinslot/broken exists (images built
+// --broken), so the health gate ("systemd running, no failed units") fails on such a boot.
+// Every image has it enabled; elsewhere its condition skips it, which is not a failure.
 const brokenUnitText = `[Unit]
 Description=twinslot: a unit that fails on purpose (this image was built --broken)
+ConditionPathExists=/usr/` + testimages.BrokenPath + `
 After=basic.target
 
 [Service]
