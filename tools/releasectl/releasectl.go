@@ -49,7 +49,9 @@ func MainWith(ctx context.Context, env Env, args []string, stdin io.Reader, stdo
 	// Global flags come before the command: releasectl --server URL --token T publish …
 	gfs := stdio.FlagSet("releasectl", "[--server URL] [--token T] <command> [flags] [args]", "")
 	gfs.StringVar(&env.Server, "server", env.Server, "omahad base URL (default $RELEASECTL_SERVER)")
-	gfs.StringVar(&env.Token, "token", env.Token, "admin API token (default $RELEASECTL_TOKEN)")
+	// The token's default is never a flag default: help would print the secret.
+	var token string
+	gfs.StringVar(&token, "token", "", "admin API token (default $RELEASECTL_TOKEN)")
 	gfs.Usage = func() {} // the command list below is the help
 	if err := gfs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -57,6 +59,9 @@ func MainWith(ctx context.Context, env Env, args []string, stdin io.Reader, stdo
 		}
 		fmt.Fprintf(stderr, "releasectl: %v\nRun 'releasectl --help' for usage.\n", err)
 		return 2
+	}
+	if token != "" {
+		env.Token = token
 	}
 	return cli.Run(ctx, "releasectl", summary, (&cmd{env: env}).commands(), gfs.Args(), stdio)
 }
@@ -100,7 +105,7 @@ type conn struct {
 func (c *cmd) connFlags(fs *flag.FlagSet, withJSON bool) *conn {
 	k := &conn{}
 	fs.StringVar(&k.server, "server", c.env.Server, "omahad base URL (default $RELEASECTL_SERVER)")
-	fs.StringVar(&k.token, "token", c.env.Token, "admin API token (default $RELEASECTL_TOKEN)")
+	fs.StringVar(&k.token, "token", "", "admin API token (default $RELEASECTL_TOKEN)") // not c.env.Token: help would show it
 	fs.StringVar(&k.app, "app", payload.DefaultAppID, "app id")
 	if withJSON {
 		fs.BoolVar(&k.json, "json", false, "print JSON for scripts")
@@ -112,6 +117,9 @@ func (c *cmd) connFlags(fs *flag.FlagSet, withJSON bool) *conn {
 func (c *cmd) client(k *conn) (*admin.Client, string, error) {
 	if k.server == "" {
 		return nil, "", cli.Usagef("no server: pass --server URL or set RELEASECTL_SERVER")
+	}
+	if k.token == "" {
+		k.token = c.env.Token
 	}
 	if k.token == "" {
 		return nil, "", cli.Usagef("no token: pass --token T or set RELEASECTL_TOKEN (create one with 'omahad token create')")
