@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/twinslot/twinslot/payload"
@@ -415,5 +416,28 @@ func TestSignGrowsEnvelopeArea(t *testing.T) {
 	}
 	if !bytes.Equal(slot.b, img) {
 		t.Fatal("installed image differs")
+	}
+}
+
+// TestWriteRemovesLeftovers: the temporary files a killed 'payload build/sign/trust' left beside
+// its output are removed by the next write of that output, and nothing else is.
+func TestWriteRemovesLeftovers(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "trust.json")
+	for _, n := range []string{".trust.json.tmp123", ".trust.json.tmp456", ".other.json.tmp1", "trust.json.bak"} {
+		if err := os.WriteFile(filepath.Join(dir, n), []byte("partial"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := payloadtest.TrustRoot(t, 1, 0, payloadtest.NewKey(t, "")).Save(out); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	if got := strings.Join(names, " "); got != ".other.json.tmp1 trust.json trust.json.bak" {
+		t.Fatalf("files after the write: %s", got)
 	}
 }

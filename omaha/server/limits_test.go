@@ -164,18 +164,7 @@ func TestUploadLimits(t *testing.T) {
 			l := defaultLimits()
 			l.read, l.write, l.stall = 200*time.Millisecond, 200*time.Millisecond, tc.stall
 			addr, s := serveLimited(t, l, 0)
-			ctx := t.Context()
-			token, _, err := s.db.CreateToken(ctx, store.RoleAdmin, "test", time.Now())
-			if err != nil {
-				t.Fatal(err)
-			}
-			trust, err := payloadtest.TrustRoot(t, 1, 0, payloadtest.NewKey(t, "")).Marshal()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := s.db.CreateApp(ctx, store.App{ID: payload.DefaultAppID, Name: "test", Trust: trust}, time.Now()); err != nil {
-				t.Fatal(err)
-			}
+			token := adminApp(t, s)
 			c := dial(t, addr)
 			fmt.Fprintf(c, "POST /api/v1/apps/%s/packages HTTP/1.1\r\nHost: omahad\r\nAuthorization: Bearer %s\r\nConnection: close\r\nContent-Length: 10\r\n\r\n", payload.DefaultAppID, token)
 			for i := range 10 { // 10 bytes over 1 s: five times ReadTimeout
@@ -193,4 +182,21 @@ func TestUploadLimits(t *testing.T) {
 			}
 		})
 	}
+}
+
+// adminApp creates the default app on s and returns an admin token.
+func adminApp(t *testing.T, s *Server) string {
+	t.Helper()
+	token, _, err := s.db.CreateToken(t.Context(), store.RoleAdmin, "test", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	trust, err := payloadtest.TrustRoot(t, 1, 0, payloadtest.NewKey(t, "")).Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.db.CreateApp(t.Context(), store.App{ID: payload.DefaultAppID, Name: "test", Trust: trust}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	return token
 }

@@ -100,7 +100,7 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) (any, error) {
 		return nil, err
 	}
 
-	tmp, err := os.CreateTemp(filepath.Join(s.storeDir, "tmp"), "upload-*")
+	tmp, err := os.CreateTemp(filepath.Join(s.storeDir, "tmp"), uploadPrefix+"*")
 	if err != nil {
 		return nil, fmt.Errorf("publish: %w", err)
 	}
@@ -166,6 +166,26 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) (any, error) {
 	s.log.Info("published", "app", appID, "version", stored.Version, "board", stored.Board, "channel", channel,
 		"size", stored.Size, "sha256", stored.SHA256)
 	return toPackage(stored), nil
+}
+
+// uploadPrefix names the temporary file of an upload in progress, in the store's tmp/.
+const uploadPrefix = "upload-"
+
+// removeUploadLeftovers removes the temporary files of uploads a crash or kill cut short:
+// called at start, when no upload of this server runs.
+func removeUploadLeftovers(tmpDir string) error {
+	ents, err := os.ReadDir(tmpDir)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), uploadPrefix) && e.Type().IsRegular() {
+			if err := os.Remove(filepath.Join(tmpDir, e.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("remove the leftover of an interrupted upload: %w", err)
+			}
+		}
+	}
+	return nil
 }
 
 func syncDir(dir string) error {

@@ -43,7 +43,9 @@ const (
 // Config configures a Server.
 type Config struct {
 	DB       *store.DB // required
-	StoreDir string    // required: where uploaded payload files are kept
+	// StoreDir (required) is where uploaded payload files are kept. It belongs to this one
+	// server: at start, what uploads cut by a crash left in its tmp/ is removed.
+	StoreDir string
 	// PublicURL is the base URL hosts use to reach this server (http(s)://host[:port][/prefix]),
 	// used in the download URLs of responses; "" takes scheme and host from each request.
 	PublicURL string
@@ -113,6 +115,9 @@ func New(ctx context.Context, c Config) (*Server, error) {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, fmt.Errorf("server: payload store: %w", err)
 		}
+	}
+	if err := removeUploadLeftovers(filepath.Join(c.StoreDir, "tmp")); err != nil {
+		return nil, fmt.Errorf("server: payload store: %w", err)
 	}
 	s := &Server{
 		db: c.DB, storeDir: c.StoreDir, publicURL: strings.TrimRight(c.PublicURL, "/"),
