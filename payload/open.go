@@ -91,9 +91,16 @@ func openWith(size int64, readAt func(p []byte, off int64) error) (*File, error)
 		}
 		return nil, reject(ReasonMalformed, "file is %d bytes, its header announces %d (trailing data)", size, want)
 	}
-	eb := make([]byte, h.EnvelopeLen)
-	if err := readAt(eb, HeaderSize); err != nil {
+	// The whole area in one read: the padding after the envelope is not signed, so it must be
+	// zero, or the bytes of a signed payload could be changed.
+	area := make([]byte, h.EnvelopeArea)
+	if err := readAt(area, HeaderSize); err != nil {
 		return nil, fmt.Errorf("read payload envelope: %w", err)
+	}
+	eb := area[:h.EnvelopeLen]
+	if i := bytes.IndexFunc(area[h.EnvelopeLen:], func(r rune) bool { return r != 0 }); i >= 0 {
+		return nil, reject(ReasonMalformed, "byte %d of the envelope area (padding, not signed) is not zero: the file was changed after it was built; download or build it again",
+			int(h.EnvelopeLen)+i)
 	}
 	f := &File{readAt: readAt, hdr: h}
 	if err := f.parseEnvelope(eb); err != nil {

@@ -200,6 +200,13 @@ func TestVerifyRejects(t *testing.T) {
 		{"future format version", func() string {
 			return f.variant(t, "ver", func(b []byte) []byte { b[9] = 2; return b }, f.old)
 		}, trustOld, app, payload.ErrMalformed},
+		{"padding after the envelope changed", func() string {
+			return f.variant(t, "padding", func(b []byte) []byte {
+				n, area := binary.BigEndian.Uint32(b[12:]), binary.BigEndian.Uint32(b[16:])
+				b[payload.HeaderSize+n+(area-n)/2] = 'x' // not signed: must be zero
+				return b
+			}, f.old)
+		}, trustOld, app, payload.ErrMalformed},
 		{"wrong payload type", func() string {
 			return f.variant(t, "ptype", envelopeEdit(func(env map[string]any) { env["payloadType"] = "text/plain" }), f.old)
 		}, trustOld, app, payload.ErrMalformed},
