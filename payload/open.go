@@ -11,6 +11,8 @@ import (
 	"os"
 
 	"github.com/secure-systems-lab/go-securesystemslib/dsse"
+
+	"github.com/twinslot/twinslot/omaha"
 )
 
 // File is an opened payload: header and envelope parsed and bounded, nothing trusted yet.
@@ -197,7 +199,7 @@ func (f *File) Verify(t *TrustRoot, want Expect) (*Manifest, error) {
 	if err != nil {
 		return nil, err
 	}
-	if want.AppID != "" && m.AppID != want.AppID {
+	if want.AppID != "" && !sameApp(m.AppID, want.AppID) {
 		return nil, reject(ReasonWrongApp, "payload is for app %s, this host runs app %s", m.AppID, want.AppID)
 	}
 	if want.Board != "" && m.Board != want.Board {
@@ -292,4 +294,14 @@ func shortIDs(ids []string) []string {
 		out[i] = id
 	}
 	return out
+}
+
+// sameApp reports whether two app ids name the same app: braces optional, case-insensitive.
+func sameApp(a, b string) bool {
+	na, err := omaha.ParseAppID(a)
+	if err != nil {
+		return false
+	}
+	nb, err := omaha.ParseAppID(b)
+	return err == nil && na == nb
 }

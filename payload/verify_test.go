@@ -448,3 +448,29 @@ func TestWriteRemovesLeftovers(t *testing.T) {
 		t.Fatalf("files after the write: %s", got)
 	}
 }
+
+// TestAppIDForms: Build keeps an app id in one form (lower case, no braces) and Verify matches
+// app ids with or without braces, in any case; an app id that is no UUID is refused.
+func TestAppIDForms(t *testing.T) {
+	key := payloadtest.NewKey(t, "")
+	tr := payloadtest.TrustRoot(t, 1, 0, key)
+	o := payloadtest.Options("1.0.0")
+	o.AppID = "{3C2B1A00-0000-4000-8000-00000000ABCD}"
+	p := filepath.Join(t.TempDir(), "p.tsp")
+	m := payloadtest.BuildBytes(t, payloadtest.Image(64<<10, 1), p, o, key)
+	if m.AppID != "3c2b1a00-0000-4000-8000-00000000abcd" {
+		t.Fatalf("manifest app id %q", m.AppID)
+	}
+	for _, want := range []string{o.AppID, "3c2b1a00-0000-4000-8000-00000000abcd", "{3c2b1a00-0000-4000-8000-00000000abcd}"} {
+		if _, err := verifyPath(p, tr, payload.Expect{AppID: want}); err != nil {
+			t.Errorf("expect app %s: %v", want, err)
+		}
+	}
+	if _, err := verifyPath(p, tr, payload.Expect{AppID: "flatcar"}); !errors.Is(err, payload.ErrWrongApp) {
+		t.Errorf("expect app flatcar: %v", err)
+	}
+	o.AppID = "flatcar"
+	if _, err := payload.Build(t.Context(), bytes.NewReader(payloadtest.Image(4096, 1)), 4096, o, p+".2"); err == nil || !strings.Contains(err.Error(), "UUID") {
+		t.Fatalf("build with app id flatcar: %v", err)
+	}
+}

@@ -173,7 +173,8 @@ func (c *cmd) publish(ctx context.Context, stdio cli.IO, args []string) error {
 	fs := stdio.FlagSet("releasectl publish", "[--channel alpha] [--name N] [--url U] FILE",
 		`Upload a payload file. The server verifies it against the app's trust root and refuses what
 does not verify; with --channel it then points that channel at it. With --url the server keeps
-only the record, and hosts download the file from that URL.`)
+only the record, and hosts download the file from that URL. Without --app the payload's own app
+id is used.`)
 	k := c.connFlags(fs, true)
 	channel := fs.String("channel", "", "point this channel at the package (alpha, beta or stable)")
 	name := fs.String("name", "", "file name hosts download (default: FILE's base name)")
@@ -197,6 +198,17 @@ only the record, and hosts download the file from that URL.`)
 	if *name == "" && *ext == "" {
 		*name = filepath.Base(pos[0])
 	}
+	if !flagSet(fs, "app") {
+		pf, err := payload.Open(f, st.Size())
+		if err != nil {
+			return fmt.Errorf("%s: %w", pos[0], err)
+		}
+		m, err := pf.Unverified() // only to pick the app; the server verifies the payload
+		if err != nil {
+			return fmt.Errorf("%s: %w", pos[0], err)
+		}
+		k.app = m.AppID
+	}
 	return do(c, stdio, k, func(cl *admin.Client, app string) (admin.Package, error) {
 		bar := progress.New(stdio.Stderr, cli.IsTerminal(stdio.Stderr), "upload", st.Size(), c.env.Now)
 		defer bar.Finish()
@@ -209,6 +221,13 @@ only the record, and hosts download the file from that URL.`)
 		_, err := fmt.Fprintln(w)
 		return err
 	})
+}
+
+// flagSet reports whether the command line set the flag name.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }
 
 // countingReader reports upload progress.

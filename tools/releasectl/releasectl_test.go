@@ -265,3 +265,29 @@ func TestHelpHidesToken(t *testing.T) {
 		t.Fatalf("channels with the token from the environment: %d %q", code, errb.String())
 	}
 }
+
+// TestBracedAppID: an app id in braces and capitals, as Flatcar writes them, names the same app
+// in 'payload build', 'app create' and publish, which takes the app from the payload when --app
+// is not given (issue 18, hole 8).
+func TestBracedAppID(t *testing.T) {
+	f := newFixture(t)
+	const braced, bare = "{3C2B1A00-0000-4000-8000-00000000ABCD}", "3c2b1a00-0000-4000-8000-00000000abcd"
+	f.ok(t, "app", "create", "--id", braced, "--name", "flatcar-like", "--trust", f.trust)
+	build := func(version string) string {
+		o := payloadtest.Options(version)
+		o.AppID = braced
+		p := filepath.Join(t.TempDir(), version+".tsp")
+		payloadtest.BuildBytes(t, payloadtest.Image(64<<10, uint64(len(version))), p, o, f.key)
+		return p
+	}
+	if out := f.ok(t, "publish", "--channel", "alpha", build("2.0.0")); !strings.Contains(out, "published 2.0.0") {
+		t.Fatalf("publish without --app: %q", out)
+	}
+	if out := f.ok(t, "publish", "--app", bare, build("2.0.1")); !strings.Contains(out, "published 2.0.1") {
+		t.Fatalf("publish --app %s: %q", bare, out)
+	}
+	out := f.ok(t, "packages", "--app", braced)
+	if !strings.Contains(out, "2.0.0") || !strings.Contains(out, "2.0.1") {
+		t.Fatalf("packages of %s:\n%s", braced, out)
+	}
+}
