@@ -42,7 +42,7 @@ const (
 
 // Config configures a Server.
 type Config struct {
-	DB       *store.DB // required
+	DB *store.DB // required
 	// StoreDir (required) is where uploaded payload files are kept. It belongs to this one
 	// server: at start, what uploads cut by a crash left in its tmp/ is removed.
 	StoreDir string
