@@ -323,6 +323,8 @@ type omahaServer struct {
 	payload  string // path of the payload file
 	status   int    // HTTP status to answer with instead, 0 = normal
 	garbage  bool   // answer with a body that is not XML
+	// onDownload, if set, runs at each payload request, while the agent waits for the answer.
+	onDownload func()
 	requests []*omaha.App
 }
 
@@ -393,8 +395,11 @@ func (s *omahaServer) update(w http.ResponseWriter, r *http.Request) {
 
 func (s *omahaServer) packages(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
-	p := s.payload
+	p, hook := s.payload, s.onDownload
 	s.mu.Unlock()
+	if hook != nil {
+		hook()
+	}
 	if filepath.Base(r.URL.Path) != filepath.Base(p) {
 		http.NotFound(w, r)
 		return
