@@ -30,17 +30,11 @@ const (
 	CodeOperationHashMismatch      = int(omaha.ErrorCodeDownloadOperationHashMismatch)
 	CodeRollback                   = int(omaha.ErrorCodeRollback)
 
-	// CodeHealthGateFailed: the new slot booted but failed the health gate (systemd state,
-	// health.d checks or URL checks); the agent rolled back.
-	CodeHealthGateFailed = 1001
-	// CodeWrongPayload: the payload is for another app or board, or its signed version is not
-	// the version the server offered.
-	CodeWrongPayload = 1002
-	// CodeBelowSecurityFloor: the payload's security version is below the host's floor.
-	CodeBelowSecurityFloor = 1003
-	// CodeUnsafeBootState: the agent refused to write because the running slot is not
-	// committed or the slot layout is not what an install needs.
-	CodeUnsafeBootState = 1004
+	// twinslot's own codes (see omaha's table for what each means).
+	CodeHealthGateFailed   = int(omaha.ErrorCodeHealthGateFailed)
+	CodeWrongPayload       = int(omaha.ErrorCodeWrongPayload)
+	CodeBelowSecurityFloor = int(omaha.ErrorCodeBelowSecurityFloor)
+	CodeUnsafeBootState    = int(omaha.ErrorCodeUnsafeBootState)
 )
 
 // installCode maps an install failure to the errorcode to report.
