@@ -1,7 +1,6 @@
 package updated
 
 import (
-	"context"
 	"errors"
 	"io/fs"
 
@@ -80,9 +79,4 @@ func installCode(err error) int {
 		return CodeDownloadWriteError // reading or writing the slot itself failed
 	}
 	return CodeDownloadTransferError
-}
-
-// canceled reports whether err is the agent being stopped (not a failure to report).
-func canceled(ctx context.Context, err error) bool {
-	return ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || err == nil)
 }

@@ -183,8 +183,8 @@ func (h *host) SystemState(context.Context) (string, error) {
 	return "running", nil
 }
 
-func (h *host) FailedUnits(context.Context) ([]string, error) {
-	if s, _ := h.SystemState(nil); s == "degraded" {
+func (h *host) FailedUnits(ctx context.Context) ([]string, error) {
+	if s, _ := h.SystemState(ctx); s == "degraded" {
 		return []string{"app.service"}, nil
 	}
 	return nil, nil
@@ -318,14 +318,14 @@ type omahaServer struct {
 	t   *testing.T
 	srv *httptest.Server
 
-	mu       sync.Mutex
-	offer    string // version offered, "" none
-	payload  string // path of the payload file
-	status   int    // HTTP status to answer with instead, 0 = normal
-	garbage  bool   // answer with a body that is not XML
+	mu      sync.Mutex
+	offer   string // version offered, "" none
+	payload string // path of the payload file
+	status  int    // HTTP status to answer with instead, 0 = normal
+	garbage bool   // answer with a body that is not XML
 	// onDownload, if set, runs at each payload request, while the agent waits for the answer.
 	onDownload func()
-	requests []*omaha.App
+	requests   []*omaha.App
 }
 
 func newOmahaServer(t *testing.T) *omahaServer {
