@@ -46,12 +46,15 @@ func MainWith(ctx context.Context, env Env, args []string, stdin io.Reader, stdo
 		env.Now = time.Now
 	}
 	stdio := cli.IO{Stdin: stdin, Stdout: stdout, Stderr: stderr}
-	// Global flags come before the command: releasectl --server URL --token T publish …
-	gfs := stdio.FlagSet("releasectl", "[--server URL] [--token T] <command> [flags] [args]", "")
+	// Global flags may also come before the command: releasectl --server URL --token T publish …
+	gfs := stdio.FlagSet("releasectl", "[--server URL] [--token T] [--app ID] [--json] <command> [flags] [args]", "")
 	gfs.StringVar(&env.Server, "server", env.Server, "omahad base URL (default $RELEASECTL_SERVER)")
 	// The token's default is never a flag default: help would print the secret.
 	var token string
 	gfs.StringVar(&token, "token", "", "admin API token (default $RELEASECTL_TOKEN)")
+	c := &cmd{}
+	gfs.StringVar(&c.app, "app", "", "app id")
+	gfs.BoolVar(&c.json, "json", false, "print JSON for scripts")
 	gfs.Usage = func() {} // the command list below is the help
 	if err := gfs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -63,10 +66,17 @@ func MainWith(ctx context.Context, env Env, args []string, stdin io.Reader, stdo
 	if token != "" {
 		env.Token = token
 	}
-	return cli.Run(ctx, "releasectl", summary, (&cmd{env: env}).commands(), gfs.Args(), stdio)
+	c.env = env
+	return cli.Run(ctx, "releasectl", summary, c.commands(), gfs.Args(), stdio)
 }
 
-type cmd struct{ env Env }
+// cmd is a command line: the environment and the global flags given before the command, which
+// are the defaults of the same flags after it.
+type cmd struct {
+	env  Env
+	app  string // "" = the twinslot app
+	json bool
+}
 
 func (c *cmd) commands() []cli.Command {
 	return []cli.Command{
@@ -100,15 +110,22 @@ func (c *cmd) commands() []cli.Command {
 type conn struct {
 	server, token, app string
 	json               bool
+	noJSON             bool // the command prints no JSON: a global --json is a usage error
 }
 
 func (c *cmd) connFlags(fs *flag.FlagSet, withJSON bool) *conn {
 	k := &conn{}
 	fs.StringVar(&k.server, "server", c.env.Server, "omahad base URL (default $RELEASECTL_SERVER)")
 	fs.StringVar(&k.token, "token", "", "admin API token (default $RELEASECTL_TOKEN)") // not c.env.Token: help would show it
-	fs.StringVar(&k.app, "app", payload.DefaultAppID, "app id")
+	app := c.app
+	if app == "" {
+		app = payload.DefaultAppID
+	}
+	fs.StringVar(&k.app, "app", app, "app id")
 	if withJSON {
-		fs.BoolVar(&k.json, "json", false, "print JSON for scripts")
+		fs.BoolVar(&k.json, "json", c.json, "print JSON for scripts")
+	} else {
+		k.noJSON = c.json
 	}
 	return k
 }
@@ -117,6 +134,9 @@ func (c *cmd) connFlags(fs *flag.FlagSet, withJSON bool) *conn {
 func (c *cmd) client(k *conn) (*admin.Client, string, error) {
 	if k.server == "" {
 		return nil, "", cli.Usagef("no server: pass --server URL or set RELEASECTL_SERVER")
+	}
+	if k.noJSON {
+		return nil, "", cli.Usagef("--json: this command prints no JSON")
 	}
 	if k.token == "" {
 		k.token = c.env.Token
@@ -198,7 +218,7 @@ id is used.`)
 	if *name == "" && *ext == "" {
 		*name = filepath.Base(pos[0])
 	}
-	if !flagSet(fs, "app") {
+	if !flagSet(fs, "app") && c.app == "" {
 		pf, err := payload.Open(f, st.Size())
 		if err != nil {
 			return fmt.Errorf("%s: %w", pos[0], err)

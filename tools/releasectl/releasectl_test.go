@@ -291,3 +291,25 @@ func TestBracedAppID(t *testing.T) {
 		t.Fatalf("packages of %s:\n%s", braced, out)
 	}
 }
+
+// TestGlobalFlagsBeforeCommand: --app and --json work before the command as after it, as the
+// help says (issue 18, item 13).
+func TestGlobalFlagsBeforeCommand(t *testing.T) {
+	f := newFixture(t)
+	f.ok(t, "app", "create", "--id", payload.DefaultAppID, "--name", "twinslot", "--trust", f.trust)
+	for _, args := range [][]string{
+		{"--json", "channels"},
+		{"channels", "--json"},
+		{"--app", "{" + strings.ToUpper(payload.DefaultAppID) + "}", "--json", "channels"},
+		{"--json", "channels", "--app", payload.DefaultAppID},
+	} {
+		out := f.ok(t, args...)
+		var v any
+		if err := json.Unmarshal([]byte(out), &v); err != nil || !strings.Contains(out, "alpha") {
+			t.Errorf("releasectl %s: not JSON with the channels: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	if code, _, errs := f.run(t, "--app", "x", "channels"); code != 2 || !strings.Contains(errs, "not a UUID") {
+		t.Fatalf("--app x before the command: %d %q", code, errs)
+	}
+}
