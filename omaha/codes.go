@@ -162,6 +162,60 @@ const (
 	errorCodeHTTPMax                      ErrorCode = 2999
 )
 
+// twinslot's own codes, above update_engine's range, for what update_engine cannot tell. The
+// agent (updated) sends them in 3/0 events; the server names them in halt reasons.
+const (
+	// ErrorCodeHealthGateFailed: the new slot booted but failed the health gate (systemd
+	// state, health.d checks or URL checks); the agent rolled back.
+	ErrorCodeHealthGateFailed ErrorCode = 1001
+	// ErrorCodeWrongPayload: the payload is for another app or board, or its signed version is
+	// not the version the server offered.
+	ErrorCodeWrongPayload ErrorCode = 1002
+	// ErrorCodeBelowSecurityFloor: the payload's security version is below the host's floor.
+	ErrorCodeBelowSecurityFloor ErrorCode = 1003
+	// ErrorCodeUnsafeBootState: the agent refused to write because the running slot is not
+	// committed or the slot layout is not what an install needs.
+	ErrorCodeUnsafeBootState ErrorCode = 1004
+	// ErrorCodeKernelInstall: the new slot's kernel and initrd could not be copied to the ESP
+	// (the image has none, the ESP is full or read-only); the new slot was not made the next
+	// boot.
+	ErrorCodeKernelInstall ErrorCode = 1005
+)
+
+// twinslotCode returns the name (for String) and the words (for Describe) of twinslot's own
+// codes and of the rollback code.
+func twinslotCode(c ErrorCode) (name, words string, ok bool) {
+	switch c {
+	case ErrorCodeRollback:
+		return "RollbackError", "rollback", true
+	case ErrorCodeHealthGateFailed:
+		return "HealthGateFailed", "health gate", true
+	case ErrorCodeWrongPayload:
+		return "WrongPayload", "wrong payload", true
+	case ErrorCodeBelowSecurityFloor:
+		return "BelowSecurityFloor", "below security floor", true
+	case ErrorCodeUnsafeBootState:
+		return "UnsafeBootState", "unsafe boot state", true
+	case ErrorCodeKernelInstall:
+		return "KernelInstall", "kernel install", true
+	}
+	return "", "", false
+}
+
+func twinslotName(c ErrorCode) string {
+	name, _, _ := twinslotCode(c)
+	return name
+}
+
+// Describe returns the words an operator reads for the base code: "health gate" for 1001,
+// "rollback" for 44, String's name for the others.
+func (c ErrorCode) Describe() string {
+	if _, words, ok := twinslotCode(c.Base()); ok {
+		return words
+	}
+	return c.Base().String()
+}
+
 // Flag bits update_engine ORs into the code it sends.
 const (
 	ErrorCodeFlagTestOmahaURL ErrorCode = 1 << 28 // SERVER is not the public Flatcar server (every self-hosted server)
@@ -240,6 +294,8 @@ func (c ErrorCode) String() string {
 		b.WriteString(errorCodeNames[base])
 	case base == ErrorCodeDownloadIncomplete:
 		b.WriteString("DownloadIncomplete")
+	case twinslotName(base) != "":
+		b.WriteString(twinslotName(base))
 	default:
 		if st, ok := c.HTTPStatus(); ok {
 			fmt.Fprintf(&b, "OmahaHTTPResponse%d", st)

@@ -60,10 +60,35 @@ func TestErrorCodeString(t *testing.T) {
 		{268435490, "OmahaResponseInvalid|TestOmahaUrl"},
 		{ErrorCodeOmahaRequestHTTPResponseBase + 503, "OmahaHTTPResponse503"},
 		{ErrorCodeDownloadIncomplete | ErrorCodeFlagResumed, "DownloadIncomplete|Resumed"},
+		{ErrorCodeHealthGateFailed | ErrorCodeFlagTestOmahaURL, "HealthGateFailed|TestOmahaUrl"},
+		{1002, "WrongPayload"},
+		{1003, "BelowSecurityFloor"},
+		{1004, "UnsafeBootState"},
+		{1005, "KernelInstall"},
+		{1006, "ErrorCode(1006)"},
 	}
 	for _, tt := range tests {
 		if got := tt.code.String(); got != tt.want {
 			t.Errorf("ErrorCode(%d).String() = %q, want %q", uint32(tt.code), got, tt.want)
+		}
+	}
+}
+
+// TestErrorCodeDescribe: twinslot's own codes (1001–1005) and the rollback code have words for
+// operators (halt reasons); the others fall back to String.
+func TestErrorCodeDescribe(t *testing.T) {
+	for code, want := range map[ErrorCode]string{
+		9:                           "DownloadTransferError",
+		ErrorCodeRollback:           "rollback",
+		1001 | ErrorCodeFlagDevMode: "health gate",
+		1002:                        "wrong payload",
+		1003:                        "below security floor",
+		1004:                        "unsafe boot state",
+		1005:                        "kernel install",
+		2503:                        "OmahaHTTPResponse503",
+	} {
+		if got := code.Describe(); got != want {
+			t.Errorf("ErrorCode(%d).Describe() = %q, want %q", uint32(code), got, want)
 		}
 	}
 }

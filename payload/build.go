@@ -14,6 +14,8 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/secure-systems-lab/go-securesystemslib/dsse"
+
+	"github.com/twinslot/twinslot/omaha"
 )
 
 // BuildOptions describe the payload Build makes.
@@ -40,6 +42,13 @@ func Build(ctx context.Context, image io.ReaderAt, size int64, o BuildOptions, p
 	if o.AppID == "" {
 		o.AppID = DefaultAppID
 	}
+	// One form of an app id everywhere: a lower-case UUID without braces ({3C2B…} as Flatcar
+	// writes it is the same app).
+	app, err := omaha.ParseAppID(o.AppID)
+	if err != nil {
+		return nil, fmt.Errorf("build: app id: %w", err)
+	}
+	o.AppID = app
 	if o.Chunking.Algorithm == "" {
 		o.Chunking = DefaultChunking
 	}
@@ -69,7 +78,7 @@ func Build(ctx context.Context, image io.ReaderAt, size int64, o BuildOptions, p
 	if err := probe.check(); err != nil {
 		return nil, fmt.Errorf("build: %w", err)
 	}
-	err := writeAtomic(path, func(out *os.File) error {
+	err = writeAtomic(path, func(out *os.File) error {
 		return build(ctx, image, size, o, m, out)
 	})
 	if err != nil {

@@ -26,7 +26,8 @@
 //
 // The file is exactly 48+A+D+T bytes; shorter is ReasonTruncated, longer ReasonMalformed.
 // The padding lets 'payload sign' add signatures without moving the data (it still rewrites the
-// file through a temporary file and a rename).
+// file through a temporary file and a rename). It is not signed, so readers refuse a payload
+// whose padding is not all zero (ReasonMalformed).
 //
 // The envelope is a DSSE envelope (https://github.com/secure-systems-lab/dsse), made with
 // sigstore's pkg/signature/dsse: {"payloadType":PayloadType,"payload":base64(manifest JSON),

@@ -201,7 +201,7 @@ func (in *installer) run(ctx context.Context) (*Result, error) {
 		return nil, err
 	}
 	in.m = m
-	meta := int64(HeaderSize) + int64(f.hdr.EnvelopeLen) + int64(f.hdr.TableLen)
+	meta := int64(HeaderSize) + int64(f.hdr.EnvelopeArea) + int64(f.hdr.TableLen)
 	if m.ImageSize > in.dst.Size {
 		return nil, reject(ReasonImageTooLarge, "image of %d bytes does not fit the %d-byte slot", m.ImageSize, in.dst.Size)
 	}

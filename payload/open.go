@@ -11,6 +11,8 @@ import (
 	"os"
 
 	"github.com/secure-systems-lab/go-securesystemslib/dsse"
+
+	"github.com/twinslot/twinslot/omaha"
 )
 
 // File is an opened payload: header and envelope parsed and bounded, nothing trusted yet.
@@ -91,9 +93,16 @@ func openWith(size int64, readAt func(p []byte, off int64) error) (*File, error)
 		}
 		return nil, reject(ReasonMalformed, "file is %d bytes, its header announces %d (trailing data)", size, want)
 	}
-	eb := make([]byte, h.EnvelopeLen)
-	if err := readAt(eb, HeaderSize); err != nil {
+	// The whole area in one read: the padding after the envelope is not signed, so it must be
+	// zero, or the bytes of a signed payload could be changed.
+	area := make([]byte, h.EnvelopeArea)
+	if err := readAt(area, HeaderSize); err != nil {
 		return nil, fmt.Errorf("read payload envelope: %w", err)
+	}
+	eb := area[:h.EnvelopeLen]
+	if i := bytes.IndexFunc(area[h.EnvelopeLen:], func(r rune) bool { return r != 0 }); i >= 0 {
+		return nil, reject(ReasonMalformed, "byte %d of the envelope area (padding, not signed) is not zero: the file was changed after it was built; download or build it again",
+			int(h.EnvelopeLen)+i)
 	}
 	f := &File{readAt: readAt, hdr: h}
 	if err := f.parseEnvelope(eb); err != nil {
@@ -190,7 +199,7 @@ func (f *File) Verify(t *TrustRoot, want Expect) (*Manifest, error) {
 	if err != nil {
 		return nil, err
 	}
-	if want.AppID != "" && m.AppID != want.AppID {
+	if want.AppID != "" && !sameApp(m.AppID, want.AppID) {
 		return nil, reject(ReasonWrongApp, "payload is for app %s, this host runs app %s", m.AppID, want.AppID)
 	}
 	if want.Board != "" && m.Board != want.Board {
@@ -285,4 +294,14 @@ func shortIDs(ids []string) []string {
 		out[i] = id
 	}
 	return out
+}
+
+// sameApp reports whether two app ids name the same app: braces optional, case-insensitive.
+func sameApp(a, b string) bool {
+	na, err := omaha.ParseAppID(a)
+	if err != nil {
+		return false
+	}
+	nb, err := omaha.ParseAppID(b)
+	return err == nil && na == nb
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/secure-systems-lab/go-securesystemslib/dsse"
 	"github.com/sigstore/sigstore/pkg/signature"
@@ -128,10 +129,18 @@ func rewriteEnvelope(in *os.File, h header, env dsse.Envelope, path string) erro
 }
 
 // writeAtomic creates a temporary file beside path, lets fill write it, fsyncs, renames it over
-// path and fsyncs the directory.
+// path and fsyncs the directory. It first removes the temporary files an earlier write of path
+// left when it was killed.
 func writeAtomic(path string, fill func(*os.File) error) (err error) {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
+	dir, prefix := filepath.Dir(path), "."+filepath.Base(path)+".tmp"
+	if ents, err := os.ReadDir(dir); err == nil {
+		for _, e := range ents {
+			if strings.HasPrefix(e.Name(), prefix) && e.Type().IsRegular() {
+				os.Remove(filepath.Join(dir, e.Name())) // best effort: a leftover only takes space
+			}
+		}
+	}
+	tmp, err := os.CreateTemp(dir, prefix+"*")
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/twinslot/twinslot/payload"
@@ -198,6 +199,13 @@ func TestVerifyRejects(t *testing.T) {
 		}, trustOld, app, payload.ErrMalformed},
 		{"future format version", func() string {
 			return f.variant(t, "ver", func(b []byte) []byte { b[9] = 2; return b }, f.old)
+		}, trustOld, app, payload.ErrMalformed},
+		{"padding after the envelope changed", func() string {
+			return f.variant(t, "padding", func(b []byte) []byte {
+				n, area := binary.BigEndian.Uint32(b[12:]), binary.BigEndian.Uint32(b[16:])
+				b[payload.HeaderSize+n+(area-n)/2] = 'x' // not signed: must be zero
+				return b
+			}, f.old)
 		}, trustOld, app, payload.ErrMalformed},
 		{"wrong payload type", func() string {
 			return f.variant(t, "ptype", envelopeEdit(func(env map[string]any) { env["payloadType"] = "text/plain" }), f.old)
@@ -415,5 +423,54 @@ func TestSignGrowsEnvelopeArea(t *testing.T) {
 	}
 	if !bytes.Equal(slot.b, img) {
 		t.Fatal("installed image differs")
+	}
+}
+
+// TestWriteRemovesLeftovers: the temporary files a killed 'payload build/sign/trust' left beside
+// its output are removed by the next write of that output, and nothing else is.
+func TestWriteRemovesLeftovers(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "trust.json")
+	for _, n := range []string{".trust.json.tmp123", ".trust.json.tmp456", ".other.json.tmp1", "trust.json.bak"} {
+		if err := os.WriteFile(filepath.Join(dir, n), []byte("partial"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := payloadtest.TrustRoot(t, 1, 0, payloadtest.NewKey(t, "")).Save(out); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	if got := strings.Join(names, " "); got != ".other.json.tmp1 trust.json trust.json.bak" {
+		t.Fatalf("files after the write: %s", got)
+	}
+}
+
+// TestAppIDForms: Build keeps an app id in one form (lower case, no braces) and Verify matches
+// app ids with or without braces, in any case; an app id that is no UUID is refused.
+func TestAppIDForms(t *testing.T) {
+	key := payloadtest.NewKey(t, "")
+	tr := payloadtest.TrustRoot(t, 1, 0, key)
+	o := payloadtest.Options("1.0.0")
+	o.AppID = "{3C2B1A00-0000-4000-8000-00000000ABCD}"
+	p := filepath.Join(t.TempDir(), "p.tsp")
+	m := payloadtest.BuildBytes(t, payloadtest.Image(64<<10, 1), p, o, key)
+	if m.AppID != "3c2b1a00-0000-4000-8000-00000000abcd" {
+		t.Fatalf("manifest app id %q", m.AppID)
+	}
+	for _, want := range []string{o.AppID, "3c2b1a00-0000-4000-8000-00000000abcd", "{3c2b1a00-0000-4000-8000-00000000abcd}"} {
+		if _, err := verifyPath(p, tr, payload.Expect{AppID: want}); err != nil {
+			t.Errorf("expect app %s: %v", want, err)
+		}
+	}
+	if _, err := verifyPath(p, tr, payload.Expect{AppID: "flatcar"}); !errors.Is(err, payload.ErrWrongApp) {
+		t.Errorf("expect app flatcar: %v", err)
+	}
+	o.AppID = "flatcar"
+	if _, err := payload.Build(t.Context(), bytes.NewReader(payloadtest.Image(4096, 1)), 4096, o, p+".2"); err == nil || !strings.Contains(err.Error(), "UUID") {
+		t.Fatalf("build with app id flatcar: %v", err)
 	}
 }

@@ -14,8 +14,6 @@ const (
 	BrokenPath  = slotrelease.BrokenPath
 	// ReleaseID is the ID= of every twinslot test image.
 	ReleaseID = "twinslot"
-
-	maxReleaseFile = slotrelease.MaxReleaseFile
 )
 
 // ErrNoRelease: a slot or image holds no readable twinslot /usr filesystem.

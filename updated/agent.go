@@ -70,8 +70,11 @@ type Agent struct {
 	rnd   Rand
 	floor floor.Multi
 
-	trigger chan struct{} // AttemptUpdate
-	reset   chan struct{} // ResetStatus
+	// AttemptUpdate and ResetStatus leave one pending request here: the Seq of the record
+	// (the state) they were accepted in. A request applies only in that same state; the agent
+	// drops one that outlived it (accepted in IDLE just as the agent left it for a check, say).
+	trigger chan uint64
+	reset   chan uint64
 
 	pubMu    sync.Mutex // serialises publish, so signals keep their order
 	mu       sync.Mutex // guards the fields below, read by D-Bus calls
@@ -130,7 +133,7 @@ func New(h Host, c Config) (*Agent, error) {
 	a := &Agent{
 		h: h, c: c, log: c.Logger, store: Store{Dir: h.Paths.StateDir},
 		clk: h.Clock, rnd: h.Rand,
-		trigger: make(chan struct{}, 1), reset: make(chan struct{}, 1),
+		trigger: make(chan uint64, 1), reset: make(chan uint64, 1),
 	}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
@@ -353,25 +356,49 @@ func servers(c *updateconf.Config) []string {
 	return strings.FieldsFunc(c.Server, func(r rune) bool { return r == ' ' || r == ',' || r == '\t' })
 }
 
-// wait blocks until d passed, a request arrived on one of chans, or ctx ended. It returns the
-// index of the channel that fired, -1 for the timer.
-func (a *Agent) wait(ctx context.Context, d time.Duration, chans ...chan struct{}) (int, error) {
-	var c0, c1 chan struct{}
+// wait blocks until d passed, a request for the current state arrived on one of chans, or ctx
+// ended. It returns the index of the channel that fired, -1 for the timer. Requests accepted in
+// an earlier state are dropped.
+func (a *Agent) wait(ctx context.Context, d time.Duration, chans ...chan uint64) (int, error) {
+	var c0, c1 chan uint64
 	if len(chans) > 0 {
 		c0 = chans[0]
 	}
 	if len(chans) > 1 {
 		c1 = chans[1]
 	}
-	select {
-	case <-ctx.Done():
-		return 0, errStop
-	case <-a.clk.After(max(d, 0)):
-		return -1, nil
-	case <-c0:
-		return 0, nil
-	case <-c1:
-		return 1, nil
+	timer := a.clk.After(max(d, 0))
+	for {
+		var i int
+		var seq uint64
+		select {
+		case <-ctx.Done():
+			return 0, errStop
+		case <-timer:
+			return -1, nil
+		case seq = <-c0:
+		case seq = <-c1:
+			i = 1
+		}
+		if seq == a.record().Seq {
+			return i, nil
+		}
+	}
+}
+
+// request leaves seq as the one pending request on ch, replacing an older one. Callers hold a.mu,
+// so requests do not interleave.
+func request(ch chan uint64, seq uint64) {
+	for {
+		select {
+		case ch <- seq:
+			return
+		default:
+		}
+		select {
+		case <-ch:
+		default:
+		}
 	}
 }
 
@@ -809,9 +836,10 @@ func (a *Agent) Record() Record { return a.record() }
 // AttemptUpdate asks for an update check now; like update_engine it does nothing unless the
 // agent is idle (dbusapi.Backend).
 func (a *Agent) AttemptUpdate() error {
-	select {
-	case a.trigger <- struct{}{}:
-	default:
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.rec.State == Idle {
+		request(a.trigger, a.rec.Seq)
 	}
 	return nil
 }
@@ -820,15 +848,11 @@ func (a *Agent) AttemptUpdate() error {
 // slot boots next again (UPDATED_NEED_REBOOT); other states refuse (dbusapi.Backend).
 func (a *Agent) ResetStatus() error {
 	a.mu.Lock()
-	st := a.rec.State
-	a.mu.Unlock()
-	if st != Idle && st != UpdatedNeedReboot {
+	defer a.mu.Unlock()
+	if st := a.rec.State; st != Idle && st != UpdatedNeedReboot {
 		return fmt.Errorf("ResetStatus works in IDLE or UPDATED_NEED_REBOOT, the agent is in %s: %w", st, dbusapi.ErrNotAllowed)
 	}
-	select {
-	case a.reset <- struct{}{}:
-	default:
-	}
+	request(a.reset, a.rec.Seq)
 	return nil
 }
 

@@ -1,7 +1,6 @@
 package updated
 
 import (
-	"context"
 	"errors"
 	"io/fs"
 
@@ -30,20 +29,12 @@ const (
 	CodeOperationHashMismatch      = int(omaha.ErrorCodeDownloadOperationHashMismatch)
 	CodeRollback                   = int(omaha.ErrorCodeRollback)
 
-	// CodeHealthGateFailed: the new slot booted but failed the health gate (systemd state,
-	// health.d checks or URL checks); the agent rolled back.
-	CodeHealthGateFailed = 1001
-	// CodeWrongPayload: the payload is for another app or board, or its signed version is not
-	// the version the server offered.
-	CodeWrongPayload = 1002
-	// CodeBelowSecurityFloor: the payload's security version is below the host's floor.
-	CodeBelowSecurityFloor = 1003
-	// CodeUnsafeBootState: the agent refused to write because the running slot is not
-	// committed or the slot layout is not what an install needs.
-	CodeUnsafeBootState = 1004
-	// CodeKernelInstall: the new slot's kernel and initrd could not be copied to the ESP (the
-	// image has none, the ESP is full or read-only); the new slot was not made the next boot.
-	CodeKernelInstall = 1005
+	// twinslot's own codes (see omaha's table for what each means).
+	CodeHealthGateFailed   = int(omaha.ErrorCodeHealthGateFailed)
+	CodeWrongPayload       = int(omaha.ErrorCodeWrongPayload)
+	CodeBelowSecurityFloor = int(omaha.ErrorCodeBelowSecurityFloor)
+	CodeUnsafeBootState    = int(omaha.ErrorCodeUnsafeBootState)
+	CodeKernelInstall      = int(omaha.ErrorCodeKernelInstall)
 )
 
 // installCode maps an install failure to the errorcode to report.
@@ -89,9 +80,4 @@ func installCode(err error) int {
 		return CodeDownloadWriteError // reading or writing the slot itself failed
 	}
 	return CodeDownloadTransferError
-}
-
-// canceled reports whether err is the agent being stopped (not a failure to report).
-func canceled(ctx context.Context, err error) bool {
-	return ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || err == nil)
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -279,4 +280,46 @@ func TestHealthDeadline(t *testing.T) {
 		}
 	}
 	t.Fatal("no rollback after the health deadline")
+}
+
+// TestStaleAttemptUpdate: AttemptUpdate while the agent downloads does nothing, then or later:
+// once the attempt failed and the agent is idle again, it waits for its backoff instead of
+// checking at once on the old request (issue 18, hole 9).
+func TestStaleAttemptUpdate(t *testing.T) {
+	h := newHost(t, "1.0.0")
+	rel := newRelease(t, 0)
+	rel.install(t, h)
+	h.mu.Lock()
+	h.rel.Board = "arm64-usr" // the payload is refused once its envelope is fetched
+	h.mu.Unlock()
+	srv := newOmahaServer(t)
+	started := make(chan *updated.Agent, 1)
+	var asked atomic.Int32
+	srv.set(func(s *omahaServer) {
+		s.offer, s.payload = "2.0.0", rel.build(t, t.TempDir(), "2.0.0", 3, false)
+		s.onDownload = func() {
+			a := <-started
+			started <- a
+			if st := a.Status(); st.CurrentOperation == dbusapi.OpDownloading {
+				asked.Add(1)
+				a.AttemptUpdate()
+			}
+		}
+	})
+	h.writeConf(srv.URL())
+	r := h.start(srv.URL(), fast, 0)
+	started <- r.agent
+	waitState(t, r, "the refused payload reported", func(rec updated.Record) bool {
+		return rec.State == updated.Idle && rec.LastError != nil
+	})
+	if asked.Load() == 0 {
+		t.Fatal("AttemptUpdate was not called while downloading")
+	}
+	// The clock stands still: a new state can only come from the stale request.
+	select {
+	case rec := <-r.states:
+		t.Fatalf("the agent left IDLE for %s on an AttemptUpdate made while it was downloading", rec.State)
+	case <-time.After(time.Second):
+	}
+	r.stop(t)
 }

@@ -197,8 +197,8 @@ func (h *host) SystemState(context.Context) (string, error) {
 	return "running", nil
 }
 
-func (h *host) FailedUnits(context.Context) ([]string, error) {
-	if s, _ := h.SystemState(nil); s == "degraded" {
+func (h *host) FailedUnits(ctx context.Context) ([]string, error) {
+	if s, _ := h.SystemState(ctx); s == "degraded" {
 		return []string{"app.service"}, nil
 	}
 	return nil, nil
@@ -333,12 +333,14 @@ type omahaServer struct {
 	t   *testing.T
 	srv *httptest.Server
 
-	mu       sync.Mutex
-	offer    string // version offered, "" none
-	payload  string // path of the payload file
-	status   int    // HTTP status to answer with instead, 0 = normal
-	garbage  bool   // answer with a body that is not XML
-	requests []*omaha.App
+	mu      sync.Mutex
+	offer   string // version offered, "" none
+	payload string // path of the payload file
+	status  int    // HTTP status to answer with instead, 0 = normal
+	garbage bool   // answer with a body that is not XML
+	// onDownload, if set, runs at each payload request, while the agent waits for the answer.
+	onDownload func()
+	requests   []*omaha.App
 }
 
 func newOmahaServer(t *testing.T) *omahaServer {
@@ -408,8 +410,11 @@ func (s *omahaServer) update(w http.ResponseWriter, r *http.Request) {
 
 func (s *omahaServer) packages(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
-	p := s.payload
+	p, hook := s.payload, s.onDownload
 	s.mu.Unlock()
+	if hook != nil {
+		hook()
+	}
 	if filepath.Base(r.URL.Path) != filepath.Base(p) {
 		http.NotFound(w, r)
 		return

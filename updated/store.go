@@ -85,7 +85,7 @@ func (s Store) Save(r Record) error {
 	if err != nil {
 		return fmt.Errorf("updated: encode state: %w", err)
 	}
-	if err := atomicfile.WriteFile(s.Path(), append(data, '\n'), 0o644); err != nil {
+	if err := atomicfile.WriteFile(s.Path(), append(data, '\n'), 0o600); err != nil {
 		return fmt.Errorf("updated: save state: %w", err)
 	}
 	return nil

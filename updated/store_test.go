@@ -20,6 +20,9 @@ func TestStoreRoundTrip(t *testing.T) {
 	if err := s.Save(r); err != nil {
 		t.Fatal(err)
 	}
+	if st, err := os.Stat(s.Path()); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("state file: %v %v; want mode 0600 (it is the host's private state)", st.Mode(), err)
+	}
 	got, err := s.Load()
 	if err != nil {
 		t.Fatal(err)

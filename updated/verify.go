@@ -130,7 +130,7 @@ func (a *Agent) measure(_ context.Context, r Record) {
 		a.log.Error("could not measure the booted image into the TPM", "pcr", a.c.PCR, "error", err)
 		return
 	}
-	if err := atomicfile.WriteFile(marker, []byte(a.h.BootID+"\n"), 0o644); err != nil {
+	if err := atomicfile.WriteFile(marker, []byte(a.h.BootID+"\n"), 0o600); err != nil {
 		a.log.Warn("could not record the measurement", "error", err)
 	}
 	a.log.Info("measured the booted image", "pcr", a.c.PCR, "digest", img.SHA256)

@@ -438,6 +438,9 @@ func TestFleetLockStrategy(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(cfg.StateDir, "fleetlock.json")); err != nil || !strings.Contains(string(b), `"to_version": "2.0"`) {
 		t.Fatalf("reboot record: %s %v", b, err)
 	}
+	if st, err := os.Stat(filepath.Join(cfg.StateDir, "fleetlock.json")); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("reboot record: %v %v; want mode 0600", st.Mode(), err)
+	}
 	r1.stop()
 
 	h.updated.SetStatus(t, dbusapitest.Idle())

@@ -292,7 +292,7 @@ func (f *fleetLocker) write(rec rebootRecord) error {
 	if err := os.MkdirAll(filepath.Dir(f.record), 0o755); err != nil {
 		return fmt.Errorf("create the state directory: %w", err)
 	}
-	return atomicfile.WriteFile(f.record, append(b, '\n'), 0o644)
+	return atomicfile.WriteFile(f.record, append(b, '\n'), 0o600)
 }
 
 func (f *fleetLocker) held() bool { return f.have }

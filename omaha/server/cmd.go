@@ -88,7 +88,9 @@ func serve(ctx context.Context, stdio cli.IO, args []string) error {
 	fs := stdio.FlagSet("omahad serve", "[flags]", `Serve the Omaha endpoint (/v1/update/), payload downloads (/packages/), the admin API
 (/api/v1/), the dashboard (/), /metrics and /healthz until interrupted, then shut down gracefully:
 in-flight requests finish and queued check-ins are written. The garbage collector runs with
-GOGC=`+strconv.Itoa(DefaultGCPercent)+` unless GOGC is set (more memory for less CPU; GOMEMLIMIT caps the heap).`)
+GOGC=`+strconv.Itoa(DefaultGCPercent)+` unless GOGC is set (more memory for less CPU; GOMEMLIMIT caps the heap).
+
+`+limitsHelp())
 	listen := fs.String("listen", "127.0.0.1:8080", "address to listen on")
 	dsn := dbFlag(fs)
 	storeDir := fs.String("store", "payloads", "directory for published payload files")
@@ -104,6 +106,8 @@ GOGC=`+strconv.Itoa(DefaultGCPercent)+` unless GOGC is set (more memory for less
 	maxUpload := fs.Int64("max-upload", DefaultMaxUploadBytes, "largest payload upload in bytes")
 	retention := fs.Duration("event-retention", DefaultEventRetention, "how long to keep host events (negative: forever)")
 	grace := fs.Duration("shutdown-grace", 30*time.Second, "how long shutdown waits for requests and the last writes")
+	maxConns := fs.Int("max-conns-per-client", DefaultMaxConnsPerClient,
+		"open connections one client IP address may hold; more are answered 503 (-1: no cap, behind a proxy that caps)")
 	rest, err := cli.Parse(fs, args)
 	if err != nil {
 		return err
@@ -124,7 +128,7 @@ GOGC=`+strconv.Itoa(DefaultGCPercent)+` unless GOGC is set (more memory for less
 	s, err := New(ctx, Config{
 		DB: db, StoreDir: *storeDir, PublicURL: *public, Logger: log,
 		FlushInterval: *flush, BatchRows: *batch, QueueRows: *queue, CachePoll: *poll, InstanceCache: *instCache,
-		MaxUploadBytes: *maxUpload, EventRetention: *retention,
+		MaxUploadBytes: *maxUpload, EventRetention: *retention, MaxConnsPerClient: *maxConns,
 	})
 	if err != nil {
 		return err

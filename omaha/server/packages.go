@@ -14,6 +14,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/twinslot/twinslot/omaha"
 	"github.com/twinslot/twinslot/omaha/store"
@@ -99,7 +100,7 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) (any, error) {
 		return nil, err
 	}
 
-	tmp, err := os.CreateTemp(filepath.Join(s.storeDir, "tmp"), "upload-*")
+	tmp, err := os.CreateTemp(filepath.Join(s.storeDir, "tmp"), uploadPrefix+"*")
 	if err != nil {
 		return nil, fmt.Errorf("publish: %w", err)
 	}
@@ -108,7 +109,12 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) (any, error) {
 		os.Remove(tmp.Name()) // a no-op once renamed
 	}()
 	h256, h1 := sha256.New(), sha1.New()
-	size, err := io.Copy(io.MultiWriter(tmp, h256, h1), http.MaxBytesReader(w, r.Body, s.maxUpload))
+	// An upload runs as long as it moves (ReadTimeout is for small requests); what follows it
+	// (verifying gigabytes) is this server's work, not the client's, so no write deadline.
+	rc := http.NewResponseController(w)
+	rc.SetWriteDeadline(time.Time{})
+	body := &stallReader{r: r.Body, rc: rc, stall: s.limits.stall}
+	size, err := io.Copy(io.MultiWriter(tmp, h256, h1), http.MaxBytesReader(w, io.NopCloser(body), s.maxUpload))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
@@ -162,6 +168,26 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) (any, error) {
 	return toPackage(stored), nil
 }
 
+// uploadPrefix names the temporary file of an upload in progress, in the store's tmp/.
+const uploadPrefix = "upload-"
+
+// removeUploadLeftovers removes the temporary files of uploads a crash or kill cut short:
+// called at start, when no upload of this server runs.
+func removeUploadLeftovers(tmpDir string) error {
+	ents, err := os.ReadDir(tmpDir)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), uploadPrefix) && e.Type().IsRegular() {
+			if err := os.Remove(filepath.Join(tmpDir, e.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("remove the leftover of an interrupted upload: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
 func syncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
@@ -204,5 +230,7 @@ func (s *Server) handleDownload(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("ETag", `"`+sum+`"`)
 	w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")
 	w.Header().Set("Content-Type", "application/octet-stream")
-	http.ServeContent(w, r, r.PathValue("name"), st.ModTime(), f)
+	// A download runs as long as it moves (WriteTimeout is for small answers).
+	sw := &stallWriter{ResponseWriter: w, rc: http.NewResponseController(w), stall: s.limits.stall}
+	http.ServeContent(sw, r, r.PathValue("name"), st.ModTime(), f)
 }

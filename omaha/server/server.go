@@ -42,8 +42,10 @@ const (
 
 // Config configures a Server.
 type Config struct {
-	DB       *store.DB // required
-	StoreDir string    // required: where uploaded payload files are kept
+	DB *store.DB // required
+	// StoreDir (required) is where uploaded payload files are kept. It belongs to this one
+	// server: at start, what uploads cut by a crash left in its tmp/ is removed.
+	StoreDir string
 	// PublicURL is the base URL hosts use to reach this server (http(s)://host[:port][/prefix]),
 	// used in the download URLs of responses; "" takes scheme and host from each request.
 	PublicURL string
@@ -65,6 +67,9 @@ type Config struct {
 	MaxUploadBytes int64
 	// EventRetention is how long events are kept; < 0 keeps them forever.
 	EventRetention time.Duration
+	// MaxConnsPerClient caps the connections Serve keeps open per client IP address
+	// (0 = DefaultMaxConnsPerClient, < 0 = no cap).
+	MaxConnsPerClient int
 }
 
 // Server is the update server: the Omaha endpoint, payload downloads, the admin API, the
@@ -77,6 +82,8 @@ type Server struct {
 	now       func() time.Time
 	m         *metrics
 	maxUpload int64
+	limits    limits
+	maxConns  int
 
 	cat       atomic.Pointer[catalog]
 	refreshMu sync.Mutex
@@ -109,9 +116,16 @@ func New(ctx context.Context, c Config) (*Server, error) {
 			return nil, fmt.Errorf("server: payload store: %w", err)
 		}
 	}
+	if err := removeUploadLeftovers(filepath.Join(c.StoreDir, "tmp")); err != nil {
+		return nil, fmt.Errorf("server: payload store: %w", err)
+	}
 	s := &Server{
 		db: c.DB, storeDir: c.StoreDir, publicURL: strings.TrimRight(c.PublicURL, "/"),
 		log: c.Logger, now: c.Now, m: newMetrics(c.Registry), maxUpload: c.MaxUploadBytes,
+		limits: defaultLimits(), maxConns: c.MaxConnsPerClient,
+	}
+	if s.maxConns == 0 {
+		s.maxConns = DefaultMaxConnsPerClient
 	}
 	s.machines.seed = maphash.MakeSeed()
 	if s.log == nil {
@@ -232,13 +246,19 @@ func (s *Server) pruneEvents(ctx context.Context, retention time.Duration) {
 }
 
 // Serve serves on ln until ctx ends, then shuts down gracefully: in-flight requests get up to
-// grace to finish, and queued check-ins are written.
+// grace to finish, and queued check-ins are written. It applies the timeouts of limits.go and
+// the per-client connection cap.
 func (s *Server) Serve(ctx context.Context, ln net.Listener, grace time.Duration) error {
 	hs := &http.Server{
 		Handler:           s.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
+		ReadHeaderTimeout: s.limits.readHeader,
+		ReadTimeout:       s.limits.read,
+		WriteTimeout:      s.limits.write,
+		IdleTimeout:       s.limits.idle,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	if s.maxConns > 0 {
+		ln = newClientListener(ln, s.maxConns, s.log)
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()

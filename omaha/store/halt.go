@@ -99,27 +99,12 @@ func (db *DB) haltOnFailures(ctx context.Context, tx *sql.Tx, groups map[string]
 	return halted, nil
 }
 
-// errorNames are the twinslot agent's own error codes (above update_engine's range, see
-// updated/codes.go) and the rollback code, as a halted reason names them.
-var errorNames = map[omaha.ErrorCode]string{
-	omaha.ErrorCodeRollback: "rollback",
-	1001:                    "health gate",
-	1002:                    "wrong payload",
-	1003:                    "below security floor",
-	1004:                    "unsafe boot state",
-	1005:                    "kernel install",
-}
-
 // HaltReason is the text a group halted by HaltOnFailures records, e.g.
 // "version 1.0.2: 1 host(s) failed (machine 0f…, error 1001 health gate); halt_on_failures=1":
 // the version, how many distinct hosts failed it, the newest failure's machine and error code
 // (flag bits dropped) and the threshold.
 func HaltReason(version string, hosts int64, machine string, code int64, threshold int64) string {
 	c := omaha.ErrorCode(code).Base()
-	name, ok := errorNames[c]
-	if !ok {
-		name = c.String()
-	}
 	return fmt.Sprintf("version %s: %d host(s) failed (machine %s, error %d %s); halt_on_failures=%d",
-		version, hosts, machine, int64(c), name, threshold)
+		version, hosts, machine, int64(c), c.Describe(), threshold)
 }

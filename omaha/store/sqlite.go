@@ -3,7 +3,9 @@ package store
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"time"
 
@@ -31,6 +33,9 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 	}
 	if strings.ContainsAny(path, "?#") {
 		return nil, fmt.Errorf("store: SQLite path %q contains '?' or '#': use a plain file path", path)
+	}
+	if err := privateFiles(path); err != nil {
+		return nil, err
 	}
 	// mmap lets reads hit the page cache without a pread per page; cache_size keeps hot
 	// index pages in each connection.
@@ -99,4 +104,29 @@ func checkpoints(ctx context.Context, ck *sql.DB, stop <-chan struct{}, done cha
 			ck.ExecContext(ctx, `PRAGMA wal_checkpoint(PASSIVE)`)
 		}
 	}
+}
+
+// privateFiles creates the database file readable by its owner only (it holds token hashes and
+// the fleet's inventory), before SQLite creates it 0644; SQLite gives its -wal and -shm files
+// the database file's mode. A database (or -wal, -shm) left readable by others by an older
+// omahad is made owner-only.
+func privateFiles(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("store: open SQLite %s: %w", path, err)
+	}
+	f.Close()
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		st, err := os.Stat(p)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err == nil && st.Mode().Perm()&0o077 != 0 {
+			err = os.Chmod(p, st.Mode().Perm()&0o700)
+		}
+		if err != nil {
+			return fmt.Errorf("store: make %s readable by its owner only: %w", p, err)
+		}
+	}
+	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/sigstore/sigstore/pkg/signature"
@@ -119,21 +120,43 @@ func (c *cmd) keygen(ctx context.Context, stdio cli.IO, args []string) error {
 	if err != nil {
 		return err
 	}
-	flags := os.O_WRONLY | os.O_CREATE | os.O_EXCL
-	if *force {
-		flags = os.O_WRONLY | os.O_CREATE | os.O_TRUNC
-	}
-	for _, f := range []struct {
+	files := []struct {
 		path string
 		data []byte
 		mode os.FileMode
-	}{{*out + ".key", priv, 0o600}, {*out + ".pub", pub, 0o644}} {
+	}{{*out + ".key", priv, 0o600}, {*out + ".pub", pub, 0o644}}
+	// Both paths are checked before either is written, so a refusal changes nothing. A symbolic
+	// link is never followed (O_NOFOLLOW also closes the race): --force would overwrite its target.
+	for _, f := range files {
+		st, err := os.Lstat(f.path)
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+		case err != nil:
+			return fmt.Errorf("keygen: %w", err)
+		case st.Mode()&os.ModeSymlink != 0:
+			return symlinkRefused(f.path)
+		case !*force:
+			return fmt.Errorf("keygen: %s exists (use --force to overwrite)", f.path)
+		}
+	}
+	flags := os.O_WRONLY | os.O_CREATE | os.O_EXCL | syscall.O_NOFOLLOW
+	if *force {
+		flags = os.O_WRONLY | os.O_CREATE | os.O_TRUNC | syscall.O_NOFOLLOW
+	}
+	for _, f := range files {
 		if err := writeFile(f.path, f.data, flags, f.mode); err != nil {
+			if errors.Is(err, syscall.ELOOP) {
+				return symlinkRefused(f.path)
+			}
 			return fmt.Errorf("keygen: %w (use --force to overwrite)", err)
 		}
 	}
 	fmt.Fprintf(stdio.Stdout, "wrote %s.key and %s.pub (%s)\nkey id %s\n", *out, *out, *kt, tk.ID)
 	return nil
+}
+
+func symlinkRefused(path string) error {
+	return fmt.Errorf("keygen: %s is a symbolic link: refusing to write a key through it; remove it or choose another -o", path)
 }
 
 func writeFile(path string, data []byte, flags int, mode os.FileMode) error {

@@ -201,3 +201,32 @@ func TestSignWithKMS(t *testing.T) {
 		t.Fatalf("unknown KMS: %+v", r)
 	}
 }
+
+// TestKeygenRefusesSymlinks: keygen --force does not write a key through a symbolic link at
+// NAME.key or NAME.pub (it would overwrite whatever the link points at), and changes nothing.
+func TestKeygenRefusesSymlinks(t *testing.T) {
+	for _, link := range []string{".key", ".pub"} {
+		t.Run(link, func(t *testing.T) {
+			dir := t.TempDir()
+			victim := filepath.Join(dir, "victim")
+			if err := os.WriteFile(victim, []byte("precious\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			name := filepath.Join(dir, "k")
+			if err := os.Symlink(victim, name+link); err != nil {
+				t.Fatal(err)
+			}
+			r := run(t, "keygen", "-o", name, "--force")
+			if r.code != 1 || !strings.Contains(r.stderr, "symbolic link") {
+				t.Fatalf("keygen --force over a symlink: %+v", r)
+			}
+			if b, _ := os.ReadFile(victim); string(b) != "precious\n" {
+				t.Fatalf("the link's target was overwritten: %q", b)
+			}
+			ents, _ := os.ReadDir(dir)
+			if len(ents) != 2 {
+				t.Fatalf("files after the refusal: %v", ents)
+			}
+		})
+	}
+}

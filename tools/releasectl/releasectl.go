@@ -46,10 +46,15 @@ func MainWith(ctx context.Context, env Env, args []string, stdin io.Reader, stdo
 		env.Now = time.Now
 	}
 	stdio := cli.IO{Stdin: stdin, Stdout: stdout, Stderr: stderr}
-	// Global flags come before the command: releasectl --server URL --token T publish …
-	gfs := stdio.FlagSet("releasectl", "[--server URL] [--token T] <command> [flags] [args]", "")
+	// Global flags may also come before the command: releasectl --server URL --token T publish …
+	gfs := stdio.FlagSet("releasectl", "[--server URL] [--token T] [--app ID] [--json] <command> [flags] [args]", "")
 	gfs.StringVar(&env.Server, "server", env.Server, "omahad base URL (default $RELEASECTL_SERVER)")
-	gfs.StringVar(&env.Token, "token", env.Token, "admin API token (default $RELEASECTL_TOKEN)")
+	// The token's default is never a flag default: help would print the secret.
+	var token string
+	gfs.StringVar(&token, "token", "", "admin API token (default $RELEASECTL_TOKEN)")
+	c := &cmd{}
+	gfs.StringVar(&c.app, "app", "", "app id")
+	gfs.BoolVar(&c.json, "json", false, "print JSON for scripts")
 	gfs.Usage = func() {} // the command list below is the help
 	if err := gfs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -58,10 +63,20 @@ func MainWith(ctx context.Context, env Env, args []string, stdin io.Reader, stdo
 		fmt.Fprintf(stderr, "releasectl: %v\nRun 'releasectl --help' for usage.\n", err)
 		return 2
 	}
-	return cli.Run(ctx, "releasectl", summary, (&cmd{env: env}).commands(), gfs.Args(), stdio)
+	if token != "" {
+		env.Token = token
+	}
+	c.env = env
+	return cli.Run(ctx, "releasectl", summary, c.commands(), gfs.Args(), stdio)
 }
 
-type cmd struct{ env Env }
+// cmd is a command line: the environment and the global flags given before the command, which
+// are the defaults of the same flags after it.
+type cmd struct {
+	env  Env
+	app  string // "" = the twinslot app
+	json bool
+}
 
 func (c *cmd) commands() []cli.Command {
 	return []cli.Command{
@@ -95,15 +110,22 @@ func (c *cmd) commands() []cli.Command {
 type conn struct {
 	server, token, app string
 	json               bool
+	noJSON             bool // the command prints no JSON: a global --json is a usage error
 }
 
 func (c *cmd) connFlags(fs *flag.FlagSet, withJSON bool) *conn {
 	k := &conn{}
 	fs.StringVar(&k.server, "server", c.env.Server, "omahad base URL (default $RELEASECTL_SERVER)")
-	fs.StringVar(&k.token, "token", c.env.Token, "admin API token (default $RELEASECTL_TOKEN)")
-	fs.StringVar(&k.app, "app", payload.DefaultAppID, "app id")
+	fs.StringVar(&k.token, "token", "", "admin API token (default $RELEASECTL_TOKEN)") // not c.env.Token: help would show it
+	app := c.app
+	if app == "" {
+		app = payload.DefaultAppID
+	}
+	fs.StringVar(&k.app, "app", app, "app id")
 	if withJSON {
-		fs.BoolVar(&k.json, "json", false, "print JSON for scripts")
+		fs.BoolVar(&k.json, "json", c.json, "print JSON for scripts")
+	} else {
+		k.noJSON = c.json
 	}
 	return k
 }
@@ -112,6 +134,12 @@ func (c *cmd) connFlags(fs *flag.FlagSet, withJSON bool) *conn {
 func (c *cmd) client(k *conn) (*admin.Client, string, error) {
 	if k.server == "" {
 		return nil, "", cli.Usagef("no server: pass --server URL or set RELEASECTL_SERVER")
+	}
+	if k.noJSON {
+		return nil, "", cli.Usagef("--json: this command prints no JSON")
+	}
+	if k.token == "" {
+		k.token = c.env.Token
 	}
 	if k.token == "" {
 		return nil, "", cli.Usagef("no token: pass --token T or set RELEASECTL_TOKEN (create one with 'omahad token create')")
@@ -165,7 +193,8 @@ func (c *cmd) publish(ctx context.Context, stdio cli.IO, args []string) error {
 	fs := stdio.FlagSet("releasectl publish", "[--channel alpha] [--name N] [--url U] FILE",
 		`Upload a payload file. The server verifies it against the app's trust root and refuses what
 does not verify; with --channel it then points that channel at it. With --url the server keeps
-only the record, and hosts download the file from that URL.`)
+only the record, and hosts download the file from that URL. Without --app the payload's own app
+id is used.`)
 	k := c.connFlags(fs, true)
 	channel := fs.String("channel", "", "point this channel at the package (alpha, beta or stable)")
 	name := fs.String("name", "", "file name hosts download (default: FILE's base name)")
@@ -189,6 +218,17 @@ only the record, and hosts download the file from that URL.`)
 	if *name == "" && *ext == "" {
 		*name = filepath.Base(pos[0])
 	}
+	if !flagSet(fs, "app") && c.app == "" {
+		pf, err := payload.Open(f, st.Size())
+		if err != nil {
+			return fmt.Errorf("%s: %w", pos[0], err)
+		}
+		m, err := pf.Unverified() // only to pick the app; the server verifies the payload
+		if err != nil {
+			return fmt.Errorf("%s: %w", pos[0], err)
+		}
+		k.app = m.AppID
+	}
 	return do(c, stdio, k, func(cl *admin.Client, app string) (admin.Package, error) {
 		bar := progress.New(stdio.Stderr, cli.IsTerminal(stdio.Stderr), "upload", st.Size(), c.env.Now)
 		defer bar.Finish()
@@ -201,6 +241,13 @@ only the record, and hosts download the file from that URL.`)
 		_, err := fmt.Fprintln(w)
 		return err
 	})
+}
+
+// flagSet reports whether the command line set the flag name.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }
 
 // countingReader reports upload progress.

@@ -246,3 +246,70 @@ func TestHalt(t *testing.T) {
 		t.Fatalf("resume: %q", out)
 	}
 }
+
+// TestHelpHidesToken: no help text shows the token from the environment (issue 18, hole 3);
+// the token from the environment is still the one used.
+func TestHelpHidesToken(t *testing.T) {
+	const secret = "tst_secretsecret_from_the_environment"
+	env := releasectl.Env{Server: "http://127.0.0.1:1", Token: secret}
+	for _, args := range [][]string{{"--help"}, {"--token", "-h"}, {"publish", "--help"}, {"channels", "-h"}, {"group", "create", "--help"}, {"--server", "http://x", "status", "--help"}} {
+		var out, errb bytes.Buffer
+		code := releasectl.MainWith(t.Context(), env, args, strings.NewReader(""), &out, &errb)
+		if strings.Contains(out.String()+errb.String(), "secretsecret") {
+			t.Errorf("releasectl %s (exit %d) shows the token:\n%s%s", strings.Join(args, " "), code, out.String(), errb.String())
+		}
+	}
+	// Used all the same: a server that is down is reached, not a usage error about the token.
+	var out, errb bytes.Buffer
+	if code := releasectl.MainWith(t.Context(), env, []string{"channels"}, strings.NewReader(""), &out, &errb); code != 1 || strings.Contains(errb.String(), "no token") {
+		t.Fatalf("channels with the token from the environment: %d %q", code, errb.String())
+	}
+}
+
+// TestBracedAppID: an app id in braces and capitals, as Flatcar writes them, names the same app
+// in 'payload build', 'app create' and publish, which takes the app from the payload when --app
+// is not given (issue 18, hole 8).
+func TestBracedAppID(t *testing.T) {
+	f := newFixture(t)
+	const braced, bare = "{3C2B1A00-0000-4000-8000-00000000ABCD}", "3c2b1a00-0000-4000-8000-00000000abcd"
+	f.ok(t, "app", "create", "--id", braced, "--name", "flatcar-like", "--trust", f.trust)
+	build := func(version string) string {
+		o := payloadtest.Options(version)
+		o.AppID = braced
+		p := filepath.Join(t.TempDir(), version+".tsp")
+		payloadtest.BuildBytes(t, payloadtest.Image(64<<10, uint64(len(version))), p, o, f.key)
+		return p
+	}
+	if out := f.ok(t, "publish", "--channel", "alpha", build("2.0.0")); !strings.Contains(out, "published 2.0.0") {
+		t.Fatalf("publish without --app: %q", out)
+	}
+	if out := f.ok(t, "publish", "--app", bare, build("2.0.1")); !strings.Contains(out, "published 2.0.1") {
+		t.Fatalf("publish --app %s: %q", bare, out)
+	}
+	out := f.ok(t, "packages", "--app", braced)
+	if !strings.Contains(out, "2.0.0") || !strings.Contains(out, "2.0.1") {
+		t.Fatalf("packages of %s:\n%s", braced, out)
+	}
+}
+
+// TestGlobalFlagsBeforeCommand: --app and --json work before the command as after it, as the
+// help says (issue 18, item 13).
+func TestGlobalFlagsBeforeCommand(t *testing.T) {
+	f := newFixture(t)
+	f.ok(t, "app", "create", "--id", payload.DefaultAppID, "--name", "twinslot", "--trust", f.trust)
+	for _, args := range [][]string{
+		{"--json", "channels"},
+		{"channels", "--json"},
+		{"--app", "{" + strings.ToUpper(payload.DefaultAppID) + "}", "--json", "channels"},
+		{"--json", "channels", "--app", payload.DefaultAppID},
+	} {
+		out := f.ok(t, args...)
+		var v any
+		if err := json.Unmarshal([]byte(out), &v); err != nil || !strings.Contains(out, "alpha") {
+			t.Errorf("releasectl %s: not JSON with the channels: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	if code, _, errs := f.run(t, "--app", "x", "channels"); code != 2 || !strings.Contains(errs, "not a UUID") {
+		t.Fatalf("--app x before the command: %d %q", code, errs)
+	}
+}

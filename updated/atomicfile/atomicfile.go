@@ -4,12 +4,21 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
-// WriteFile atomically replaces path with data, with permission perm.
+// WriteFile atomically replaces path with data, with permission perm. The temporary files an
+// earlier write of path left behind (a crash, a kill) are removed first.
 func WriteFile(path string, data []byte, perm os.FileMode) (err error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
+	dir, prefix := filepath.Dir(path), "."+filepath.Base(path)+".tmp"
+	if ents, err := os.ReadDir(dir); err == nil {
+		for _, e := range ents {
+			if e.Type().IsRegular() && strings.HasPrefix(e.Name(), prefix) {
+				os.Remove(filepath.Join(dir, e.Name())) // best effort: a leftover only takes space
+			}
+		}
+	}
+	f, err := os.CreateTemp(dir, prefix+"*")
 	if err != nil {
 		return fmt.Errorf("atomicfile: create temporary file in %s: %w", dir, err)
 	}

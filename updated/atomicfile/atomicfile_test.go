@@ -34,3 +34,21 @@ func TestWriteFileMissingDir(t *testing.T) {
 		t.Fatal("WriteFile into a missing directory succeeded")
 	}
 }
+
+// TestWriteFileRemovesLeftovers: the temporary files of a write cut by a crash go with the next
+// write of the same file, and no other file does.
+func TestWriteFileRemovesLeftovers(t *testing.T) {
+	dir := t.TempDir()
+	for _, n := range []string{".state.json.tmp123", ".state.json.tmp9", ".other.tmp1"} {
+		if err := os.WriteFile(filepath.Join(dir, n), []byte("partial"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := WriteFile(filepath.Join(dir, "state.json"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ents, _ := os.ReadDir(dir)
+	if len(ents) != 2 || ents[0].Name() != ".other.tmp1" || ents[1].Name() != "state.json" {
+		t.Fatalf("files after the write: %v", ents)
+	}
+}

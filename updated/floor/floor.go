@@ -65,7 +65,7 @@ func (f File) Advance(ctx context.Context, v uint64) (uint64, error) {
 		return cur, nil
 	}
 	b, _ := json.Marshal(fileData{Version: FileFormat, Floor: v})
-	if err := atomicfile.WriteFile(f.Path, append(b, '\n'), 0o644); err != nil {
+	if err := atomicfile.WriteFile(f.Path, append(b, '\n'), 0o600); err != nil {
 		return 0, fmt.Errorf("floor: %w", err)
 	}
 	return v, nil

@@ -30,6 +30,9 @@ func TestFile(t *testing.T) {
 	if v, err := (File{Path: f.Path}).Get(ctx); err != nil || v != 10 {
 		t.Fatalf("reread = %d, %v", v, err)
 	}
+	if st, err := os.Stat(f.Path); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("floor file: %v %v; want mode 0600", st.Mode(), err)
+	}
 	for name, content := range map[string]string{"garbage": "{", "no version": `{"floor":3}`, "newer": `{"version":9,"floor":1}`} {
 		p := filepath.Join(t.TempDir(), "floor.json")
 		os.WriteFile(p, []byte(content), 0o644)

@@ -137,7 +137,7 @@ func TestAgentCommands(t *testing.T) {
 	}
 	var rep updatectl.HistoryReport
 	for i := 0; ; i++ {
-		code, out, _ = ctl(t, env, "history", "--json", "--state-dir", w.host.StateDir())
+		_, out, _ = ctl(t, env, "history", "--json", "--state-dir", w.host.StateDir())
 		rep = updatectl.HistoryReport{}
 		if json.Unmarshal([]byte(out), &rep) != nil {
 			t.Fatalf("history --json: %s", out)

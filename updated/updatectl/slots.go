@@ -247,16 +247,22 @@ func (env Env) runMarkGood(ctx context.Context, stdio cli.IO, args []string) err
 	return env.change(stdio, args, "updatectl mark-good", `
 Commit the booted slot after a healthy boot: successful=1, tries=0, top priority (as
 flatcar-setgoodroot does), so it keeps booting. The health gate of updated does this
-automatically; this command is for operators and tests.`, "mark good",
+automatically; this command is for operators and tests. Refused for a slot that holds no
+/usr image of a known version: committed, it would boot nothing for ever.`, "mark good",
 		func(d *partition.Disk, s partition.Slot) (string, error) {
+			// A committed slot boots for ever: never commit one that holds no image.
+			rel, err := slotrelease.Read(d.SlotReader(s), s.Size)
+			if err != nil {
+				return "", fmt.Errorf("%v holds no /usr image of a known version (%s): committing it would make the host boot nothing; install an image into it first (updatectl download, payload apply), or name the slot that holds one with --slot", s, shortReason(err))
+			}
 			if err := d.MarkGood(s); err != nil {
 				return "", err
 			}
-			s, err := d.SlotByNumber(s.Number)
+			s, err = d.SlotByNumber(s.Number)
 			if err != nil {
 				return "", err
 			}
-			return fmt.Sprintf("marked %v good: %v", s, s.Attr), nil
+			return fmt.Sprintf("marked %v good: %v (version %s)", s, s.Attr, rel.Version), nil
 		})
 }
 

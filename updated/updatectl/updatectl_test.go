@@ -65,6 +65,14 @@ func TestWalk(t *testing.T) {
 	if code, _, errs := run(t, env, "mark-good", "--disk", disk); code != 1 || !strings.Contains(errs, "--slot") {
 		t.Fatalf("mark-good without a known booted slot: %d %s", code, errs)
 	}
+	// Committing the empty USR-B would make the host boot nothing, for ever.
+	before, _ := os.ReadFile(disk)
+	if code, _, errs := run(t, env, "mark-good", "--disk", disk, "--slot", "USR-B"); code != 1 || !strings.Contains(errs, "holds no /usr image") || !strings.Contains(errs, "install") {
+		t.Fatalf("mark-good of the empty slot: %d %s", code, errs)
+	}
+	if after, _ := os.ReadFile(disk); !bytes.Equal(before, after) {
+		t.Fatal("the refused mark-good changed the disk")
+	}
 
 	if _, err := testimages.InstallRaw(disk, usr); err != nil {
 		t.Fatal(err)

@@ -8,12 +8,14 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/twinslot/twinslot/testimages/mkimage"
 	"github.com/twinslot/twinslot/testimages/realboot"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := realboot.Main(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	cache := mkimage.DefaultCache(os.Getenv("TWINSLOT_CACHE"), os.Getenv("HOME"))
+	code := realboot.Main(ctx, cache, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
 }
