@@ -263,12 +263,15 @@ func (m *Machine) Args(vars, tpmSock string) []string {
 	if cpus <= 0 {
 		cpus = DefaultCPUs
 	}
-	accel := "tcg"
+	// Under TCG the "max" CPU model offers the guest SHA-NI, AES-NI and AVX2, which QEMU
+	// runs as native helpers: a guest hashing a /usr slot runs several times faster than on
+	// the default qemu64 model. Under KVM, the host's CPU.
+	accel, cpu := "tcg", "max"
 	if m.KVM && kvmUsable() {
-		accel = "kvm"
+		accel, cpu = "kvm", "host"
 	}
 	a := []string{
-		"-machine", "q35", "-accel", accel, "-m", strconv.Itoa(mem), "-smp", strconv.Itoa(cpus),
+		"-machine", "q35", "-accel", accel, "-cpu", cpu, "-m", strconv.Itoa(mem), "-smp", strconv.Itoa(cpus),
 		"-nodefaults", "-nographic", "-no-reboot", "-serial", "stdio",
 		"-drive", "if=pflash,format=raw,unit=0,readonly=on,file=" + optEscape(OVMFCode),
 		"-drive", "if=pflash,format=raw,unit=1,file=" + optEscape(vars),
