@@ -236,6 +236,7 @@ main() {
 	build_tree "$work"
 
 	result=$(mktemp -d "$cache_root/.result-$ver-$key.XXXXXX")
+	chmod 0755 "$result" # mktemp -d makes it private
 	trap cleanup EXIT
 	log "grub-mkimage -O x86_64-efi ${MODULES[*]}"
 	quiet "$work/build.log" "$work/tree/grub-mkimage" -O x86_64-efi -d "$work/tree/grub-core" \
