@@ -37,9 +37,9 @@ Build a bootable UEFI Debian (%s) host image with A/B /usr. In OUTDIR: usr.img (
 lib/os-release), vmlinuz and initrd.img (also in usr.img as boot/), and unless --usr-only a
 sparse disk.img: 1 EFI-SYSTEM (GRUB, a static grub.cfg, slot a's kernel and initrd),
 3 USR-A (usr.img, P=1 S=1), 4 USR-B (empty), 9 ROOT (/etc, /var, …).
-The Debian tree is bootstrapped once with mmdebstrap (as root) and cached under
---cache/os/<key>/; later builds take it from there and need no network. Two builds of one
-version give a byte-identical usr.img.`, osimage.Suite))
+The Debian tree is bootstrapped once with mmdebstrap and cached under --cache/os/<key>/;
+later builds take it from there and need no network. Runs as root (file owners), without
+mounts or loop devices. Two builds of one version give a byte-identical usr.img.`, osimage.Suite))
 		var o osimage.Options
 		fs.StringVar(&o.OutDir, "o", "", "output `directory` (required)")
 		fs.StringVar(&o.Version, "version", "", "VERSION of the image (required)")

@@ -119,7 +119,7 @@ func Bootstrap(ctx context.Context, cache string, log io.Writer) (Base, error) {
 		return Base{}, ErrNoMmdebstrap
 	}
 	if os.Geteuid() != 0 {
-		return Base{}, errors.New("bootstrap: building the Debian tree needs root (mmdebstrap --mode=root keeps file owners); run as root once, later builds use the cache")
+		return Base{}, fmt.Errorf("bootstrap: %w", ErrNotRoot)
 	}
 	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
 		return Base{}, fmt.Errorf("bootstrap cache: %w", err)

@@ -25,6 +25,9 @@ import (
 	updateddist "github.com/twinslot/twinslot/updated/dist"
 )
 
+// ErrNotRoot: the build runs as another user than root.
+var ErrNotRoot = errors.New("mkimage os runs as root: the Debian tree is unpacked with its owners (root, messagebus, …) and mkfs.ext4 -d copies them; no mounts or loop devices are used")
+
 // Result says what Build made.
 type Result struct {
 	Usr           string        `json:"usr"`            // OUTDIR/usr.img
@@ -55,6 +58,9 @@ func Build(ctx context.Context, o Options) (Result, error) {
 	}
 	if err := needTools(o.UsrOnly); err != nil {
 		return Result{}, err
+	}
+	if os.Geteuid() != 0 {
+		return Result{}, ErrNotRoot
 	}
 	start := time.Now()
 	base, err := Bootstrap(ctx, o.Cache, o.Log)

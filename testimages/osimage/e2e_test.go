@@ -81,7 +81,7 @@ func sameFile(t *testing.T, a, b string) bool {
 
 // TestBuildE2E builds version 1.0.0 with a disk, checks the disk and its filesystems from
 // outside, rebuilds 1.0.0 (byte-identical usr.img) and builds 1.0.1 and a broken 1.0.2,
-// which must share most of their 64 KiB blocks with 1.0.0.
+// which must share at least 98% of their 64 KiB blocks with 1.0.0 (99.9% measured).
 func TestBuildE2E(t *testing.T) {
 	cache := e2eEnv(t)
 	bin := buildBinaries(t)
@@ -258,7 +258,7 @@ func TestBuildE2E(t *testing.T) {
 		total, anywhere, inPlace := blockStats(t, v1.Usr, v.Usr, 64<<10)
 		t.Logf("%s (broken %v) vs 1.0.0, 64 KiB blocks that are not all zero: %d; %d (%.1f%%) found in 1.0.0, %d (%.1f%%) at the same offset",
 			next.version, next.broken, total, anywhere, 100*float64(anywhere)/float64(total), inPlace, 100*float64(inPlace)/float64(total))
-		if anywhere*10 < total*9 {
+		if anywhere*100 < total*98 {
 			t.Errorf("%s shares only %d of its %d 64 KiB blocks with 1.0.0", next.version, anywhere, total)
 		}
 	}
