@@ -108,9 +108,10 @@
 // matched its signed hash, which binds the image as the manifest's imageSha256 does
 // (InstallOptions.RehashImage adds that whole-image SHA-256 pass, at about the CPU cost of the
 // chunk hashes again). Zero chunks are settled by the read-back alone: kept when the target
-// already reads zero, else written and read back again. Checked ranges are handed on for
-// writeback as they pass (the slot's StartWriteback, or Linux sync_file_range when the slot is a
-// file); after the last write and check comes one Sync. Install returns only after everything is written, read back,
+// already reads zero, else written and read back again. Every write is handed on for writeback
+// at once (the slot's StartWriteback, or Linux sync_file_range when the slot is a file), so the
+// device writes while the install goes on and what was written before a power cut is there for
+// the resumed install to reuse; after the last write and check comes one Sync. Install returns only after everything is written, read back,
 // checked and synced, so a caller marks the slot bootable only after that. Every refusal is a
 // *RejectError (see Reason); I/O failures are plain errors.
 //

@@ -21,9 +21,9 @@ import (
 // Slot is the target slot: read (to find chunks an interrupted attempt already wrote, and for the
 // final read-back) and written. If it also has Sync() error, Install calls it once, after the last
 // write and the read-back. If it has StartWriteback(off, n int64), Install calls it for each range
-// as soon as the range was read back and checked, so that the device can write while the install
-// goes on (a hint: it must not wait, and its errors are the final Sync's); an *os.File gets this
-// through sync_file_range on Linux.
+// as soon as it is written, so that the device writes while the install goes on and a resumed
+// install after a power cut finds what was written (a hint: it must not wait, and its errors are
+// the final Sync's); an *os.File gets this through sync_file_range on Linux.
 type Slot interface {
 	io.ReaderAt
 	io.WriterAt
@@ -504,6 +504,11 @@ func (in *installer) write(b []byte, off int64) error {
 		return fmt.Errorf("write target slot at %d: %w", off, err)
 	}
 	in.written.Add(int64(len(b)))
+	if in.writeback != nil {
+		// Hand the bytes to the device now: what an install wrote before a power cut is then
+		// on disk for the resumed install to find, instead of lost with the page cache.
+		in.writeback(off, int64(len(b)))
+	}
 	return nil
 }
 
@@ -943,8 +948,8 @@ func (in *installer) eachSpan(ctx context.Context, bufLen int, f func(i, j int) 
 	return nil
 }
 
-// checkSpan reads chunks [i, j) back from the target into buf, checks each, starts their
-// writeback, and returns the bytes read.
+// checkSpan reads chunks [i, j) back from the target into buf, checks each, and returns the
+// bytes read.
 func (in *installer) checkSpan(buf []byte, i, j int) ([]byte, error) {
 	chunks := in.m.Chunks
 	start := chunks[i].Offset
@@ -958,9 +963,6 @@ func (in *installer) checkSpan(buf []byte, i, j int) ([]byte, error) {
 		if err := in.checkBack(k, b[c.Offset-start:c.Offset-start+int64(c.Length)]); err != nil {
 			return nil, err
 		}
-	}
-	if in.writeback != nil {
-		in.writeback(start, end-start)
 	}
 	return b, nil
 }
