@@ -312,8 +312,8 @@ func (w *walk) run(ctx context.Context) error {
 	err = w.waitEvent(ctx, b4, "3/0/1001", func(e admin.Event) bool { return e.Type == 3 && e.Result == 0 && e.ErrorCode == 1001 })
 	w.check("d", "omahad received 3/0 error 1001 (health gate failed)", err)
 	b4.Gate = "failed"
-	w.check("d", "v3 is marked bad (USR-A P=0) and USR-B boots next", w.expectSlots(
-		slotWant{"USR-A", 0, -1, false}, slotWant{"USR-B", 1, 0, true}))
+	w.check("d", "v3 is marked bad (USR-A P=0) and the committed USR-B boots next (P=2)", w.expectSlots(
+		slotWant{"USR-A", 0, -1, false}, slotWant{"USR-B", 2, 0, true}))
 
 	b5, err := w.boot(ctx, "back on v2 from USR-B: rollback reported, lock kept, group halted")
 	if err != nil {
