@@ -65,7 +65,7 @@ fuzz:
 # The heavy end-to-end tier. The real boot under QEMU (testimages/qemuboot) needs
 # qemu-system-x86_64 and a Linux kernel: as root with apt-get they are installed when missing
 # (TWINSLOT_KERNEL names another kernel); otherwise that test skips and says why.
-E2E_APT := qemu-system-x86 linux-image-cloud-amd64
+E2E_APT := qemu-system-x86 linux-image-cloud-amd64 ovmf socat swtpm swtpm-tools mmdebstrap mtools dosfstools
 e2e:
 	@need=; command -v qemu-system-x86_64 >/dev/null 2>&1 || need=1; \
 	if [ -z "$$TWINSLOT_KERNEL" ] && ! ls /boot/vmlinuz-* >/dev/null 2>&1; then need=1; fi; \
