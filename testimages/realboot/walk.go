@@ -223,7 +223,7 @@ func (w *walk) run(ctx context.Context) error {
 		return r["updated"] == "active" && r["locksmithd"] == "active"
 	})
 	w.note(b1, r)
-	w.check("a", "v1 boots from USR-A under our GRUB; updated and locksmithd active under systemd", all(
+	w.check("a", "v1 boots from USR-A under our GRUB; updated and locksmithd active under systemd", all(err,
 		expect("GRUB slot", b1.con.GrubSlot(), "a"), expect("version", r["version"], V1), expect("/usr", r["usr"], "/dev/vda3"),
 		expect("/usr mount", r["usr_opts"], "ro"), expect("initrd marker", r["marker"], marker(V1))))
 	if r != nil {
