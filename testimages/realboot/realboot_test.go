@@ -142,3 +142,37 @@ func TestOverlay(t *testing.T) {
 		t.Errorf("report unit not enabled: %q %v", l, err)
 	}
 }
+
+func TestResumed(t *testing.T) {
+	feed := func(lines ...string) *console {
+		c := newConsole(io.Discard)
+		for _, l := range lines {
+			c.Write([]byte(l + "\n"))
+		}
+		return c
+	}
+	start := `[ 26.1] updated[384]: time=x level=INFO msg="agent starting" slot=USR-A recorded_state=DOWNLOADING state=DOWNLOADING`
+	fresh := `[ 26.1] updated[384]: time=x level=INFO msg="agent starting" slot=USR-A recorded_state=IDLE state=IDLE`
+	done := `[ 80.6] updated[384]: time=x level=INFO msg="payload installed" version=1.0.1 reused_target=568761305 reused_active=0 fetched=101574956 written=1`
+	again := `[ 80.6] updated[384]: time=x level=INFO msg="payload installed" version=1.0.1 reused_target=0 reused_active=568761305 fetched=1 written=1`
+	for _, tc := range []struct {
+		name  string
+		lines []string
+		want  string
+	}{
+		{"no agent", []string{done}, "start is not"},
+		{"not resumed", []string{fresh, done}, "did not come up in DOWNLOADING"},
+		{"no install", []string{start}, "no finished install"},
+		{"started over", []string{start, again}, "copied 568761305 from the active slot again"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := resumed(feed(tc.lines...)); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("resumed() = %v, want %q", err, tc.want)
+			}
+		})
+	}
+	f, err := resumed(feed(start, done))
+	if err != nil || f.reusedTarget != 568761305 || f.fetched != 101574956 {
+		t.Fatalf("resumed() = %+v, %v", f, err)
+	}
+}
