@@ -55,16 +55,19 @@ WantedBy=multi-user.target
 }
 
 // reportScript prints one ReportPrefix line every 3 s: the running /usr's version and build,
-// the initrd's marker, the /usr device and mount options, the machine id, and the state of
-// updated, locksmithd and systemd.
+// the initrd's marker, the /usr device and mount options, the machine id, the state of
+// updated, locksmithd and systemd, and the agent's operation and progress (updatectl status).
 const reportScript = `#!/bin/sh
 while :; do
   . /usr/lib/os-release
   m=$(tr -d '\n' < /run/twinslot/initrd-marker 2>/dev/null | tr -c 'A-Za-z0-9._+-' '_')
-  printf 'TWINSLOT-E2E version=%s build=%s marker=%s usr=%s usr_opts=%s machine=%s updated=%s locksmithd=%s system=%s\n' \
+  st=$(updatectl status 2>/dev/null)
+  op=$(printf '%s\n' "$st" | sed -n 's/^operation:[[:space:]]*//p')
+  pr=$(printf '%s\n' "$st" | sed -n 's/^progress:[[:space:]]*\([0-9.]*\)%.*/\1/p')
+  printf 'TWINSLOT-E2E version=%s build=%s marker=%s usr=%s usr_opts=%s machine=%s updated=%s locksmithd=%s system=%s op=%s progress=%s\n' \
     "$VERSION" "$BUILD_ID" "${m:-none}" "$(findmnt -n -o SOURCE /usr)" "$(findmnt -n -o OPTIONS /usr | cut -d, -f1)" \
     "$(cat /etc/machine-id)" "$(systemctl is-active updated)" "$(systemctl is-active locksmithd)" \
-    "$(systemctl is-system-running)" > /dev/ttyS0
+    "$(systemctl is-system-running)" "${op:-none}" "${pr:-0}" > /dev/ttyS0
   sleep 3
 done
 `
