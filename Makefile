@@ -76,7 +76,7 @@ e2e:
 				|| echo "e2e: apt-get failed; the QEMU boot test will skip"; \
 		else echo "e2e: qemu-system-x86_64 or a kernel is missing and this is not root with apt-get: the QEMU boot test will skip"; fi; \
 	fi
-	TWINSLOT_E2E=1 $(GO) test -run 'E2E' -timeout 30m -v ./testimages/...
+	TWINSLOT_E2E=1 $(GO) test -run 'E2E' -timeout 60m -v ./testimages/...
 
 # The real-boot tier (testimages/realboot): a UEFI VM (QEMU + OVMF, TCG unless E2E_BOOT_FLAGS has
 # --kvm) boots an image from `mkimage os` under our GRUB, runs updated and locksmithd under
