@@ -302,11 +302,15 @@ func (w *walk) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// GRUB writes the decremented tries before it prints its line, and the agent can commit
+	// (tries 0 as well) only after the system is up: read the bits as soon as GRUB has spoken.
+	err = poll(ctx, 5*time.Minute, b3.run.Done(), "GRUB's line on the console", func() (bool, error) { return b3.con.GrubSlot() != "", nil })
+	w.check("c", "GRUB used the try on disk before booting (USR-B T=1 → 0, not yet committed)", all(err,
+		w.expectSlotsLive(slotWant{"USR-B", 2, 0, false})))
 	r, err = b3.con.waitReport(ctx, "v2 running", b3.run.Done(), func(r map[string]string) bool { return r["version"] == V2 })
 	w.note(b3, r)
 	w.check("c", "GRUB chose USR-B and booted vmlinuz-b/initrd-b (the initrd marker is v2's)", all(err,
 		expect("GRUB slot", b3.con.GrubSlot(), "b"), expect("/usr", r["usr"], "/dev/vda4"), expect("initrd marker", r["marker"], marker(V2))))
-	w.check("c", "GRUB used the try on disk (USR-B T=0)", w.expectSlotsLive(slotWant{"USR-B", 2, 0, false}))
 	err = w.waitEvent(ctx, b3, "3/2", func(e admin.Event) bool { return e.Type == 3 && e.Result == 2 && e.Version == V2 })
 	w.check("c", "omahad received 3/2 for v2", err)
 	w.check("c", "the slot is committed (USR-B S=1)", w.waitSlots(ctx, b3, slotWant{"USR-B", 2, 0, true}))
