@@ -135,6 +135,35 @@ func (w *walk) expectESP(letter, v string) error {
 	return nil
 }
 
+// writeESP replaces a file on the stopped machine's ESP (go-diskfs's FAT32 writer).
+func (w *walk) writeESP(name string, content []byte) error {
+	f, err := os.OpenFile(w.disk, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	d, err := diskfs.OpenBackend(file.New(f, false))
+	if err != nil {
+		return err
+	}
+	fs, err := d.GetFilesystem(1)
+	if err != nil {
+		return fmt.Errorf("open the ESP: %w", err)
+	}
+	ef, err := fs.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_TRUNC)
+	if err != nil {
+		return fmt.Errorf("ESP %s: %w", name, err)
+	}
+	if _, err := ef.Write(content); err != nil {
+		ef.Close()
+		return fmt.Errorf("ESP %s: %w", name, err)
+	}
+	if err := ef.Close(); err != nil {
+		return err
+	}
+	return f.Sync()
+}
+
 // expectFloor reads the anti-rollback counter from the guest's TPM state (the machine is
 // stopped): swtpm is started on the same state directory and asked over its socket.
 func (w *walk) expectFloor(ctx context.Context, want uint64) error {

@@ -25,6 +25,8 @@ locksmithd) and walks it through an update and a rollback, with omahad (SQLite) 
      committed, the lock released, the TPM floor advances, omahad gets 3/2.
   d. A broken v3 is installed into USR-A, boots, fails its health gate; the host comes back on
      v2, omahad gets 3/0/1001 then 3/0/44, the host keeps its lock and the group halts.
+  e. USR-A is put on trial with an initrd that cannot boot: the kernel panics, panic=10
+     reboots, and GRUB's tries counter alone brings USR-B back.
 
 Every step is checked from outside (the GPT read from the disk image, the ESP, etcd, omahad,
 the guest's TPM state, the serial console). Each boot's console is kept in --dir. Exit 0 only

@@ -69,7 +69,7 @@ func (w *walk) report(err error) *Report {
 		r.Verdict = "FAILED: nothing was checked"
 	default:
 		r.OK = true
-		r.Verdict = fmt.Sprintf("OK: all %d checks passed in %d boots: a power cut mid-download resumed, v2 booted from USR-B under GRUB gptprio with its own kernel and initrd and was committed, the broken v3 failed its health gate and the host came back on v2 with its lock kept and the group halted", len(w.checks), len(w.boots))
+		r.Verdict = fmt.Sprintf("OK: all %d checks passed in %d boots: a power cut mid-download resumed, v2 booted from USR-B under GRUB gptprio with its own kernel and initrd and was committed, the broken v3 failed its health gate and the host came back on v2 with its lock kept and the group halted, and a slot whose kernel never came up was left by the tries counter alone", len(w.checks), len(w.boots))
 	}
 	return r
 }

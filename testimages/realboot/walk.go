@@ -367,7 +367,57 @@ func (w *walk) run(ctx context.Context) error {
 	<-b5.run.Done()
 	w.finish(b5, "stopped by the test")
 	w.check("d", "the floor stayed at v2's security version", w.expectFloor(ctx, sec2))
+
+	// e: a slot whose kernel does not come up at all. USR-A is made the slot on trial (as an
+	// install leaves it) with an initrd that is garbage: the kernel panics, panic=10 reboots,
+	// and GRUB, finding USR-A's one try used, boots USR-B again with no agent involved.
+	if err := w.breakSlotA(); err != nil {
+		return err
+	}
+	b6, err := w.boot(ctx, "USR-A on trial with an initrd that cannot boot: the kernel panics")
+	if err != nil {
+		return err
+	}
+	if err := w.waitExit(ctx, b6); err != nil {
+		return err
+	}
+	w.finish(b6, "kernel panic, rebooted by panic=10")
+	b6.Gate = "never ran"
+	w.check("e", "GRUB tried USR-A, whose kernel never reached userspace", all(expect("GRUB slot", b6.con.GrubSlot(), "a"),
+		expect("report lines", fmt.Sprint(b6.con.Report() != nil), "false")))
+	w.check("e", "the try is used up on disk (USR-A T=0 S=0)", w.expectSlots(slotWant{"USR-A", 2, 0, false}, slotWant{"USR-B", 1, 0, true}))
+	b7, err := w.boot(ctx, "GRUB falls back to USR-B by itself")
+	if err != nil {
+		return err
+	}
+	r, err = b7.con.waitReport(ctx, "v2 running", b7.run.Done(), func(r map[string]string) bool { return r["version"] == V2 })
+	w.note(b7, r)
+	w.check("e", "the next boot is USR-B with v2, chosen by the tries counter alone", all(err, expect("GRUB slot", b7.con.GrubSlot(), "b"),
+		expect("initrd marker", r["marker"], marker(V2))))
+	b7.run.Kill()
+	<-b7.run.Done()
+	w.finish(b7, "stopped by the test")
 	return nil
+}
+
+// breakSlotA puts USR-A on trial (PrepareInstall: P=2 T=1 S=0) and replaces its initrd on the
+// ESP with bytes no kernel can unpack, so that its boot panics before userspace.
+func (w *walk) breakSlotA() error {
+	d, err := partition.Open(w.disk)
+	if err != nil {
+		return err
+	}
+	a, err := d.SlotByLabel("USR-A")
+	if err == nil {
+		err = d.PrepareInstall(a)
+	}
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("put USR-A on trial: %w", err)
+	}
+	return w.writeESP("/twinslot/initrd-a", bytes.Repeat([]byte("not an initrd "), 4096))
 }
 
 // build makes the key, the three images and their payloads, and the app on the server.
