@@ -707,14 +707,8 @@ func (w *walk) expectSlots(want ...slotWant) error {
 	if h.PrimaryErr != nil || h.BackupErr != nil || !h.InSync {
 		return fmt.Errorf("GPT copies: primary %v, backup %v, in sync %v", h.PrimaryErr, h.BackupErr, h.InSync)
 	}
-	for _, s := range want {
-		sl, err := d.SlotByLabel(s.label)
-		if err != nil {
-			return err
-		}
-		if err := s.check(sl); err != nil {
-			return err
-		}
+	if err := checkSlots(d, want); err != nil {
+		return err
 	}
 	if _, err := exec.LookPath("sgdisk"); err == nil {
 		if out, err := exec.Command("sgdisk", "-v", w.disk).CombinedOutput(); err != nil || !bytes.Contains(out, []byte("No problems found")) {
@@ -733,6 +727,11 @@ func (w *walk) expectSlotsLive(want ...slotWant) error {
 		return err
 	}
 	defer d.Close()
+	return checkSlots(d, want)
+}
+
+// checkSlots checks each wanted slot's bits on d.
+func checkSlots(d *partition.Disk, want []slotWant) error {
 	for _, s := range want {
 		sl, err := d.SlotByLabel(s.label)
 		if err != nil {
