@@ -432,6 +432,27 @@ func (w *slotWriter) WriteAt(p []byte, off int64) (int, error) {
 	return k, err
 }
 
+// SlotIO is one slot as an install writes it: read and written at offsets relative to the
+// slot's start, synced with the disk, and handed to the device range by range as it is written
+// (StartWriteback), which is what payload.Install asks of a target.
+type SlotIO struct {
+	*io.SectionReader
+	io.WriterAt
+	d *Disk
+	s Slot
+}
+
+// SlotIO returns slot s as an install target.
+func (d *Disk) SlotIO(s Slot) *SlotIO {
+	return &SlotIO{SectionReader: d.SlotReader(s), WriterAt: d.SlotWriter(s), d: d, s: s}
+}
+
+// Sync flushes the disk (Disk.Sync).
+func (x *SlotIO) Sync() error { return x.d.Sync() }
+
+// StartWriteback starts writing [off, off+n) of the slot to the device (Disk.StartWriteback).
+func (x *SlotIO) StartWriteback(off, n int64) { x.d.StartWriteback(x.s, off, n) }
+
 // Sync flushes written slot data and tables to stable storage.
 func (d *Disk) Sync() error {
 	if err := d.dev.Sync(); err != nil {

@@ -349,17 +349,18 @@ func TestStartWriteback(t *testing.T) {
 	d := openT(t, path)
 	b := slotsT(t, d)[1]
 	data := bytes.Repeat([]byte{0x5a}, 64<<10)
-	if _, err := d.SlotWriter(b).WriteAt(data, 4096); err != nil {
+	slot := d.SlotIO(b) // as an install writes it
+	if _, err := slot.WriteAt(data, 4096); err != nil {
 		t.Fatal(err)
 	}
-	d.StartWriteback(b, 4096, int64(len(data)))
+	slot.StartWriteback(4096, int64(len(data)))
 	d.StartWriteback(b, b.Size-10, 1<<30) // past the end: clamped, harmless
 	d.StartWriteback(b, -1, 10)
-	if err := d.Sync(); err != nil {
+	if err := slot.Sync(); err != nil {
 		t.Fatal(err)
 	}
 	got := make([]byte, len(data))
-	if _, err := d.SlotReader(b).ReadAt(got, 4096); err != nil || !bytes.Equal(got, data) {
+	if _, err := slot.ReadAt(got, 4096); err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("slot after writeback: %v", err)
 	}
 	d.Close()

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
@@ -583,22 +582,6 @@ func (a *Agent) trustRoot() (*payload.TrustRoot, string, error) {
 	return nil, "", fmt.Errorf("no trust root in %v: the host cannot verify payloads and refuses to install any", a.h.Paths.TrustRoots)
 }
 
-// slotIO is the target slot as payload.Install wants it: read, write, sync.
-type slotIO struct {
-	r *io.SectionReader
-	w io.WriterAt
-	d *partition.Disk
-	t partition.Slot
-}
-
-func (s slotIO) ReadAt(p []byte, off int64) (int, error)  { return s.r.ReadAt(p, off) }
-func (s slotIO) WriteAt(p []byte, off int64) (int, error) { return s.w.WriteAt(p, off) }
-func (s slotIO) Sync() error                              { return s.d.Sync() }
-
-// StartWriteback hands checked ranges to the device as the install goes, so that what was
-// written before a power cut is on disk for the resumed install to reuse (see payload.Slot).
-func (s slotIO) StartWriteback(off, n int64) { s.d.StartWriteback(s.t, off, n) }
-
 func (a *Agent) download(ctx context.Context, r Record) (Event, error) {
 	att := r.Attempt
 	if a.release.Board == "" {
@@ -637,7 +620,7 @@ func (a *Agent) download(ctx context.Context, r Record) (Event, error) {
 		}
 	}
 	dst := payload.Target{
-		Slot: slotIO{r: d.SlotReader(t), w: d.SlotWriter(t), d: d, t: t}, Size: t.Size,
+		Slot: d.SlotIO(t), Size: t.Size,
 		Active: d.SlotReader(booted), ActiveSize: booted.Size,
 	}
 	a.log.Info("installing", "version", att.ToVersion, "target", t.Label, "trust_root", trustPath, "floor", fl)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"net/http"
 	"os"
@@ -127,7 +126,7 @@ none with --disk unless --esp is given.`)
 
 	tty := cli.IsTerminal(stdio.Stderr)
 	var bar *progress.Bar
-	slot := &slotRW{ReaderAt: d.SlotReader(target), WriterAt: d.SlotWriter(target), d: d, t: target}
+	slot := d.SlotIO(target)
 	start := c.env.Now()
 	res, err := payload.Install(ctx, src, payload.Target{
 		Slot: slot, Size: target.Size,
@@ -230,19 +229,6 @@ func (c *cmd) activeRelease(d *partition.Disk, active partition.Slot, live bool)
 	}
 	return rel, nil
 }
-
-// slotRW joins a slot's reader and writer; Sync flushes the disk.
-type slotRW struct {
-	io.ReaderAt
-	io.WriterAt
-	d *partition.Disk
-	t partition.Slot
-}
-
-func (s *slotRW) Sync() error { return s.d.Sync() }
-
-// StartWriteback hands checked ranges to the device as the install goes (see payload.Slot).
-func (s *slotRW) StartWriteback(off, n int64) { s.d.StartWriteback(s.t, off, n) }
 
 // openSource opens a payload file or URL.
 func openSource(arg string) (payload.Source, func(), error) {
