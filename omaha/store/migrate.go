@@ -128,6 +128,19 @@ ALTER TABLE update_groups ADD COLUMN halt_on_failures BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE update_groups ADD COLUMN halted_reason TEXT NOT NULL DEFAULT '';
 ALTER TABLE update_groups ADD COLUMN halted_at BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE update_groups ADD COLUMN failures_since BIGINT NOT NULL DEFAULT 0`},
+	{3, "flatcar packages", `
+ALTER TABLE packages ADD COLUMN format TEXT NOT NULL DEFAULT 'twinslot';
+CREATE TABLE package_files (
+	package_id BIGINT NOT NULL REFERENCES packages (id),
+	position   INTEGER NOT NULL,
+	name       TEXT NOT NULL,
+	size       BIGINT NOT NULL,
+	sha256     TEXT NOT NULL,
+	sha1       TEXT NOT NULL,
+	path       TEXT NOT NULL,
+	PRIMARY KEY (package_id, name)
+);
+ALTER TABLE update_groups ADD COLUMN disable_payload_backoff BOOLEAN NOT NULL DEFAULT FALSE`},
 }
 
 // SchemaVersion is the newest migration this binary knows.
