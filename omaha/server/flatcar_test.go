@@ -69,7 +69,11 @@ func TestFlatcarPublishRefusals(t *testing.T) {
 		{"extra sha1 differs", flatcarPackage("1.0.0", main, admin.File{Name: oem.Name, Size: oem.Size, SHA256: oem.SHA256, SHA1: main.SHA1}), admin.ErrRefused, "oem-azure.gz"},
 		{"not uploaded", flatcarPackage("1.0.0", notUploaded), admin.ErrNotFound, "was not uploaded"},
 		{"extra not uploaded", flatcarPackage("1.0.0", main, fileOf("oem-gce.gz", []byte("gce"))), admin.ErrNotFound, "oem-gce.gz"},
-		{"sha1 in hex", func() admin.FlatcarPackage { p := flatcarPackage("1.0.0", main); p.SHA1 = strings.Repeat("ab", 20); return p }(), admin.ErrBadRequest, "base64"},
+		{"sha1 in hex", func() admin.FlatcarPackage {
+			p := flatcarPackage("1.0.0", main)
+			p.SHA1 = strings.Repeat("ab", 20)
+			return p
+		}(), admin.ErrBadRequest, "base64"},
 		{"no version", flatcarPackage("", main), admin.ErrBadRequest, "version"},
 		{"unknown channel", func() admin.FlatcarPackage { p := flatcarPackage("1.0.0", main); p.Channel = "lts"; return p }(), admin.ErrBadRequest, "channel"},
 		{"extra named like the payload", flatcarPackage("1.0.0", main, admin.File{Name: main.Name, Size: oem.Size, SHA256: oem.SHA256, SHA1: oem.SHA1}), admin.ErrBadRequest, "twice"},
