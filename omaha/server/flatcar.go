@@ -52,7 +52,7 @@ func checkCrAU(r io.ReaderAt, size int64) error {
 }
 
 func refused(format string, args ...any) error {
-	return &apiError{http.StatusUnprocessableEntity, "refused: " + fmt.Sprintf(format, args...)}
+	return &apiError{http.StatusUnprocessableEntity, fmt.Sprintf(format, args...)}
 }
 
 // uploadFile receives any file (a Flatcar payload or extra) and keeps it by its SHA-256, for a
