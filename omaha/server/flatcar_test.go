@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"net/http"
 	"strings"
 	"testing"
 
@@ -129,6 +130,10 @@ func TestFlatcarExternal(t *testing.T) {
 			if u == nil || len(u.URLs) != 1 || u.URLs[0] != "https://mirror.example/amd64-usr/4152.2.0/" || len(u.Extras) != 1 ||
 				u.Extras[0].Name != "oem-azure.gz" || u.DisablePayloadBackoff {
 				t.Fatalf("offer = %+v", u)
+			}
+			body, resp := get(t, s, s.URL+"/", http.Header{"Authorization": {"Bearer " + s.ReadOnlyToken}})
+			if want := "<td>stable</td><td>amd64-usr</td><td>4152.2.0</td><td>flatcar + 1 extra</td>"; resp.StatusCode != http.StatusOK || !strings.Contains(string(body), want) {
+				t.Errorf("dashboard (%d) lacks %q", resp.StatusCode, want)
 			}
 			st := s.Status(t)
 			if pk := st.Channels[2].Packages["amd64-usr"]; pk.Format != admin.FormatFlatcar || pk.Version != "4152.2.0" {
