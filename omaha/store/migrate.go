@@ -146,7 +146,8 @@ ALTER TABLE update_groups ADD COLUMN disable_payload_backoff BOOLEAN NOT NULL DE
 // SchemaVersion is the newest migration this binary knows.
 func SchemaVersion() int { return migrations[len(migrations)-1].version }
 
-func (db *DB) migrate(ctx context.Context) error {
+// migrate applies the missing migrations up to version upto.
+func (db *DB) migrate(ctx context.Context, upto int) error {
 	if _, err := db.w.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
 	version INTEGER PRIMARY KEY,
 	name    TEXT NOT NULL,
@@ -155,6 +156,9 @@ func (db *DB) migrate(ctx context.Context) error {
 		return fmt.Errorf("store: create schema_migrations: %w", err)
 	}
 	for _, m := range migrations {
+		if m.version > upto {
+			break
+		}
 		err := db.tx(ctx, fmt.Sprintf("migration %d (%s)", m.version, m.name), func(tx *sql.Tx) error {
 			if db.d.lockMigr != "" {
 				if _, err := tx.ExecContext(ctx, db.d.lockMigr); err != nil {

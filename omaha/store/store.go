@@ -235,6 +235,12 @@ type dialect struct {
 // Open opens (creating if needed) the database named by dsn and applies missing migrations.
 // dsn is a postgres:// URL or a SQLite file path.
 func Open(ctx context.Context, dsn string) (*DB, error) {
+	return open(ctx, dsn, SchemaVersion())
+}
+
+// open opens dsn and applies the migrations up to version upto (tests of an upgrade stop
+// early); only a database at SchemaVersion gets its statements prepared.
+func open(ctx context.Context, dsn string, upto int) (*DB, error) {
 	var (
 		db  *DB
 		err error
@@ -247,9 +253,12 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := db.migrate(ctx); err != nil {
+	if err := db.migrate(ctx, upto); err != nil {
 		db.Close()
 		return nil, err
+	}
+	if upto < SchemaVersion() {
+		return db, nil
 	}
 	if err := db.prepareWrites(ctx); err != nil {
 		db.Close()
