@@ -58,8 +58,8 @@ type File struct {
 // and omahad serves them; with URL set, hosts download the main file there and every extra from
 // the same directory (the codebase), and omahad checks only that the fields are well formed.
 // omahad checks the stored files against Size, SHA256 and SHA1 and the main file's CrAU magic
-// and major version, and refuses (422) what does not match. Publishing the same package again is
-// not an error.
+// and major version, and refuses (422) what does not match; a file that was never uploaded is
+// 404. Publishing the same package again is not an error.
 type FlatcarPackage struct {
 	Version string `json:"version"`           // e.g. 4152.2.0
 	Board   string `json:"board"`             // e.g. amd64-usr

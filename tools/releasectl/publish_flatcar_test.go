@@ -58,6 +58,10 @@ func TestPublishFlatcar(t *testing.T) {
 		t.Fatalf("publish --url --json: %v %q", err, out)
 	}
 
+	out = f.ok(t, "packages", "--app", omahatest.FlatcarAppID)
+	if !strings.Contains(out, "flatcar, 1 extra") {
+		t.Fatalf("packages: %q", out)
+	}
 	out = f.ok(t, "group", "update", "--app", omahatest.FlatcarAppID, "stable", "--disable-payload-backoff")
 	if !strings.Contains(out, "no payload backoff") {
 		t.Fatalf("group update --disable-payload-backoff: %q", out)

@@ -605,10 +605,14 @@ func printPackages(w io.Writer, ps []admin.Package) error {
 	tw := cli.Table(w)
 	fmt.Fprintln(tw, "VERSION\tBOARD\tSECURITY\tSIZE\tSHA256\tPUBLISHED\tNOTE")
 	for _, p := range ps {
-		note := ""
-		if p.Withdrawn {
-			note = "withdrawn"
+		var notes []string
+		if p.Format == admin.FormatFlatcar {
+			notes = append(notes, fmt.Sprintf("flatcar, %d extra", len(p.Extras)))
 		}
+		if p.Withdrawn {
+			notes = append(notes, "withdrawn")
+		}
+		note := strings.Join(notes, "; ")
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%.16s…\t%s\t%s\n", p.Version, p.Board, p.SecurityVersion, progress.Bytes(p.Size), p.SHA256,
 			p.Created.Format("2006-01-02 15:04"), note)
 	}
