@@ -76,6 +76,29 @@ type Update struct {
 	// SHA1 is the SHA-1 of the file, written base64 in the package's hash attribute; all
 	// zeros means unknown (the attribute is omitted, and a response without it reads as zeros).
 	SHA1 [sha1.Size]byte
+	// Extras are further files under the same codebases (Flatcar's OEM and sysext images),
+	// listed after the payload with required="false". update_engine ignores them; the new
+	// image's postinstall downloads the ones it needs.
+	Extras []ExtraFile
+	// DisablePayloadBackoff is written on the postinstall action: update_engine then retries
+	// a failed download at its next check instead of backing off for days.
+	DisablePayloadBackoff bool
+}
+
+// ExtraFile is an extra <package> of an offer.
+type ExtraFile struct {
+	Name   string
+	Size   int64
+	SHA256 [sha256.Size]byte // written hex in hash_sha256
+	SHA1   [sha1.Size]byte   // written base64 in hash; all zeros = omitted
+}
+
+func (f ExtraFile) wire() Package {
+	p := Package{Name: f.Name, SHA256: hex.EncodeToString(f.SHA256[:]), Size: f.Size}
+	if f.SHA1 != [sha1.Size]byte{} {
+		p.SHA1 = base64.StdEncoding.EncodeToString(f.SHA1[:])
+	}
+	return p
 }
 
 // DownloadURLs returns each codebase joined with the package name, as update_engine builds
@@ -92,9 +115,10 @@ func (u *Update) DownloadURLs() []string {
 }
 
 // AddUpdate sets a response app's <updatecheck> to status="ok" offering u: urls, manifest
-// version, one package (name, base64 SHA-1 hash, hex hash_sha256, size, required="true") and
-// a postinstall action with the base64 sha256 and DisablePayloadBackoff="true" (as Nebraska
-// and flatcar-update send). It refuses an offer update_engine would reject.
+// version, the payload package (name, base64 SHA-1 hash, hex hash_sha256, size,
+// required="true"), then u's extras (required="false"), and a postinstall action with the
+// base64 sha256 and, when u asks for it, DisablePayloadBackoff="true" (Nebraska's shape). It
+// refuses an offer update_engine would reject.
 func (a *App) AddUpdate(u Update) (*UpdateCheck, error) {
 	if err := u.check(); err != nil {
 		return nil, fmt.Errorf("omaha: add update: %w", err)
@@ -103,17 +127,19 @@ func (a *App) AddUpdate(u Update) (*UpdateCheck, error) {
 	for _, c := range u.URLs {
 		uc.URLs = append(uc.URLs, URL{Codebase: c})
 	}
-	pkg := Package{Name: u.PackageName, SHA256: hex.EncodeToString(u.SHA256[:]), Size: u.Size, Required: true}
-	if u.SHA1 != [sha1.Size]byte{} {
-		pkg.SHA1 = base64.StdEncoding.EncodeToString(u.SHA1[:])
+	pkg := ExtraFile{Name: u.PackageName, Size: u.Size, SHA256: u.SHA256, SHA1: u.SHA1}.wire()
+	pkg.Required = true
+	pkgs := []Package{pkg}
+	for _, f := range u.Extras {
+		pkgs = append(pkgs, f.wire())
 	}
 	uc.Manifest = &Manifest{
 		Version:  u.Version,
-		Packages: []Package{pkg},
+		Packages: pkgs,
 		Actions: []Action{{
 			Event:                 ActionPostinstall,
 			SHA256:                base64.StdEncoding.EncodeToString(u.SHA256[:]),
-			DisablePayloadBackoff: true,
+			DisablePayloadBackoff: u.DisablePayloadBackoff,
 		}},
 	}
 	a.UpdateCheck = uc
@@ -138,6 +164,11 @@ func (u *Update) check() error {
 			return fmt.Errorf("%w: empty url codebase", ErrInvalidResponse)
 		}
 	}
+	for _, f := range u.Extras {
+		if f.Name == "" || f.Size <= 0 || f.Name == u.PackageName {
+			return fmt.Errorf("%w: extra package %q: want a name other than the payload's and a size > 0", ErrInvalidResponse, f.Name)
+		}
+	}
 	return nil
 }
 
@@ -154,8 +185,9 @@ func (m *Manifest) Postinstall() *Action {
 // Update reads the offer from an "ok" <updatecheck> with update_engine's rules (omaha.md
 // §1.5): a manifest, at least one url codebase, the first package with a name and size > 0,
 // and a postinstall action whose sha256 is base64 of 32 bytes. Unlike update_engine it also
-// checks the package's hash_sha256 (hex, equal to the postinstall sha256) and hash (base64 of
-// 20 bytes) when present. Errors wrap ErrInvalidResponse.
+// checks the package's hash_sha256 (hex, or base64 as go-omaha writes it; equal to the
+// postinstall sha256) and hash (base64 of 20 bytes) when present, and reads the further
+// packages as Extras. Errors wrap ErrInvalidResponse.
 func (uc *UpdateCheck) Update() (*Update, error) {
 	if uc.Status != StatusOK {
 		return nil, fmt.Errorf("%w: updatecheck status %q, want %q", ErrInvalidResponse, uc.Status, StatusOK)
@@ -176,27 +208,53 @@ func (uc *UpdateCheck) Update() (*Update, error) {
 	if pi == nil {
 		return nil, fmt.Errorf("%w: no postinstall action", ErrInvalidResponse)
 	}
+	u.DisablePayloadBackoff = pi.DisablePayloadBackoff
 	if err := decodeInto(u.SHA256[:], pi.SHA256, base64.StdEncoding.DecodeString); err != nil {
 		return nil, fmt.Errorf("%w: postinstall sha256: %w", ErrInvalidResponse, err)
 	}
-	if p.SHA256 != "" {
-		var h [sha256.Size]byte
-		if err := decodeInto(h[:], p.SHA256, hex.DecodeString); err != nil {
-			return nil, fmt.Errorf("%w: package hash_sha256 (hex): %w", ErrInvalidResponse, err)
-		}
-		if h != u.SHA256 {
-			return nil, fmt.Errorf("%w: package hash_sha256 differs from postinstall sha256", ErrInvalidResponse)
-		}
+	main, err := readPackage(p)
+	if err != nil {
+		return nil, err
 	}
-	if p.SHA1 != "" {
-		if err := decodeInto(u.SHA1[:], p.SHA1, base64.StdEncoding.DecodeString); err != nil {
-			return nil, fmt.Errorf("%w: package hash (base64 SHA-1): %w", ErrInvalidResponse, err)
+	if p.SHA256 != "" && main.SHA256 != u.SHA256 {
+		return nil, fmt.Errorf("%w: package hash_sha256 differs from postinstall sha256", ErrInvalidResponse)
+	}
+	u.SHA1 = main.SHA1
+	for _, ep := range m.Packages[1:] {
+		f, err := readPackage(ep)
+		if err != nil {
+			return nil, err
 		}
+		if ep.SHA256 == "" && ep.SHA1 == "" {
+			return nil, fmt.Errorf("%w: extra package %q has neither hash nor hash_sha256", ErrInvalidResponse, ep.Name)
+		}
+		u.Extras = append(u.Extras, f)
 	}
 	if err := u.check(); err != nil {
 		return nil, err
 	}
 	return u, nil
+}
+
+// readPackage decodes a <package>'s hashes: hash_sha256 hex (Flatcar's consumers) or base64
+// (go-omaha's servers), hash base64. Absent hashes stay zero.
+func readPackage(p Package) (ExtraFile, error) {
+	f := ExtraFile{Name: p.Name, Size: p.Size}
+	if p.SHA256 != "" {
+		decode := hex.DecodeString
+		if len(p.SHA256) != 2*sha256.Size {
+			decode = base64.StdEncoding.DecodeString
+		}
+		if err := decodeInto(f.SHA256[:], p.SHA256, decode); err != nil {
+			return f, fmt.Errorf("%w: package %q hash_sha256 (hex or base64): %w", ErrInvalidResponse, p.Name, err)
+		}
+	}
+	if p.SHA1 != "" {
+		if err := decodeInto(f.SHA1[:], p.SHA1, base64.StdEncoding.DecodeString); err != nil {
+			return f, fmt.Errorf("%w: package %q hash (base64 SHA-1): %w", ErrInvalidResponse, p.Name, err)
+		}
+	}
+	return f, nil
 }
 
 func decodeInto(dst []byte, s string, decode func(string) ([]byte, error)) error {

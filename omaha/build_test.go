@@ -50,6 +50,9 @@ func TestAddUpdateRefusesWhatUpdateEngineRejects(t *testing.T) {
 
 func TestUpdateRoundTrip(t *testing.T) {
 	want := testUpdate()
+	oem := []byte("oem image")
+	want.Extras = []ExtraFile{{Name: "oem-azure.gz", Size: int64(len(oem)), SHA256: sha256.Sum256(oem), SHA1: sha1.Sum(oem)}}
+	want.DisablePayloadBackoff = true
 	resp := NewResponse()
 	if _, err := resp.AddApp("{E96281A6-D1AF-4BDE-9A0A-97B76E56DC57}", StatusOK).AddUpdate(want); err != nil {
 		t.Fatal(err)
@@ -93,7 +96,16 @@ func TestUpdateCheckUpdateErrors(t *testing.T) {
 		{"no postinstall", func(uc *UpdateCheck) { uc.Manifest.Actions[0].Event = "preinstall" }},
 		{"postinstall sha256 hex", func(uc *UpdateCheck) { uc.Manifest.Actions[0].SHA256 = uc.Manifest.Packages[0].SHA256 }},
 		{"postinstall sha256 short", func(uc *UpdateCheck) { uc.Manifest.Actions[0].SHA256 = "AAAA" }},
-		{"hash_sha256 base64", func(uc *UpdateCheck) { uc.Manifest.Packages[0].SHA256 = uc.Manifest.Actions[0].SHA256 }},
+		{"hash_sha256 base64 differs", func(uc *UpdateCheck) {
+			uc.Manifest.Packages[0].SHA256 = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA8="
+		}},
+		{"hash_sha256 neither hex nor base64", func(uc *UpdateCheck) { uc.Manifest.Packages[0].SHA256 = "not a digest" }},
+		{"extra without hashes", func(uc *UpdateCheck) {
+			uc.Manifest.Packages = append(uc.Manifest.Packages, Package{Name: "oem-azure.gz", Size: 5})
+		}},
+		{"extra named like the payload", func(uc *UpdateCheck) {
+			uc.Manifest.Packages = append(uc.Manifest.Packages, Package{Name: uc.Manifest.Packages[0].Name, Size: 5, SHA1: uc.Manifest.Packages[0].SHA1})
+		}},
 		{"hash_sha256 differs", func(uc *UpdateCheck) {
 			uc.Manifest.Packages[0].SHA256 = "00000000000000000000000000000000000000000000000000000000000000ff"
 		}},
@@ -113,6 +125,38 @@ func TestUpdateCheckUpdateErrors(t *testing.T) {
 				t.Fatalf("Update() = %v, %v; want ErrInvalidResponse", u, err)
 			}
 		})
+	}
+}
+
+// TestUpdateAcceptsBase64HashSHA256 reads hash_sha256 in base64, as go-omaha's servers write
+// it, as well as in hex.
+func TestUpdateAcceptsBase64HashSHA256(t *testing.T) {
+	uc, err := (&App{}).AddUpdate(testUpdate())
+	if err != nil {
+		t.Fatal(err)
+	}
+	uc.Manifest.Packages[0].SHA256 = uc.Manifest.Actions[0].SHA256
+	u, err := uc.Update()
+	if err != nil || u.SHA256 != testUpdate().SHA256 {
+		t.Fatalf("Update() = %v, %v", u, err)
+	}
+}
+
+func TestAddUpdateBackoff(t *testing.T) {
+	for _, disable := range []bool{false, true} {
+		u := testUpdate()
+		u.DisablePayloadBackoff = disable
+		uc, err := (&App{}).AddUpdate(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := (&Response{Apps: []*App{{AppID: "{x}", UpdateCheck: uc}}}).Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := bytes.Contains(body, []byte(`DisablePayloadBackoff="true"`)); got != disable {
+			t.Errorf("DisablePayloadBackoff=%v: attribute present = %v in\n%s", disable, got, body)
+		}
 	}
 }
 

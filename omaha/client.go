@@ -111,6 +111,12 @@ func (c *Client) UpdateCheck(ctx context.Context, h Host, opt CheckOptions) (*Ch
 	if app == nil {
 		return nil, fail("", false, fmt.Errorf("%w: no <app> for appid %s", ErrInvalidResponse, braced(h.AppID)))
 	}
+	switch app.Status {
+	case StatusUnknownApplication:
+		return nil, fail(app.Status, false, &UnknownAppError{AppID: braced(h.AppID)})
+	case StatusUnknownApplicationOrGroup:
+		return nil, fail(app.Status, false, &UnknownGroupError{AppID: braced(h.AppID), Track: h.Track})
+	}
 	if app.Status != "" && app.Status != StatusOK && app.UpdateCheck == nil {
 		return nil, fail(app.Status, app.Status == StatusInternalError, fmt.Errorf("%w: app status %q", ErrInvalidResponse, app.Status))
 	}
@@ -263,6 +269,37 @@ func (e *Error) Code() ErrorCode {
 	}
 	return ErrorCodeOmahaRequestError
 }
+
+// UnknownAppError is an update check the server answered with app status
+// error-unknownApplication: it serves no app with this id. Fix the host's app id (its release
+// file) or create the app on the server. It is the Err of an *Error (use errors.As).
+type UnknownAppError struct {
+	AppID string // as sent, in braces
+}
+
+func (e *UnknownAppError) Error() string {
+	return fmt.Sprintf("the server knows no app %s (%s): create it there or fix the host's app id", e.AppID, StatusUnknownApplication)
+}
+
+// Unwrap makes errors.Is(err, ErrInvalidResponse) hold, as for every refused check.
+func (e *UnknownAppError) Unwrap() error { return ErrInvalidResponse }
+
+// UnknownGroupError is an update check the server answered as Nebraska does for a track it
+// does not know: app status error-unknownApplicationOrGroup (with updatecheck error-internal).
+// Fix GROUP= in the host's update.conf or create the group on the server. It is the Err of an
+// *Error (use errors.As).
+type UnknownGroupError struct {
+	AppID string // as sent, in braces
+	Track string // the host's GROUP
+}
+
+func (e *UnknownGroupError) Error() string {
+	return fmt.Sprintf("the server knows no group %q for app %s (%s): set GROUP= in update.conf to a group or channel the server has, or create it there",
+		e.Track, e.AppID, StatusUnknownApplicationOrGroup)
+}
+
+// Unwrap makes errors.Is(err, ErrInvalidResponse) hold, as for every refused check.
+func (e *UnknownGroupError) Unwrap() error { return ErrInvalidResponse }
 
 // IsTransient reports whether err is an *Error worth retrying later.
 func IsTransient(err error) bool {

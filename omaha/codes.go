@@ -362,6 +362,9 @@ const (
 	StatusRestricted Status = "restricted"
 	// StatusUnknownApplication (<app>): the server does not know this appid.
 	StatusUnknownApplication Status = "error-unknownApplication"
+	// StatusUnknownApplicationOrGroup (<app>, Nebraska): the app is known but the host's
+	// track names no group or channel; the <updatecheck> then says error-internal.
+	StatusUnknownApplicationOrGroup Status = "error-unknownApplicationOrGroup"
 	// StatusInvalidAppID (<app>): the appid is not a well-formed id.
 	StatusInvalidAppID Status = "error-invalidAppId"
 	// StatusInvalidVersion (<app>, go-omaha extra): the version attribute is not acceptable.

@@ -75,7 +75,7 @@ func Example() {
 	//           <package name="update.tsp" hash="8H5agVYTxavt3EtoIkekxC2Kld8=" hash_sha256="239f59ed55e737c77147cf55ad0c1b030b6d7ee748a7426952f9b852d5a935e5" size="7" required="true"></package>
 	//         </packages>
 	//         <actions>
-	//           <action event="postinstall" sha256="I59Z7VXnN8dxR89VrQwbAwttfudIp0JpUvm4UtWpNeU=" DisablePayloadBackoff="true"></action>
+	//           <action event="postinstall" sha256="I59Z7VXnN8dxR89VrQwbAwttfudIp0JpUvm4UtWpNeU="></action>
 	//         </actions>
 	//       </manifest>
 	//     </updatecheck>

@@ -116,6 +116,8 @@ func goldenUpdate() Update {
 		Size:        481234567,
 		SHA256:      sha256.Sum256([]byte(goldenPayload)),
 		SHA1:        sha1.Sum([]byte(goldenPayload)),
+		// As Nebraska sends it by default; a twinslot group sends it when it asks for it.
+		DisablePayloadBackoff: true,
 	}
 }
 
@@ -220,6 +222,9 @@ func TestGoldenResponsesFlatcar(t *testing.T) {
 			Size:        481234567,
 			SHA256:      sha256.Sum256([]byte(goldenPayload)),
 			SHA1:        sha1.Sum([]byte(goldenPayload)),
+			Extras: []ExtraFile{{Name: "oem-azure.gz", Size: 11534336,
+				SHA256: sha256.Sum256([]byte("twinslot golden oem")), SHA1: sha1.Sum([]byte("twinslot golden oem"))}},
+			DisablePayloadBackoff: true,
 		}
 		if !reflect.DeepEqual(u, want) {
 			t.Errorf("Update() = %+v, want %+v", u, want)

@@ -218,8 +218,32 @@ type wireResponseApp struct {
 	AppID       string   `xml:"appid,attr"`
 	Status      Status   `xml:"status,attr"`
 	Events      []wireResponseEvent
-	Ping        *wireStatusOnly `xml:"ping"`
-	UpdateCheck *UpdateCheck    `xml:"updatecheck"`
+	Ping        *wireStatusOnly  `xml:"ping"`
+	UpdateCheck *wireUpdateCheck `xml:"updatecheck"`
+}
+
+// wireUpdateCheck is UpdateCheck without an empty <urls> element: a noupdate or error answer
+// is a bare <updatecheck status="…">, as Nebraska writes it.
+type wireUpdateCheck struct {
+	Status       Status    `xml:"status,attr,omitempty"`
+	PollInterval int       `xml:"PollInterval,attr,omitempty"`
+	URLs         *wireURLs `xml:"urls"`
+	Manifest     *Manifest `xml:"manifest"`
+}
+
+type wireURLs struct {
+	URLs []URL `xml:"url"`
+}
+
+func (uc *UpdateCheck) wire() *wireUpdateCheck {
+	if uc == nil {
+		return nil
+	}
+	w := &wireUpdateCheck{Status: uc.Status, PollInterval: uc.PollInterval, Manifest: uc.Manifest}
+	if len(uc.URLs) > 0 {
+		w.URLs = &wireURLs{URLs: uc.URLs}
+	}
+	return w
 }
 
 type wireResponseEvent struct {
@@ -282,7 +306,7 @@ func (r *Response) MarshalXML(e *xml.Encoder, start xml.StartElement) error {
 		if a == nil {
 			continue
 		}
-		wa := wireResponseApp{AppID: a.AppID, Status: a.Status, UpdateCheck: a.UpdateCheck}
+		wa := wireResponseApp{AppID: a.AppID, Status: a.Status, UpdateCheck: a.UpdateCheck.wire()}
 		for _, ev := range a.Events {
 			if ev != nil {
 				wa.Events = append(wa.Events, wireResponseEvent{Status: ev.Status})

@@ -97,6 +97,8 @@ func (s *Server) adminRoutes(mux *http.ServeMux) {
 	mux.Handle("PUT /api/v1/apps/{app}/channels/{channel}", s.api(rw, s.setChannel))
 	mux.Handle("GET /api/v1/apps/{app}/packages", s.api(ro, s.listPackages))
 	mux.Handle("POST /api/v1/apps/{app}/packages", s.api(rw, s.publish))
+	mux.Handle("POST /api/v1/apps/{app}/files", s.api(rw, s.uploadFile))
+	mux.Handle("POST /api/v1/apps/{app}/flatcar", s.api(rw, s.publishFlatcar))
 	mux.Handle("POST /api/v1/apps/{app}/promote", s.api(rw, s.promote))
 	mux.Handle("POST /api/v1/apps/{app}/withdraw", s.api(rw, s.withdraw))
 	mux.Handle("GET /api/v1/apps/{app}/groups", s.api(ro, s.listGroups))
@@ -167,8 +169,11 @@ func (s *Server) createApp(w http.ResponseWriter, r *http.Request) (any, error) 
 	if err != nil {
 		return nil, badRequest("app id %q is not a UUID", a.ID)
 	}
-	if err := checkTrust(a.Trust); err != nil {
-		return nil, err
+	// An app without a trust root holds only Flatcar packages until one is set.
+	if len(a.Trust) > 0 {
+		if err := checkTrust(a.Trust); err != nil {
+			return nil, err
+		}
 	}
 	if err := s.db.CreateApp(r.Context(), store.App{ID: id, Name: a.Name, Trust: a.Trust}, s.now()); err != nil {
 		return nil, err
@@ -206,8 +211,13 @@ func (s *Server) setTrust(w http.ResponseWriter, r *http.Request) (any, error) {
 }
 
 func toPackage(p store.Package) admin.Package {
-	return admin.Package{ID: p.ID, AppID: p.AppID, Version: p.Version, Board: p.Board, SecurityVersion: p.SecurityVersion,
-		FileName: p.FileName, Size: p.Size, SHA256: p.SHA256, SHA1: p.SHA1, URL: p.URL, Withdrawn: p.Withdrawn, Created: p.Created}
+	out := admin.Package{ID: p.ID, AppID: p.AppID, Version: p.Version, Board: p.Board, SecurityVersion: p.SecurityVersion,
+		FileName: p.FileName, Size: p.Size, SHA256: p.SHA256, SHA1: p.SHA1, URL: p.URL, Withdrawn: p.Withdrawn, Created: p.Created,
+		Format: p.Format}
+	for _, f := range p.Extras {
+		out.Extras = append(out.Extras, admin.File{Name: f.Name, Size: f.Size, SHA256: f.SHA256, SHA1: f.SHA1})
+	}
+	return out
 }
 
 func toPackages(ps []store.Package) []admin.Package {
@@ -301,7 +311,7 @@ func (s *Server) withdraw(w http.ResponseWriter, r *http.Request) (any, error) {
 
 func toPolicy(p store.Policy) admin.Policy {
 	return admin.Policy{Enabled: p.Enabled, MaxUpdates: p.MaxUpdates, Period: admin.Duration(p.Period), UpdateTimeout: admin.Duration(p.UpdateTimeout),
-		HaltOnFailures: p.HaltOnFailures, HaltedReason: p.HaltedReason, HaltedAt: p.HaltedAt}
+		HaltOnFailures: p.HaltOnFailures, HaltedReason: p.HaltedReason, HaltedAt: p.HaltedAt, DisablePayloadBackoff: p.DisablePayloadBackoff}
 }
 
 func toGroup(g store.Group) admin.Group {
@@ -356,7 +366,8 @@ func (s *Server) createGroup(w http.ResponseWriter, r *http.Request) (any, error
 	p := g.Policy
 	sg, err := s.db.CreateGroup(r.Context(), store.Group{ID: g.ID, AppID: id, Name: g.Name, Channel: g.Channel, Policy: store.Policy{
 		Enabled: p.Enabled, MaxUpdates: p.MaxUpdates, Period: time.Duration(p.Period), UpdateTimeout: time.Duration(p.UpdateTimeout),
-		HaltOnFailures: p.HaltOnFailures, // a halted reason is the server's to set, not the client's
+		HaltOnFailures:        p.HaltOnFailures, // a halted reason is the server's to set, not the client's
+		DisablePayloadBackoff: p.DisablePayloadBackoff,
 	}}, s.now())
 	return toGroup(sg), err
 }
@@ -401,6 +412,9 @@ func (s *Server) updateGroup(w http.ResponseWriter, r *http.Request) (any, error
 		}
 		if ch.HaltOnFailures != nil {
 			g.Policy.HaltOnFailures = *ch.HaltOnFailures
+		}
+		if ch.DisablePayloadBackoff != nil {
+			g.Policy.DisablePayloadBackoff = *ch.DisablePayloadBackoff
 		}
 	}, s.now())
 	return toGroup(g), err

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/twinslot/twinslot/omaha"
 	"github.com/twinslot/twinslot/omaha/store"
 )
 
@@ -37,6 +38,7 @@ type pkgEntry struct {
 	store.Package
 	sha256 [32]byte
 	sha1   [20]byte
+	extras []omaha.ExtraFile
 }
 
 func buildCatalog(c *store.Catalog) (*catalog, error) {
@@ -57,6 +59,16 @@ func buildCatalog(c *store.Catalog) (*catalog, error) {
 			}
 			if err := decodeDigest(pe.sha1[:], p.SHA1, base64.StdEncoding.DecodeString); err != nil {
 				return nil, fmt.Errorf("package %s/%s sha1: %w", p.Version, p.Board, err)
+			}
+			for _, f := range p.Extras {
+				e := omaha.ExtraFile{Name: f.Name, Size: f.Size}
+				if err := decodeDigest(e.SHA256[:], f.SHA256, hex.DecodeString); err != nil {
+					return nil, fmt.Errorf("package %s/%s extra %s sha256: %w", p.Version, p.Board, f.Name, err)
+				}
+				if err := decodeDigest(e.SHA1[:], f.SHA1, base64.StdEncoding.DecodeString); err != nil {
+					return nil, fmt.Errorf("package %s/%s extra %s sha1: %w", p.Version, p.Board, f.Name, err)
+				}
+				pe.extras = append(pe.extras, e)
 			}
 			ce.pkgs[board] = pe
 		}

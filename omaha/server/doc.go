@@ -5,7 +5,8 @@
 // # Routes
 //
 //	POST /v1/update/                  Omaha v3 in Flatcar's dialect (package omaha)
-//	GET  /packages/{sha256}/{name}    a published payload file: Range, If-Range, ETag = sha256
+//	GET  /packages/{sha256}/{name}    a published payload file (or, when name is one of its
+//	                                  extras, that extra): Range, If-Range, ETag = the file's sha256
 //	     /api/v1/…                    the admin API (bearer tokens; see package admin)
 //	GET  /                            the dashboard (token as HTTP Basic password, any user)
 //	GET  /metrics                     Prometheus
@@ -16,7 +17,9 @@
 // Each <app> of a request is validated before anything is recorded (a bad machine id, boot id,
 // version or text field refuses the whole request with 400; a malformed or oversized document
 // gets 400/413). An unknown app is answered error-unknownApplication; an unknown track (not a
-// group id, group name or channel name) noupdate; neither is recorded. Otherwise events are
+// group id, group name or channel name) app status error-unknownApplicationOrGroup with
+// updatecheck error-internal, as Nebraska answers; neither is recorded. A host without a board
+// is served the board of its os arch (arm64, aarch64, arm → arm64-usr), else amd64-usr. Otherwise events are
 // applied to the instance first (13/1 downloading, 14/1 downloaded, 3/1 installed, 3/0 error,
 // 3/0 with code 44 rolled back, 3/2 after an update complete; unknown pairs are recorded and
 // change nothing), then the update check is decided by plan:
@@ -40,8 +43,10 @@
 //
 // Policy never produces an error status: update_engine treats anything but ok/noupdate as an
 // invalid response. The answer carries this server's /packages/ URL (after the channel's
-// external base URL when one is set), hex hash_sha256, base64 SHA-1 hash and the postinstall
-// action's base64 sha256.
+// external base URL when one is set; only the package's own directory when it is external),
+// hex hash_sha256, base64 SHA-1 hash, a Flatcar package's extras (required="false") and the
+// postinstall action's base64 sha256, with DisablePayloadBackoff="true" only when the group's
+// policy asks for it.
 //
 // # Performance
 //
@@ -73,5 +78,14 @@
 // (SHA-256, SHA-1), fsyncs it, verifies it with payload.Open and File.Verify against the app's
 // trust root and app id, and only then renames it to sha256/<hex> (content-addressed, fsync of
 // the directory) and records the package. A payload that does not verify is refused with 422
-// and nothing is kept. Chunk data is not decoded on the server; hosts check every chunk.
+// and nothing is kept. Chunk data is not decoded on the server; hosts check every chunk. An
+// app without a trust root refuses twinslot payloads (409).
+//
+// A Flatcar package (update_engine's CrAU payload, whose signature only the host can check) is
+// made of files uploaded first (POST …/files: stored by SHA-256 the same way, unverified) and
+// then named with their sizes and hashes (POST …/flatcar): each stored file is re-read and must
+// have the given size, SHA-256 and SHA-1, and the payload must start with "CrAU", major version
+// 1 and a manifest size that fits; else 422 (404 for a file never uploaded) and nothing is
+// recorded. An external Flatcar package (a URL) is checked for well-formed fields only. Files
+// uploaded but never named stay in the store directory.
 package server

@@ -100,60 +100,28 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) (any, error) {
 		return nil, err
 	}
 
-	tmp, err := os.CreateTemp(filepath.Join(s.storeDir, "tmp"), uploadPrefix+"*")
+	if len(app.Trust) == 0 {
+		return nil, &apiError{http.StatusConflict, fmt.Sprintf("app %s has no twinslot trust root (it serves Flatcar packages only): set one with 'releasectl app set-trust' before publishing twinslot payloads, or publish a Flatcar payload with 'releasectl publish --flatcar'", appID)}
+	}
+	up, err := s.receive(w, r)
 	if err != nil {
-		return nil, fmt.Errorf("publish: %w", err)
+		return nil, err
 	}
-	defer func() {
-		tmp.Close()
-		os.Remove(tmp.Name()) // a no-op once renamed
-	}()
-	h256, h1 := sha256.New(), sha1.New()
-	// An upload runs as long as it moves (ReadTimeout is for small requests); what follows it
-	// (verifying gigabytes) is this server's work, not the client's, so no write deadline.
-	rc := http.NewResponseController(w)
-	rc.SetWriteDeadline(time.Time{})
-	body := &stallReader{r: r.Body, rc: rc, stall: s.limits.stall}
-	size, err := io.Copy(io.MultiWriter(tmp, h256, h1), http.MaxBytesReader(w, io.NopCloser(body), s.maxUpload))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return nil, err
-		}
-		return nil, badRequest("reading the upload: %v", err)
-	}
-	if size == 0 {
-		return nil, badRequest("empty upload: send the payload file as the request body")
-	}
-	if err := tmp.Sync(); err != nil {
-		return nil, fmt.Errorf("publish: %w", err)
-	}
-	m, err := verifyPayload(tmp, size, app.Trust, appID)
+	defer up.discard()
+	m, err := verifyPayload(up.f, up.size, app.Trust, appID)
 	if err != nil {
 		s.log.Warn("refused a payload upload", "app", appID, "err", err)
 		return nil, err
 	}
-	sum := hex.EncodeToString(h256.Sum(nil))
 	p := store.Package{AppID: appID, Version: m.Version, Board: m.Board, SecurityVersion: m.SecurityVersion, FileName: name,
-		Size: size, SHA256: sum, SHA1: base64.StdEncoding.EncodeToString(h1.Sum(nil))}
+		Size: up.size, SHA256: up.sha256, SHA1: up.sha1, Format: store.FormatTwinslot}
 	var created string
 	if extURL != "" {
 		p.URL = extURL
 	} else {
-		p.Path = path.Join("sha256", sum)
-		final := filepath.Join(s.storeDir, "sha256", sum)
-		if _, err := os.Stat(final); errors.Is(err, os.ErrNotExist) {
-			if err := tmp.Close(); err != nil {
-				return nil, fmt.Errorf("publish: %w", err)
-			}
-			if err := os.Rename(tmp.Name(), final); err != nil {
-				return nil, fmt.Errorf("publish: %w", err)
-			}
-			if err := syncDir(filepath.Dir(final)); err != nil {
-				os.Remove(final)
-				return nil, fmt.Errorf("publish: %w", err)
-			}
-			created = final
+		p.Path = storedPath(up.sha256)
+		if created, err = s.keep(up); err != nil {
+			return nil, err
 		}
 	}
 	stored, err := s.db.AddPackage(ctx, p, channel, s.now())
@@ -166,6 +134,80 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) (any, error) {
 	s.log.Info("published", "app", appID, "version", stored.Version, "board", stored.Board, "channel", channel,
 		"size", stored.Size, "sha256", stored.SHA256)
 	return toPackage(stored), nil
+}
+
+// upload is a request body received into a temporary file, with its size and digests.
+type upload struct {
+	f      *os.File
+	size   int64
+	sha256 string // hex
+	sha1   string // base64
+}
+
+// discard closes and removes the temporary file (a no-op for the name once kept).
+func (u *upload) discard() {
+	u.f.Close()
+	os.Remove(u.f.Name())
+}
+
+// receive copies the request body into a temporary file under the store's tmp/, hashing it,
+// and syncs it. The caller discards it.
+func (s *Server) receive(w http.ResponseWriter, r *http.Request) (*upload, error) {
+	tmp, err := os.CreateTemp(filepath.Join(s.storeDir, "tmp"), uploadPrefix+"*")
+	if err != nil {
+		return nil, fmt.Errorf("upload: %w", err)
+	}
+	up := &upload{f: tmp}
+	h256, h1 := sha256.New(), sha1.New()
+	// An upload runs as long as it moves (ReadTimeout is for small requests); what follows it
+	// (verifying gigabytes) is this server's work, not the client's, so no write deadline.
+	rc := http.NewResponseController(w)
+	rc.SetWriteDeadline(time.Time{})
+	body := &stallReader{r: r.Body, rc: rc, stall: s.limits.stall}
+	up.size, err = io.Copy(io.MultiWriter(tmp, h256, h1), http.MaxBytesReader(w, io.NopCloser(body), s.maxUpload))
+	if err == nil && up.size == 0 {
+		err = badRequest("empty upload: send the file as the request body")
+	}
+	if err == nil {
+		if err = tmp.Sync(); err != nil {
+			err = fmt.Errorf("upload: %w", err)
+		}
+	}
+	if err != nil {
+		up.discard()
+		var mbe *http.MaxBytesError
+		var ae *apiError
+		if errors.As(err, &mbe) || errors.As(err, &ae) {
+			return nil, err
+		}
+		return nil, badRequest("reading the upload: %v", err)
+	}
+	up.sha256, up.sha1 = hex.EncodeToString(h256.Sum(nil)), base64.StdEncoding.EncodeToString(h1.Sum(nil))
+	return up, nil
+}
+
+// storedPath is where a file with this SHA-256 (hex) is kept, relative to the store dir.
+func storedPath(sum string) string { return path.Join("sha256", sum) }
+
+// keep moves an upload to its content address (sha256/<hex>), durably, unless a file is
+// already there. It returns the path it created ("" if the file was there), for the caller
+// to remove if recording the package fails.
+func (s *Server) keep(up *upload) (string, error) {
+	final := filepath.Join(s.storeDir, filepath.FromSlash(storedPath(up.sha256)))
+	if _, err := os.Stat(final); !errors.Is(err, os.ErrNotExist) {
+		return "", err
+	}
+	if err := up.f.Close(); err != nil {
+		return "", fmt.Errorf("keep upload: %w", err)
+	}
+	if err := os.Rename(up.f.Name(), final); err != nil {
+		return "", fmt.Errorf("keep upload: %w", err)
+	}
+	if err := syncDir(filepath.Dir(final)); err != nil {
+		os.Remove(final)
+		return "", fmt.Errorf("keep upload: %w", err)
+	}
+	return final, nil
 }
 
 // uploadPrefix names the temporary file of an upload in progress, in the store's tmp/.
@@ -197,16 +239,17 @@ func syncDir(dir string) error {
 	return d.Sync()
 }
 
-// handleDownload serves GET /packages/{sha256}/{name}: a stored payload file, with Range and
-// ETag (the SHA-256) handled by http.ServeContent. The file is immutable, so it may be cached.
+// handleDownload serves GET /packages/{sha256}/{name}: a stored payload file (or, when name is
+// one of its extras, that extra: hosts fetch extras from the payload's codebase), with Range
+// and ETag handled by http.ServeContent. The file is immutable, so it may be cached.
 func (s *Server) handleDownload(w http.ResponseWriter, r *http.Request) {
 	sum := r.PathValue("sha256")
 	if b, err := hex.DecodeString(sum); err != nil || len(b) != sha256.Size || strings.ToLower(sum) != sum {
 		http.Error(w, "no such package", http.StatusNotFound)
 		return
 	}
-	p, err := s.db.PackageBySHA256(r.Context(), sum)
-	if errors.Is(err, store.ErrNotFound) || err == nil && p.Path == "" {
+	_, rel, err := s.db.PackageFile(r.Context(), sum, r.PathValue("name"))
+	if errors.Is(err, store.ErrNotFound) || err == nil && rel == "" {
 		http.Error(w, "no such package", http.StatusNotFound)
 		return
 	}
@@ -215,7 +258,7 @@ func (s *Server) handleDownload(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "internal error", http.StatusInternalServerError)
 		return
 	}
-	f, err := os.Open(filepath.Join(s.storeDir, filepath.FromSlash(p.Path)))
+	f, err := os.Open(filepath.Join(s.storeDir, filepath.FromSlash(rel)))
 	if err != nil {
 		s.log.Error("open stored package", "sha256", sum, "err", err)
 		http.Error(w, "package file missing on the server", http.StatusInternalServerError)
@@ -227,7 +270,7 @@ func (s *Server) handleDownload(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "internal error", http.StatusInternalServerError)
 		return
 	}
-	w.Header().Set("ETag", `"`+sum+`"`)
+	w.Header().Set("ETag", `"`+path.Base(rel)+`"`)
 	w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")
 	w.Header().Set("Content-Type", "application/octet-stream")
 	// A download runs as long as it moves (WriteTimeout is for small answers).

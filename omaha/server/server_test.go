@@ -424,7 +424,7 @@ func TestBadInput(t *testing.T) {
 		{"too many apps", strings.Replace(doc(), "<app ", strings.Repeat(`<app appid="{x}"></app>`, omaha.MaxApps+1)+"<app ", 1), 413, ""},
 		{"unknown app", doc("APPID", "00000000-0000-4000-8000-000000000000"), 200, omaha.StatusUnknownApplication},
 		{"invalid app id", doc("APPID", "twinslot"), 200, omaha.StatusInvalidAppID},
-		{"unknown track", doc("TRACK", "nightly"), 200, omaha.StatusOK},
+		{"unknown track", doc("TRACK", "nightly"), 200, omaha.StatusUnknownApplicationOrGroup},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := snap(t, s)
@@ -440,8 +440,8 @@ func TestBadInput(t *testing.T) {
 				if len(resp.Apps) != 1 || resp.Apps[0].Status != tc.appStatus {
 					t.Fatalf("response %s", out)
 				}
-				if uc := resp.Apps[0].UpdateCheck; tc.appStatus == omaha.StatusOK && (uc == nil || uc.Status != omaha.StatusNoUpdate) {
-					t.Fatalf("unknown track: want noupdate, got %s", out)
+				if uc := resp.Apps[0].UpdateCheck; tc.appStatus == omaha.StatusUnknownApplicationOrGroup && (uc == nil || uc.Status != omaha.StatusInternalError) {
+					t.Fatalf("unknown track: want updatecheck error-internal, got %s", out)
 				}
 			}
 			if after := snap(t, s); after.String() != before.String() {

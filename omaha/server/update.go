@@ -39,7 +39,7 @@ func (s *Server) handleUpdate(w http.ResponseWriter, r *http.Request) {
 	now := s.now()
 	resp := omaha.NewResponse()
 	for _, a := range req.Apps {
-		if err := s.answer(r, resp, a, now); err != nil {
+		if err := s.answer(r, resp, req.OS, a, now); err != nil {
 			s.log.Error("update request failed", "machine", a.MachineID, "err", err)
 			http.Error(w, "internal error; try again later", http.StatusInternalServerError)
 			return
@@ -62,7 +62,7 @@ func (s *Server) refuse(w http.ResponseWriter, reason string, code int, err erro
 }
 
 // answer answers one <app> of a request and queues its check-in and events.
-func (s *Server) answer(r *http.Request, resp *omaha.Response, a *omaha.App, now time.Time) error {
+func (s *Server) answer(r *http.Request, resp *omaha.Response, os *omaha.OS, a *omaha.App, now time.Time) error {
 	ctx := r.Context()
 	id, err := omaha.ParseAppID(a.AppID)
 	if err != nil {
@@ -77,17 +77,20 @@ func (s *Server) answer(r *http.Request, resp *omaha.Response, a *omaha.App, now
 		s.log.Debug("unknown app; nothing recorded", "app", id, "machine", a.MachineID)
 		return nil
 	}
-	ra := resp.AddApp(a.AppID, omaha.StatusOK)
-	ra.Acknowledge(a)
 	g := app.group(a.Track)
 	if g == nil {
+		// Nebraska's answer: the app status names the problem, the update check fails.
+		ra := resp.AddApp(a.AppID, omaha.StatusUnknownApplicationOrGroup)
+		ra.Acknowledge(a)
 		if a.UpdateCheck != nil {
-			ra.AddUpdateCheck(omaha.StatusNoUpdate)
-			s.m.checks.WithLabelValues(string(omaha.StatusNoUpdate), reasonUnknownTrack).Inc()
+			ra.AddUpdateCheck(omaha.StatusInternalError)
+			s.m.checks.WithLabelValues(string(omaha.StatusUnknownApplicationOrGroup), reasonUnknownTrack).Inc()
 		}
-		s.log.Debug("unknown track: answered noupdate, nothing recorded", "app", id, "machine", a.MachineID, "track", a.Track)
+		s.log.Debug("unknown track: answered error-unknownApplicationOrGroup, nothing recorded", "app", id, "machine", a.MachineID, "track", a.Track)
 		return nil
 	}
+	ra := resp.AddApp(a.AppID, omaha.StatusOK)
+	ra.Acknowledge(a)
 
 	// Requests of one machine are serialised from reading its row to queueing the new one
 	// (a grant decision included: the machine's next request must see it); nothing else waits.
@@ -98,7 +101,7 @@ func (s *Server) answer(r *http.Request, resp *omaha.Response, a *omaha.App, now
 		return err
 	}
 	prev := in
-	in.Alias, in.GroupID, in.Track, in.Version, in.Board = a.MachineAlias, g.ID, a.Track, a.Version, a.Board
+	in.Alias, in.GroupID, in.Track, in.Version, in.Board = a.MachineAlias, g.ID, a.Track, a.Version, board(a.Board, os)
 	in.OEM, in.BootID, in.LastCheck = a.OEM, a.BootID, now
 	var evs []store.Event
 	durable := false
@@ -125,6 +128,25 @@ func (s *Server) answer(r *http.Request, resp *omaha.Response, a *omaha.App, now
 	// A state-changing event is acknowledged only once it is committed: update_engine does
 	// not send an event again after a 200.
 	return s.rec.wait(ctx, seq)
+}
+
+// DefaultBoard is the board of a host that sends neither board nor a known os arch, as
+// Nebraska assumes.
+const DefaultBoard = "amd64-usr"
+
+// board returns the board a host's packages are chosen by: its board attribute, else the
+// board of its os arch (Nebraska's rule), else DefaultBoard.
+func board(b string, os *omaha.OS) string {
+	if b != "" {
+		return b
+	}
+	if os != nil {
+		switch strings.ToLower(os.Arch) {
+		case "arm64", "aarch64", "arm":
+			return "arm64-usr"
+		}
+	}
+	return DefaultBoard
 }
 
 // routineEvent reports whether ev is the 3/2 every update check carries, which is answered
@@ -211,7 +233,8 @@ func (s *Server) check(ctx context.Context, r *http.Request, ra *omaha.App, in *
 	}
 	_, err := ra.AddUpdate(omaha.Update{
 		Version: pkg.Version, URLs: s.codebases(r, ch, pe), PackageName: pe.FileName,
-		Size: pe.Size, SHA256: pe.sha256, SHA1: pe.sha1,
+		Size: pe.Size, SHA256: pe.sha256, SHA1: pe.sha1, Extras: pe.extras,
+		DisablePayloadBackoff: g.Policy.DisablePayloadBackoff,
 	})
 	if err != nil {
 		return err

@@ -13,7 +13,8 @@ import (
 // a one-hour period and a one-hour update timeout.
 var DefaultPolicy = Policy{Enabled: true, MaxUpdates: 0, Period: time.Hour, UpdateTimeout: time.Hour}
 
-// CreateApp creates an app with its channels and their default groups.
+// CreateApp creates an app with its channels and their default groups. An empty trust root
+// makes an app that can hold only Flatcar packages until one is set.
 func (db *DB) CreateApp(ctx context.Context, a App, now time.Time) error {
 	if !IsUUID(a.ID) {
 		return invalidf("app id %q is not a lower-case UUID without braces", a.ID)
@@ -47,9 +48,6 @@ func (db *DB) CreateApp(ctx context.Context, a App, now time.Time) error {
 }
 
 func checkTrust(trust []byte) error {
-	if len(trust) == 0 {
-		return invalidf("trust root is empty")
-	}
 	if len(trust) > MaxTrustLen {
 		return invalidf("trust root is larger than %d bytes", MaxTrustLen)
 	}
@@ -58,6 +56,9 @@ func checkTrust(trust []byte) error {
 
 // SetTrust replaces an app's trust root.
 func (db *DB) SetTrust(ctx context.Context, appID string, trust []byte) error {
+	if len(trust) == 0 {
+		return invalidf("trust root is empty")
+	}
 	if err := checkTrust(trust); err != nil {
 		return err
 	}

@@ -37,13 +37,13 @@ func (p Policy) Check() error {
 const MaxReasonLen = 1024
 
 const groupCols = `id, app_id, name, channel, enabled, max_updates, period_ms, timeout_ms, created, updated,
-halt_on_failures, halted_reason, halted_at, failures_since`
+halt_on_failures, halted_reason, halted_at, failures_since, disable_payload_backoff`
 
 func scanGroup(s interface{ Scan(...any) error }) (Group, error) {
 	var g Group
 	var period, timeout, created, updated, halted, since int64
 	err := s.Scan(&g.ID, &g.AppID, &g.Name, &g.Channel, &g.Policy.Enabled, &g.Policy.MaxUpdates, &period, &timeout, &created, &updated,
-		&g.Policy.HaltOnFailures, &g.Policy.HaltedReason, &halted, &since)
+		&g.Policy.HaltOnFailures, &g.Policy.HaltedReason, &halted, &since, &g.Policy.DisablePayloadBackoff)
 	g.Policy.Period, g.Policy.UpdateTimeout = time.Duration(period)*time.Millisecond, time.Duration(timeout)*time.Millisecond
 	g.Created, g.Updated = fromMS(created), fromMS(updated)
 	g.Policy.HaltedAt, g.Policy.FailuresSince = fromMS(halted), fromMS(since)
@@ -70,11 +70,11 @@ func insertGroup(ctx context.Context, tx *sql.Tx, g Group, now time.Time) error 
 	if err := checkGroup(g); err != nil {
 		return err
 	}
-	res, err := tx.ExecContext(ctx, `INSERT INTO update_groups (`+groupCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11, $12, $13)
+	res, err := tx.ExecContext(ctx, `INSERT INTO update_groups (`+groupCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11, $12, $13, $14)
 ON CONFLICT DO NOTHING`,
 		g.ID, g.AppID, g.Name, g.Channel, g.Policy.Enabled, g.Policy.MaxUpdates,
 		g.Policy.Period.Milliseconds(), g.Policy.UpdateTimeout.Milliseconds(), ms(now),
-		g.Policy.HaltOnFailures, g.Policy.HaltedReason, ms(g.Policy.HaltedAt), ms(g.Policy.FailuresSince))
+		g.Policy.HaltOnFailures, g.Policy.HaltedReason, ms(g.Policy.HaltedAt), ms(g.Policy.FailuresSince), g.Policy.DisablePayloadBackoff)
 	if err != nil {
 		return err
 	}
@@ -135,9 +135,9 @@ func (db *DB) UpdateGroup(ctx context.Context, appID, id string, change func(*Gr
 			return err
 		}
 		if _, err := tx.ExecContext(ctx, `UPDATE update_groups SET channel = $1, enabled = $2, max_updates = $3, period_ms = $4, timeout_ms = $5, updated = $6,
-halt_on_failures = $7, halted_reason = $8, halted_at = $9, failures_since = $10
-WHERE id = $11`, g.Channel, g.Policy.Enabled, g.Policy.MaxUpdates, g.Policy.Period.Milliseconds(), g.Policy.UpdateTimeout.Milliseconds(), ms(now),
-			g.Policy.HaltOnFailures, g.Policy.HaltedReason, ms(g.Policy.HaltedAt), ms(g.Policy.FailuresSince), g.ID); err != nil {
+halt_on_failures = $7, halted_reason = $8, halted_at = $9, failures_since = $10, disable_payload_backoff = $11
+WHERE id = $12`, g.Channel, g.Policy.Enabled, g.Policy.MaxUpdates, g.Policy.Period.Milliseconds(), g.Policy.UpdateTimeout.Milliseconds(), ms(now),
+			g.Policy.HaltOnFailures, g.Policy.HaltedReason, ms(g.Policy.HaltedAt), ms(g.Policy.FailuresSince), g.Policy.DisablePayloadBackoff, g.ID); err != nil {
 			return err
 		}
 		return bumpCatalog(ctx, tx)

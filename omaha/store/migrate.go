@@ -128,12 +128,26 @@ ALTER TABLE update_groups ADD COLUMN halt_on_failures BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE update_groups ADD COLUMN halted_reason TEXT NOT NULL DEFAULT '';
 ALTER TABLE update_groups ADD COLUMN halted_at BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE update_groups ADD COLUMN failures_since BIGINT NOT NULL DEFAULT 0`},
+	{3, "flatcar packages", `
+ALTER TABLE packages ADD COLUMN format TEXT NOT NULL DEFAULT 'twinslot';
+CREATE TABLE package_files (
+	package_id BIGINT NOT NULL REFERENCES packages (id),
+	position   INTEGER NOT NULL,
+	name       TEXT NOT NULL,
+	size       BIGINT NOT NULL,
+	sha256     TEXT NOT NULL,
+	sha1       TEXT NOT NULL,
+	path       TEXT NOT NULL,
+	PRIMARY KEY (package_id, name)
+);
+ALTER TABLE update_groups ADD COLUMN disable_payload_backoff BOOLEAN NOT NULL DEFAULT FALSE`},
 }
 
 // SchemaVersion is the newest migration this binary knows.
 func SchemaVersion() int { return migrations[len(migrations)-1].version }
 
-func (db *DB) migrate(ctx context.Context) error {
+// migrate applies the missing migrations up to version upto.
+func (db *DB) migrate(ctx context.Context, upto int) error {
 	if _, err := db.w.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
 	version INTEGER PRIMARY KEY,
 	name    TEXT NOT NULL,
@@ -142,6 +156,9 @@ func (db *DB) migrate(ctx context.Context) error {
 		return fmt.Errorf("store: create schema_migrations: %w", err)
 	}
 	for _, m := range migrations {
+		if m.version > upto {
+			break
+		}
 		err := db.tx(ctx, fmt.Sprintf("migration %d (%s)", m.version, m.name), func(tx *sql.Tx) error {
 			if db.d.lockMigr != "" {
 				if _, err := tx.ExecContext(ctx, db.d.lockMigr); err != nil {

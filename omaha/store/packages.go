@@ -20,15 +20,92 @@ type querier interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
-const pkgCols = `p.id, p.app_id, p.version, p.board, p.security_version, p.file_name, p.size, p.sha256, p.sha1, p.path, p.url, p.withdrawn, p.created`
+const pkgCols = `p.id, p.app_id, p.version, p.board, p.security_version, p.file_name, p.size, p.sha256, p.sha1, p.path, p.url, p.withdrawn, p.created, p.format`
 
 func scanPackage(s interface{ Scan(...any) error }) (Package, error) {
+	return scanPackageWith(s)
+}
+
+// scanPackageWith scans pkgCols after the destinations in first.
+func scanPackageWith(s interface{ Scan(...any) error }, first ...any) (Package, error) {
 	var p Package
 	var sec, created int64
-	err := s.Scan(&p.ID, &p.AppID, &p.Version, &p.Board, &sec, &p.FileName, &p.Size, &p.SHA256, &p.SHA1, &p.Path, &p.URL, &p.Withdrawn, &created)
+	err := s.Scan(append(first, &p.ID, &p.AppID, &p.Version, &p.Board, &sec, &p.FileName, &p.Size, &p.SHA256, &p.SHA1, &p.Path, &p.URL, &p.Withdrawn, &created, &p.Format)...)
 	p.SecurityVersion, p.Created = uint64(sec), fromMS(created)
 	return p, err
 }
+
+// withExtras fills the Extras of pkgs (all of one app, or of any app when appID is "").
+func withExtras(ctx context.Context, q querier, appID string, pkgs []*Package) error {
+	if len(pkgs) == 0 {
+		return nil
+	}
+	byID := map[int64][]*Package{}
+	for _, p := range pkgs {
+		p.Extras = nil
+		byID[p.ID] = append(byID[p.ID], p)
+	}
+	rows, err := q.QueryContext(ctx, `SELECT f.package_id, f.name, f.size, f.sha256, f.sha1, f.path FROM package_files f
+JOIN packages p ON p.id = f.package_id WHERE ($1 = '' OR p.app_id = $1) ORDER BY f.package_id, f.position`, appID)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id int64
+		var f File
+		if err := rows.Scan(&id, &f.Name, &f.Size, &f.SHA256, &f.SHA1, &f.Path); err != nil {
+			return err
+		}
+		for _, p := range byID[id] {
+			p.Extras = append(p.Extras, f)
+		}
+	}
+	return rows.Err()
+}
+
+// checkDigests checks a hex SHA-256 and a base64 SHA-1.
+func checkDigests(what, sha256Hex, sha1B64 string) error {
+	if b, err := hex.DecodeString(sha256Hex); err != nil || len(b) != 32 {
+		return invalidf("%s: sha256 %q is not 64 hex digits", what, sha256Hex)
+	}
+	if b, err := base64.StdEncoding.DecodeString(sha1B64); err != nil || len(b) != 20 {
+		return invalidf("%s: sha1 %q is not a base64 SHA-1", what, sha1B64)
+	}
+	return nil
+}
+
+func checkExtras(p Package) error {
+	if len(p.Extras) > 0 && p.Format != FormatFlatcar {
+		return invalidf("only Flatcar packages carry extra files")
+	}
+	if len(p.Extras) > MaxExtras {
+		return invalidf("%d extra files: at most %d", len(p.Extras), MaxExtras)
+	}
+	seen := map[string]bool{p.FileName: true}
+	for _, f := range p.Extras {
+		if err := checkText("extra file name", f.Name, MaxNameLen, true); err != nil {
+			return err
+		}
+		if seen[f.Name] {
+			return invalidf("extra file %q: the name is used twice in the package", f.Name)
+		}
+		seen[f.Name] = true
+		if f.Size <= 0 {
+			return invalidf("extra file %q: size %d is not positive", f.Name, f.Size)
+		}
+		if err := checkDigests("extra file "+f.Name, f.SHA256, f.SHA1); err != nil {
+			return err
+		}
+		if (f.Path == "") != (p.Path == "") {
+			return invalidf("extra file %q: extras are stored exactly when the package is", f.Name)
+		}
+	}
+	return nil
+}
+
+// MaxExtras bounds the extra files of one package.
+const MaxExtras = 64
 
 func checkPackage(p Package) error {
 	if err := checkText("version", p.Version, MaxNameLen, true); err != nil {
@@ -43,11 +120,14 @@ func checkPackage(p Package) error {
 	if p.Size <= 0 {
 		return invalidf("package size %d is not positive", p.Size)
 	}
-	if b, err := hex.DecodeString(p.SHA256); err != nil || len(b) != 32 {
-		return invalidf("sha256 %q is not 64 hex digits", p.SHA256)
+	if err := checkDigests("package", p.SHA256, p.SHA1); err != nil {
+		return err
 	}
-	if b, err := base64.StdEncoding.DecodeString(p.SHA1); err != nil || len(b) != 20 {
-		return invalidf("sha1 %q is not a base64 SHA-1", p.SHA1)
+	if p.Format != FormatTwinslot && p.Format != FormatFlatcar {
+		return invalidf("package format %q: want %s or %s", p.Format, FormatTwinslot, FormatFlatcar)
+	}
+	if err := checkExtras(p); err != nil {
+		return err
 	}
 	if p.SecurityVersion > 1<<62 {
 		return invalidf("security version %d is out of range", p.SecurityVersion)
@@ -75,10 +155,14 @@ func CheckURL(s string) error {
 	return nil
 }
 
-// AddPackage stores a package and, when channel is not empty, points that channel at it.
+// AddPackage stores a package (with its extra files) and, when channel is not empty, points
+// that channel at it. An empty Format means FormatTwinslot.
 // Publishing the same file again is not an error: the existing package is returned. A different
 // file with the same (app, board, version) is ErrExists; a withdrawn one is ErrInvalid.
 func (db *DB) AddPackage(ctx context.Context, p Package, channel string, now time.Time) (Package, error) {
+	if p.Format == "" {
+		p.Format = FormatTwinslot
+	}
 	if err := checkPackage(p); err != nil {
 		return Package{}, err
 	}
@@ -90,9 +174,9 @@ func (db *DB) AddPackage(ctx context.Context, p Package, channel string, now tim
 		if _, err := appExists(ctx, tx, p.AppID); err != nil {
 			return err
 		}
-		res, err := tx.ExecContext(ctx, `INSERT INTO packages (app_id, version, board, security_version, file_name, size, sha256, sha1, path, url, withdrawn, created)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, FALSE, $11) ON CONFLICT (app_id, board, version) DO NOTHING`,
-			p.AppID, p.Version, p.Board, int64(p.SecurityVersion), p.FileName, p.Size, p.SHA256, p.SHA1, p.Path, p.URL, ms(now))
+		res, err := tx.ExecContext(ctx, `INSERT INTO packages (app_id, version, board, security_version, file_name, size, sha256, sha1, path, url, withdrawn, created, format)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, FALSE, $11, $12) ON CONFLICT (app_id, board, version) DO NOTHING`,
+			p.AppID, p.Version, p.Board, int64(p.SecurityVersion), p.FileName, p.Size, p.SHA256, p.SHA1, p.Path, p.URL, ms(now), p.Format)
 		if err != nil {
 			return err
 		}
@@ -109,6 +193,16 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, FALSE, $11) ON CONFLICT (app_id
 			if out.Withdrawn {
 				return invalidf("version %s for board %s was withdrawn: publish a new version", p.Version, p.Board)
 			}
+		} else {
+			for i, f := range p.Extras {
+				if _, err := tx.ExecContext(ctx, `INSERT INTO package_files (package_id, position, name, size, sha256, sha1, path) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+					out.ID, i, f.Name, f.Size, f.SHA256, f.SHA1, f.Path); err != nil {
+					return err
+				}
+			}
+		}
+		if err := withExtras(ctx, tx, p.AppID, []*Package{&out}); err != nil {
+			return err
 		}
 		if channel != "" {
 			if err := pointChannel(ctx, tx, p.AppID, channel, out, now); err != nil {
@@ -146,7 +240,40 @@ func (db *DB) Packages(ctx context.Context, appID string) ([]Package, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: list packages: %w", err)
 	}
-	return collect(rows, "list packages", scanPackage)
+	ps, err := collect(rows, "list packages", scanPackage)
+	if err != nil {
+		return nil, err
+	}
+	ptrs := make([]*Package, len(ps))
+	for i := range ps {
+		ptrs[i] = &ps[i]
+	}
+	if err := withExtras(ctx, db.r, appID, ptrs); err != nil {
+		return nil, fmt.Errorf("store: list packages: %w", err)
+	}
+	return ps, nil
+}
+
+// PackageFile returns the stored path of the file name served with the package of sha256
+// (hex): the package's own file, or one of its extras.
+func (db *DB) PackageFile(ctx context.Context, sha, name string) (Package, string, error) {
+	p, err := db.PackageBySHA256(ctx, sha)
+	if err != nil || name == p.FileName || p.Format != FormatFlatcar {
+		return p, p.Path, err
+	}
+	st, err := db.stmt(ctx, true, `SELECT path FROM package_files WHERE package_id = $1 AND name = $2`)
+	if err != nil {
+		return Package{}, "", fmt.Errorf("store: find package file: %w", err)
+	}
+	var path string
+	err = st.QueryRowContext(ctx, p.ID, name).Scan(&path)
+	if errors.Is(err, sql.ErrNoRows) {
+		return p, p.Path, nil // any other name serves the package itself, as before extras
+	}
+	if err != nil {
+		return Package{}, "", fmt.Errorf("store: find package file: %w", err)
+	}
+	return p, path, nil
 }
 
 // PackageBySHA256 returns a package whose file has the given sha256 (hex).
@@ -196,20 +323,34 @@ func channels(ctx context.Context, q querier, appID string) ([]Channel, error) {
 		return nil, err
 	}
 	defer rows.Close()
+	type current struct {
+		i int
+		p Package
+	}
+	var cur []*current
 	for rows.Next() {
 		var app, ch string
-		var p Package
-		var sec, created int64
-		if err := rows.Scan(&app, &ch, &p.ID, &p.AppID, &p.Version, &p.Board, &sec, &p.FileName, &p.Size, &p.SHA256, &p.SHA1, &p.Path, &p.URL, &p.Withdrawn, &created); err != nil {
+		p, err := scanPackageWith(rows, &app, &ch)
+		if err != nil {
 			return nil, err
 		}
-		p.SecurityVersion, p.Created = uint64(sec), fromMS(created)
 		if i, ok := idx[[2]string{app, ch}]; ok {
-			chs[i].Packages[p.Board] = p
+			cur = append(cur, &current{i, p})
 		}
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err
+	}
+	rows.Close()
+	ptrs := make([]*Package, len(cur))
+	for i, c := range cur {
+		ptrs[i] = &c.p
+	}
+	if err := withExtras(ctx, q, appID, ptrs); err != nil {
+		return nil, err
+	}
+	for _, c := range cur {
+		chs[c.i].Packages[c.p.Board] = c.p
 	}
 	sortChannels(chs)
 	return chs, nil

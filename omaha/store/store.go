@@ -33,7 +33,7 @@ const (
 type App struct {
 	ID      string // lower-case UUID without braces
 	Name    string
-	Trust   []byte // the payload trust root, JSON
+	Trust   []byte // the payload trust root, JSON; empty for an app that serves only Flatcar packages
 	Created time.Time
 }
 
@@ -52,6 +52,26 @@ type Package struct {
 	URL             string // full download URL when the file lives elsewhere; "" if stored
 	Withdrawn       bool
 	Created         time.Time
+	// Format is FormatTwinslot or FormatFlatcar.
+	Format string
+	// Extras are files served alongside (Flatcar's OEM and sysext images), from the same
+	// place as the package: stored when it is stored, next to its URL when it is external.
+	Extras []File
+}
+
+// Package formats: a signed twinslot payload, or update_engine's CrAU payload.
+const (
+	FormatTwinslot = "twinslot"
+	FormatFlatcar  = "flatcar"
+)
+
+// File is an extra file of a package.
+type File struct {
+	Name   string
+	Size   int64
+	SHA256 string // hex
+	SHA1   string // base64
+	Path   string // where the server stores it (relative to its store dir); "" when the package is external
 }
 
 // Channel is a release channel of an app. Packages maps a board to the channel's current package.
@@ -83,6 +103,9 @@ type Policy struct {
 	// FailuresSince is when the group was last re-enabled: failures before it are not counted
 	// again. Set by UpdateGroup when Enabled goes from false to true.
 	FailuresSince time.Time
+	// DisablePayloadBackoff is sent to update_engine on each offer (postinstall action):
+	// retry a failed download at the next check instead of backing off.
+	DisablePayloadBackoff bool
 }
 
 // Group is a set of hosts following one channel under one policy.
@@ -212,6 +235,12 @@ type dialect struct {
 // Open opens (creating if needed) the database named by dsn and applies missing migrations.
 // dsn is a postgres:// URL or a SQLite file path.
 func Open(ctx context.Context, dsn string) (*DB, error) {
+	return open(ctx, dsn, SchemaVersion())
+}
+
+// open opens dsn and applies the migrations up to version upto (tests of an upgrade stop
+// early); only a database at SchemaVersion gets its statements prepared.
+func open(ctx context.Context, dsn string, upto int) (*DB, error) {
 	var (
 		db  *DB
 		err error
@@ -224,9 +253,12 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := db.migrate(ctx); err != nil {
+	if err := db.migrate(ctx, upto); err != nil {
 		db.Close()
 		return nil, err
+	}
+	if upto < SchemaVersion() {
+		return db, nil
 	}
 	if err := db.prepareWrites(ctx); err != nil {
 		db.Close()

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -119,6 +120,7 @@ func conformance(t *testing.T, open opener) {
 		{"Migrations", testMigrations},
 		{"Apps", testApps},
 		{"Packages", testPackages},
+		{"FlatcarPackages", testFlatcarPackages},
 		{"PromoteWithdraw", testPromoteWithdraw},
 		{"Groups", testGroups},
 		{"Checkins", testCheckins},
@@ -203,7 +205,6 @@ func testApps(t *testing.T, e env) {
 		{"upper case", store.App{ID: strings.ToUpper(appID), Name: "x", Trust: []byte(trust1)}},
 		{"no name", store.App{ID: appID, Trust: []byte(trust1)}},
 		{"control char", store.App{ID: appID, Name: "a\nb", Trust: []byte(trust1)}},
-		{"no trust", store.App{ID: appID, Name: "x"}},
 		{"huge trust", store.App{ID: appID, Name: "x", Trust: make([]byte, store.MaxTrustLen+1)}},
 	}
 	for _, tc := range bad {
@@ -866,5 +867,88 @@ func testHaltOnFailures(t *testing.T, e env) {
 	if res := write(store.Batch{Events: []store.Event{fail(g.ID, 11, "1.0.2", 9, t1)}}); len(res.Halted) != 1 ||
 		!strings.Contains(res.Halted[0].Policy.HaltedReason, "2 host(s) failed (machine "+machine(11)+", error 9 DownloadTransferError)") {
 		t.Fatalf("second halt = %+v", res.Halted)
+	}
+}
+
+func flatcarPkg(version string, sha byte) store.Package {
+	p := pkg(version, sha)
+	p.Format, p.FileName, p.SecurityVersion = store.FormatFlatcar, "flatcar_production_update.gz", 0
+	oem := pkg(version, sha+100)
+	p.Extras = []store.File{{Name: "oem-azure.gz", Size: 11, SHA256: oem.SHA256, SHA1: oem.SHA1, Path: oem.Path}}
+	return p
+}
+
+// testFlatcarPackages: an app without a trust root holds Flatcar packages with extras, stored
+// or external; the catalog and the download lookup see the extras; a group asks for
+// DisablePayloadBackoff.
+func testFlatcarPackages(t *testing.T, e env) {
+	ctx, db := t.Context(), e.db
+	if err := db.CreateApp(ctx, store.App{ID: appID, Name: "flatcar"}, t0); err != nil {
+		t.Fatalf("CreateApp without trust: %v", err)
+	}
+	bad := []struct {
+		name string
+		mod  func(*store.Package)
+	}{
+		{"unknown format", func(p *store.Package) { p.Format = "rpm" }},
+		{"twinslot with extras", func(p *store.Package) { p.Format = store.FormatTwinslot }},
+		{"extra named like the payload", func(p *store.Package) { p.Extras[0].Name = p.FileName }},
+		{"extra twice", func(p *store.Package) { p.Extras = append(p.Extras, p.Extras[0]) }},
+		{"extra zero size", func(p *store.Package) { p.Extras[0].Size = 0 }},
+		{"extra bad sha256", func(p *store.Package) { p.Extras[0].SHA256 = "xyz" }},
+		{"extra external, package stored", func(p *store.Package) { p.Extras[0].Path = "" }},
+		{"extra stored, package external", func(p *store.Package) { p.Path, p.URL = "", "https://cdn.example/x/flatcar_production_update.gz" }},
+	}
+	for _, tc := range bad {
+		t.Run(tc.name, func(t *testing.T) {
+			p := flatcarPkg("4152.2.0", 1)
+			tc.mod(&p)
+			unchanged(t, db, store.ErrInvalid, func() error { _, err := db.AddPackage(ctx, p, "stable", t0); return err })
+		})
+	}
+	want := flatcarPkg("4152.2.0", 1)
+	got, err := db.AddPackage(ctx, want, "stable", t0)
+	if err != nil || got.Format != store.FormatFlatcar || !reflect.DeepEqual(got.Extras, want.Extras) {
+		t.Fatalf("AddPackage = %+v, %v", got, err)
+	}
+	again, err := db.AddPackage(ctx, want, "stable", t0)
+	if err != nil || again.ID != got.ID || len(again.Extras) != 1 {
+		t.Fatalf("republish = %+v, %v", again, err)
+	}
+	ext := flatcarPkg("4152.2.1", 2)
+	ext.Path, ext.URL, ext.Extras[0].Path = "", "https://cdn.example/4152.2.1/flatcar_production_update.gz", ""
+	if _, err := db.AddPackage(ctx, ext, "beta", t0); err != nil {
+		t.Fatal(err)
+	}
+	c, err := db.Catalog(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ch := range c.Channels {
+		p, ok := ch.Packages[board]
+		switch ch.Name {
+		case "stable", "beta":
+			if !ok || p.Format != store.FormatFlatcar || len(p.Extras) != 1 || p.Extras[0].Name != "oem-azure.gz" {
+				t.Errorf("catalog %s = %+v", ch.Name, p)
+			}
+		}
+	}
+	ps, err := db.Packages(ctx, appID)
+	if err != nil || len(ps) != 2 || len(ps[0].Extras) != 1 || ps[0].Extras[0].Path != "" || ps[1].Extras[0].Path == "" {
+		t.Fatalf("Packages = %+v, %v", ps, err)
+	}
+	for name, wantPath := range map[string]string{"oem-azure.gz": want.Extras[0].Path, want.FileName: want.Path, "other": want.Path} {
+		if _, path, err := db.PackageFile(ctx, want.SHA256, name); err != nil || path != wantPath {
+			t.Errorf("PackageFile(%s) = %q, %v; want %q", name, path, err, wantPath)
+		}
+	}
+	g, err := db.CreateGroup(ctx, store.Group{AppID: appID, Name: "fast", Channel: "stable",
+		Policy: store.Policy{Enabled: true, Period: time.Hour, DisablePayloadBackoff: true}}, t0)
+	if err != nil || !g.Policy.DisablePayloadBackoff {
+		t.Fatalf("CreateGroup = %+v, %v", g, err)
+	}
+	g, err = db.UpdateGroup(ctx, appID, g.ID, func(g *store.Group) { g.Policy.DisablePayloadBackoff = false }, t0)
+	if err != nil || g.Policy.DisablePayloadBackoff {
+		t.Fatalf("UpdateGroup = %+v, %v", g, err)
 	}
 }

@@ -2,12 +2,17 @@ package releasectl
 
 import (
 	"context"
+	"crypto/sha1"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -190,18 +195,69 @@ func explain(err error) error {
 }
 
 func (c *cmd) publish(ctx context.Context, stdio cli.IO, args []string) error {
-	fs := stdio.FlagSet("releasectl publish", "[--channel alpha] [--name N] [--url U] FILE",
+	fs := stdio.FlagSet("releasectl publish", `[--channel alpha] [--name N] [--url U] FILE
+  releasectl publish --version V [--board B] [--channel C] --flatcar FILE [--extra FILE]...
+  releasectl publish --version V [--board B] [--channel C] --url URL --size N --sha256 HEX --sha1 B64 [--extra FILE]...`,
 		`Upload a payload file. The server verifies it against the app's trust root and refuses what
 does not verify; with --channel it then points that channel at it. With --url the server keeps
 only the record, and hosts download the file from that URL. Without --app the payload's own app
-id is used.`)
+id is used.
+
+Flatcar payloads (update_engine's flatcar_production_update.gz, "CrAU" format) are published
+with --version: --flatcar FILE uploads the file, which the server checks (CrAU header, size,
+SHA-256, SHA-1) and serves; --url with --size, --sha256 (hex) and --sha1 (base64, as in Omaha's
+hash attribute) records a file hosts download elsewhere. --extra FILE adds an OEM or sysext
+image served from the same place (uploaded with --flatcar; with --url only hashed here and
+expected next to URL). Without --app, Flatcar's app id `+flatcarAppID+` is used; create that
+app with 'releasectl app create --id `+flatcarAppID+` --name flatcar' (no --trust needed).`)
 	k := c.connFlags(fs, true)
 	channel := fs.String("channel", "", "point this channel at the package (alpha, beta or stable)")
 	name := fs.String("name", "", "file name hosts download (default: FILE's base name)")
 	ext := fs.String("url", "", "external download URL of the same file (CDN)")
+	version := fs.String("version", "", "Flatcar: the version of the payload, e.g. 4152.2.0")
+	board := fs.String("board", "amd64-usr", "Flatcar: the board the payload is for")
+	fcFile := fs.String("flatcar", "", "Flatcar: upload this update_engine payload")
+	size := fs.Int64("size", 0, "Flatcar with --url: the file's size in bytes")
+	sum256 := fs.String("sha256", "", "Flatcar with --url: the file's SHA-256, hex")
+	sum1 := fs.String("sha1", "", "Flatcar with --url: the file's SHA-1, base64")
+	var extras []string
+	fs.Func("extra", "Flatcar: an extra file served alongside (repeatable)", func(v string) error {
+		extras = append(extras, v)
+		return nil
+	})
 	pos, err := cli.Parse(fs, args)
 	if err != nil {
 		return err
+	}
+	external := flagSet(fs, "size") || flagSet(fs, "sha256") || flagSet(fs, "sha1")
+	if *fcFile != "" || external {
+		if len(pos) > 0 {
+			return cli.Usagef("a Flatcar payload is given with --flatcar FILE or --url, not as an argument")
+		}
+		if *fcFile != "" && (external || *ext != "") {
+			return cli.Usagef("--flatcar FILE uploads the payload: do not combine it with --url, --size, --sha256, --sha1")
+		}
+		if *version == "" {
+			return cli.Usagef("--version is required for a Flatcar payload")
+		}
+		if !flagSet(fs, "app") && c.app == "" {
+			k.app = flatcarAppID
+		}
+		fp := admin.FlatcarPackage{Version: *version, Board: *board, Channel: *channel, Name: *name,
+			URL: *ext, Size: *size, SHA256: *sum256, SHA1: *sum1}
+		if external {
+			if *ext == "" || *size <= 0 || *sum256 == "" || *sum1 == "" {
+				return cli.Usagef("an external Flatcar payload needs --url, --size, --sha256 and --sha1")
+			}
+			if *name != "" {
+				return cli.Usagef("--name: the file name is the last part of --url")
+			}
+			fp.Name = path.Base(*ext)
+		}
+		return c.publishFlatcar(ctx, stdio, k, fp, *fcFile, extras)
+	}
+	if len(extras) > 0 || flagSet(fs, "version") || flagSet(fs, "board") {
+		return cli.Usagef("--version, --board and --extra are for Flatcar payloads (--flatcar FILE or --url with --size/--sha256/--sha1); a twinslot payload names its own version and board")
 	}
 	if err := cli.NArgs(pos, 1, 1, "a payload FILE"); err != nil {
 		return err
@@ -241,6 +297,82 @@ id is used.`)
 		_, err := fmt.Fprintln(w)
 		return err
 	})
+}
+
+// flatcarAppID is Flatcar's default Omaha app id, what its hosts send unless their release
+// file says otherwise.
+const flatcarAppID = "e96281a6-d1af-4bde-9a0a-97b76e56dc57"
+
+// publishFlatcar uploads (upload != "") or hashes the files of a Flatcar package and creates
+// it. Extras are uploaded with an uploaded payload and only hashed for an external one.
+func (c *cmd) publishFlatcar(ctx context.Context, stdio cli.IO, k *conn, fp admin.FlatcarPackage, upload string, extras []string) error {
+	return do(c, stdio, k, func(cl *admin.Client, app string) (admin.Package, error) {
+		send := func(file string) (admin.File, error) {
+			f, err := os.Open(file)
+			if err != nil {
+				return admin.File{}, err
+			}
+			defer f.Close()
+			st, err := f.Stat()
+			if err != nil {
+				return admin.File{}, err
+			}
+			bar := progress.New(stdio.Stderr, cli.IsTerminal(stdio.Stderr), "upload "+filepath.Base(file), st.Size(), c.env.Now)
+			defer bar.Finish()
+			out, err := cl.UploadFile(ctx, app, &countingReader{r: f, bar: bar}, st.Size())
+			out.Name = filepath.Base(file)
+			return out, err
+		}
+		if fp.URL == "" {
+			main, err := send(upload)
+			if err != nil {
+				return admin.Package{}, err
+			}
+			if fp.Name == "" {
+				fp.Name = main.Name
+			}
+			fp.Size, fp.SHA256, fp.SHA1 = main.Size, main.SHA256, main.SHA1
+		}
+		for _, e := range extras {
+			get := send
+			if fp.URL != "" {
+				get = hashFile
+			}
+			f, err := get(e)
+			if err != nil {
+				return admin.Package{}, err
+			}
+			fp.Extras = append(fp.Extras, f)
+		}
+		return cl.PublishFlatcar(ctx, app, fp)
+	}, func(w io.Writer, p admin.Package) error {
+		fmt.Fprintf(w, "published Flatcar %s for %s (%s, sha256 %s", p.Version, p.Board, progress.Bytes(p.Size), p.SHA256)
+		if len(p.Extras) > 0 {
+			fmt.Fprintf(w, ", %d extra file(s)", len(p.Extras))
+		}
+		fmt.Fprint(w, ")")
+		if fp.Channel != "" {
+			fmt.Fprintf(w, " to %s", fp.Channel)
+		}
+		_, err := fmt.Fprintln(w)
+		return err
+	})
+}
+
+// hashFile returns the size and digests of a local file, named by its base name.
+func hashFile(file string) (admin.File, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return admin.File{}, err
+	}
+	defer f.Close()
+	h256, h1 := sha256.New(), sha1.New()
+	n, err := io.Copy(io.MultiWriter(h256, h1), f)
+	if err != nil {
+		return admin.File{}, fmt.Errorf("%s: %w", file, err)
+	}
+	return admin.File{Name: filepath.Base(file), Size: n, SHA256: hex.EncodeToString(h256.Sum(nil)),
+		SHA1: base64.StdEncoding.EncodeToString(h1.Sum(nil))}, nil
 }
 
 // flagSet reports whether the command line set the flag name.
@@ -332,21 +464,25 @@ func readTrust(path string) ([]byte, error) {
 }
 
 func (c *cmd) appCreate(ctx context.Context, stdio cli.IO, args []string) error {
-	fs := stdio.FlagSet("releasectl app create", "--id ID --name N --trust trust.json",
-		"Create an app with channels alpha, beta and stable, each with a default group of the same name.")
+	fs := stdio.FlagSet("releasectl app create", "--id ID --name N [--trust trust.json]",
+		`Create an app with channels alpha, beta and stable, each with a default group of the same name.
+Without --trust the app can hold only Flatcar payloads until 'app set-trust' gives it one.`)
 	k := c.connFlags(fs, true)
 	id := fs.String("id", payload.DefaultAppID, "app id (a UUID)")
 	name := fs.String("name", "", "app name")
-	trust := fs.String("trust", "", "payload trust root (JSON from 'payload trust init')")
+	trust := fs.String("trust", "", "payload trust root (JSON from 'payload trust init'); omit for Flatcar payloads only")
 	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
 	if *name == "" {
 		return cli.Usagef("--name is required")
 	}
-	b, err := readTrust(*trust)
-	if err != nil {
-		return err
+	var b []byte
+	if *trust != "" { // no trust root: an app for Flatcar payloads only
+		var err error
+		if b, err = readTrust(*trust); err != nil {
+			return err
+		}
 	}
 	k.app = *id
 	return do(c, stdio, k, func(cl *admin.Client, app string) (admin.App, error) {
@@ -469,10 +605,14 @@ func printPackages(w io.Writer, ps []admin.Package) error {
 	tw := cli.Table(w)
 	fmt.Fprintln(tw, "VERSION\tBOARD\tSECURITY\tSIZE\tSHA256\tPUBLISHED\tNOTE")
 	for _, p := range ps {
-		note := ""
-		if p.Withdrawn {
-			note = "withdrawn"
+		var notes []string
+		if p.Format == admin.FormatFlatcar {
+			notes = append(notes, fmt.Sprintf("flatcar, %d extra", len(p.Extras)))
 		}
+		if p.Withdrawn {
+			notes = append(notes, "withdrawn")
+		}
+		note := strings.Join(notes, "; ")
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%.16s…\t%s\t%s\n", p.Version, p.Board, p.SecurityVersion, progress.Bytes(p.Size), p.SHA256,
 			p.Created.Format("2006-01-02 15:04"), note)
 	}
@@ -499,6 +639,9 @@ func policyString(p admin.Policy) string {
 	}
 	if p.HaltOnFailures > 0 {
 		parts = append(parts, fmt.Sprintf("halt at %d failed", p.HaltOnFailures))
+	}
+	if p.DisablePayloadBackoff {
+		parts = append(parts, "no payload backoff")
 	}
 	return strings.Join(parts, ", ")
 }
@@ -546,6 +689,7 @@ type policyFlags struct {
 	period  *time.Duration
 	timeout *time.Duration
 	halt    *int64
+	backoff *bool
 }
 
 func addPolicyFlags(fs *flag.FlagSet) *policyFlags {
@@ -557,6 +701,8 @@ func addPolicyFlags(fs *flag.FlagSet) *policyFlags {
 		timeout: fs.Duration("update-timeout", time.Hour, "free a granted slot when the host did not report installed in this time (0 = never)"),
 		halt: fs.Int64("halt-on-failures", 0,
 			"pause the group when this many distinct hosts fail or roll back the version it offers (0 = off)"),
+		backoff: fs.Bool("disable-payload-backoff", false,
+			"tell update_engine to retry a failed download at its next check instead of backing off for days"),
 	}
 }
 
@@ -596,7 +742,7 @@ func (c *cmd) groupCreate(ctx context.Context, stdio cli.IO, args []string) erro
 	return do(c, stdio, k, func(cl *admin.Client, app string) (admin.Group, error) {
 		return cl.CreateGroup(ctx, app, admin.Group{Name: *name, Channel: *pf.channel, Policy: admin.Policy{
 			Enabled: *pf.enabled, MaxUpdates: *pf.max, Period: admin.Duration(*pf.period), UpdateTimeout: admin.Duration(*pf.timeout),
-			HaltOnFailures: *pf.halt,
+			HaltOnFailures: *pf.halt, DisablePayloadBackoff: *pf.backoff,
 		}})
 	}, printGroup)
 }
@@ -608,7 +754,7 @@ func printGroup(w io.Writer, g admin.Group) error {
 }
 
 func (c *cmd) groupUpdate(ctx context.Context, stdio cli.IO, args []string) error {
-	fs := stdio.FlagSet("releasectl group update", "GROUP [--channel C] [--enabled=false] [--max-updates N] [--period D] [--update-timeout D] [--halt-on-failures N]",
+	fs := stdio.FlagSet("releasectl group update", "GROUP [--channel C] [--enabled=false] [--max-updates N] [--period D] [--update-timeout D] [--halt-on-failures N] [--disable-payload-backoff]",
 		"Change a group (by name or id). Only the flags given change. --enabled=true resumes a halted group and clears its reason.")
 	k := c.connFlags(fs, true)
 	pf := addPolicyFlags(fs)
@@ -639,8 +785,11 @@ func (c *cmd) groupUpdate(ctx context.Context, stdio cli.IO, args []string) erro
 	if set["halt-on-failures"] {
 		ch.HaltOnFailures = pf.halt
 	}
+	if set["disable-payload-backoff"] {
+		ch.DisablePayloadBackoff = pf.backoff
+	}
 	if ch == (admin.GroupChange{}) {
-		return cli.Usagef("nothing to change: give at least one of --channel, --enabled, --max-updates, --period, --update-timeout, --halt-on-failures")
+		return cli.Usagef("nothing to change: give at least one of --channel, --enabled, --max-updates, --period, --update-timeout, --halt-on-failures, --disable-payload-backoff")
 	}
 	if err := pf.check(); err != nil {
 		return err
