@@ -397,4 +397,3 @@ func TestParsePair(t *testing.T) {
 		}
 	}
 }
-

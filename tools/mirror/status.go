@@ -43,26 +43,26 @@ type Event struct {
 
 // Stats are the Mirror's counters since it started, and per pair the last outcome.
 type Stats struct {
-	Checks          int64                `json:"checks"`            // update checks sent upstream
-	CheckFailures   int64                `json:"check_failures"`    // checks that failed (unreachable, error answers)
-	Downloads       int64                `json:"downloads"`         // files downloaded and verified
-	DownloadRetries int64                `json:"download_retries"`  // download attempts that failed transiently
-	BytesDownloaded int64                `json:"bytes_downloaded"`  // bytes fetched (not counting resumed ones)
-	BytesResumed    int64                `json:"bytes_resumed"`     // bytes already on disk when a download resumed
-	IntegrityErrors int64                `json:"integrity_errors"`  // files refused for a wrong size or hash
-	Published       int64                `json:"published"`         // versions published locally
-	PublishFailures int64                `json:"publish_failures"`  // local publishes the server refused or that failed
-	Pairs           map[string]PairState `json:"pairs"`             // by Pair.String()
-	Updated         time.Time            `json:"updated,omitzero"`  // time of the last change
+	Checks          int64                `json:"checks"`           // update checks sent upstream
+	CheckFailures   int64                `json:"check_failures"`   // checks that failed (unreachable, error answers)
+	Downloads       int64                `json:"downloads"`        // files downloaded and verified
+	DownloadRetries int64                `json:"download_retries"` // download attempts that failed transiently
+	BytesDownloaded int64                `json:"bytes_downloaded"` // bytes fetched (not counting resumed ones)
+	BytesResumed    int64                `json:"bytes_resumed"`    // bytes already on disk when a download resumed
+	IntegrityErrors int64                `json:"integrity_errors"` // files refused for a wrong size or hash
+	Published       int64                `json:"published"`        // versions published locally
+	PublishFailures int64                `json:"publish_failures"` // local publishes the server refused or that failed
+	Pairs           map[string]PairState `json:"pairs"`            // by Pair.String()
+	Updated         time.Time            `json:"updated,omitzero"` // time of the last change
 }
 
 // PairState is the last outcome for one pair.
 type PairState struct {
-	Upstream  string    `json:"upstream_version,omitempty"`  // the version last offered
-	Local     string    `json:"local_version,omitempty"`     // the version last published or found locally
-	LastCheck time.Time `json:"last_check,omitzero"`         // last check that got an answer
-	LastError string    `json:"last_error,omitempty"`        // "" after a good round
-	ErrorAt   time.Time `json:"last_error_at,omitzero"`      // when LastError happened
+	Upstream  string    `json:"upstream_version,omitempty"` // the version last offered
+	Local     string    `json:"local_version,omitempty"`    // the version last published or found locally
+	LastCheck time.Time `json:"last_check,omitzero"`        // last check that got an answer
+	LastError string    `json:"last_error,omitempty"`       // "" after a good round
+	ErrorAt   time.Time `json:"last_error_at,omitzero"`     // when LastError happened
 }
 
 // IntegrityError is a downloaded file whose size or hash is not what the upstream offered.
