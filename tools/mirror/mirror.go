@@ -344,13 +344,13 @@ func (m *Mirror) check(ctx context.Context, p Pair) (*Offer, error) {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		ue := &UpstreamError{Upstream: m.upstream, Transient: omaha.IsTransient(err), Err: err}
+		ue := &UpstreamError{Upstream: m.upstream, Transient: omaha.IsTransient(err), Attempts: n, Err: err}
 		if !ue.Transient || n >= m.attempts {
 			return nil, ue
 		}
 		wait := m.backoff(n)
 		m.emit(Event{Phase: PhaseUnreachable, Pair: p.String(), Retry: wait,
-			Message: fmt.Sprintf("%s: %v; attempt %d of %d, retrying in %s", p.short(), ue, n, m.attempts, wait.Round(time.Millisecond))})
+			Message: fmt.Sprintf("%s: upstream unreachable or failing: %v; attempt %d of %d, retrying in %s", p.short(), cause(err), n, m.attempts, wait.Round(time.Millisecond))})
 		if err := sleep(ctx, wait); err != nil {
 			return nil, err
 		}
@@ -471,8 +471,8 @@ func (m *Mirror) obtain(ctx context.Context, o *Offer) ([]string, error) {
 		for _, err := range errs {
 			if errors.As(err, &ie) {
 				m.count(func(s *Stats) { s.IntegrityErrors++ })
-				m.emit(Event{Phase: PhaseFailed, Pair: p.String(), Version: o.Version, File: ie.File, Expected: ie.Expected, Got: ie.Got,
-					Message: fmt.Sprintf("%s: %s: %v", p.short(), o.Version, ie)})
+				m.emit(Event{Phase: PhaseRefused, Pair: p.String(), Version: o.Version, File: ie.File, Expected: ie.Expected, Got: ie.Got,
+					Message: fmt.Sprintf("%s: %s: refused %s: its %s is %s, the upstream offered %s", p.short(), o.Version, ie.File, ie.What, ie.Got, ie.Expected)})
 			}
 		}
 		if len(errs) == 0 {

@@ -317,8 +317,8 @@ func TestMirrorWrongHash(t *testing.T) {
 	if ps, err := w.local.Admin.Packages(t.Context(), app); err != nil || len(ps) != 0 {
 		t.Fatalf("local packages %+v, %v; want none", ps, err)
 	}
-	evs := w.events.phase(mirror.PhaseFailed)
-	if len(evs) == 0 || evs[0].File != up.FileName || evs[0].Expected != up.SHA256 || evs[0].Got != ie.Got {
+	evs := w.events.phase(mirror.PhaseRefused)
+	if len(evs) != 1 || evs[0].File != up.FileName || evs[0].Expected != up.SHA256 || evs[0].Got != ie.Got {
 		t.Fatalf("failed events %+v", evs)
 	}
 	ents, _ := os.ReadDir(filepath.Join(w.cfg.Dir, "partial"))

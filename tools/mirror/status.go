@@ -1,8 +1,12 @@
 package mirror
 
 import (
+	"errors"
 	"fmt"
+	"net/url"
 	"time"
+
+	"github.com/twinslot/twinslot/omaha"
 )
 
 // Phase says what an Event reports.
@@ -17,6 +21,7 @@ const (
 	PhaseOffer       Phase = "offer"       // a new version is offered; downloading
 	PhaseDownload    Phase = "download"    // download progress (Done of Total bytes)
 	PhaseRetry       Phase = "retry"       // a download failed transiently; resuming
+	PhaseRefused     Phase = "refused"     // a downloaded file has another size or hash than offered
 	PhasePublished   Phase = "published"   // the local channel now carries the version
 	PhaseFailed      Phase = "failed"      // the pair's round failed; nothing was published
 )
@@ -83,14 +88,28 @@ func (e *IntegrityError) Error() string {
 type UpstreamError struct {
 	Upstream  string
 	Transient bool // unreachable, 5xx, timeout: worth retrying
+	Attempts  int  // checks tried in the round
 	Err       error
 }
 
 func (e *UpstreamError) Error() string {
 	if e.Transient {
-		return fmt.Sprintf("upstream %s is unreachable or failing: %v", e.Upstream, e.Err)
+		return fmt.Sprintf("upstream %s is unreachable or failing (%d attempt(s)): %v: check --upstream and the network", e.Upstream, e.Attempts, cause(e.Err))
 	}
-	return fmt.Sprintf("upstream %s: %v", e.Upstream, e.Err)
+	return fmt.Sprintf("upstream %s: %v", e.Upstream, cause(e.Err))
+}
+
+// cause strips the layers that repeat what UpstreamError says (the operation, the URL).
+func cause(err error) error {
+	var oe *omaha.Error
+	if errors.As(err, &oe) {
+		err = oe.Err
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	return err
 }
 
 func (e *UpstreamError) Unwrap() error { return e.Err }
