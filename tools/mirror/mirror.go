@@ -344,7 +344,7 @@ func (m *Mirror) check(ctx context.Context, p Pair) (*Offer, error) {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		ue := &UpstreamError{Upstream: m.upstream, Transient: omaha.IsTransient(err), Attempts: n, Err: err}
+		ue := &UpstreamError{Upstream: m.upstream, Transient: omaha.IsTransient(err), Attempts: n, Err: explainStatus(p, err)}
 		if !ue.Transient || n >= m.attempts {
 			return nil, ue
 		}
@@ -355,6 +355,22 @@ func (m *Mirror) check(ctx context.Context, p Pair) (*Offer, error) {
 			return nil, err
 		}
 	}
+}
+
+// explainStatus says what an Omaha error status means for the pair (Nebraska's and omahad's
+// answers to an unknown app or track).
+func explainStatus(p Pair, err error) error {
+	var oe *omaha.Error
+	if !errors.As(err, &oe) {
+		return err
+	}
+	switch oe.Status {
+	case omaha.StatusUnknownApplication:
+		return fmt.Errorf("it knows no app %s: check the pair's app id (%w)", p.App, err)
+	case "error-unknownApplicationOrGroup":
+		return fmt.Errorf("it knows no channel or group %q for app %s: check the pair's channel (%w)", p.Channel, p.App, err)
+	}
+	return err
 }
 
 // offer turns a check's answer into an Offer, refusing what cannot be mirrored safely.

@@ -102,7 +102,7 @@ func (e *UpstreamError) Error() string {
 // cause strips the layers that repeat what UpstreamError says (the operation, the URL).
 func cause(err error) error {
 	var oe *omaha.Error
-	if errors.As(err, &oe) {
+	if errors.As(err, &oe) && oe.Status == "" {
 		err = oe.Err
 	}
 	var ue *url.Error

@@ -145,6 +145,10 @@ func (o *mirrorOutput) event(ev mirror.Event) {
 	} else {
 		fmt.Fprintf(o.w, "%s %s\n", ev.Time.UTC().Format(time.RFC3339), ev.Message)
 	}
+	if !o.json && ev.Phase == mirror.PhaseOffer {
+		// The bar starts with the download, so its rate counts from there.
+		o.bar = progress.New(o.errw, o.tty, "download "+ev.Version, ev.Total, o.now)
+	}
 	o.writeStatus()
 }
 
