@@ -358,6 +358,26 @@ func TestMirrorUpstreamUnreachable(t *testing.T) {
 	}
 }
 
+// TestMirrorUnknownApp: an upstream that knows no such app is not retried, and the status
+// says which app.
+func TestMirrorUnknownApp(t *testing.T) {
+	w := newWorld(t, nil)
+	p, err := mirror.ParsePair("0b0b0b0b-1111-4222-8333-444444444444/beta/amd64-usr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.cfg.Pairs = []mirror.Pair{p}
+	m := w.mirror(t)
+	err = m.Once(t.Context())
+	var ue *mirror.UpstreamError
+	if !errors.As(err, &ue) || ue.Transient || !strings.Contains(err.Error(), "knows no app 0b0b0b0b-1111-4222-8333-444444444444") {
+		t.Fatalf("want a permanent UpstreamError naming the app, got %v", err)
+	}
+	if st := m.Stats(); st.Checks != 1 {
+		t.Fatalf("%d checks, want 1 (no retry of a definitive answer)", st.Checks)
+	}
+}
+
 // TestRunStopsWithContext: Run keeps going after a failed round and returns when ctx ends.
 func TestRunStopsWithContext(t *testing.T) {
 	w := newWorld(t, nil)
