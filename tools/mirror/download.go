@@ -55,8 +55,13 @@ type fetchResult struct {
 // fetch downloads every file of o into its partial path, several at once, resuming what a
 // previous attempt left. It returns per-file errors; a file that arrived whole is verified by
 // the caller.
-func (m *Mirror) fetch(ctx context.Context, o *Offer, attempt int, progress func(done, resumed int64)) fetchResult {
+func (m *Mirror) fetch(parent context.Context, o *Offer, attempt int, progress func(done, resumed int64)) fetchResult {
 	var res fetchResult
+	// The attempt is cancelled when no byte arrived for m.stall: a connection that hangs is
+	// dropped and resumed by the next attempt.
+	ctx, cancel := context.WithCancel(parent)
+	defer cancel()
+	stalled := false
 	before := make([]int64, len(o.Files))
 	var reqs []*grab.Request
 	for i, f := range o.Files {
@@ -97,6 +102,7 @@ func (m *Mirror) fetch(ctx context.Context, o *Offer, attempt int, progress func
 	tick := time.NewTicker(progressEvery)
 	defer tick.Stop()
 	var resps []*grab.Response
+	last, lastAt := res.resumed, m.now()
 	for open := true; open; {
 		select {
 		case r, ok := <-respch:
@@ -106,7 +112,14 @@ func (m *Mirror) fetch(ctx context.Context, o *Offer, attempt int, progress func
 			}
 			resps = append(resps, r)
 		case <-tick.C:
-			progress(done(), res.resumed)
+			n, now := done(), m.now()
+			progress(n, res.resumed)
+			if n != last {
+				last, lastAt = n, now
+			} else if now.Sub(lastAt) >= m.stall && !stalled {
+				stalled = true
+				cancel()
+			}
 		}
 	}
 	progress(done(), res.resumed)
@@ -125,8 +138,10 @@ func (m *Mirror) fetch(ctx context.Context, o *Offer, attempt int, progress func
 		transient := true
 		var sc grab.StatusCodeError
 		switch {
-		case ctx.Err() != nil:
+		case parent.Err() != nil:
 			transient = false
+		case stalled && errors.Is(err, context.Canceled):
+			err = fmt.Errorf("no data arrived for %s: dropped the connection", m.stall)
 		case errors.As(err, &sc):
 			transient = int(sc) >= 500 || int(sc) == http.StatusRequestTimeout || int(sc) == http.StatusTooManyRequests
 			err = fmt.Errorf("the upstream answered %d %s for %s", int(sc), http.StatusText(int(sc)), r.Request.URL())

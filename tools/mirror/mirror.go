@@ -25,6 +25,9 @@ const (
 	DefaultAttempts   = 4
 	DefaultMinBackoff = 2 * time.Second
 	DefaultMaxBackoff = 5 * time.Minute
+	// DefaultStall is how long a download may go without a byte before it is dropped and
+	// resumed.
+	DefaultStall = 2 * time.Minute
 	// SyntheticVersion is the version the mirror reports: lower than any release, so the
 	// upstream always offers its newest.
 	SyntheticVersion = "0.0.0"
@@ -48,8 +51,11 @@ type Config struct {
 	// MinBackoff and MaxBackoff bound the jittered exponential backoff between attempts and
 	// between failed rounds; the defaults if 0.
 	MinBackoff, MaxBackoff time.Duration
-	HTTP                   *http.Client     // nil = a client of the mirror's own
-	Now                    func() time.Time // nil = time.Now
+	// Stall is how long a download may receive nothing before it is dropped (and resumed by
+	// the next attempt); DefaultStall if 0.
+	Stall time.Duration
+	HTTP  *http.Client     // nil = a client of the mirror's own
+	Now   func() time.Time // nil = time.Now
 	// Report receives every status event (nil = none). It is called from the goroutine that
 	// runs the round and must not block for long.
 	Report func(Event)
@@ -65,6 +71,7 @@ type Mirror struct {
 	workers    int
 	attempts   int
 	minB, maxB time.Duration
+	stall      time.Duration
 	http       *http.Client
 	now        func() time.Time
 	report     func(Event)
@@ -72,6 +79,8 @@ type Mirror struct {
 	machineID  string
 	bootID     string
 	userAgent  string
+
+	round sync.Mutex // one round at a time: rounds share the partial files
 
 	mu    sync.Mutex
 	stats Stats
@@ -100,7 +109,7 @@ func New(cfg Config) (*Mirror, error) {
 		upstream: cfg.Upstream, pairs: cfg.Pairs, dir: cfg.Dir, local: cfg.Local,
 		interval: orDefault(cfg.Interval, DefaultInterval), workers: orDefault(cfg.Workers, DefaultWorkers),
 		attempts: orDefault(cfg.Attempts, DefaultAttempts), minB: orDefault(cfg.MinBackoff, DefaultMinBackoff),
-		maxB: orDefault(cfg.MaxBackoff, DefaultMaxBackoff), http: cfg.HTTP, now: cfg.Now, report: cfg.Report,
+		maxB: orDefault(cfg.MaxBackoff, DefaultMaxBackoff), stall: orDefault(cfg.Stall, DefaultStall), http: cfg.HTTP, now: cfg.Now, report: cfg.Report,
 		userAgent: UpdaterVersion,
 	}
 	if m.maxB < m.minB {
@@ -280,6 +289,8 @@ func sleep(ctx context.Context, d time.Duration) error {
 // offered, mirrored. It returns the pairs' errors joined (nil when every pair is up to date
 // or was mirrored).
 func (m *Mirror) Once(ctx context.Context) error {
+	m.round.Lock()
+	defer m.round.Unlock()
 	var errs []error
 	for _, p := range m.pairs {
 		if err := m.pair(ctx, p); err != nil {

@@ -270,6 +270,68 @@ func TestMirrorResumesCutDownload(t *testing.T) {
 	}
 }
 
+// hangOnce holds the first package download after n body bytes until the client goes away.
+type hangOnce struct {
+	n    int64
+	done atomic.Bool
+}
+
+func (h *hangOnce) wrap(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		if !strings.HasPrefix(r.URL.Path, "/packages/") || r.Method != http.MethodGet || !h.done.CompareAndSwap(false, true) {
+			next.ServeHTTP(rw, r)
+			return
+		}
+		next.ServeHTTP(&hangWriter{ResponseWriter: rw, left: h.n, r: r}, r)
+	})
+}
+
+type hangWriter struct {
+	http.ResponseWriter
+	left int64
+	r    *http.Request
+}
+
+func (h *hangWriter) Write(b []byte) (int, error) {
+	if int64(len(b)) < h.left {
+		n, err := h.ResponseWriter.Write(b)
+		h.left -= int64(n)
+		return n, err
+	}
+	n, _ := h.ResponseWriter.Write(b[:h.left])
+	h.left -= int64(n)
+	http.NewResponseController(h.ResponseWriter).Flush()
+	<-h.r.Context().Done() // the mirror drops a stalled download
+	return n, h.r.Context().Err()
+}
+
+// TestMirrorResumesStalledDownload: a download that stops moving is dropped after Stall and
+// resumed from the byte it reached.
+func TestMirrorResumesStalledDownload(t *testing.T) {
+	var d downloads
+	hang := &hangOnce{}
+	w := newWorld(t, func(h http.Handler) http.Handler { return d.wrap(hang.wrap(h)) })
+	up := w.up.Publish(t, "beta", w.up.BuildPayload(t, "2.1.0", w.key))
+	hang.n = up.Size / 2
+	w.cfg.Stall = 300 * time.Millisecond
+	m := w.mirror(t)
+	if err := m.Once(t.Context()); err != nil {
+		t.Fatalf("mirror: %v", err)
+	}
+	if got, _ := w.localStable(t); got.Version != "2.1.0" || got.SHA256 != up.SHA256 {
+		t.Fatalf("local stable carries %+v, want 2.1.0", got)
+	}
+	d.mu.Lock()
+	ranges := fmt.Sprint(d.ranges)
+	d.mu.Unlock()
+	if want := fmt.Sprint([]string{"", fmt.Sprintf("bytes=%d-", hang.n)}); ranges != want {
+		t.Fatalf("download requests asked for ranges %s, want %s", ranges, want)
+	}
+	if evs := w.events.phase(mirror.PhaseRetry); len(evs) != 1 || !strings.Contains(evs[0].Message, "no data arrived") {
+		t.Fatalf("retry events %+v", evs)
+	}
+}
+
 // corrupt flips one byte of every package download: the file arrives with the offered size
 // and another SHA-256.
 func corrupt(next http.Handler) http.Handler {

@@ -60,6 +60,7 @@ after a failed round (capped, jittered backoff). --json prints one JSON status o
 	attempts := fs.Int("attempts", mirror.DefaultAttempts, "tries of a check and of a download per round")
 	backoff := fs.Duration("backoff", mirror.DefaultMinBackoff, "first wait after a failure (doubles up to --max-backoff, jittered)")
 	maxBackoff := fs.Duration("max-backoff", mirror.DefaultMaxBackoff, "longest wait after failures")
+	stall := fs.Duration("stall", mirror.DefaultStall, "drop and resume a download that received nothing for this long")
 	statusFile := fs.String("status-file", "", "write counters and per-pair state here as JSON after each step")
 	if err := parseNoArgs(fs, args); err != nil {
 		return err
@@ -69,8 +70,8 @@ after a failed round (capped, jittered backoff). --json prints one JSON status o
 		return cli.Usagef("--upstream URL is required")
 	case len(pairs) == 0:
 		return cli.Usagef("give at least one --pair app/channel/board[=localchannel]")
-	case *interval <= 0 || *workers <= 0 || *attempts <= 0 || *backoff <= 0 || *maxBackoff <= 0:
-		return cli.Usagef("--interval, --workers, --attempts, --backoff and --max-backoff must be positive")
+	case *interval <= 0 || *workers <= 0 || *attempts <= 0 || *backoff <= 0 || *maxBackoff <= 0 || *stall <= 0:
+		return cli.Usagef("--interval, --workers, --attempts, --backoff, --max-backoff and --stall must be positive")
 	}
 	cl, _, err := c.client(k)
 	if err != nil {
@@ -79,7 +80,7 @@ after a failed round (capped, jittered backoff). --json prints one JSON status o
 	out := &mirrorOutput{w: stdio.Stdout, errw: stdio.Stderr, json: k.json, tty: cli.IsTerminal(stdio.Stderr), now: c.env.Now, statusFile: *statusFile}
 	m, err := mirror.New(mirror.Config{
 		Upstream: *upstream, Pairs: pairs, Dir: *dir, Local: mirror.AdminLocal{Client: cl},
-		Interval: *interval, Workers: *workers, Attempts: *attempts, MinBackoff: *backoff, MaxBackoff: *maxBackoff,
+		Interval: *interval, Workers: *workers, Attempts: *attempts, MinBackoff: *backoff, MaxBackoff: *maxBackoff, Stall: *stall,
 		HTTP: c.env.HTTP, Now: c.env.Now, Report: out.event,
 	})
 	if err != nil {
