@@ -201,6 +201,20 @@ func (c *Client) Publish(ctx context.Context, app string, body io.Reader, size i
 	return out, c.do(ctx, http.MethodPost, appPath(app, "packages"), q, body, size, "application/octet-stream", &out)
 }
 
+// UploadFile uploads a file of size bytes for a later FlatcarPackage and returns its size and
+// hashes as the server computed them.
+func (c *Client) UploadFile(ctx context.Context, app string, body io.Reader, size int64) (File, error) {
+	var out File
+	return out, c.do(ctx, http.MethodPost, appPath(app, "files"), nil, body, size, "application/octet-stream", &out)
+}
+
+// PublishFlatcar creates a Flatcar package (see FlatcarPackage) and, with p.Channel, points that
+// channel at it. The server refuses (ErrRefused) files that are not where, or not what, p says.
+func (c *Client) PublishFlatcar(ctx context.Context, app string, p FlatcarPackage) (Package, error) {
+	var out Package
+	return out, c.send(ctx, http.MethodPost, appPath(app, "flatcar"), p, &out)
+}
+
 // Promote points channel p.To at the packages of p.Version that p.From carries.
 func (c *Client) Promote(ctx context.Context, app string, p Promote) ([]Package, error) {
 	var out []Package

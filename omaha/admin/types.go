@@ -29,6 +29,47 @@ type Package struct {
 	URL             string    `json:"url,omitempty"`
 	Withdrawn       bool      `json:"withdrawn,omitempty"`
 	Created         time.Time `json:"created,omitzero"`
+	// Format is FormatTwinslot (a signed twinslot payload) or FormatFlatcar (update_engine's
+	// CrAU payload, checked for its header, size and hashes only).
+	Format string `json:"format"`
+	// Extras are the files served alongside a Flatcar package (OEM and sysext images), from
+	// the same codebase; update_engine's postinstall downloads them.
+	Extras []File `json:"extras,omitempty"`
+}
+
+// Package formats.
+const (
+	FormatTwinslot = "twinslot"
+	FormatFlatcar  = "flatcar"
+)
+
+// File is a file omahad stores or knows: the answer to an upload (POST …/files) and an extra
+// file of a Flatcar package.
+type File struct {
+	Name   string `json:"name,omitempty"` // file name hosts download (extras only)
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"` // hex
+	SHA1   string `json:"sha1"`   // base64
+}
+
+// FlatcarPackage creates a Flatcar package (POST /api/v1/apps/{app}/flatcar). The main file is
+// update_engine's payload ("CrAU" header). With URL empty, the main file and every extra must
+// have been uploaded first (POST /api/v1/apps/{app}/files, which answers File with the hashes)
+// and omahad serves them; with URL set, hosts download the main file there and every extra from
+// the same directory (the codebase), and omahad checks only that the fields are well formed.
+// omahad checks the stored files against Size, SHA256 and SHA1 and the main file's CrAU magic
+// and major version, and refuses (422) what does not match. Publishing the same package again is
+// not an error.
+type FlatcarPackage struct {
+	Version string `json:"version"`           // e.g. 4152.2.0
+	Board   string `json:"board"`             // e.g. amd64-usr
+	Channel string `json:"channel,omitempty"` // point this channel at it ("" = publish only)
+	Name    string `json:"name"`              // e.g. flatcar_production_update.gz
+	Size    int64  `json:"size"`
+	SHA256  string `json:"sha256"`        // hex
+	SHA1    string `json:"sha1"`          // base64
+	URL     string `json:"url,omitempty"` // full external download URL of the main file, ending in Name
+	Extras  []File `json:"extras,omitempty"`
 }
 
 // Channel is a release channel and its current package per board.
@@ -87,6 +128,9 @@ type Policy struct {
 	// server; re-enabling the group clears both.
 	HaltedReason string    `json:"halted_reason,omitempty"`
 	HaltedAt     time.Time `json:"halted_at,omitzero"`
+	// DisablePayloadBackoff asks update_engine not to defer the next attempt after a failed
+	// download (the postinstall action's DisablePayloadBackoff="true"); false = its backoff.
+	DisablePayloadBackoff bool `json:"disable_payload_backoff,omitempty"`
 }
 
 // Group is a set of hosts following a channel under one policy.
@@ -111,6 +155,8 @@ type GroupChange struct {
 	// HaltOnFailures sets the automatic halt threshold (0 = off). Enabled=true re-enables a
 	// halted group and clears its reason.
 	HaltOnFailures *int64 `json:"halt_on_failures,omitempty"`
+	// DisablePayloadBackoff sets Policy.DisablePayloadBackoff.
+	DisablePayloadBackoff *bool `json:"disable_payload_backoff,omitempty"`
 }
 
 // Instance is one host running an app.
