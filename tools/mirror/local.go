@@ -56,7 +56,7 @@ func (l AdminLocal) Publish(ctx context.Context, o *Offer, paths []string) error
 		}
 		return l.publishTwinslot(ctx, o, paths[0])
 	case kindFlatcar:
-		return errors.New("local server: this is a Flatcar (CrAU) payload, and omahad's admin API cannot create Flatcar packages yet (issue 15 item 1): the verified files are kept in the mirror directory")
+		return l.publishFlatcar(ctx, o, paths)
 	}
 	return fmt.Errorf("local server: %s is neither a twinslot payload nor a Flatcar (CrAU) payload", o.Files[0].Name)
 }
@@ -82,10 +82,57 @@ func (l AdminLocal) publishTwinslot(ctx context.Context, o *Offer, path string) 
 	return nil
 }
 
+// publishFlatcar uploads every file of the offer, checks that the server got the bytes the
+// mirror verified, and creates the Flatcar package (main payload + extras) on the local channel.
+func (l AdminLocal) publishFlatcar(ctx context.Context, o *Offer, paths []string) error {
+	files := make([]admin.File, len(paths))
+	for i, path := range paths {
+		f, err := l.upload(ctx, o, path)
+		if err != nil {
+			return err
+		}
+		want := o.Files[i]
+		if f.Size != want.Size || f.SHA256 != hex.EncodeToString(want.SHA256[:]) {
+			return fmt.Errorf("local server: it stored %s as %d bytes with sha256 %s, the mirror verified %d bytes with sha256 %x: nothing was published",
+				want.Name, f.Size, f.SHA256, want.Size, want.SHA256)
+		}
+		f.Name = want.Name
+		files[i] = f
+	}
+	p, err := l.Client.PublishFlatcar(ctx, o.Pair.App, admin.FlatcarPackage{
+		Version: o.Version, Board: o.Pair.Board, Channel: o.Pair.Local, Name: files[0].Name,
+		Size: files[0].Size, SHA256: files[0].SHA256, SHA1: files[0].SHA1, Extras: files[1:],
+	})
+	if err != nil {
+		return localError(o, err)
+	}
+	if p.Version != o.Version || p.Board != o.Pair.Board {
+		return fmt.Errorf("local server: created %s for %s, want %s for %s", p.Version, p.Board, o.Version, o.Pair.Board)
+	}
+	return nil
+}
+
+func (l AdminLocal) upload(ctx context.Context, o *Offer, path string) (admin.File, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return admin.File{}, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return admin.File{}, err
+	}
+	af, err := l.Client.UploadFile(ctx, o.Pair.App, f, st.Size())
+	if err != nil {
+		return admin.File{}, localError(o, err)
+	}
+	return af, nil
+}
+
 func localError(o *Offer, err error) error {
 	switch {
 	case errors.Is(err, admin.ErrNotFound):
-		return fmt.Errorf("local server: %w: create app %s there first ('releasectl app create --id %s --trust …' with the upstream's trust root)", err, o.Pair.App, o.Pair.App)
+		return fmt.Errorf("local server: %w: create app %s there first ('releasectl app create --id %s', with the upstream's trust root for twinslot payloads) and a server that knows Flatcar packages for CrAU ones", err, o.Pair.App, o.Pair.App)
 	case errors.Is(err, admin.ErrRefused):
 		return fmt.Errorf("local server refused the payload: %w: the local app's trust root must be the upstream's ('releasectl app set-trust')", err)
 	case errors.Is(err, admin.ErrUnauthorized):
