@@ -22,7 +22,9 @@ type Local interface {
 	Publish(ctx context.Context, o *Offer, paths []string) error
 }
 
-// AdminLocal publishes through an omahad admin API.
+// AdminLocal publishes through an omahad admin API: a twinslot payload is uploaded (and verified
+// by the server against the app's trust root); a Flatcar (CrAU) payload and its extra files are
+// uploaded as files and made a Flatcar package.
 type AdminLocal struct {
 	Client *admin.Client
 }

@@ -495,8 +495,10 @@ func (m *Mirror) obtain(ctx context.Context, o *Offer) ([]string, error) {
 			}
 		}
 		var ie *IntegrityError
+		refused := false
 		for _, err := range errs {
 			if errors.As(err, &ie) {
+				refused = true
 				m.count(func(s *Stats) { s.IntegrityErrors++ })
 				m.emit(Event{Phase: PhaseRefused, Pair: p.String(), Version: o.Version, File: ie.File, Expected: ie.Expected, Got: ie.Got,
 					Message: fmt.Sprintf("%s: %s: refused %s: its %s is %s, the upstream offered %s", p.short(), o.Version, ie.File, ie.What, ie.Got, ie.Expected)})
@@ -506,7 +508,8 @@ func (m *Mirror) obtain(ctx context.Context, o *Offer) ([]string, error) {
 			break
 		}
 		err := errors.Join(errs...)
-		if !res.retry || n >= m.attempts {
+		// A file that arrived whole and wrong is not fetched again in this round.
+		if !res.retry || refused || n >= m.attempts {
 			return nil, fmt.Errorf("download of %s: %w", o.Version, err)
 		}
 		m.count(func(s *Stats) { s.DownloadRetries++ })

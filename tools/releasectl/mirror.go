@@ -45,7 +45,8 @@ DIR) on the upstream channel and board; when a version the local channel does no
 offered, it downloads the package files (in parallel, resuming cut downloads), checks each
 against the offered size, SHA-256 and SHA-1, keeps them in DIR and publishes them to the local
 channel (default: the upstream channel's name). Nothing is published when a check fails.
-The local app must exist with the upstream's trust root. --app is not used: pairs name their app.
+The local app must exist: with the upstream's trust root for twinslot payloads; Flatcar (CrAU)
+payloads and their extra files become Flatcar packages. --app is not used: pairs name their app.
 Without --once it runs until interrupted: a round every --interval (jittered ±10%), sooner
 after a failed round (capped, jittered backoff). --json prints one JSON status object per line;
 --status-file keeps counters and per-pair state as JSON.`)
