@@ -4,6 +4,7 @@ import (
 	"context"
 	crand "crypto/rand"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -425,15 +426,25 @@ func (m *Mirror) offer(p Pair, res *omaha.CheckResult) (*Offer, error) {
 		} else if err := decodeHashes(&f, pkg); err != nil {
 			return nil, &UpstreamError{Upstream: m.upstream, Err: err}
 		}
+		for _, g := range o.Files {
+			if g.Name == f.Name || g.SHA256 == f.SHA256 {
+				return nil, &UpstreamError{Upstream: m.upstream, Err: fmt.Errorf("packages %s and %s of %s have the same name or SHA-256", g.Name, f.Name, u.Version)}
+			}
+		}
 		o.Files = append(o.Files, f)
 	}
 	return o, nil
 }
 
+// decodeHashes reads an extra package's hash_sha256 (hex, as Nebraska writes it, or base64)
+// and its base64 SHA-1 hash.
 func decodeHashes(f *File, pkg omaha.Package) error {
 	b, err := hex.DecodeString(pkg.SHA256)
 	if err != nil || len(b) != sha256.Size {
-		return fmt.Errorf("package %s: hash_sha256 %.80q is not a hex SHA-256: the mirror publishes nothing it cannot check", pkg.Name, pkg.SHA256)
+		b, err = base64.StdEncoding.DecodeString(pkg.SHA256)
+	}
+	if err != nil || len(b) != sha256.Size {
+		return fmt.Errorf("package %s: hash_sha256 %.80q is not a SHA-256 (hex or base64): the mirror publishes nothing it cannot check", pkg.Name, pkg.SHA256)
 	}
 	copy(f.SHA256[:], b)
 	if pkg.SHA1 != "" {
