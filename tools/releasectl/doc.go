@@ -12,6 +12,8 @@
 //	releasectl group pause canary
 //	releasectl group resume canary          # also re-enables a halted group, clearing its reason
 //	releasectl status                       # halted groups are listed with the reason
+//	releasectl mirror --upstream https://public.update.flatcar-linux.net/v1/update/ \
+//	    --pair e96281a6-d1af-4bde-9a0a-97b76e56dc57/stable/amd64-usr   # follow another Omaha server
 //
 // Main is what the binary runs (tools/cmd/releasectl), with RELEASECTL_SERVER and
 // RELEASECTL_TOKEN passed in as Env by main; tests run MainWith in-process against omahatest.
