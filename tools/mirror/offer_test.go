@@ -12,8 +12,9 @@ import (
 	"github.com/twinslot/twinslot/omaha"
 )
 
-// response is an upstream answer offering 4152.2.0: the payload and the given extra packages.
-func response(t *testing.T, extras ...omaha.Package) *omaha.CheckResult {
+// response is an upstream answer offering 4152.2.0: the payload and the given extra packages. The
+// error is the omaha client's own refusal of the offer, which comes before the mirror's checks.
+func response(t *testing.T, extras ...omaha.Package) (*omaha.CheckResult, error) {
 	main := sha256.Sum256([]byte("payload"))
 	one := sha1.Sum([]byte("payload"))
 	uc := &omaha.UpdateCheck{Status: omaha.StatusOK, URLs: []omaha.URL{{Codebase: "http://127.0.0.1:9/a"}, {Codebase: "http://127.0.0.1:9/b/"}},
@@ -22,17 +23,20 @@ func response(t *testing.T, extras ...omaha.Package) *omaha.CheckResult {
 			Actions:  []omaha.Action{{Event: omaha.ActionPostinstall, SHA256: base64.StdEncoding.EncodeToString(main[:])}}}}
 	u, err := uc.Update()
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	app := &omaha.App{AppID: "{a4c4a3c6-6e0b-4b55-9a8e-2b1c2f0e6a10}", Status: omaha.StatusOK, UpdateCheck: uc}
-	return &omaha.CheckResult{Update: u, Response: &omaha.Response{Apps: []*omaha.App{app}}}
+	return &omaha.CheckResult{Update: u, Response: &omaha.Response{Apps: []*omaha.App{app}}}, nil
 }
 
 func TestOffer(t *testing.T) {
 	m := testMirror(t)
 	oem := sha256.Sum256([]byte("oem"))
-	o, err := m.offer(m.pairs[0], response(t,
-		omaha.Package{Name: "oem-azure.gz", Size: 3, SHA256: base64.StdEncoding.EncodeToString(oem[:])}))
+	res, err := response(t, omaha.Package{Name: "oem-azure.gz", Size: 3, SHA256: base64.StdEncoding.EncodeToString(oem[:])})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := m.offer(m.pairs[0], res)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +57,15 @@ func TestOffer(t *testing.T) {
 		{"same name twice", omaha.Package{Name: "flatcar_production_update.gz", Size: 3, SHA256: hex.EncodeToString(oem[:])}, "same name"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := m.offer(m.pairs[0], response(t, tc.extra))
+			res, err := response(t, tc.extra)
+			if err != nil {
+				// The omaha client refuses some offers itself; the mirror then never sees them.
+				if !errors.Is(err, omaha.ErrInvalidResponse) {
+					t.Fatalf("the client refused the offer with %v, want an invalid-response error", err)
+				}
+				return
+			}
+			_, err = m.offer(m.pairs[0], res)
 			var ue *UpstreamError
 			if !errors.As(err, &ue) || ue.Transient || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("want an UpstreamError with %q, got %v", tc.want, err)
