@@ -79,5 +79,5 @@
 //
 // Everything the agent touches is injected through Host: the disk (DiskOpener), the booted
 // slot and release (BootFinder), the reboot action, the systemd probe, the TPM, the clock, the
-// ids and the paths. updated/daemon wires a real host; testimages/simhost a simulated one.
+// ids and the paths. updated/updatedcmd wires a real host; testimages/simhost a simulated one.
 package updated

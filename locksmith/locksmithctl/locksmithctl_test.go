@@ -8,9 +8,9 @@ import (
 	"time"
 
 	"github.com/twinslot/twinslot/locksmith"
-	"github.com/twinslot/twinslot/locksmith/daemon"
 	"github.com/twinslot/twinslot/locksmith/etcdtest"
 	"github.com/twinslot/twinslot/locksmith/locksmithctl"
+	"github.com/twinslot/twinslot/locksmith/reboot"
 	"github.com/twinslot/twinslot/updated/dbusapi"
 	"github.com/twinslot/twinslot/updated/dbustest"
 )
@@ -104,7 +104,7 @@ func TestSendNeedRebootAndReboot(t *testing.T) {
 	bus := dbustest.New(t)
 	env := []string{"DBUS_SYSTEM_BUS_ADDRESS=" + bus.Addr}
 	// locksmithd's own subscription sees the signal.
-	sub, err := daemon.UpdatedOverDBus(bus.Conn(t)).Subscribe(t.Context())
+	sub, err := reboot.UpdatedOverDBus(bus.Conn(t)).Subscribe(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}

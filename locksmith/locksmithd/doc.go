@@ -1,6 +1,6 @@
 // Package locksmithd is the locksmithd command: it reads update.conf and the LOCKSMITHD_*
 // environment, builds the host's real dependencies (system bus for updated and logind, etcd
-// client, FleetLock client or server, files under /run and /var/lib) and runs package daemon.
+// client, FleetLock client or server, files under /run and /var/lib) and runs package reboot.
 //
 // Configuration, as CoreOS locksmithd:
 //

@@ -20,10 +20,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/twinslot/twinslot/locksmith"
-	"github.com/twinslot/twinslot/locksmith/daemon"
 	"github.com/twinslot/twinslot/locksmith/fleetlock"
 	"github.com/twinslot/twinslot/locksmith/internal/etcdflags"
 	"github.com/twinslot/twinslot/locksmith/internal/hostenv"
+	"github.com/twinslot/twinslot/locksmith/reboot"
 	"github.com/twinslot/twinslot/locksmith/window"
 	"github.com/twinslot/twinslot/tools/cli"
 	"github.com/twinslot/twinslot/updated/updateconf"
@@ -72,7 +72,7 @@ func Main(ctx context.Context, args, environ []string, stdin io.Reader, stdout, 
 	fs.StringVar(&o.configs, "config", strings.Join(updateconf.DefaultPaths(), ","), "update.conf files, comma-separated, first wins")
 	fs.StringVar(&o.drainCommand, "drain-command", "", "shell command run before rebooting (with the slot held), e.g. to drain a node")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", 10*time.Minute, "how long the drain command may run")
-	fs.StringVar(&o.drainFailure, "drain-failure", string(daemon.DrainRelease), "when the drain fails: release (give the slot back, retry later) or proceed (reboot anyway)")
+	fs.StringVar(&o.drainFailure, "drain-failure", string(reboot.DrainRelease), "when the drain fails: release (give the slot back, retry later) or proceed (reboot anyway)")
 	fs.StringVar(&o.statusFile, "status-file", "/run/locksmithd/status.json", "where the current status is written (empty: nowhere)")
 	fs.StringVar(&o.coordinatorFile, "coordinator-file", "/run/update-engine/coordinator.conf", "CoreOS coordinator.conf to keep up to date (empty: none)")
 	fs.StringVar(&o.rebootRequired, "reboot-required-file", "/run/reboot-required", "touched when an update needs a reboot, for kured (empty: never)")
@@ -144,7 +144,7 @@ func run(ctx context.Context, o options, environ []string, log *slog.Logger) err
 	if busErr == nil {
 		defer conn.Close()
 	}
-	var d *daemon.Daemon
+	var d *reboot.Daemon
 	switch {
 	case busErr != nil && strategy != updateconf.StrategyOff:
 		return fmt.Errorf("connect to the system bus (updated and logind live there): %w", busErr)
@@ -154,9 +154,9 @@ func run(ctx context.Context, o options, environ []string, log *slog.Logger) err
 		log.Info("strategy off and no system bus: nothing to do", "err", busErr)
 		return nil
 	default:
-		cfg := daemon.Config{
+		cfg := reboot.Config{
 			Strategy: strategy, Group: o.group, Windows: windows,
-			DrainTimeout: o.drainTimeout, DrainFailure: daemon.DrainFailure(o.drainFailure),
+			DrainTimeout: o.drainTimeout, DrainFailure: reboot.DrainFailure(o.drainFailure),
 			RebootRequiredPath: o.rebootRequired, StatusPath: o.statusFile, CoordinatorPath: o.coordinatorFile, StateDir: o.stateDir,
 		}
 		if strategy != updateconf.StrategyOff && strategy != updateconf.StrategyReboot {
@@ -173,12 +173,12 @@ func run(ctx context.Context, o options, environ []string, log *slog.Logger) err
 		if fl != nil {
 			fl.ID = cfg.MachineID
 		}
-		deps := daemon.Deps{Updated: daemon.UpdatedOverDBus(conn), Rebooter: daemon.LogindRebooter(conn),
+		deps := reboot.Deps{Updated: reboot.UpdatedOverDBus(conn), Rebooter: reboot.LogindRebooter(conn),
 			Store: store, FleetLock: fl, Log: log}
 		if o.drainCommand != "" {
 			deps.Drain = drainHook(o.drainCommand, log)
 		}
-		if d, err = daemon.New(cfg, deps); err != nil {
+		if d, err = reboot.New(cfg, deps); err != nil {
 			return err
 		}
 		log.Info("locksmithd starting", "strategy", strategy, "group", cfg.Group, "windows", windows.String(), "machine_id", cfg.MachineID)
@@ -217,7 +217,7 @@ func run(ctx context.Context, o options, environ []string, log *slog.Logger) err
 	return <-errs
 }
 
-// serveHTTP serves h on addr until ctx ends; a server failure cancels the whole daemon.
+// serveHTTP serves h on addr until ctx ends; a server failure cancels the whole reboot.
 func serveHTTP(ctx context.Context, cancel context.CancelFunc, wg *sync.WaitGroup, errs chan<- error, addr string, h http.Handler, name string, log *slog.Logger) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {

@@ -9,7 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/twinslot/twinslot/locksmith"
-	"github.com/twinslot/twinslot/locksmith/daemon"
+	"github.com/twinslot/twinslot/locksmith/reboot"
 	"github.com/twinslot/twinslot/locksmith/window"
 )
 
@@ -36,7 +36,7 @@ type collector struct {
 	windows window.Schedule
 	// staleAfter flags holders not seen for longer (0: only the lease TTL).
 	staleAfter time.Duration
-	d          *daemon.Daemon
+	d          *reboot.Daemon
 	ctx        context.Context
 }
 

@@ -1,5 +1,5 @@
 // Package fleet simulates a fleet of twinslot hosts in one process, each running the real
-// update agent (updated.Agent) and the real reboot coordinator (locksmith/daemon), against a
+// update agent (updated.Agent) and the real reboot coordinator (locksmith/reboot), against a
 // real update server and a real etcd. It is what the end-to-end test and `make demo` run.
 //
 // # A host

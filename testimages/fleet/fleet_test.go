@@ -14,8 +14,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/twinslot/twinslot/locksmith"
-	"github.com/twinslot/twinslot/locksmith/daemon"
 	"github.com/twinslot/twinslot/locksmith/etcdtest"
+	"github.com/twinslot/twinslot/locksmith/reboot"
 	"github.com/twinslot/twinslot/omaha/admin"
 	"github.com/twinslot/twinslot/omaha/omahatest"
 	"github.com/twinslot/twinslot/omaha/server"
@@ -129,7 +129,7 @@ func TestRollout(t *testing.T) {
 	// Phase 1: 1.0.1 reaches every host, committed, and every slot is given back.
 	if st, err := f.Wait(ctx, func(s fleet.State) bool {
 		for _, h := range s.Hosts {
-			if h.Version != fleet.VersionGood || !h.Committed || h.Operation != "idle" || h.Lock != string(daemon.StateIdle) {
+			if h.Version != fleet.VersionGood || !h.Committed || h.Operation != "idle" || h.Lock != string(reboot.StateIdle) {
 				return false
 			}
 		}
@@ -148,7 +148,7 @@ func TestRollout(t *testing.T) {
 	srv.Promote(t, fleet.VersionBroken, "alpha", group)
 
 	rolledBack := func(h fleet.Host) bool {
-		return h.BootState == updated.BootRolledBack && h.Lock == string(daemon.StateRolledBack)
+		return h.BootState == updated.BootRolledBack && h.Lock == string(reboot.StateRolledBack)
 	}
 	st, err := f.Wait(ctx, func(s fleet.State) bool {
 		for _, h := range s.Hosts {

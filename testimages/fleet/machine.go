@@ -9,7 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/twinslot/twinslot/locksmith/daemon"
+	"github.com/twinslot/twinslot/locksmith/reboot"
 	"github.com/twinslot/twinslot/testimages/simhost"
 	"github.com/twinslot/twinslot/updated"
 	"github.com/twinslot/twinslot/updated/dbusapi"
@@ -178,11 +178,11 @@ func (m *machine) onBootStatus(b dbusapi.BootStatus) {
 // systemd would) if it stops on its own.
 func (m *machine) locksmithd(ctx context.Context, l *link) {
 	for ctx.Err() == nil {
-		d, err := daemon.New(daemon.Config{
+		d, err := reboot.New(reboot.Config{
 			Strategy: updateconf.StrategyEtcdLock, Group: m.f.cfg.Group,
 			MachineID: m.h.MachineID, BootID: m.h.BootID(), Hostname: m.name,
 			RetryBase: daemonRetryBase, RetryMax: daemonRetryMax, OpTimeout: daemonOpTimeout,
-		}, daemon.Deps{Updated: l, Rebooter: rebooter{m}, Store: m.f.store, Log: m.log.With("component", "locksmithd")})
+		}, reboot.Deps{Updated: l, Rebooter: rebooter{m}, Store: m.f.store, Log: m.log.With("component", "locksmithd")})
 		if err != nil {
 			m.log.Error("locksmithd cannot start", "error", err)
 			return
@@ -204,7 +204,7 @@ func (m *machine) locksmithd(ctx context.Context, l *link) {
 }
 
 // followDaemon publishes locksmithd's status changes.
-func (m *machine) followDaemon(ctx context.Context, d *daemon.Daemon) {
+func (m *machine) followDaemon(ctx context.Context, d *reboot.Daemon) {
 	for {
 		ch := d.Changed()
 		st := d.Status()
@@ -224,7 +224,7 @@ func (m *machine) followDaemon(ctx context.Context, d *daemon.Daemon) {
 	}
 }
 
-// rebooter is locksmithd's reboot action (daemon.Rebooter): the simulated machine goes down;
+// rebooter is locksmithd's reboot action (reboot.Rebooter): the simulated machine goes down;
 // the boot loader (GRUB's gptprio emulation) picks the slot when it comes back.
 type rebooter struct{ m *machine }
 

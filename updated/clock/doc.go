@@ -2,7 +2,7 @@
 // clock for tests that drive schedules (updated's first check, pings and backoff; locksmithd's
 // maintenance windows, retries and inhibitor rechecks) without waiting.
 //
-// Both satisfy the consumers' own two-method interfaces (updated.Clock, locksmith/daemon.Clock):
+// Both satisfy the consumers' own two-method interfaces (updated.Clock, locksmith/reboot.Clock):
 //
 //	Now() time.Time
 //	After(d time.Duration) <-chan time.Time

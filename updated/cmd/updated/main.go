@@ -1,4 +1,4 @@
-// Command updated is twinslot's host update agent (see package updated and updated/daemon).
+// Command updated is twinslot's host update agent (see package updated and updated/updatedcmd).
 package main
 
 import (
@@ -7,11 +7,11 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/twinslot/twinslot/updated/daemon"
+	"github.com/twinslot/twinslot/updated/updatedcmd"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	os.Exit(daemon.Main(ctx, os.Args[1:], os.Environ(), os.Stderr))
+	os.Exit(updatedcmd.Main(ctx, os.Args[1:], os.Environ(), os.Stderr))
 }

@@ -1,4 +1,4 @@
-package daemon_test
+package reboot_test
 
 import (
 	"context"
@@ -9,13 +9,13 @@ import (
 	"time"
 
 	"github.com/twinslot/twinslot/locksmith"
-	"github.com/twinslot/twinslot/locksmith/daemon"
 	"github.com/twinslot/twinslot/locksmith/etcdtest"
+	"github.com/twinslot/twinslot/locksmith/reboot"
 	"github.com/twinslot/twinslot/updated/dbusapi"
 	"github.com/twinslot/twinslot/updated/updateconf"
 )
 
-// simAgent is a simulated update agent: an in-memory daemon.Updated.
+// simAgent is a simulated update agent: an in-memory reboot.Updated.
 type simAgent struct {
 	mu     sync.Mutex
 	status dbusapi.Status
@@ -58,12 +58,12 @@ func (b simBoot) Reboot(context.Context) error {
 func simHost(ctx context.Context, id string, store *locksmith.Store, rebootTime time.Duration, down *downCount) error {
 	agent := &simAgent{
 		status: dbusapi.Status{CurrentOperation: dbusapi.OpUpdatedNeedReboot, NewVersion: "2.0", Progress: 1},
-		boot:   dbusapi.BootStatus{State: daemon.BootSteady, BootedVersion: "1.0", Slot: "USR-A"},
+		boot:   dbusapi.BootStatus{State: reboot.BootSteady, BootedVersion: "1.0", Slot: "USR-A"},
 	}
-	run := func(bootID string, until func(*daemon.Daemon, <-chan struct{}) bool) error {
+	run := func(bootID string, until func(*reboot.Daemon, <-chan struct{}) bool) error {
 		down := make(chan struct{}, 1)
-		d, err := daemon.New(daemon.Config{Strategy: updateconf.StrategyEtcdLock, Group: "fleet", MachineID: id, BootID: bootID},
-			daemon.Deps{Updated: agent, Rebooter: simBoot{down}, Store: store, Log: slog.New(slog.DiscardHandler)})
+		d, err := reboot.New(reboot.Config{Strategy: updateconf.StrategyEtcdLock, Group: "fleet", MachineID: id, BootID: bootID},
+			reboot.Deps{Updated: agent, Rebooter: simBoot{down}, Store: store, Log: slog.New(slog.DiscardHandler)})
 		if err != nil {
 			return err
 		}
@@ -81,7 +81,7 @@ func simHost(ctx context.Context, id string, store *locksmith.Store, rebootTime 
 		return nil
 	}
 	// Old boot: run until the daemon asks to reboot (the host goes down: the daemon is killed).
-	if err := run("boot-1", func(_ *daemon.Daemon, down <-chan struct{}) bool {
+	if err := run("boot-1", func(_ *reboot.Daemon, down <-chan struct{}) bool {
 		select {
 		case <-down:
 			return true
@@ -100,13 +100,13 @@ func simHost(ctx context.Context, id string, store *locksmith.Store, rebootTime 
 	down.add(-1)
 	agent.mu.Lock()
 	agent.status = dbusapi.Status{CurrentOperation: dbusapi.OpIdle}
-	agent.boot = dbusapi.BootStatus{State: daemon.BootCommitted, BootedVersion: "2.0", PreviousVersion: "1.0", Slot: "USR-B"}
+	agent.boot = dbusapi.BootStatus{State: reboot.BootCommitted, BootedVersion: "2.0", PreviousVersion: "1.0", Slot: "USR-B"}
 	agent.mu.Unlock()
 	// New boot: run until the daemon released the slot (idle).
-	return run("boot-2", func(d *daemon.Daemon, _ <-chan struct{}) bool {
+	return run("boot-2", func(d *reboot.Daemon, _ <-chan struct{}) bool {
 		for {
 			ch := d.Changed()
-			if d.Status().State == daemon.StateIdle {
+			if d.Status().State == reboot.StateIdle {
 				return true
 			}
 			select {

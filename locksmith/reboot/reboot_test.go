@@ -1,4 +1,4 @@
-package daemon_test
+package reboot_test
 
 import (
 	"context"
@@ -13,9 +13,9 @@ import (
 	"time"
 
 	"github.com/twinslot/twinslot/locksmith"
-	"github.com/twinslot/twinslot/locksmith/daemon"
 	"github.com/twinslot/twinslot/locksmith/etcdtest"
 	"github.com/twinslot/twinslot/locksmith/fleetlock"
+	"github.com/twinslot/twinslot/locksmith/reboot"
 	"github.com/twinslot/twinslot/locksmith/window"
 	"github.com/twinslot/twinslot/updated/clock"
 	"github.com/twinslot/twinslot/updated/dbusapi"
@@ -48,8 +48,8 @@ func newHarness(t *testing.T, st dbusapi.Status, boot dbusapi.BootStatus) *harne
 	return h
 }
 
-func (h *harness) config(bootID string) daemon.Config {
-	return daemon.Config{
+func (h *harness) config(bootID string) reboot.Config {
+	return reboot.Config{
 		Strategy: updateconf.StrategyEtcdLock, Group: "default", MachineID: "m1", BootID: bootID, Hostname: "host1",
 		Windows:   window.Schedule{Loc: time.UTC},
 		RetryBase: time.Second, RetryMax: 4 * time.Second, OpTimeout: 5 * time.Second,
@@ -60,9 +60,9 @@ func (h *harness) config(bootID string) daemon.Config {
 	}
 }
 
-func (h *harness) deps(store *locksmith.Store) daemon.Deps {
+func (h *harness) deps(store *locksmith.Store) reboot.Deps {
 	conn := h.bus.Conn(h.t)
-	return daemon.Deps{Updated: daemon.UpdatedOverDBus(conn), Rebooter: daemon.LogindRebooter(conn), Store: store,
+	return reboot.Deps{Updated: reboot.UpdatedOverDBus(conn), Rebooter: reboot.LogindRebooter(conn), Store: store,
 		Clock: h.clock, Log: slog.New(slog.NewTextHandler(testWriter{h.t}, nil))}
 }
 
@@ -74,13 +74,13 @@ func (w testWriter) Write(p []byte) (int, error) {
 }
 
 type running struct {
-	d    *daemon.Daemon
+	d    *reboot.Daemon
 	stop func() error
 }
 
 // start runs a daemon; stop kills it (cancels its context) and returns Run's error.
-func (h *harness) start(cfg daemon.Config, deps daemon.Deps) running {
-	d, err := daemon.New(cfg, deps)
+func (h *harness) start(cfg reboot.Config, deps reboot.Deps) running {
+	d, err := reboot.New(cfg, deps)
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -97,13 +97,13 @@ func (h *harness) start(cfg daemon.Config, deps daemon.Deps) running {
 	return running{d: d, stop: stop}
 }
 
-func waitState(t *testing.T, d *daemon.Daemon, want daemon.State) daemon.Status {
+func waitState(t *testing.T, d *reboot.Daemon, want reboot.State) reboot.Status {
 	t.Helper()
-	return waitFor(t, d, string(want), func(st daemon.Status) bool { return st.State == want })
+	return waitFor(t, d, string(want), func(st reboot.Status) bool { return st.State == want })
 }
 
 // waitFor waits until the daemon's status satisfies ok.
-func waitFor(t *testing.T, d *daemon.Daemon, what string, ok func(daemon.Status) bool) daemon.Status {
+func waitFor(t *testing.T, d *reboot.Daemon, what string, ok func(reboot.Status) bool) reboot.Status {
 	t.Helper()
 	deadline := time.After(guard)
 	for {
@@ -145,10 +145,10 @@ func (h *harness) slot(id string) (locksmith.Slot, bool) {
 }
 
 func TestRebootThenReleaseOnCommit(t *testing.T) {
-	h := newHarness(t, dbusapitest.NeedReboot("2.0"), dbusapitest.Boot(daemon.BootCommitted, "1.0"))
+	h := newHarness(t, dbusapitest.NeedReboot("2.0"), dbusapitest.Boot(reboot.BootCommitted, "1.0"))
 	r1 := h.start(h.config("boot-1"), h.deps(h.store))
 	h.waitReboot()
-	st := waitState(t, r1.d, daemon.StateRebooting)
+	st := waitState(t, r1.d, reboot.StateRebooting)
 	sl, ok := h.slot("m1")
 	if !ok || !st.Holding || sl.Holder.State != locksmith.HolderRebooting || sl.Holder.BootID != "boot-1" ||
 		sl.Holder.FromVersion != "1.0" || sl.Holder.ToVersion != "2.0" || sl.Holder.Hostname != "host1" {
@@ -166,16 +166,16 @@ func TestRebootThenReleaseOnCommit(t *testing.T) {
 
 	// The host comes back in the new version; the health gate is still running.
 	h.updated.SetStatus(t, dbusapitest.Idle())
-	h.updated.SetBoot(t, dbusapitest.Boot(daemon.BootVerifying, "2.0"))
+	h.updated.SetBoot(t, dbusapitest.Boot(reboot.BootVerifying, "2.0"))
 	r2 := h.start(h.config("boot-2"), h.deps(h.store))
-	waitState(t, r2.d, daemon.StateVerifying)
+	waitState(t, r2.d, reboot.StateVerifying)
 	if after, ok := h.slot("m1"); !ok {
 		t.Fatal("slot released before the boot was committed")
 	} else if after.ModRevision <= sl.ModRevision || after.Holder.SeenAt.IsZero() {
 		t.Fatalf("the host found its slot after the boot but did not record that it is up (seen_at): %+v", after)
 	}
-	h.updated.SetBoot(t, dbusapitest.Boot(daemon.BootCommitted, "2.0"))
-	waitState(t, r2.d, daemon.StateIdle)
+	h.updated.SetBoot(t, dbusapitest.Boot(reboot.BootCommitted, "2.0"))
+	waitState(t, r2.d, reboot.StateIdle)
 	if _, ok := h.slot("m1"); ok {
 		t.Fatal("slot kept after the commit")
 	}
@@ -185,14 +185,14 @@ func TestRebootThenReleaseOnCommit(t *testing.T) {
 }
 
 func TestRollbackKeepsSlot(t *testing.T) {
-	h := newHarness(t, dbusapitest.NeedReboot("2.0"), dbusapitest.Boot(daemon.BootCommitted, "1.0"))
+	h := newHarness(t, dbusapitest.NeedReboot("2.0"), dbusapitest.Boot(reboot.BootCommitted, "1.0"))
 	r1 := h.start(h.config("boot-1"), h.deps(h.store))
 	h.waitReboot()
 	r1.stop()
 	h.updated.SetStatus(t, dbusapitest.Idle())
-	h.updated.SetBoot(t, dbusapi.BootStatus{State: daemon.BootRolledBack, BootedVersion: "1.0", PreviousVersion: "2.0", Slot: "USR-A"})
+	h.updated.SetBoot(t, dbusapi.BootStatus{State: reboot.BootRolledBack, BootedVersion: "1.0", PreviousVersion: "2.0", Slot: "USR-A"})
 	r2 := h.start(h.config("boot-2"), h.deps(h.store))
-	st := waitState(t, r2.d, daemon.StateRolledBack)
+	st := waitState(t, r2.d, reboot.StateRolledBack)
 	if !st.Holding || !strings.Contains(st.Detail, "2.0 failed") {
 		t.Fatalf("status %+v", st)
 	}
@@ -206,7 +206,7 @@ func TestRollbackKeepsSlot(t *testing.T) {
 }
 
 func TestWindowGatesTheSlot(t *testing.T) {
-	h := newHarness(t, dbusapitest.NeedReboot("2.0"), dbusapitest.Boot(daemon.BootSteady, "1.0"))
+	h := newHarness(t, dbusapitest.NeedReboot("2.0"), dbusapitest.Boot(reboot.BootSteady, "1.0"))
 	cfg := h.config("boot-1")
 	var err error
 	cfg.DrainTimeout = 3 * time.Hour
@@ -229,14 +229,14 @@ func TestWindowGatesTheSlot(t *testing.T) {
 		return nil
 	}
 	r := h.start(cfg, deps)
-	st := waitState(t, r.d, daemon.StateWaitingWindow)
+	st := waitState(t, r.d, reboot.StateWaitingWindow)
 	if _, ok := h.slot("m1"); ok || st.Holding {
 		t.Fatal("slot taken outside the window")
 	}
 	h.clock.Set(time.Date(2026, 3, 2, 11, 0, 0, 0, time.UTC))
 	// The window closes during the drain: release, no reboot, wait for next Monday.
-	st = waitFor(t, r.d, "waiting for next Monday's window", func(st daemon.Status) bool {
-		return st.State == daemon.StateWaitingWindow && strings.Contains(st.Detail, "2026-03-09")
+	st = waitFor(t, r.d, "waiting for next Monday's window", func(st reboot.Status) bool {
+		return st.State == reboot.StateWaitingWindow && strings.Contains(st.Detail, "2026-03-09")
 	})
 	if _, ok := h.slot("m1"); ok {
 		t.Fatal("slot held outside the window")
@@ -247,13 +247,13 @@ func TestWindowGatesTheSlot(t *testing.T) {
 }
 
 func TestWaitsForASlotByWatch(t *testing.T) {
-	h := newHarness(t, dbusapitest.NeedReboot("2.0"), dbusapitest.Boot(daemon.BootSteady, "1.0"))
+	h := newHarness(t, dbusapitest.NeedReboot("2.0"), dbusapitest.Boot(reboot.BootSteady, "1.0"))
 	other, err := h.store.TryLock(t.Context(), "default", locksmith.Holder{ID: "other"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	r := h.start(h.config("boot-1"), h.deps(h.store))
-	st := waitState(t, r.d, daemon.StateWaitingSlot)
+	st := waitState(t, r.d, reboot.StateWaitingSlot)
 	if !strings.Contains(st.Detail, "other") {
 		t.Fatalf("status does not name the holder: %s", st.Detail)
 	}
@@ -265,11 +265,11 @@ func TestWaitsForASlotByWatch(t *testing.T) {
 }
 
 func TestEtcdUnreachable(t *testing.T) {
-	h := newHarness(t, dbusapitest.NeedReboot("2.0"), dbusapitest.Boot(daemon.BootSteady, "1.0"))
+	h := newHarness(t, dbusapitest.NeedReboot("2.0"), dbusapitest.Boot(reboot.BootSteady, "1.0"))
 	cfg := h.config("boot-1")
 	cfg.OpTimeout = 300 * time.Millisecond
 	r := h.start(cfg, h.deps(locksmith.NewStore(etcdtest.Unreachable(t), "", h.clock.Now)))
-	st := waitState(t, r.d, daemon.StateEtcdUnavailable)
+	st := waitState(t, r.d, reboot.StateEtcdUnavailable)
 	if st.Attempts < 1 || st.NextAttempt.IsZero() || !strings.Contains(st.Detail, "etcd") {
 		t.Fatalf("status %+v", st)
 	}
@@ -290,16 +290,16 @@ func TestEtcdUnreachable(t *testing.T) {
 }
 
 func TestEtcdDiesWhileWaiting(t *testing.T) {
-	h := newHarness(t, dbusapitest.NeedReboot("2.0"), dbusapitest.Boot(daemon.BootSteady, "1.0"))
+	h := newHarness(t, dbusapitest.NeedReboot("2.0"), dbusapitest.Boot(reboot.BootSteady, "1.0"))
 	if _, err := h.store.TryLock(t.Context(), "default", locksmith.Holder{ID: "other"}); err != nil {
 		t.Fatal(err)
 	}
 	cfg := h.config("boot-1")
 	r := h.start(cfg, h.deps(h.store))
-	waitState(t, r.d, daemon.StateWaitingSlot)
+	waitState(t, r.d, reboot.StateWaitingSlot)
 	h.etcd.Stop()
 	h.clock.Advance(cfg.RetryMax) // the next liveness probe of etcd
-	st := waitState(t, r.d, daemon.StateEtcdUnavailable)
+	st := waitState(t, r.d, reboot.StateEtcdUnavailable)
 	if st.Holding || !strings.Contains(st.Detail, "not rebooting") {
 		t.Fatalf("status %+v", st)
 	}
@@ -307,7 +307,7 @@ func TestEtcdDiesWhileWaiting(t *testing.T) {
 }
 
 func TestKilledWhileHolding(t *testing.T) {
-	h := newHarness(t, dbusapitest.NeedReboot("2.0"), dbusapitest.Boot(daemon.BootSteady, "1.0"))
+	h := newHarness(t, dbusapitest.NeedReboot("2.0"), dbusapitest.Boot(reboot.BootSteady, "1.0"))
 	deps := h.deps(h.store)
 	draining := make(chan struct{})
 	deps.Drain = func(ctx context.Context) error { close(draining); <-ctx.Done(); return ctx.Err() }
@@ -331,17 +331,17 @@ func TestKilledWhileHolding(t *testing.T) {
 	// Killed again; this time the update was undone meanwhile: the restart releases the slot.
 	h.updated.SetStatus(t, dbusapitest.Idle())
 	r3 := h.start(h.config("boot-1"), h.deps(h.store))
-	waitState(t, r3.d, daemon.StateIdle)
+	waitState(t, r3.d, reboot.StateIdle)
 	if _, ok := h.slot("m1"); ok {
 		t.Fatal("slot kept though no reboot is needed")
 	}
 }
 
 func TestRebootRefused(t *testing.T) {
-	h := newHarness(t, dbusapitest.NeedReboot("2.0"), dbusapitest.Boot(daemon.BootSteady, "1.0"))
+	h := newHarness(t, dbusapitest.NeedReboot("2.0"), dbusapitest.Boot(reboot.BootSteady, "1.0"))
 	h.logind.FailWith("org.freedesktop.DBus.Error.AccessDenied")
 	r := h.start(h.config("boot-1"), h.deps(h.store))
-	st := waitState(t, r.d, daemon.StateRebootFailed)
+	st := waitState(t, r.d, reboot.StateRebootFailed)
 	if !strings.Contains(st.LastError, "AccessDenied") {
 		t.Fatalf("status %+v", st)
 	}
@@ -354,12 +354,12 @@ func TestRebootRefused(t *testing.T) {
 }
 
 func TestInhibitorsPostponeBeforeLocking(t *testing.T) {
-	h := newHarness(t, dbusapitest.NeedReboot("2.0"), dbusapitest.Boot(daemon.BootSteady, "1.0"))
+	h := newHarness(t, dbusapitest.NeedReboot("2.0"), dbusapitest.Boot(reboot.BootSteady, "1.0"))
 	h.logind.SetInhibitors(sysd.Inhibitor{What: "shutdown", Who: "backup", Why: "copying", Mode: "block", PID: 7})
 	cfg := h.config("boot-1")
 	cfg.InhibitMaxWait, cfg.InhibitRecheck = 10*time.Minute, time.Minute
 	r := h.start(cfg, h.deps(h.store))
-	st := waitState(t, r.d, daemon.StateWaitingInhibitor)
+	st := waitState(t, r.d, reboot.StateWaitingInhibitor)
 	if !strings.Contains(st.Detail, "backup (pid 7): copying") {
 		t.Fatalf("status does not report the inhibitor: %s", st.Detail)
 	}
@@ -390,12 +390,12 @@ func TestInhibitorsPostponeBeforeLocking(t *testing.T) {
 }
 
 func TestStrategyRebootAndOff(t *testing.T) {
-	h := newHarness(t, dbusapitest.NeedReboot("2.0"), dbusapitest.Boot(daemon.BootSteady, "1.0"))
+	h := newHarness(t, dbusapitest.NeedReboot("2.0"), dbusapitest.Boot(reboot.BootSteady, "1.0"))
 	cfg := h.config("boot-1")
 	cfg.Strategy = updateconf.StrategyOff
 	off := h.start(cfg, h.deps(nil))
-	st := waitFor(t, off.d, "disabled with a reboot needed", func(st daemon.Status) bool {
-		return st.State == daemon.StateDisabled && strings.Contains(st.Detail, "reboot needed")
+	st := waitFor(t, off.d, "disabled with a reboot needed", func(st reboot.Status) bool {
+		return st.State == reboot.StateDisabled && strings.Contains(st.Detail, "reboot needed")
 	})
 	if _, err := os.Stat(cfg.RebootRequiredPath); err != nil || !strings.Contains(st.Detail, "not rebooting") {
 		t.Fatalf("strategy off: sentinel %v, status %+v", err, st)
@@ -406,14 +406,14 @@ func TestStrategyRebootAndOff(t *testing.T) {
 	cfg.Strategy = updateconf.StrategyReboot
 	r := h.start(cfg, h.deps(nil))
 	h.waitReboot()
-	waitState(t, r.d, daemon.StateRebooting)
+	waitState(t, r.d, reboot.StateRebooting)
 	if _, ok := h.slot("m1"); ok {
 		t.Fatal("strategy reboot took a slot")
 	}
 }
 
 func TestFleetLockStrategy(t *testing.T) {
-	h := newHarness(t, dbusapitest.NeedReboot("2.0"), dbusapitest.Boot(daemon.BootSteady, "1.0"))
+	h := newHarness(t, dbusapitest.NeedReboot("2.0"), dbusapitest.Boot(reboot.BootSteady, "1.0"))
 	srv := httptest.NewServer(fleetlock.NewServer(h.store, slog.New(slog.DiscardHandler)))
 	defer srv.Close()
 	cfg := h.config("boot-1")
@@ -428,7 +428,7 @@ func TestFleetLockStrategy(t *testing.T) {
 		t.Fatal(err)
 	}
 	r1 := h.start(cfg, deps)
-	waitState(t, r1.d, daemon.StateWaitingSlot)
+	waitState(t, r1.d, reboot.StateWaitingSlot)
 	zincati.SteadyState(t.Context())
 	h.clock.Advance(2 * time.Minute) // FleetLock has no watch: the daemon asks again
 	h.waitReboot()
@@ -444,12 +444,12 @@ func TestFleetLockStrategy(t *testing.T) {
 	r1.stop()
 
 	h.updated.SetStatus(t, dbusapitest.Idle())
-	h.updated.SetBoot(t, dbusapitest.Boot(daemon.BootCommitted, "2.0"))
+	h.updated.SetBoot(t, dbusapitest.Boot(reboot.BootCommitted, "2.0"))
 	deps2 := h.deps(nil)
 	deps2.FleetLock = client
 	cfg.BootID = "boot-2"
 	r2 := h.start(cfg, deps2)
-	waitState(t, r2.d, daemon.StateIdle)
+	waitState(t, r2.d, reboot.StateIdle)
 	if _, ok := h.slot("m1"); ok {
 		t.Fatal("FleetLock slot kept after the commit")
 	}
@@ -460,19 +460,19 @@ func TestFleetLockStrategy(t *testing.T) {
 
 func TestNewRejectsBadConfig(t *testing.T) {
 	for name, tc := range map[string]struct {
-		cfg  daemon.Config
-		deps daemon.Deps
+		cfg  reboot.Config
+		deps reboot.Deps
 	}{
-		"unknown strategy":        {daemon.Config{Strategy: "best-effort"}, daemon.Deps{}},
-		"etcd-lock without etcd":  {daemon.Config{Strategy: "etcd-lock", MachineID: "m"}, daemon.Deps{Updated: nilUpdated{}, Rebooter: nilRebooter{}}},
-		"fleetlock without url":   {daemon.Config{Strategy: "fleetlock"}, daemon.Deps{Updated: nilUpdated{}, Rebooter: nilRebooter{}}},
-		"reboot without logind":   {daemon.Config{Strategy: "reboot"}, daemon.Deps{Updated: nilUpdated{}}},
-		"no update agent":         {daemon.Config{Strategy: "reboot"}, daemon.Deps{Rebooter: nilRebooter{}}},
-		"bad drain policy":        {daemon.Config{Strategy: "reboot", DrainFailure: "ignore"}, daemon.Deps{Updated: nilUpdated{}, Rebooter: nilRebooter{}}},
-		"etcd-lock without an id": {daemon.Config{Strategy: "etcd-lock"}, daemon.Deps{Updated: nilUpdated{}, Rebooter: nilRebooter{}, Store: &locksmith.Store{}}},
-		"unprintable group":       {daemon.Config{Strategy: "reboot", Group: "a\nb"}, daemon.Deps{Updated: nilUpdated{}, Rebooter: nilRebooter{}}},
+		"unknown strategy":        {reboot.Config{Strategy: "best-effort"}, reboot.Deps{}},
+		"etcd-lock without etcd":  {reboot.Config{Strategy: "etcd-lock", MachineID: "m"}, reboot.Deps{Updated: nilUpdated{}, Rebooter: nilRebooter{}}},
+		"fleetlock without url":   {reboot.Config{Strategy: "fleetlock"}, reboot.Deps{Updated: nilUpdated{}, Rebooter: nilRebooter{}}},
+		"reboot without logind":   {reboot.Config{Strategy: "reboot"}, reboot.Deps{Updated: nilUpdated{}}},
+		"no update agent":         {reboot.Config{Strategy: "reboot"}, reboot.Deps{Rebooter: nilRebooter{}}},
+		"bad drain policy":        {reboot.Config{Strategy: "reboot", DrainFailure: "ignore"}, reboot.Deps{Updated: nilUpdated{}, Rebooter: nilRebooter{}}},
+		"etcd-lock without an id": {reboot.Config{Strategy: "etcd-lock"}, reboot.Deps{Updated: nilUpdated{}, Rebooter: nilRebooter{}, Store: &locksmith.Store{}}},
+		"unprintable group":       {reboot.Config{Strategy: "reboot", Group: "a\nb"}, reboot.Deps{Updated: nilUpdated{}, Rebooter: nilRebooter{}}},
 	} {
-		if _, err := daemon.New(tc.cfg, tc.deps); err == nil {
+		if _, err := reboot.New(tc.cfg, tc.deps); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}

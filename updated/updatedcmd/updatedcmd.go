@@ -1,8 +1,8 @@
-// Package daemon wires the update agent to a real host: flags, logging (journald when present),
+// Package updatedcmd is the updated command: it wires the update agent to a real host: flags, logging (journald when present),
 // the machine and boot ids, the disk of the booted /usr, D-Bus (API, systemd probe, logind
 // reboot), the TPM and sd_notify. updated's main is a call to Main; tests and benchmarks run
 // the built binary with --root pointing at a directory that stands in for the host's "/".
-package daemon
+package updatedcmd
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package daemon_test
+package updatedcmd_test
 
 import (
 	"bytes"
@@ -16,9 +16,9 @@ import (
 	"github.com/twinslot/twinslot/payload/payloadtest"
 	"github.com/twinslot/twinslot/testimages"
 	"github.com/twinslot/twinslot/updated"
-	"github.com/twinslot/twinslot/updated/daemon"
 	"github.com/twinslot/twinslot/updated/dbusapi"
 	"github.com/twinslot/twinslot/updated/dbustest"
+	"github.com/twinslot/twinslot/updated/updatedcmd"
 )
 
 // fakeRoot makes a directory that stands in for a host's "/" booted from diskPath's last
@@ -110,7 +110,7 @@ func TestDaemon(t *testing.T) {
 	dctx, cancel := context.WithCancel(ctx)
 	done := make(chan int, 1)
 	go func() {
-		done <- daemon.Main(dctx, []string{"--root", root, "--disk", disk, "--state-dir", filepath.Join(dir, "state"),
+		done <- updatedcmd.Main(dctx, []string{"--root", root, "--disk", disk, "--state-dir", filepath.Join(dir, "state"),
 			"--etc", etc, "--config", conf, "--bus", bus.Addr, "--tpm", "none", "--log-level", "debug"}, nil, &stderr)
 	}()
 	defer func() {
@@ -165,11 +165,11 @@ func TestUsage(t *testing.T) {
 	var out bytes.Buffer
 	for args, want := range map[string]int{"--help": 0, "--bogus": 2, "extra": 2, "--log-level=loud": 2, "--first-check=-1s": 2, "--check-interval=-1m": 2} {
 		out.Reset()
-		if code := daemon.Main(t.Context(), []string{args}, nil, &out); code != want {
+		if code := updatedcmd.Main(t.Context(), []string{args}, nil, &out); code != want {
 			t.Errorf("updated %s: exit %d, want %d (%s)", args, code, want, out.String())
 		}
 	}
-	if code := daemon.Main(t.Context(), []string{"--root", t.TempDir(), "--bus", "none"}, nil, &out); code != 1 || !strings.Contains(out.String(), "machine-id") {
+	if code := updatedcmd.Main(t.Context(), []string{"--root", t.TempDir(), "--bus", "none"}, nil, &out); code != 1 || !strings.Contains(out.String(), "machine-id") {
 		t.Errorf("a root without machine-id: exit %d: %s", code, out.String())
 	}
 }
@@ -191,7 +191,7 @@ func TestDaemonESP(t *testing.T) {
 	dctx, cancel := context.WithCancel(ctx)
 	done := make(chan int, 1)
 	go func() {
-		done <- daemon.Main(dctx, []string{"--root", root, "--disk", disk, "--state-dir", filepath.Join(dir, "state"),
+		done <- updatedcmd.Main(dctx, []string{"--root", root, "--disk", disk, "--state-dir", filepath.Join(dir, "state"),
 			"--etc", etc, "--config", conf, "--bus", "none", "--tpm", "none", "--log-stderr",
 			"--esp", espDir, "--first-check", "1ms", "--check-interval", "1h"}, nil, &stderr)
 	}()
@@ -217,10 +217,10 @@ func TestDaemonESP(t *testing.T) {
 
 func TestSchedule(t *testing.T) {
 	def := updated.DefaultSchedule()
-	if s := daemon.Schedule(0, 0); s != def {
+	if s := updatedcmd.Schedule(0, 0); s != def {
 		t.Fatalf("Schedule(0, 0) = %+v, want the default", s)
 	}
-	s := daemon.Schedule(7*time.Second, 45*time.Second)
+	s := updatedcmd.Schedule(7*time.Second, 45*time.Second)
 	want := def
 	want.First, want.FirstFuzz, want.Period, want.PeriodFuzz = 7*time.Second, 10*time.Second, 45*time.Second, 10*time.Second
 	if s != want {

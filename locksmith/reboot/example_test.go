@@ -1,10 +1,10 @@
-package daemon_test
+package reboot_test
 
 import (
 	"fmt"
 
 	"github.com/twinslot/twinslot/locksmith"
-	"github.com/twinslot/twinslot/locksmith/daemon"
+	"github.com/twinslot/twinslot/locksmith/reboot"
 	"github.com/twinslot/twinslot/updated/dbusapi"
 )
 
@@ -17,7 +17,7 @@ func ExampleDecide() {
 		{State: "committed", BootedVersion: "2.0"},
 		{State: "rolled-back", BootedVersion: "1.0", PreviousVersion: "2.0"},
 	} {
-		act, why := daemon.Decide(h, "boot-2", boot, idle)
+		act, why := reboot.Decide(h, "boot-2", boot, idle)
 		fmt.Printf("%s: %s (%s)\n", boot.State, act, why)
 	}
 	// Output:

@@ -1,4 +1,4 @@
-package daemon_test
+package updatedcmd_test
 
 import (
 	"bufio"
@@ -36,7 +36,7 @@ import (
 // child's ru_maxrss at execve, so a child of a big test process reports the test's size.
 //
 // Targets (issue 5 §8): idle < 20 MiB, install < 64 MiB. Building the images and the payload
-// takes a few minutes; run it with `go test -run '^$' -bench RSS -benchtime 1x ./updated/daemon`.
+// takes a few minutes; run it with `go test -run '^$' -bench RSS -benchtime 1x ./updated/updatedcmd`.
 func BenchmarkRSS(b *testing.B) {
 	if testing.Short() {
 		b.Skip("builds 2 GiB images; skipped in -short mode")

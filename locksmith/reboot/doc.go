@@ -1,4 +1,4 @@
-// Package daemon is locksmithd's reboot coordination: it follows the update agent over D-Bus
+// Package reboot is locksmithd's reboot coordination: it follows the update agent over D-Bus
 // and, when an installed update needs a reboot, reboots the host when a reboot window is open,
 // no inhibitor blocks it and (with a locking strategy) it holds a reboot slot of its group.
 // After the reboot it gives the slot back only once the new boot is committed.
@@ -57,4 +57,4 @@
 // Status() is the current state with a sentence for people; every change is logged and written
 // atomically to StatusPath (JSON, versioned) and CoordinatorPath (CoreOS coordinator.conf:
 // NAME, STRATEGY, STATE=starting|running|reboot-planned|rebooting|disabled) when set.
-package daemon
+package reboot
