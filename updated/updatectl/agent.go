@@ -28,6 +28,7 @@ func agentCommands(env Env) []cli.Command {
 		{Name: "reset", Summary: "clear failures and backoff, or cancel an installed update before the reboot", Run: env.runReset},
 		{Name: "history", Summary: "list past update attempts and their outcomes", Run: env.runHistory},
 		{Name: "download", Summary: "fetch the payload the update server offers into a file (resumable)", Run: env.runDownload},
+		{Name: "config", Summary: "show the effective update.conf values and the file each came from", Run: env.runConfig},
 	}
 }
 
