@@ -800,6 +800,12 @@ func (a *Agent) statusLocked() dbusapi.Status {
 	if r.Attempt != nil && r.Attempt.Offer != nil {
 		s.NewVersion, s.NewSize = r.Attempt.Offer.Version, r.Attempt.Offer.Size
 	}
+	if (r.State == Verifying || r.State == Committing) && r.Boot.BootedVersion != "" {
+		s.NewVersion = r.Boot.BootedVersion // the version on trial: the health gate is running
+	}
+	if s.NewVersion == "" {
+		s.NewVersion = dbusapi.NoVersion // update_engine's "no update known"
+	}
 	if r.State == UpdatedNeedReboot || r.State == Finalizing {
 		s.Progress = 1
 	}

@@ -96,7 +96,7 @@ rolled-back or steady; booted and previous version; slot).`)
 	tw := cli.Table(stdio.Stdout)
 	fmt.Fprintf(tw, "operation:\t%s\n", st.CurrentOperation)
 	fmt.Fprintf(tw, "last checked:\t%s\n", lastChecked(st.LastCheckedTime, time.Now()))
-	if st.NewVersion != "" {
+	if st.NewVersion != "" && st.NewVersion != dbusapi.NoVersion {
 		fmt.Fprintf(tw, "new version:\t%s (%s)\n", st.NewVersion, progress.Bytes(st.NewSize))
 		fmt.Fprintf(tw, "progress:\t%.1f%%\n", st.Progress*100)
 	}
@@ -324,7 +324,7 @@ func (w *watcher) status(st dbusapi.Status) {
 		return
 	}
 	line := strings.TrimPrefix(st.CurrentOperation, "UPDATE_STATUS_")
-	if st.NewVersion != "" {
+	if st.NewVersion != "" && st.NewVersion != dbusapi.NoVersion {
 		line += " " + st.NewVersion
 	}
 	fmt.Fprintf(w.out, "%s %s\n", stamp(), line)
