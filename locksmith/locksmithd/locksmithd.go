@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -124,7 +126,7 @@ func Run(ctx context.Context, args, environ []string, stdio cli.IO) int {
 // confEnviron is the LOCKSMITHD_* keys of the update.conf files as KEY=VALUE entries.
 func confEnviron(c *updateconf.Config) []string {
 	var env []string
-	for _, k := range updateconf.SortedKeys(c.Values) {
+	for _, k := range slices.Sorted(maps.Keys(c.Values)) {
 		if strings.HasPrefix(k, EnvPrefix) {
 			env = append(env, k+"="+c.Values[k])
 		}

@@ -7,8 +7,9 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
-	"sort"
+	"slices"
 	"strings"
 )
 
@@ -201,7 +202,7 @@ func LoadEnv(environ []string, paths ...string) (*Config, error) {
 
 // merge lays set (read from file) over vals, aliases winning over their plain key.
 func merge(vals map[string]string, from map[string]Origin, set map[string]string, file string) {
-	for _, k := range SortedKeys(set) {
+	for _, k := range slices.Sorted(maps.Keys(set)) {
 		if _, alias := aliases[k]; !alias {
 			vals[k], from[k] = set[k], Origin{File: file, Key: k}
 		}
@@ -211,16 +212,6 @@ func merge(vals map[string]string, from map[string]Origin, set map[string]string
 			vals[k], from[k] = v, Origin{File: file, Key: alias}
 		}
 	}
-}
-
-// SortedKeys returns the keys of m in order.
-func SortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // ValueError is a known key with a value twinslot cannot use.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -135,7 +136,7 @@ func configReport(paths []string) (ConfigReport, error) {
 		rep.Values = append(rep.Values, value(k.key, k.def))
 		known = append(known, k.key)
 	}
-	for _, k := range updateconf.SortedKeys(c.Values) {
+	for _, k := range slices.Sorted(maps.Keys(c.Values)) {
 		if !slices.Contains(known, k) {
 			rep.Values = append(rep.Values, value(k, ""))
 		}
