@@ -150,6 +150,22 @@ func TestAgentCommands(t *testing.T) {
 	if len(rep.Attempts) != 1 || rep.Attempts[0].Outcome != updated.OutcomeCancelled || rep.Current != nil || rep.State != updated.Idle {
 		t.Fatalf("history after reset: %+v", rep)
 	}
+	// A failed check says why, from the agent's state file: check --wait, status and history.
+	os.WriteFile(w.host.ConfPath(), []byte("SERVER=http://127.0.0.1:1/v1/update/\n"), 0o644)
+	state := []string{"--state-dir", w.host.StateDir()}
+	code, _, errs = ctl(t, env, append(append([]string{"check", "--wait"}, bus...), state...)...)
+	if code != 1 || !strings.Contains(errs, "the update attempt failed: ") || !strings.Contains(errs, "in CHECKING_FOR_UPDATE)") {
+		t.Fatalf("check --wait against a closed port: %d %s", code, errs)
+	}
+	for _, args := range [][]string{append(append([]string{"status"}, bus...), state...), append([]string{"history"}, state...)} {
+		if code, out, errs := ctl(t, env, args...); code != 0 || !strings.Contains(out, "last error:") || !strings.Contains(out, "127.0.0.1:1") {
+			t.Fatalf("%s after a failed check: %d %s %s", args[0], code, out, errs)
+		}
+	}
+	if code, _, _ := ctl(t, env, append([]string{"reset"}, bus...)...); code != 0 {
+		t.Fatal("reset after the failed check")
+	}
+
 	// With updates disabled the agent ignores the request: check --wait says so.
 	os.WriteFile(w.host.ConfPath(), []byte("SERVER=disabled\n"), 0o644)
 	code, _, errs = ctl(t, env, append([]string{"check", "--wait", "--start-timeout", "300ms"}, bus...)...)
