@@ -32,7 +32,7 @@
 //   - Re-lock by the current holder (same id) rewrites its own slot (new boot id, versions) with
 //     ModRevision(slot) == read; it succeeds whatever max is now.
 //   - Release deletes the holder's slot with ModRevision(slot) == read. Only the holder itself may
-//     release unless the caller forces it (locksmithctl unlock --force ID). A Lock remembers the
+//     release unless the caller forces it (locksmithctl unlock ID). A Lock remembers the
 //     slot's CreateRevision as a fencing token: Store.Release and Store.Update on a Lock fail with
 //     ErrLost if the slot was broken and taken again meanwhile.
 //   - SetMax and SetPolicy rewrite config with ModRevision(config) == read.

@@ -288,7 +288,7 @@ func PlanAcquire(s State, id string) (AcquirePlan, error) {
 // the holder itself may release unless force is set.
 func PlanRelease(s State, requester, target string, force bool) (Slot, error) {
 	if requester != target && !force {
-		return Slot{}, fmt.Errorf("%w: %s may not release %s's slot; an operator can with unlock --force %s", ErrNotHolder, requester, target, target)
+		return Slot{}, fmt.Errorf("%w: %s may not release %s's slot; an operator can with locksmithctl unlock %s", ErrNotHolder, requester, target, target)
 	}
 	sl, ok := s.Holding(target)
 	if !ok {

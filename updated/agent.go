@@ -452,6 +452,20 @@ func (a *Agent) identity(c *updateconf.Config, r Record) omaha.Host {
 	}
 }
 
+// withConfigOrigin adds to a server's "no such group" answer which update.conf set GROUP, so
+// the operator sees what to fix and where ("the server knows no group "nightly" … (GROUP=nightly
+// in /etc/flatcar/update.conf)").
+func withConfigOrigin(err error, c *updateconf.Config) error {
+	var ug *omaha.UnknownGroupError
+	if !errors.As(err, &ug) {
+		return err
+	}
+	if o, ok := c.Origin("GROUP"); ok {
+		return fmt.Errorf("%w (%s=%s in %s)", err, o.Key, c.Group, o.File)
+	}
+	return fmt.Errorf("%w (GROUP is not set in any update.conf; the default is %s)", err, c.Group)
+}
+
 func (a *Agent) client(c *updateconf.Config) (*omaha.Client, error) {
 	return omaha.NewClient(servers(c), omaha.ClientOptions{HTTPClient: a.h.HTTP})
 }
@@ -481,6 +495,7 @@ func (a *Agent) check(ctx context.Context, r Record) (Event, error) {
 		if errors.As(err, &oe) {
 			code = int(oe.Code())
 		}
+		err = withConfigOrigin(err, c)
 		a.log.Warn("update check failed", "error", err, "code", code, "next_check_in", a.nextCheck.Sub(a.clk.Now()).Round(time.Second))
 		return failed(code, "%v", err), nil
 	}
@@ -799,6 +814,12 @@ func (a *Agent) statusLocked() dbusapi.Status {
 	}
 	if r.Attempt != nil && r.Attempt.Offer != nil {
 		s.NewVersion, s.NewSize = r.Attempt.Offer.Version, r.Attempt.Offer.Size
+	}
+	if (r.State == Verifying || r.State == Committing) && r.Boot.BootedVersion != "" {
+		s.NewVersion = r.Boot.BootedVersion // the version on trial: the health gate is running
+	}
+	if s.NewVersion == "" {
+		s.NewVersion = dbusapi.NoVersion // update_engine's "no update known"
 	}
 	if r.State == UpdatedNeedReboot || r.State == Finalizing {
 		s.Progress = 1

@@ -40,7 +40,7 @@ func TestDBus(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if st.CurrentOperation != dbusapi.OpIdle || st.LastCheckedTime != 0 {
+	if st.CurrentOperation != dbusapi.OpIdle || st.LastCheckedTime != 0 || st.NewVersion != dbusapi.NoVersion {
 		t.Fatalf("status before any check %+v", st)
 	}
 	bs, err := c.GetBootStatus(ctx)
@@ -81,14 +81,19 @@ func TestDBus(t *testing.T) {
 	}
 	r.stop(t)
 
-	// After the reboot: verifying, then committed, as BootStatus signals.
+	// After the reboot: verifying, then committed, as BootStatus signals; while the health gate
+	// runs StatusUpdate says VERIFYING with the version on trial, then IDLE with "0.0.0".
 	h.boot()
 	r = h.start(srv.URL(), updated.Config{Bus: bus.Conn(t), Schedule: fast.Schedule}, 0)
 	var states []string
+	var statuses []dbusapi.Status
 	for len(states) == 0 || states[len(states)-1] != "committed" {
 		s, err := sub.Next(ctx)
 		if err != nil {
 			t.Fatalf("after %v: %v", states, err)
+		}
+		if s.Status != nil {
+			statuses = append(statuses, *s.Status)
 		}
 		if s.Boot != nil {
 			states = append(states, s.Boot.State)
@@ -99,6 +104,17 @@ func TestDBus(t *testing.T) {
 	}
 	if states[0] != "verifying" {
 		t.Fatalf("BootStatus signals %v, want verifying then committed", states)
+	}
+	if len(statuses) == 0 || statuses[0].CurrentOperation != dbusapi.OpVerifying || statuses[0].NewVersion != "2.0.0" {
+		t.Fatalf("StatusUpdate signals after the reboot %+v, want VERIFYING 2.0.0 first", statuses)
+	}
+	for st.CurrentOperation != dbusapi.OpIdle { // the commit is followed by a check at once
+		if st, err = c.GetStatus(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st.NewVersion != dbusapi.NoVersion {
+		t.Fatalf("status after the commit %+v", st)
 	}
 	r.stop(t)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"sync/atomic"
@@ -31,10 +32,15 @@ func TestServerFailures(t *testing.T) {
 		name     string
 		set      func(s *omahaServer)
 		wantCode int
+		wantMsg  string // in the reported failure's message
 	}{
-		{"503", func(s *omahaServer) { s.status = 503 }, int(omaha.ErrorCodeOmahaRequestHTTPResponseBase) + 503},
-		{"garbage", func(s *omahaServer) { s.garbage = true }, int(omaha.ErrorCodeOmahaRequestXMLParseError)},
-		{"down", nil, int(omaha.ErrorCodeOmahaRequestError)},
+		{"503", func(s *omahaServer) { s.status = 503 }, int(omaha.ErrorCodeOmahaRequestHTTPResponseBase) + 503, "503"},
+		{"garbage", func(s *omahaServer) { s.garbage = true }, int(omaha.ErrorCodeOmahaRequestXMLParseError), ""},
+		{"down", nil, int(omaha.ErrorCodeOmahaRequestError), ""},
+		// Nebraska's answer for a track it does not know: said as what it is, with the file that
+		// set GROUP.
+		{"unknown group", func(s *omahaServer) { s.appStatus = omaha.StatusUnknownApplicationOrGroup }, int(omaha.ErrorCodeOmahaResponseInvalid),
+			`the server knows no group "stable"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHost(t, "1.0.0")
@@ -58,8 +64,12 @@ func TestServerFailures(t *testing.T) {
 				t.Fatal(err)
 			}
 			r.stop(t)
-			if rec.LastError.Code != tc.wantCode || rec.Failures != 1 || rec.LastError.Step != updated.CheckingForUpdate {
-				t.Fatalf("last error %+v failures %d; want code %d", rec.LastError, rec.Failures, tc.wantCode)
+			if rec.LastError.Code != tc.wantCode || rec.Failures != 1 || rec.LastError.Step != updated.CheckingForUpdate ||
+				!strings.Contains(rec.LastError.Message, tc.wantMsg) {
+				t.Fatalf("last error %+v failures %d; want code %d with %q", rec.LastError, rec.Failures, tc.wantCode, tc.wantMsg)
+			}
+			if tc.name == "unknown group" && !strings.Contains(rec.LastError.Message, "(GROUP=stable in "+filepath.Join(h.dir, "etc/update.conf")+")") {
+				t.Fatalf("the unknown group does not name the file that set GROUP: %s", rec.LastError.Message)
 			}
 			if pending[len(pending)-1] != 90*time.Minute {
 				t.Fatalf("next check in %v, want 90m (backoff)", pending)

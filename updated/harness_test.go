@@ -338,6 +338,9 @@ type omahaServer struct {
 	payload string // path of the payload file
 	status  int    // HTTP status to answer with instead, 0 = normal
 	garbage bool   // answer with a body that is not XML
+	// appStatus, if set, is the <app> status of every answer, with updatecheck error-internal
+	// (Nebraska's shape for an unknown group).
+	appStatus omaha.Status
 	// onDownload, if set, runs at each payload request, while the agent waits for the answer.
 	onDownload func()
 	requests   []*omaha.App
@@ -383,6 +386,12 @@ func (s *omahaServer) update(w http.ResponseWriter, r *http.Request) {
 			s.t.Errorf("invalid app from the agent: %v", err)
 		}
 		s.requests = append(s.requests, a)
+		if s.appStatus != "" {
+			if a.UpdateCheck != nil {
+				resp.AddApp(a.AppID, s.appStatus).AddUpdateCheck(omaha.StatusInternalError)
+			}
+			continue
+		}
 		ra := resp.AddApp(a.AppID, omaha.StatusOK)
 		ra.Acknowledge(a)
 		if a.UpdateCheck == nil {

@@ -50,7 +50,7 @@ type Host struct {
 type Paths struct {
 	// StateDir holds the state file and the floor file (/var/lib/twinslot).
 	StateDir string
-	// Config is the update.conf search path, first file winning per key
+	// Config is the update.conf search path, a later file winning key by key
 	// (updateconf.DefaultPaths, or the --config file).
 	Config []string
 	// Environ overrides update.conf keys (main passes os.Environ()).

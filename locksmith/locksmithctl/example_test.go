@@ -9,7 +9,7 @@ import (
 )
 
 func ExampleMain() {
-	code := locksmithctl.Main(context.TODO(), []string{"set-max"}, nil, os.Stdin, os.Stdout, os.Stdout)
+	code := locksmithctl.Main(context.TODO(), []string{"set-max"}, os.Stdin, os.Stdout, os.Stdout)
 	fmt.Println("exit", code)
 	// Output:
 	// locksmithctl: locksmithctl set-max: missing N

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 
@@ -11,7 +12,7 @@ import (
 	"github.com/twinslot/twinslot/tools/cli"
 )
 
-// StatusJSON is the output of status -o json.
+// StatusJSON is the output of status --json.
 type StatusJSON struct {
 	Group           string `json:"group"`
 	Max             int    `json:"max"`
@@ -45,18 +46,47 @@ type HolderJSON struct {
 	UnlockCommand string `json:"unlock_command,omitempty"`
 }
 
-func (g *globals) status(ctx context.Context, w io.Writer, asJSON bool, staleAfter time.Duration) error {
+func (g *globals) status(ctx context.Context, stdio cli.IO, long bool, staleAfter time.Duration) error {
 	return g.withStore(ctx, func(ctx context.Context, s *locksmith.Store) error {
 		st, err := s.State(ctx, g.group)
 		if err != nil {
 			return err
 		}
 		out := statusOf(st, g.now(), staleAfter, g.unlockCommand)
-		if asJSON {
-			return cli.PrintJSON(w, out)
+		if g.asJSON {
+			return cli.PrintJSON(stdio.Stdout, out)
 		}
-		return printStatus(w, st, out, staleAfter)
+		if long {
+			err = printLong(stdio.Stdout, st, out)
+		} else {
+			err = printCoreOS(stdio.Stdout, out)
+		}
+		if err != nil {
+			return err
+		}
+		printStale(stdio.Stderr, st, out, staleAfter)
+		return nil
 	})
+}
+
+// printCoreOS prints the status exactly as CoreOS locksmithctl does, so scripts that read it keep
+// working: Available, Max, and the holders' machine ids under a MACHINE ID header.
+func printCoreOS(w io.Writer, out StatusJSON) error {
+	fmt.Fprintf(w, "Available: %d\nMax: %d\n", out.Available, out.Max)
+	if len(out.Holders) == 0 {
+		return nil
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "MACHINE ID")
+	ids := make([]string, 0, len(out.Holders))
+	for _, h := range out.Holders {
+		ids = append(ids, h.ID)
+	}
+	slices.Sort(ids) // CoreOS keeps its holders sorted
+	for _, id := range ids {
+		fmt.Fprintln(w, id)
+	}
+	return nil
 }
 
 // statusOf is the status of st at now; unlock gives the command that frees a holder's slot.
@@ -82,7 +112,8 @@ func statusOf(st locksmith.State, now time.Time, staleAfter time.Duration, unloc
 	return out
 }
 
-func printStatus(w io.Writer, st locksmith.State, out StatusJSON, staleAfter time.Duration) error {
+// printLong prints the group, its policy and a table of the holders.
+func printLong(w io.Writer, st locksmith.State, out StatusJSON) error {
 	fmt.Fprintf(w, "Group: %s\nAvailable: %d\nMax: %d\n", out.Group, out.Available, out.Max)
 	if out.LeaseTTLSeconds > 0 {
 		fmt.Fprintf(w, "Lease-TTL: %s (stale policy %s)\n", st.Config.LeaseTTL(), out.StalePolicy)
@@ -93,12 +124,10 @@ func printStatus(w io.Writer, st locksmith.State, out StatusJSON, staleAfter tim
 	fmt.Fprintln(w)
 	tw := cli.Table(w)
 	fmt.Fprintln(tw, "SLOT\tMACHINE\tHOST\tSTATE\tAGE\tLAST SEEN\tVERSIONS\tNOTE")
-	var stale []HolderJSON
 	for _, h := range out.Holders {
 		state := h.State
 		if h.Stale {
 			state += " (STALE)"
-			stale = append(stale, h)
 		}
 		versions := ""
 		if h.FromVersion != "" || h.ToVersion != "" {
@@ -107,17 +136,25 @@ func printStatus(w io.Writer, st locksmith.State, out StatusJSON, staleAfter tim
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s ago\t%s\t%s\n", h.Slot, h.ID, h.Hostname, state,
 			(time.Duration(h.AgeSeconds) * time.Second).String(), (time.Duration(h.UnseenSeconds) * time.Second).String(), versions, h.Note)
 	}
-	if err := tw.Flush(); err != nil {
-		return err
+	return tw.Flush()
+}
+
+// printStale tells, on stderr, which holders look gone and the commands that free their slots.
+func printStale(w io.Writer, st locksmith.State, out StatusJSON, staleAfter time.Duration) {
+	var stale []HolderJSON
+	for _, h := range out.Holders {
+		if h.Stale {
+			stale = append(stale, h)
+		}
 	}
 	if len(stale) == 0 {
-		return nil
+		return
 	}
 	why := fmt.Sprintf("not seen for longer than %s (--stale-after)", staleAfter)
 	if out.LeaseTTLSeconds > 0 {
 		why += fmt.Sprintf(" or older than the lease TTL %s", st.Config.LeaseTTL())
 	}
-	fmt.Fprintf(w, "\n%d holder(s) %s: the host may be gone. Nothing frees a slot on its own", len(stale), why)
+	fmt.Fprintf(w, "%d holder(s) %s: the host may be gone. Nothing frees a slot on its own", len(stale), why)
 	if out.StalePolicy == string(locksmith.StaleExpire) {
 		fmt.Fprint(w, " except etcd's lease expiry (stale policy expire)")
 	}
@@ -125,12 +162,11 @@ func printStatus(w io.Writer, st locksmith.State, out StatusJSON, staleAfter tim
 	for _, h := range stale {
 		fmt.Fprintf(w, "  %s\n", h.UnlockCommand)
 	}
-	return nil
 }
 
 // unlockCommand is the exact command that frees id's slot in this group at these endpoints.
 func (g *globals) unlockCommand(id string) string {
-	return fmt.Sprintf("locksmithctl -endpoint %s -group %s unlock --force %s", g.etcd.Endpoints.String(), shellQuote(g.group), shellQuote(id))
+	return fmt.Sprintf("locksmithctl -endpoint %s -group %s unlock %s", g.etcd.Endpoints.String(), shellQuote(g.group), shellQuote(id))
 }
 
 // shellQuote quotes s for a POSIX shell when it has anything but safe characters.

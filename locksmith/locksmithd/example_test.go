@@ -9,7 +9,7 @@ import (
 )
 
 func ExampleMain() {
-	code := locksmithd.Main(context.TODO(), []string{"extra"}, nil, os.Stdin, os.Stdout, os.Stdout)
+	code := locksmithd.Main(context.TODO(), []string{"extra"}, os.Stdin, os.Stdout, os.Stdout)
 	fmt.Println("exit", code)
 	// Output:
 	// locksmithd: too many arguments: extra (want no arguments)

@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -55,13 +57,20 @@ type options struct {
 	debug           bool
 }
 
-// Main runs locksmithd until ctx ends. environ is the process environment (os.Environ()):
-// LOCKSMITHD_* flags, REBOOT_STRATEGY and the window keys (over update.conf), and
-// DBUS_SYSTEM_BUS_ADDRESS. It returns 0 on a clean stop, 1 on failure, 2 on a bad command line.
-func Main(ctx context.Context, args, environ []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	stdio := cli.IO{Stdin: stdin, Stdout: stdout, Stderr: stderr}
+// Main is locksmithd's command line: it reads the process environment (LOCKSMITHD_* flags,
+// REBOOT_STRATEGY and the window keys, DBUS_SYSTEM_BUS_ADDRESS) and runs until ctx ends (see Run).
+func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	return Run(ctx, args, os.Environ(), cli.IO{Stdin: stdin, Stdout: stdout, Stderr: stderr})
+}
+
+// Run is Main with the environment given. It returns 0 on a clean stop, 1 on failure, 2 on a
+// bad command line. A flag comes from the command line, else from LOCKSMITHD_<FLAG> in environ,
+// else from LOCKSMITHD_<FLAG> in the update.conf files (Flatcar's locksmithd.service reads
+// /etc/flatcar/update.conf as its EnvironmentFile, so LOCKSMITHD_ENDPOINT may be set there).
+func Run(ctx context.Context, args, environ []string, stdio cli.IO) int {
+	stderr := stdio.Stderr
 	o := options{}
-	fs := stdio.FlagSet(prog, "[flags]", "Coordinates reboots after updates: follows updated over D-Bus and reboots when the strategy,\nthe reboot windows and (etcd-lock, fleetlock) a reboot slot allow. REBOOT_STRATEGY and the\nwindows come from update.conf and the environment; every flag is also LOCKSMITHD_<FLAG>.")
+	fs := stdio.FlagSet(prog, "[flags]", "Coordinates reboots after updates: follows updated over D-Bus and reboots when the strategy,\nthe reboot windows and (etcd-lock, fleetlock) a reboot slot allow. REBOOT_STRATEGY and the\nwindows come from the update.conf files (a later file wins key by key) and the environment;\nevery flag is also LOCKSMITHD_<FLAG>, in the environment or in update.conf.")
 	o.etcd.Register(fs)
 	fs.StringVar(&o.group, "group", locksmith.DefaultGroup, "reboot group (etcd-lock and fleetlock)")
 	fs.StringVar(&o.id, "id", "", "machine id used as the holder id (default: the content of "+hostenv.MachineIDPath+")")
@@ -69,7 +78,7 @@ func Main(ctx context.Context, args, environ []string, stdin io.Reader, stdout, 
 	fs.StringVar(&o.metricsListen, "metrics-listen", "", "serve Prometheus metrics on this address (host:port) at /metrics")
 	fs.DurationVar(&o.staleAfter, "stale-after", locksmith.DefaultStaleAfter, "metrics flag a holder not seen for longer than this as stale (0: never); nothing is freed on its own")
 	fs.StringVar(&o.fleetlockURL, "fleetlock-url", "", "FleetLock server for REBOOT_STRATEGY=fleetlock")
-	fs.StringVar(&o.configs, "config", strings.Join(updateconf.DefaultPaths(), ","), "update.conf files, comma-separated, first wins")
+	fs.StringVar(&o.configs, "config", strings.Join(updateconf.DefaultPaths(), ","), "update.conf files, comma-separated, a later file winning key by key")
 	fs.StringVar(&o.drainCommand, "drain-command", "", "shell command run before rebooting (with the slot held), e.g. to drain a node")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", 10*time.Minute, "how long the drain command may run")
 	fs.StringVar(&o.drainFailure, "drain-failure", string(reboot.DrainRelease), "when the drain fails: release (give the slot back, retry later) or proceed (reboot anyway)")
@@ -88,6 +97,15 @@ func Main(ctx context.Context, args, environ []string, stdin io.Reader, stdout, 
 	if err == nil {
 		err = etcdflags.SetFromEnv(fs, EnvPrefix, environ)
 	}
+	var conf *updateconf.Config
+	if err == nil {
+		// A bad update.conf is a failure (1), not a usage error.
+		if conf, err = updateconf.LoadEnv(environ, splitList(o.configs)...); err != nil {
+			fmt.Fprintf(stderr, "%s: %v\n", prog, err)
+			return 1
+		}
+		err = etcdflags.SetFromEnv(fs, EnvPrefix, confEnviron(conf))
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: %v\nRun '%s --help' for usage.\n", prog, err, prog)
 		return 2
@@ -97,7 +115,7 @@ func Main(ctx context.Context, args, environ []string, stdin io.Reader, stdout, 
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	if err := run(ctx, o, environ, log); err != nil {
+	if err := run(ctx, o, conf, environ, log); err != nil {
 		log.Error("locksmithd stopped", "err", err)
 		fmt.Fprintf(stderr, "%s: %v\n", prog, err)
 		return 1
@@ -105,11 +123,19 @@ func Main(ctx context.Context, args, environ []string, stdin io.Reader, stdout, 
 	return 0
 }
 
-func run(ctx context.Context, o options, environ []string, log *slog.Logger) error {
-	conf, err := updateconf.LoadEnv(environ, splitList(o.configs)...)
-	if err != nil {
-		return err
+// confEnviron is the LOCKSMITHD_* keys of the update.conf files as KEY=VALUE entries.
+func confEnviron(c *updateconf.Config) []string {
+	var env []string
+	for _, k := range slices.Sorted(maps.Keys(c.Values)) {
+		if strings.HasPrefix(k, EnvPrefix) {
+			env = append(env, k+"="+c.Values[k])
+		}
 	}
+	return env
+}
+
+func run(ctx context.Context, o options, conf *updateconf.Config, environ []string, log *slog.Logger) error {
+	var err error
 	loc := time.Local
 	if conf.RebootWindowTZ != "" {
 		if loc, err = time.LoadLocation(conf.RebootWindowTZ); err != nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/twinslot/twinslot/locksmith/etcdtest"
 	"github.com/twinslot/twinslot/locksmith/fleetlock"
 	"github.com/twinslot/twinslot/locksmith/locksmithd"
+	"github.com/twinslot/twinslot/tools/cli"
 	"github.com/twinslot/twinslot/updated/dbusapi/dbusapitest"
 	"github.com/twinslot/twinslot/updated/dbustest"
 )
@@ -76,7 +77,9 @@ type proc struct {
 func start(t *testing.T, env []string, args ...string) *proc {
 	ctx, cancel := context.WithCancel(t.Context())
 	p := &proc{log: newLogBuf(), cancel: cancel, done: make(chan int, 1)}
-	go func() { p.done <- locksmithd.Main(ctx, args, env, strings.NewReader(""), p.log, p.log) }()
+	go func() {
+		p.done <- locksmithd.Run(ctx, args, env, cli.IO{Stdin: strings.NewReader(""), Stdout: p.log, Stderr: p.log})
+	}()
 	t.Cleanup(func() { cancel(); <-p.done })
 	return p
 }
@@ -148,10 +151,15 @@ func TestEtcdLockEndToEnd(t *testing.T) {
 	bus := dbustest.New(t)
 	dbusapitest.Export(t, bus.Conn(t), dbusapitest.NeedReboot("2.0"), dbusapitest.Boot("steady", "1.0"))
 	logind := dbustest.ExportLogind(t, bus.Conn(t))
+	// A Flatcar host's layered files: the strategy and the etcd endpoint in /etc/flatcar's (as
+	// locksmithd.service's EnvironmentFile reads it there), twinslot's file on top; the
+	// environment wins over both (LOCKSMITHD_GROUP).
 	args := paths(t)
+	flatcar := filepath.Join(t.TempDir(), "flatcar-update.conf")
+	os.WriteFile(flatcar, []byte("REBOOT_STRATEGY=reboot\nLOCKSMITHD_ENDPOINT="+e.Endpoints[0]+"\nLOCKSMITHD_GROUP=db\n"), 0o644)
 	os.WriteFile(args[1], []byte("REBOOT_STRATEGY=etcd-lock\nGROUP=beta\n"), 0o644)
-	env := []string{"DBUS_SYSTEM_BUS_ADDRESS=" + bus.Addr, "LOCKSMITHD_ENDPOINT=" + e.Endpoints[0], "LOCKSMITHD_ETCD_CAFILE=" + e.CAFile,
-		"LOCKSMITHD_GROUP=web"}
+	args[1] = flatcar + "," + args[1]
+	env := []string{"DBUS_SYSTEM_BUS_ADDRESS=" + bus.Addr, "LOCKSMITHD_ETCD_CAFILE=" + e.CAFile, "LOCKSMITHD_GROUP=web"}
 	p := start(t, env, append(args, "--id", "m1")...)
 	select {
 	case <-logind.Rebooted():
@@ -182,7 +190,8 @@ func TestBadConfiguration(t *testing.T) {
 		{name: "unknown flag", args: []string{"--frob"}, code: 2, want: "flag provided but not defined"},
 		{name: "argument", args: []string{"extra"}, code: 2, want: "too many arguments"},
 		{name: "bad env flag", env: []string{"LOCKSMITHD_DRAIN_TIMEOUT=soon"}, code: 2, want: "LOCKSMITHD_DRAIN_TIMEOUT"},
-		{name: "unknown strategy", env: []string{"REBOOT_STRATEGY=best-effort"}, code: 1, want: "not one of"},
+		{name: "unknown strategy", env: []string{"REBOOT_STRATEGY=sometimes"}, code: 1, want: "not one of"},
+		{name: "CoreOS best-effort", env: []string{"REBOOT_STRATEGY=best-effort"}, code: 1, want: "removed from CoreOS locksmith"},
 		{name: "window start only", env: []string{"LOCKSMITHD_REBOOT_WINDOW_START=mon 01:00"}, code: 1, want: "both"},
 		{name: "bad window", env: []string{"REBOOT_WINDOW_START=25:00", "REBOOT_WINDOW_LENGTH=1h"}, code: 1, want: "hour 0-23"},
 		{name: "bad zone", env: []string{"REBOOT_WINDOW_START=01:00", "REBOOT_WINDOW_LENGTH=1h", "REBOOT_WINDOW_TZ=Mars/Olympus"}, code: 1, want: "IANA"},
@@ -193,7 +202,7 @@ func TestBadConfiguration(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out bytes.Buffer
-			code := locksmithd.Main(t.Context(), append(paths(t), tc.args...), append([]string{noBus}, tc.env...), strings.NewReader(""), &out, &out)
+			code := locksmithd.Run(t.Context(), append(paths(t), tc.args...), append([]string{noBus}, tc.env...), cli.IO{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &out})
 			if code != tc.code || !strings.Contains(out.String(), tc.want) {
 				t.Fatalf("exit %d, want %d with %q:\n%s", code, tc.code, tc.want, out.String())
 			}

@@ -345,7 +345,7 @@ func (d *Daemon) settle(ctx context.Context) (bool, error) {
 			if err != nil {
 				d.log.Warn("cannot record the rollback in the holder value", "err", err)
 			}
-			d.log.Error("KEEPING the reboot slot: "+why+"; the group stops rebooting until an operator investigates and runs locksmithctl unlock --force "+d.cfg.MachineID,
+			d.log.Error("KEEPING the reboot slot: "+why+"; the group stops rebooting until an operator investigates and runs locksmithctl unlock "+d.cfg.MachineID,
 				"group", d.cfg.Group, "machine_id", d.cfg.MachineID)
 			d.publish(state, "keeping the reboot slot: "+why, nil)
 			return false, nil

@@ -23,6 +23,7 @@ import (
 
 	"github.com/twinslot/twinslot/locksmith"
 	"github.com/twinslot/twinslot/locksmith/locksmithctl"
+	"github.com/twinslot/twinslot/tools/cli"
 )
 
 const (
@@ -508,7 +509,7 @@ func TestEtcdFaults(t *testing.T) {
 	t.Logf("m2 reports no leader %s after the kill", ms(noLeaderAfter))
 	var ctlOut, ctlErr bytes.Buffer
 	ctlStart := time.Now()
-	code := locksmithctl.Main(ctx, []string{"status", "-endpoint", m2.client, "-group", faultGroup}, nil, strings.NewReader(""), &ctlOut, &ctlErr)
+	code := locksmithctl.Run(ctx, []string{"status", "-endpoint", m2.client, "-group", faultGroup}, nil, cli.IO{Stdin: strings.NewReader(""), Stdout: &ctlOut, Stderr: &ctlErr})
 	ctlTook := time.Since(ctlStart)
 	if code == 0 || !strings.Contains(ctlErr.String(), "etcd has no leader (quorum lost?)") || !strings.Contains(ctlErr.String(), `group "faults"`) ||
 		strings.Contains(ctlErr.String(), "TLS") || strings.Contains(ctlErr.String(), "password") {

@@ -117,6 +117,9 @@ func (m *machine) runBoot(ctx context.Context) error {
 
 func (m *machine) onStatus(s dbusapi.Status) {
 	op := operation(s.CurrentOperation)
+	if s.NewVersion == dbusapi.NoVersion { // update_engine's "none known"
+		s.NewVersion = ""
+	}
 	m.f.event(m.i, EventStatus, func(h *Host) string {
 		changed := h.Operation != op || h.NewVersion != s.NewVersion
 		if op == operation(dbusapi.OpCheckingForUpdate) && h.Operation != op {

@@ -38,6 +38,9 @@ const (
 	OpReportingErrorEvent = "UPDATE_STATUS_REPORTING_ERROR_EVENT"
 )
 
+// NoVersion is new_version when no update is known, as update_engine sends it.
+const NoVersion = "0.0.0"
+
 // Operations lists every current_operation string.
 var Operations = []string{OpIdle, OpCheckingForUpdate, OpUpdateAvailable, OpDownloading,
 	OpVerifying, OpFinalizing, OpUpdatedNeedReboot, OpReportingErrorEvent}

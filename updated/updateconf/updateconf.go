@@ -7,13 +7,16 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 )
 
-// DefaultPaths is the search path on a host: the administrator's file first, then the image default.
+// DefaultPaths is the search path on a host, lowest precedence first: the image's default, then
+// the files a CoreOS or Flatcar host already has, then twinslot's own. A later file wins key by key.
 func DefaultPaths() []string {
-	return []string{"/etc/twinslot/update.conf", "/usr/share/twinslot/update.conf"}
+	return []string{"/usr/share/twinslot/update.conf", "/etc/coreos/update.conf", "/etc/flatcar/update.conf", "/etc/twinslot/update.conf"}
 }
 
 const (
@@ -56,8 +59,11 @@ type Config struct {
 	DownloadUser       string
 	DownloadPassword   string
 
-	// Values holds every key that was set, including unknown ones.
+	// Values holds every key that was set, including unknown ones; a LOCKSMITHD_ window key is
+	// stored under its plain name (REBOOT_WINDOW_START).
 	Values map[string]string
+	// Origins says, for each key of Values, which file (or the environment) set it.
+	Origins map[string]Origin
 }
 
 // SyntaxError reports a malformed line.
@@ -138,7 +144,26 @@ func unquote(v string) (string, error) {
 	return v, nil
 }
 
-// Load merges the files at paths, first file winning per key. Missing files are skipped.
+// FromEnvironment is the Origin.File of a value set by the environment.
+const FromEnvironment = "environment"
+
+// Origin is where an effective value came from.
+type Origin struct {
+	// File is the update.conf that set it, or FromEnvironment.
+	File string `json:"file"`
+	// Key is the key as written there: LOCKSMITHD_REBOOT_WINDOW_START sets REBOOT_WINDOW_START.
+	Key string `json:"key"`
+}
+
+// aliases are keys that set another key; within one file (or the environment) the alias wins
+// over the plain key, as in CoreOS locksmithd.
+var aliases = map[string]string{
+	"LOCKSMITHD_REBOOT_WINDOW_START":  "REBOOT_WINDOW_START",
+	"LOCKSMITHD_REBOOT_WINDOW_LENGTH": "REBOOT_WINDOW_LENGTH",
+	"LOCKSMITHD_REBOOT_WINDOW_TZ":     "REBOOT_WINDOW_TZ",
+}
+
+// Load merges the files at paths, a later file winning key by key. Missing files are skipped.
 func Load(paths ...string) (*Config, error) {
 	return LoadEnv(nil, paths...)
 }
@@ -147,13 +172,8 @@ func Load(paths ...string) (*Config, error) {
 // update.conf knows (including the LOCKSMITHD_ window keys) wins over every file, as systemd's
 // Environment= wins over EnvironmentFile=. main passes os.Environ().
 func LoadEnv(environ []string, paths ...string) (*Config, error) {
-	merged := make(map[string]string)
-	for _, kv := range environ {
-		k, v, ok := strings.Cut(kv, "=")
-		if ok && envKeys[k] {
-			merged[k] = v
-		}
-	}
+	vals := make(map[string]string)
+	from := make(map[string]Origin)
 	for _, p := range paths {
 		f, err := os.Open(p)
 		if errors.Is(err, fs.ErrNotExist) {
@@ -162,41 +182,74 @@ func LoadEnv(environ []string, paths ...string) (*Config, error) {
 		if err != nil {
 			return nil, fmt.Errorf("updateconf: open %s: %w", p, err)
 		}
-		vals, err := Parse(p, f)
+		set, err := Parse(p, f)
 		f.Close()
 		if err != nil {
 			return nil, err
 		}
-		for k, v := range vals {
-			if _, seen := merged[k]; !seen {
-				merged[k] = v
-			}
+		merge(vals, from, set, p)
+	}
+	env := make(map[string]string)
+	for _, kv := range environ {
+		k, v, ok := strings.Cut(kv, "=")
+		if ok && envKeys[k] {
+			env[k] = v
 		}
 	}
-	return FromValues(merged)
+	merge(vals, from, env, FromEnvironment)
+	return fromValues(vals, from)
+}
+
+// merge lays set (read from file) over vals, aliases winning over their plain key.
+func merge(vals map[string]string, from map[string]Origin, set map[string]string, file string) {
+	for _, k := range slices.Sorted(maps.Keys(set)) {
+		if _, alias := aliases[k]; !alias {
+			vals[k], from[k] = set[k], Origin{File: file, Key: k}
+		}
+	}
+	for alias, k := range aliases {
+		if v, ok := set[alias]; ok {
+			vals[k], from[k] = v, Origin{File: file, Key: alias}
+		}
+	}
+}
+
+// ValueError is a known key with a value twinslot cannot use.
+type ValueError struct {
+	Key, Value string
+	Origin     Origin // zero when the values did not come from files
+	Msg        string
+}
+
+func (e *ValueError) Error() string {
+	where := ""
+	if e.Origin.File != "" {
+		where = fmt.Sprintf(" (%s in %s)", e.Origin.Key, e.Origin.File)
+	}
+	return fmt.Sprintf("updateconf: %s=%q%s: %s", e.Key, e.Value, where, e.Msg)
 }
 
 // FromValues builds a Config from raw key/values, applying defaults and validating known keys.
+// A LOCKSMITHD_ window key in vals wins over its plain key.
 func FromValues(vals map[string]string) (*Config, error) {
-	first := func(keys ...string) string {
-		for _, k := range keys {
-			if v, ok := vals[k]; ok && v != "" {
-				return v
-			}
-		}
-		return ""
-	}
+	canon, from := make(map[string]string), make(map[string]Origin)
+	merge(canon, from, vals, "")
+	return fromValues(canon, from)
+}
+
+func fromValues(vals map[string]string, from map[string]Origin) (*Config, error) {
 	c := &Config{
 		Server:             vals["SERVER"],
-		Group:              first("GROUP"),
+		Group:              vals["GROUP"],
 		MachineAlias:       vals["MACHINE_ALIAS"],
-		RebootStrategy:     first("REBOOT_STRATEGY"),
-		RebootWindowStart:  first("LOCKSMITHD_REBOOT_WINDOW_START", "REBOOT_WINDOW_START"),
-		RebootWindowLength: first("LOCKSMITHD_REBOOT_WINDOW_LENGTH", "REBOOT_WINDOW_LENGTH"),
-		RebootWindowTZ:     first("LOCKSMITHD_REBOOT_WINDOW_TZ", "REBOOT_WINDOW_TZ"),
+		RebootStrategy:     vals["REBOOT_STRATEGY"],
+		RebootWindowStart:  vals["REBOOT_WINDOW_START"],
+		RebootWindowLength: vals["REBOOT_WINDOW_LENGTH"],
+		RebootWindowTZ:     vals["REBOOT_WINDOW_TZ"],
 		DownloadUser:       vals["DOWNLOAD_USER"],
 		DownloadPassword:   vals["DOWNLOAD_PASSWORD"],
 		Values:             vals,
+		Origins:            from,
 	}
 	if c.Group == "" {
 		c.Group = DefaultGroup
@@ -206,13 +259,28 @@ func FromValues(vals map[string]string) (*Config, error) {
 	}
 	switch c.RebootStrategy {
 	case StrategyReboot, StrategyEtcdLock, StrategyFleetLock, StrategyOff:
+	case "best-effort":
+		return nil, &ValueError{Key: "REBOOT_STRATEGY", Value: c.RebootStrategy, Origin: from["REBOOT_STRATEGY"],
+			Msg: "best-effort was removed from CoreOS locksmith in 0.6; set REBOOT_STRATEGY=etcd-lock (or reboot) in /etc/twinslot/update.conf"}
 	default:
-		return nil, fmt.Errorf("updateconf: REBOOT_STRATEGY=%q is not one of reboot, etcd-lock, fleetlock, off", c.RebootStrategy)
+		return nil, &ValueError{Key: "REBOOT_STRATEGY", Value: c.RebootStrategy, Origin: from["REBOOT_STRATEGY"],
+			Msg: "not one of reboot, etcd-lock, fleetlock, off"}
 	}
 	if (c.RebootWindowStart == "") != (c.RebootWindowLength == "") {
-		return nil, errors.New("updateconf: set both REBOOT_WINDOW_START and REBOOT_WINDOW_LENGTH, or neither")
+		set, v := "REBOOT_WINDOW_START", c.RebootWindowStart
+		if v == "" {
+			set, v = "REBOOT_WINDOW_LENGTH", c.RebootWindowLength
+		}
+		return nil, &ValueError{Key: set, Value: v, Origin: from[set],
+			Msg: "set both REBOOT_WINDOW_START and REBOOT_WINDOW_LENGTH, or neither"}
 	}
 	return c, nil
+}
+
+// Origin tells where key's effective value came from; ok is false for a default.
+func (c *Config) Origin(key string) (o Origin, ok bool) {
+	o, ok = c.Origins[key]
+	return o, ok
 }
 
 // Disabled reports whether update checks are turned off (SERVER=disabled).

@@ -64,26 +64,59 @@ EMPTY=
 
 func TestLoadPrecedence(t *testing.T) {
 	dir := t.TempDir()
-	etc := filepath.Join(dir, "etc.conf")
-	usr := filepath.Join(dir, "usr.conf")
-	must(t, os.WriteFile(etc, []byte("GROUP=alpha\nREBOOT_WINDOW_START=Thu 04:00\n"), 0o644))
-	must(t, os.WriteFile(usr, []byte("GROUP=stable\nSERVER=http://127.0.0.1:1/v1/update/\nREBOOT_WINDOW_LENGTH=1h\n"), 0o644))
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		must(t, os.WriteFile(p, []byte(content), 0o644))
+		return p
+	}
+	// A Flatcar host's files with twinslot's on top, as DefaultPaths orders them.
+	image := write("usr.conf", "GROUP=stable\nSERVER=http://image.invalid/\nHEALTH_TIMEOUT=5m\n")
+	coreos := write("coreos.conf", "GROUP=alpha\nREBOOT_STRATEGY=etcd-lock\nLOCKSMITHD_REBOOT_WINDOW_START=Thu 04:00\nREBOOT_WINDOW_LENGTH=1h\n")
+	flatcar := write("flatcar.conf", "GROUP=beta\nSERVER=http://127.0.0.1:1/v1/update/\nREBOOT_WINDOW_START=Sat 02:00\n")
+	twinslot := write("twinslot.conf", "GROUP=nightly\n")
 
-	c, err := LoadEnv([]string{"LOCKSMITHD_REBOOT_WINDOW_START=Sun 01:00", "HOME=/root"}, etc, usr, filepath.Join(dir, "missing.conf"))
+	c, err := LoadEnv([]string{"LOCKSMITHD_REBOOT_WINDOW_LENGTH=30m", "HOME=/root"}, image, coreos, flatcar, twinslot, filepath.Join(dir, "missing.conf"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Group != "alpha" || c.Server != "http://127.0.0.1:1/v1/update/" {
-		t.Errorf("group/server = %q/%q", c.Group, c.Server)
+	for _, tc := range []struct{ key, got, want, file, as string }{
+		{"GROUP", c.Group, "nightly", twinslot, "GROUP"},
+		{"SERVER", c.Server, "http://127.0.0.1:1/v1/update/", flatcar, "SERVER"},
+		{"REBOOT_STRATEGY", c.RebootStrategy, "etcd-lock", coreos, "REBOOT_STRATEGY"},
+		// A later file wins over an earlier file's LOCKSMITHD_ spelling.
+		{"REBOOT_WINDOW_START", c.RebootWindowStart, "Sat 02:00", flatcar, "REBOOT_WINDOW_START"},
+		{"REBOOT_WINDOW_LENGTH", c.RebootWindowLength, "30m", FromEnvironment, "LOCKSMITHD_REBOOT_WINDOW_LENGTH"},
+		{"HEALTH_TIMEOUT", c.Values["HEALTH_TIMEOUT"], "5m", image, "HEALTH_TIMEOUT"},
+	} {
+		o, ok := c.Origin(tc.key)
+		if tc.got != tc.want || !ok || o.File != tc.file || o.Key != tc.as {
+			t.Errorf("%s = %q from %+v (%v), want %q from %s as %s", tc.key, tc.got, o, ok, tc.want, tc.file, tc.as)
+		}
 	}
-	if c.RebootWindowStart != "Sun 01:00" || c.RebootWindowLength != "1h" {
-		t.Errorf("window = %q + %q", c.RebootWindowStart, c.RebootWindowLength)
-	}
-	if c.RebootStrategy != StrategyReboot {
-		t.Errorf("default strategy = %q", c.RebootStrategy)
+	if _, ok := c.Origin("MACHINE_ALIAS"); ok {
+		t.Error("an unset key has an origin")
 	}
 	if _, ok := c.Values["HOME"]; ok {
 		t.Error("unrelated environment leaked into the config")
+	}
+	if _, ok := c.Values["LOCKSMITHD_REBOOT_WINDOW_START"]; ok {
+		t.Error("the LOCKSMITHD_ spelling is kept beside its plain key")
+	}
+
+	// Within one file the LOCKSMITHD_ spelling wins, as in CoreOS locksmithd.
+	both := write("both.conf", "REBOOT_WINDOW_START=01:00\nLOCKSMITHD_REBOOT_WINDOW_START=02:00\nREBOOT_WINDOW_LENGTH=1h\n")
+	if c, err := Load(both); err != nil || c.RebootWindowStart != "02:00" {
+		t.Errorf("same file: start %q, %v", c.RebootWindowStart, err)
+	}
+
+	// A bad value names the file it came from and changes nothing.
+	bad := write("bad.conf", "REBOOT_STRATEGY=best-effort\n")
+	var ve *ValueError
+	if _, err := Load(coreos, bad); !errors.As(err, &ve) || ve.Origin.File != bad || !strings.Contains(err.Error(), "removed") {
+		t.Errorf("best-effort: %v", err)
+	}
+	if _, err := Load(bad, coreos); err != nil {
+		t.Errorf("a bad value overridden by a later file: %v", err)
 	}
 }
 
@@ -93,7 +126,7 @@ func TestFromValuesErrors(t *testing.T) {
 		vals map[string]string
 		want string
 	}{
-		{"unknown strategy", map[string]string{"REBOOT_STRATEGY": "best-effort"}, "not one of"},
+		{"unknown strategy", map[string]string{"REBOOT_STRATEGY": "sometimes"}, "not one of"},
 		{"half a window", map[string]string{"REBOOT_WINDOW_START": "04:00"}, "both"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

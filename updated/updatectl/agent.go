@@ -28,6 +28,7 @@ func agentCommands(env Env) []cli.Command {
 		{Name: "reset", Summary: "clear failures and backoff, or cancel an installed update before the reboot", Run: env.runReset},
 		{Name: "history", Summary: "list past update attempts and their outcomes", Run: env.runHistory},
 		{Name: "download", Summary: "fetch the payload the update server offers into a file (resumable)", Run: env.runDownload},
+		{Name: "config", Summary: "show the effective update.conf values and the file each came from", Run: env.runConfig},
 	}
 }
 
@@ -64,6 +65,9 @@ func client(bus string) (c *dbusapi.Client, close func(), err error) {
 type StatusReport struct {
 	dbusapi.Status
 	Boot dbusapi.BootStatus `json:"boot"`
+	// LastError is the last failure the agent reported, from its state file (omitted when
+	// there is none or the file cannot be read).
+	LastError *updated.Failure `json:"last_error,omitempty"`
 }
 
 func (env Env) runStatus(ctx context.Context, stdio cli.IO, args []string) error {
@@ -73,6 +77,7 @@ version being installed) and what it knows about the current boot (verifying, co
 rolled-back or steady; booted and previous version; slot).`)
 	asJSON := fs.Bool("json", false, "print JSON")
 	bus := fs.String("bus", "system", busHelp)
+	dir := fs.String("state-dir", DefaultStateDir, "updated's state `directory` (for the last error)")
 	if err := parseNone(fs, args); err != nil {
 		return err
 	}
@@ -89,17 +94,21 @@ rolled-back or steady; booted and previous version; slot).`)
 	if err != nil {
 		return err
 	}
+	last := lastFailure(*dir)
 	if *asJSON {
-		return cli.PrintJSON(stdio.Stdout, StatusReport{Status: st, Boot: bs})
+		return cli.PrintJSON(stdio.Stdout, StatusReport{Status: st, Boot: bs, LastError: last})
 	}
 	tw := cli.Table(stdio.Stdout)
 	fmt.Fprintf(tw, "operation:\t%s\n", st.CurrentOperation)
 	fmt.Fprintf(tw, "last checked:\t%s\n", lastChecked(st.LastCheckedTime, time.Now()))
-	if st.NewVersion != "" {
+	if st.NewVersion != "" && st.NewVersion != dbusapi.NoVersion {
 		fmt.Fprintf(tw, "new version:\t%s (%s)\n", st.NewVersion, progress.Bytes(st.NewSize))
 		fmt.Fprintf(tw, "progress:\t%.1f%%\n", st.Progress*100)
 	}
 	fmt.Fprintf(tw, "boot:\t%s\n", describeBoot(bs))
+	if last != nil {
+		fmt.Fprintf(tw, "last error:\t%s\n", describeFailure(last))
+	}
 	return tw.Flush()
 }
 
@@ -147,6 +156,7 @@ when the attempt failed (like update_engine_client -update).`)
 	wait := fs.Bool("wait", false, "follow the attempt until it ends")
 	startTimeout := fs.Duration("start-timeout", 30*time.Second, "with --wait: fail when no check starts within this `duration`")
 	bus := fs.String("bus", "system", busHelp)
+	dir := fs.String("state-dir", DefaultStateDir, "updated's state `directory` (for why an attempt failed)")
 	if err := parseNone(fs, args); err != nil {
 		return err
 	}
@@ -208,6 +218,9 @@ when the attempt failed (like update_engine_client -update).`)
 	case err != nil:
 		return err
 	case failed:
+		if f := lastFailure(*dir); f != nil {
+			return fmt.Errorf("the update attempt failed: %s; see updatectl history and journalctl -u updated", describeFailure(f))
+		}
 		return errors.New("the update attempt failed; see updatectl history and journalctl -u updated")
 	}
 	return nil
@@ -323,7 +336,7 @@ func (w *watcher) status(st dbusapi.Status) {
 		return
 	}
 	line := strings.TrimPrefix(st.CurrentOperation, "UPDATE_STATUS_")
-	if st.NewVersion != "" {
+	if st.NewVersion != "" && st.NewVersion != dbusapi.NoVersion {
 		line += " " + st.NewVersion
 	}
 	fmt.Fprintf(w.out, "%s %s\n", stamp(), line)

@@ -150,6 +150,27 @@ func TestAgentCommands(t *testing.T) {
 	if len(rep.Attempts) != 1 || rep.Attempts[0].Outcome != updated.OutcomeCancelled || rep.Current != nil || rep.State != updated.Idle {
 		t.Fatalf("history after reset: %+v", rep)
 	}
+	// A group the server does not know (Nebraska's error-unknownApplicationOrGroup answer) is
+	// said as what it is, with the file that set GROUP: in check --wait, status and history,
+	// from the agent's state file.
+	os.WriteFile(w.host.ConfPath(), []byte("SERVER="+w.srv.UpdateURL+"\nGROUP=nightly\n"), 0o644)
+	state := []string{"--state-dir", w.host.StateDir()}
+	want := `the server knows no group "nightly"`
+	code, _, errs = ctl(t, env, append(append([]string{"check", "--wait"}, bus...), state...)...)
+	if code != 1 || !strings.Contains(errs, "the update attempt failed: ") || !strings.Contains(errs, want) ||
+		!strings.Contains(errs, "(GROUP=nightly in "+w.host.ConfPath()+")") {
+		t.Fatalf("check --wait with an unknown group: %d %s", code, errs)
+	}
+	t.Logf("check --wait with an unknown group: %s", errs)
+	for _, args := range [][]string{append(append([]string{"status"}, bus...), state...), append([]string{"history"}, state...)} {
+		if code, out, errs := ctl(t, env, args...); code != 0 || !strings.Contains(out, "last error:") || !strings.Contains(out, want) {
+			t.Fatalf("%s after a failed check: %d %s %s", args[0], code, out, errs)
+		}
+	}
+	if code, _, _ := ctl(t, env, append([]string{"reset"}, bus...)...); code != 0 {
+		t.Fatal("reset after the failed check")
+	}
+
 	// With updates disabled the agent ignores the request: check --wait says so.
 	os.WriteFile(w.host.ConfPath(), []byte("SERVER=disabled\n"), 0o644)
 	code, _, errs = ctl(t, env, append([]string{"check", "--wait", "--start-timeout", "300ms"}, bus...)...)

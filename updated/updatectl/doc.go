@@ -16,6 +16,7 @@
 //	updatectl reset                          ResetStatus (clear failures / cancel an install)
 //	updatectl history [--json] [--state-dir DIR]   past attempts from updated's state file
 //	updatectl download --to FILE [--trust T]       the offered payload, via grab, resumable
+//	updatectl config [--json] [--root DIR]         effective update.conf values and their files
 //
 // --bus is "system" (the default) or a bus address, so tests use a private dbus-daemon.
 //

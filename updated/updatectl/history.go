@@ -3,6 +3,7 @@ package updatectl
 import (
 	"context"
 	"fmt"
+	"io"
 	"path/filepath"
 	"time"
 
@@ -48,6 +49,7 @@ interrupted, or installed while waiting for the reboot) and the error reported.`
 	}
 	if len(all) == 0 {
 		fmt.Fprintln(stdio.Stdout, "no update attempts recorded")
+		printLastError(stdio.Stdout, rec.LastError)
 		return nil
 	}
 	tw := cli.Table(stdio.Stdout)
@@ -73,7 +75,30 @@ interrupted, or installed while waiting for the reboot) and the error reported.`
 	if len(rec.BadVersions) > 0 {
 		fmt.Fprintf(stdio.Stdout, "\nversions that failed here and are not installed again (updatectl reset clears this): %v\n", rec.BadVersions)
 	}
+	printLastError(stdio.Stdout, rec.LastError)
 	return nil
+}
+
+// printLastError prints the last failure the agent reported (a failed check has no attempt, so
+// this is where "the server knows no group" shows).
+func printLastError(w io.Writer, f *updated.Failure) {
+	if f != nil {
+		fmt.Fprintf(w, "\nlast error: %s\n", describeFailure(f))
+	}
+}
+
+func describeFailure(f *updated.Failure) string {
+	return fmt.Sprintf("%s (error %d in %s)", f.Message, f.Code, f.Step)
+}
+
+// lastFailure reads the last reported failure from updated's state file in dir; nil when there
+// is none or the file cannot be read (status and check work without it).
+func lastFailure(dir string) *updated.Failure {
+	rec, err := updated.LoadRecord(filepath.Join(dir, updated.StateFile))
+	if err != nil {
+		return nil
+	}
+	return rec.LastError
 }
 
 func orDash(s string) string {

@@ -24,8 +24,16 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 	return Run(ctx, Env{Host: os.DirFS("/")}, args, cli.IO{Stdin: stdin, Stdout: stdout, Stderr: stderr})
 }
 
-// Run runs updatectl with env.
+// Run runs updatectl with env. --json may also come before the command ("updatectl --json
+// slots"), as in the other twinslot CLIs; it is moved after the command name.
 func Run(ctx context.Context, env Env, args []string, stdio cli.IO) int {
+	var lead []string
+	for len(args) > 1 && (args[0] == "--json" || args[0] == "-json") {
+		lead, args = append(lead, args[0]), args[1:]
+	}
+	if len(lead) > 0 {
+		args = append(append([]string{args[0]}, lead...), args[1:]...)
+	}
 	return cli.Run(ctx, "updatectl", summary, Commands(env), args, stdio)
 }
 

@@ -7,7 +7,6 @@ package updatedcmd
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"io/fs"
@@ -26,27 +25,42 @@ import (
 	"github.com/google/go-tpm/tpm2/transport/linuxudstpm"
 
 	"github.com/twinslot/twinslot/omaha"
+	"github.com/twinslot/twinslot/tools/cli"
 	"github.com/twinslot/twinslot/updated"
 	"github.com/twinslot/twinslot/updated/sysd"
 	"github.com/twinslot/twinslot/updated/updateconf"
 )
 
-const usage = `Usage: updated [flags]
+const summary = "twinslot's host update agent"
 
-updated is twinslot's host update agent: it checks the Omaha server named in update.conf,
-installs signed /usr payloads into the inactive slot, proves a new boot healthy before
-committing it, rolls back when it is not, and serves com.coreos.update1 on D-Bus.
+const help = `updated checks the Omaha server named in update.conf, installs signed /usr payloads into the
+inactive slot, proves a new boot healthy before committing it, rolls back when it is not, and
+serves com.coreos.update1 on D-Bus. update.conf is read from ` + "/usr/share/twinslot, /etc/coreos,\n/etc/flatcar and /etc/twinslot" + `, a later file winning key by key; the environment (systemd's
+Environment=) wins over every file. updatectl config shows the effective values and their files.`
 
-Flags:
-`
+// Main is updated's command line: it reads the process environment (update.conf keys set by
+// systemd's Environment=), then runs the agent until ctx ends (see Run).
+func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	return Run(ctx, args, os.Environ(), cli.IO{Stdin: stdin, Stdout: stdout, Stderr: stderr})
+}
 
-// Main runs the daemon until ctx ends and returns the exit status. environ overrides
-// update.conf keys as systemd's Environment= would (main passes os.Environ()).
-func Main(ctx context.Context, args, environ []string, stderr io.Writer) int {
-	fs := flag.NewFlagSet("updated", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
-	config := fs.String("config", "", "update.conf to read (default: /etc/twinslot/update.conf, then /usr/share/twinslot/update.conf)")
+// Run is Main with the environment given: "updated [run] [flags]" runs the agent; --help prints
+// the flags, "help" the commands. Exit codes are tools/cli's: 0 after a clean stop, 1 on failure, 2 on a bad command
+// line.
+func Run(ctx context.Context, args, environ []string, stdio cli.IO) int {
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") { // "updated --help" shows run's flags
+
+		args = append([]string{"run"}, args...)
+	}
+	cmds := []cli.Command{{Name: "run", Summary: "run the update agent until stopped (the default)", Run: func(ctx context.Context, stdio cli.IO, args []string) error {
+		return runAgent(ctx, args, environ, stdio)
+	}}}
+	return cli.Run(ctx, "updated", summary, cmds, args, stdio)
+}
+
+func runAgent(ctx context.Context, args, environ []string, stdio cli.IO) error {
+	fs := stdio.FlagSet("updated", "[run] [flags]", help)
+	config := fs.String("config", "", "one update.conf `FILE` to read instead of the layered files (see above)")
 	disk := fs.String("disk", "", "disk holding the /usr slots (default: the disk of the booted /usr)")
 	root := fs.String("root", "/", "the host's root directory: proc/cmdline, etc/machine-id and usr/lib/os-release are read below it")
 	stateDir := fs.String("state-dir", "/var/lib/twinslot", "state directory")
@@ -58,26 +72,21 @@ func Main(ctx context.Context, args, environ []string, stderr io.Writer) int {
 	checkInterval := fs.Duration("check-interval", 0, "for labs and tests: check every `DURATION` instead of every 45 min, jittered in the default's proportion (45±5 min); 0: the default")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	logStderr := fs.Bool("log-stderr", false, "log to stderr even when the journal is available")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	pos, err := cli.Parse(fs, args)
+	if err != nil {
+		return err
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "updated: unexpected arguments %q\n", fs.Args())
-		return 2
+	if err := cli.NArgs(pos, 0, 0, "no arguments"); err != nil {
+		return err
 	}
 	if *firstCheck < 0 || *checkInterval < 0 {
-		fmt.Fprintln(stderr, "updated: --first-check and --check-interval must not be negative")
-		return 2
+		return cli.Usagef("--first-check and --check-interval must not be negative")
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		fmt.Fprintf(stderr, "updated: --log-level: %v\n", err)
-		return 2
+		return cli.Usagef("--log-level: %v", err)
 	}
-	var handler slog.Handler = slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})
+	var handler slog.Handler = slog.NewTextHandler(stdio.Stderr, &slog.HandlerOptions{Level: level})
 	if !*logStderr && journal.Enabled() {
 		handler = sysd.NewJournalHandler(level)
 	}
@@ -85,9 +94,9 @@ func Main(ctx context.Context, args, environ []string, stderr io.Writer) int {
 	if err := run(ctx, log, options{config: *config, disk: *disk, root: *root, stateDir: *stateDir, etc: *etc,
 		bus: *busFlag, tpm: *tpmFlag, esp: *espDir, environ: environ, schedule: Schedule(*firstCheck, *checkInterval)}); err != nil {
 		log.Error("updated stopped", "error", err)
-		return 1
+		return err
 	}
-	return 0
+	return nil
 }
 
 type options struct {

@@ -15,6 +15,7 @@ import (
 	"github.com/twinslot/twinslot/payload"
 	"github.com/twinslot/twinslot/payload/payloadtest"
 	"github.com/twinslot/twinslot/testimages"
+	"github.com/twinslot/twinslot/tools/cli"
 	"github.com/twinslot/twinslot/updated"
 	"github.com/twinslot/twinslot/updated/dbusapi"
 	"github.com/twinslot/twinslot/updated/dbustest"
@@ -110,8 +111,8 @@ func TestDaemon(t *testing.T) {
 	dctx, cancel := context.WithCancel(ctx)
 	done := make(chan int, 1)
 	go func() {
-		done <- updatedcmd.Main(dctx, []string{"--root", root, "--disk", disk, "--state-dir", filepath.Join(dir, "state"),
-			"--etc", etc, "--config", conf, "--bus", bus.Addr, "--tpm", "none", "--log-level", "debug"}, nil, &stderr)
+		done <- updatedcmd.Run(dctx, []string{"--root", root, "--disk", disk, "--state-dir", filepath.Join(dir, "state"),
+			"--etc", etc, "--config", conf, "--bus", bus.Addr, "--tpm", "none", "--log-level", "debug"}, nil, cli.IO{Stdout: &stderr, Stderr: &stderr})
 	}()
 	defer func() {
 		cancel()
@@ -162,15 +163,30 @@ func TestDaemon(t *testing.T) {
 }
 
 func TestUsage(t *testing.T) {
-	var out bytes.Buffer
-	for args, want := range map[string]int{"--help": 0, "--bogus": 2, "extra": 2, "--log-level=loud": 2, "--first-check=-1s": 2, "--check-interval=-1m": 2} {
-		out.Reset()
-		if code := updatedcmd.Main(t.Context(), []string{args}, nil, &out); code != want {
-			t.Errorf("updated %s: exit %d, want %d (%s)", args, code, want, out.String())
-		}
-	}
-	if code := updatedcmd.Main(t.Context(), []string{"--root", t.TempDir(), "--bus", "none"}, nil, &out); code != 1 || !strings.Contains(out.String(), "machine-id") {
-		t.Errorf("a root without machine-id: exit %d: %s", code, out.String())
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"unknown flag", []string{"--bogus"}, 2, "updated run: flag provided but not defined: -bogus\nRun 'updated --help' for usage."},
+		{"argument", []string{"extra"}, 2, `unknown command "extra"`},
+		{"argument after run", []string{"run", "extra"}, 2, "too many arguments: extra"},
+		{"bad log level", []string{"--log-level=loud"}, 2, "--log-level"},
+		{"negative first check", []string{"--first-check=-1s"}, 2, "must not be negative"},
+		{"negative interval", []string{"run", "-check-interval=-1m"}, 2, "must not be negative"},
+		{"help", []string{"--help"}, 0, "-check-interval DURATION"},
+		{"run help", []string{"run", "--help"}, 0, "later file winning key by key"},
+		{"commands", []string{"help"}, 0, "run  run the update agent until stopped"},
+		{"no machine-id", []string{"--root", t.TempDir(), "--bus", "none"}, 1, "machine-id"},
+		{"no machine-id, run after flags", []string{"run", "--bus", "none", "--root", t.TempDir()}, 1, "machine-id"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out bytes.Buffer
+			if code := updatedcmd.Run(t.Context(), tc.args, nil, cli.IO{Stdout: &out, Stderr: &out}); code != tc.code || !strings.Contains(out.String(), tc.want) {
+				t.Errorf("updated %q: exit %d, want %d with %q:\n%s", tc.args, code, tc.code, tc.want, out.String())
+			}
+		})
 	}
 }
 
@@ -191,9 +207,9 @@ func TestDaemonESP(t *testing.T) {
 	dctx, cancel := context.WithCancel(ctx)
 	done := make(chan int, 1)
 	go func() {
-		done <- updatedcmd.Main(dctx, []string{"--root", root, "--disk", disk, "--state-dir", filepath.Join(dir, "state"),
+		done <- updatedcmd.Run(dctx, []string{"--root", root, "--disk", disk, "--state-dir", filepath.Join(dir, "state"),
 			"--etc", etc, "--config", conf, "--bus", "none", "--tpm", "none", "--log-stderr",
-			"--esp", espDir, "--first-check", "1ms", "--check-interval", "1h"}, nil, &stderr)
+			"--esp", espDir, "--first-check", "1ms", "--check-interval", "1h"}, nil, cli.IO{Stdout: &stderr, Stderr: &stderr})
 	}()
 	defer func() {
 		cancel()
