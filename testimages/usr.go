@@ -44,7 +44,7 @@ type UsrOptions struct {
 	// ChangeKind says how the changed files change: ChangeEdit (the default: mostly small
 	// in-place edits, some resizes, removals and replacements) or ChangeRewrite (rewritten whole).
 	ChangeKind ChangeKind
-	Broken  bool    // add lib/twinslot/broken, so the health check of a host running it fails
+	Broken     bool // add lib/twinslot/broken, so the health check of a host running it fails
 	// Kernel and Initrd, when set, are written as boot/vmlinuz and boot/initrd.img (the /usr
 	// image's own kernel, which partition/esp copies to the ESP). Without them the image has
 	// neither file, also when Base had them.
