@@ -97,13 +97,13 @@ type InstallOptions struct {
 // Result summarises a finished install.
 type Result struct {
 	Manifest          *Manifest
-	BytesReusedTarget int64 // already in place in the target (interrupted attempt)
+	BytesReusedTarget int64 // non-zero chunks already in place in the target (interrupted attempt)
 	BytesReusedActive int64 // copied from the active slot
-	BytesZero         int64 // zero chunks written without fetching
+	BytesZero         int64 // zero chunks: kept where the target held zeros, else written; never fetched
 	BytesFetched      int64 // data-section bytes downloaded (incl. gaps read through)
 	BytesMetadata     int64 // header, envelope and chunk table
 	BytesWritten      int64 // bytes written to the target
-	Requests          int   // data Range requests (or reads of a file)
+	Requests          int   // every Range request (or read of a file): size probe, header, envelope, table and data
 	Duration          time.Duration
 	// Phases is the time spent in each phase ("verify", "scan-target", "index-active", "fetch",
 	// "rehash" (the read-back still running after the last write), "sync").
@@ -192,7 +192,10 @@ func (in *installer) run(ctx context.Context) (*Result, error) {
 	if err := in.src.prepare(ctx); err != nil {
 		return nil, err
 	}
-	f, err := openSource(ctx, in.src)
+	if _, ok := in.src.(*httpSource); ok {
+		in.requests.Add(1) // the size probe
+	}
+	f, err := openSource(ctx, in.src, &in.requests)
 	if err != nil {
 		return nil, err
 	}
@@ -978,7 +981,7 @@ func (in *installer) checkBack(i int, b []byte) error {
 		return nil
 	}
 	if allZero(b) {
-		in.reusedT.Add(int64(len(b)))
+		in.zero.Add(int64(len(b))) // zeros found in place; an empty target is not "reused"
 		in.addDone(int64(len(b)))
 		return nil
 	}

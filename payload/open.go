@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync/atomic"
 
 	"github.com/secure-systems-lab/go-securesystemslib/dsse"
 
@@ -70,9 +71,13 @@ func (f *File) Close() error {
 	return f.closer.Close()
 }
 
-// openSource opens the payload behind src; the File's later reads use ctx.
-func openSource(ctx context.Context, src byteSource) (*File, error) {
-	return openWith(src.Size(), func(p []byte, off int64) error { return src.ReadAt(ctx, p, off) })
+// openSource opens the payload behind src; the File's later reads use ctx and each adds one to
+// requests.
+func openSource(ctx context.Context, src byteSource, requests *atomic.Int64) (*File, error) {
+	return openWith(src.Size(), func(p []byte, off int64) error {
+		requests.Add(1)
+		return src.ReadAt(ctx, p, off)
+	})
 }
 
 func openWith(size int64, readAt func(p []byte, off int64) error) (*File, error) {

@@ -38,7 +38,7 @@ type applyResult struct {
 	MetadataBytes int64  `json:"metadataBytes"`
 	WrittenBytes  int64  `json:"writtenBytes"`
 	Requests      int    `json:"requests"`
-	Seconds       float64
+	Seconds       float64 `json:"seconds"`
 }
 
 func (c *cmd) apply(ctx context.Context, stdio cli.IO, args []string) error {
