@@ -317,9 +317,9 @@ func TestInstallZeroChunks(t *testing.T) {
 		}
 	})
 	for _, tc := range []struct {
-		name        string
-		slot        *memSlot
-		written     bool
+		name    string
+		slot    *memSlot
+		written bool
 	}{
 		{"dirty target: zero chunks written", dirty(), true},
 		{"zeroed target: zero chunks kept", newMemSlot(len(f.new)), false},

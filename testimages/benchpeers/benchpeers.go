@@ -89,18 +89,18 @@ type Report struct {
 }
 
 type bench struct {
-	o      Options
-	dir    string
-	url    string
-	srv    *counter
-	cases  []Case
-	base   string
-	disk   string // pristine disk: USR-A holds the base, USR-B empty
-	usrB   int64  // byte offset of USR-B in the disk
-	trust  string
-	raw    *rawLimit
-	logMu  sync.Mutex
-	peers  []peer
+	o     Options
+	dir   string
+	url   string
+	srv   *counter
+	cases []Case
+	base  string
+	disk  string // pristine disk: USR-A holds the base, USR-B empty
+	usrB  int64  // byte offset of USR-B in the disk
+	trust string
+	raw   *rawLimit
+	logMu sync.Mutex
+	peers []peer
 
 	keysOnce sync.Once
 	keysErr  error

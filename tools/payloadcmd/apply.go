@@ -24,20 +24,20 @@ const hostReleasePath = "usr/lib/os-release"
 
 // applyResult is the --json output of apply.
 type applyResult struct {
-	Version       string `json:"version"`
-	Board         string `json:"board"`
-	Disk          string `json:"disk"`
-	Active        string `json:"active"`
-	Target        string `json:"target"`
-	ESP           string `json:"esp,omitempty"` // the ESP directory the new kernel and initrd went to
-	ImageBytes    int64  `json:"imageBytes"`
-	ReusedTarget  int64  `json:"reusedTargetBytes"`
-	ReusedActive  int64  `json:"reusedActiveBytes"`
-	ZeroBytes     int64  `json:"zeroBytes"`
-	FetchedBytes  int64  `json:"fetchedBytes"`
-	MetadataBytes int64  `json:"metadataBytes"`
-	WrittenBytes  int64  `json:"writtenBytes"`
-	Requests      int    `json:"requests"`
+	Version       string  `json:"version"`
+	Board         string  `json:"board"`
+	Disk          string  `json:"disk"`
+	Active        string  `json:"active"`
+	Target        string  `json:"target"`
+	ESP           string  `json:"esp,omitempty"` // the ESP directory the new kernel and initrd went to
+	ImageBytes    int64   `json:"imageBytes"`
+	ReusedTarget  int64   `json:"reusedTargetBytes"`
+	ReusedActive  int64   `json:"reusedActiveBytes"`
+	ZeroBytes     int64   `json:"zeroBytes"`
+	FetchedBytes  int64   `json:"fetchedBytes"`
+	MetadataBytes int64   `json:"metadataBytes"`
+	WrittenBytes  int64   `json:"writtenBytes"`
+	Requests      int     `json:"requests"`
 	Seconds       float64 `json:"seconds"`
 }
 
