@@ -39,6 +39,9 @@ type applyResult struct {
 	WrittenBytes  int64   `json:"writtenBytes"`
 	Requests      int     `json:"requests"`
 	Seconds       float64 `json:"seconds"`
+	// Phases is the seconds each phase of the install took (verify, scan-target, index-active,
+	// fetch, rehash, sync): where an install's time goes.
+	Phases map[string]float64 `json:"phases"`
 }
 
 func (c *cmd) apply(ctx context.Context, stdio cli.IO, args []string) error {
@@ -173,6 +176,10 @@ none with --disk unless --esp is given.`)
 		ImageBytes: res.Manifest.ImageSize, ReusedTarget: res.BytesReusedTarget, ReusedActive: res.BytesReusedActive,
 		ZeroBytes: res.BytesZero, FetchedBytes: res.BytesFetched, MetadataBytes: res.BytesMetadata,
 		WrittenBytes: res.BytesWritten, Requests: res.Requests, Seconds: c.env.Now().Sub(start).Seconds(),
+		Phases: map[string]float64{},
+	}
+	for p, d := range res.Phases {
+		out.Phases[p] = d.Seconds()
 	}
 	if *asJSON {
 		return cli.PrintJSON(stdio.Stdout, out)
