@@ -188,6 +188,12 @@ func TestVerifyRejects(t *testing.T) {
 				return b
 			}, f.old)
 		}, trustOld, app, payload.ErrLengthOverflow},
+		{"one chunk over the chunk limit", func() string {
+			return f.variant(t, "chunkmax", func(b []byte) []byte {
+				binary.BigEndian.PutUint64(b[32:], (payload.MaxChunks+1)*payload.TableEntrySize)
+				return b
+			}, f.old)
+		}, trustOld, app, payload.ErrLengthOverflow},
 		{"chunk table tampered", func() string {
 			return f.variant(t, "table", func(b []byte) []byte {
 				b[len(b)-1] ^= 1 // last byte of the last chunk's hash
