@@ -22,8 +22,9 @@ const (
 	// DefaultAppID is twinslot's Omaha application id (without braces; Omaha adds them).
 	DefaultAppID = "f7d0ccdd-af0a-402c-b7d1-0693b2cf46bc"
 	// DefaultEnvelopeArea is the room Build reserves for the envelope so that signatures can be
-	// added without growing the file in most cases.
-	DefaultEnvelopeArea = 64 << 10
+	// added without growing the file in most cases: 8 KiB holds an envelope with a dozen signatures; a host reads the whole area on every
+	// install, delta or not, so it is kept small (Sign grows it when it must).
+	DefaultEnvelopeArea = 8 << 10
 )
 
 // Limits on untrusted input. Every length read from a payload is checked against these before it
@@ -36,8 +37,9 @@ const (
 	MaxKeyIDSize     = 128       // one key id string
 	// MaxChunks bounds the chunks of one image, and with them an installer's memory (about 100
 	// bytes a chunk: its table entry, its place in the plan and the read-back), so that an
-	// install stays within the agent's 64 MiB: 131,072 chunks are an 8 GiB image at the default
-	// 64 KiB average, 2 GiB cut into 16 KiB chunks. Earlier readers allowed 2^20.
+	// install stays within the agent's 64 MiB: a 2 GiB ext4 image cuts into about 60,000
+	// chunks with DefaultChunking, and 131,072 is 2 GiB cut into 16 KiB chunks. Earlier readers
+	// allowed 2^20.
 	MaxChunks        = 1 << 17
 	MaxChunkSize     = 16 << 20 // one chunk, decoded
 	MaxImageSize     = 1 << 40  // 1 TiB
