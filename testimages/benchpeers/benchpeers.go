@@ -102,6 +102,8 @@ type bench struct {
 	logMu sync.Mutex
 	peers []peer
 
+	payloadID string // short hash of the payload binary
+
 	keysOnce sync.Once
 	keysErr  error
 }
@@ -146,7 +148,11 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if err := os.MkdirAll(filepath.Join(dir, "run"), 0o755); err != nil {
 		return nil, err
 	}
-	b := &bench{o: o, dir: dir}
+	sum, err := hashFile(o.Payload)
+	if err != nil {
+		return nil, fmt.Errorf("benchpeers: the payload binary: %w", err)
+	}
+	b := &bench{o: o, dir: dir, payloadID: fmt.Sprintf("%x", sum[:6])}
 	b.peers = []peer{twinslotPeer{b}, casyncPeer{b}, zchunkPeer{b}}
 	if err := b.prepare(ctx); err != nil {
 		return nil, err
@@ -373,6 +379,15 @@ func (t *tail) Write(p []byte) (int, error) {
 }
 
 func (t *tail) String() string { return strings.TrimSpace(string(t.b)) }
+
+// hashFile returns the SHA-256 of the file at path.
+func hashFile(path string) ([32]byte, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return [32]byte{}, err
+	}
+	return hashRange(path, 0, st.Size())
+}
 
 // hashRange returns the SHA-256 of n bytes of path at off.
 func hashRange(path string, off, n int64) ([32]byte, error) {

@@ -53,7 +53,7 @@ func (p twinslotPeer) prepare(ctx context.Context, c Case) error {
 	if b.keysErr != nil {
 		return b.keysErr
 	}
-	return b.once(b.path(c.Name+".tsp"), func(tmp string) error {
+	return b.once(b.path(b.tsp(c)), func(tmp string) error {
 		if err := run(ctx, b.dir, b.o.Payload, "build", "--image", c.image, "--version", "bench."+c.Name, "--board", board,
 			"--security-version", "1", "-o", tmp); err != nil {
 			return err
@@ -68,8 +68,12 @@ func (p twinslotPeer) setup(ctx context.Context, c Case, scratch string) (string
 	if err := run(ctx, scratch, "cp", "--sparse=always", b.disk, disk); err != nil {
 		return "", 0, nil, err
 	}
-	return disk, b.usrB, [][]string{{b.o.Payload, "apply", "--trust", b.path("trust.json"), "--disk", disk, "--json", b.url + "/" + c.Name + ".tsp"}}, nil
+	return disk, b.usrB, [][]string{{b.o.Payload, "apply", "--trust", b.path("trust.json"), "--disk", disk, "--json", b.url + "/" + b.tsp(c)}}, nil
 }
+
+// tsp is the payload of c, named for the payload binary that builds it: a rebuilt binary (a
+// new builder) makes new payloads, the images stay.
+func (b *bench) tsp(c Case) string { return fmt.Sprintf("%s.%s.tsp", c.Name, b.payloadID) }
 
 type casyncPeer struct{ b *bench }
 
