@@ -341,7 +341,7 @@ func TestTrustRoot(t *testing.T) {
 
 func TestBuildDedupAndEncodings(t *testing.T) {
 	dir := t.TempDir()
-	img := make([]byte, 1<<20+7<<19) // 1 MiB of content, then 3.5 MiB of zeros
+	img := make([]byte, 1<<20+7<<19)                              // 1 MiB of content, then 3.5 MiB of zeros
 	copy(img[256<<10:], bytes.Repeat([]byte("twinslot"), 32<<10)) // compressible
 	rnd := make([]byte, 256<<10)
 	rng := rand.New(rand.NewPCG(1, 2))
