@@ -286,7 +286,7 @@ func (c *cmd) build(ctx context.Context, stdio cli.IO, args []string) error {
 	}
 	var lvl zstd.EncoderLevel
 	if *level != "" {
-		ok := false
+		var ok bool
 		if ok, lvl = zstd.EncoderLevelFromString(*level); !ok {
 			return cli.Usagef("--level %q: want fastest, default, better or best", *level)
 		}
