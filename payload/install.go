@@ -548,15 +548,23 @@ func (h *hookedSlot) Sync() error {
 }
 
 func (in *installer) write(b []byte, off int64) error {
-	if _, err := in.dst.Slot.WriteAt(b, off); err != nil {
-		return fmt.Errorf("write target slot at %d: %w", off, err)
+	if err := in.writeAt(b, off); err != nil {
+		return err
 	}
-	in.written.Add(int64(len(b)))
 	if in.writeback != nil {
 		// Hand the bytes to the device now: what an install wrote before a power cut is then
 		// on disk for the resumed install to find, instead of lost with the page cache.
 		in.writeback(off, int64(len(b)))
 	}
+	return nil
+}
+
+// writeAt writes b at off of the target without starting its writeback.
+func (in *installer) writeAt(b []byte, off int64) error {
+	if _, err := in.dst.Slot.WriteAt(b, off); err != nil {
+		return fmt.Errorf("write target slot at %d: %w", off, err)
+	}
+	in.written.Add(int64(len(b)))
 	return nil
 }
 
@@ -690,6 +698,8 @@ const (
 	readBufferSize = 1 << 20
 	// rehashBufferSize is how much of the target the read-back reads at once.
 	rehashBufferSize = 1 << 20
+	// writebackBatchSize is the most a fetch worker writes before it starts the writeback.
+	writebackBatchSize = 8 << 20
 )
 
 // fetchWorker decodes stored ranges and writes neighbouring chunks in batches.
@@ -703,6 +713,9 @@ type fetchWorker struct {
 	off   int64
 	idx   []int    // chunks in the batch
 	crcs  []uint32 // their CRC-32C
+	// [wbOff, wbEnd) was written and its writeback not yet started: neighbouring batches are
+	// handed to the device together, up to writebackBatchSize, and at the end of each request.
+	wbOff, wbEnd int64
 }
 
 func (in *installer) newFetchWorker() (*fetchWorker, error) {
@@ -787,7 +800,9 @@ func (fw *fetchWorker) fetch(ctx context.Context, r request, dataOff int64) erro
 			return err
 		}
 	}
-	return fw.flush()
+	err := fw.flush()
+	fw.startWriteback()
+	return err
 }
 
 // next returns the next n stored bytes: peeked from the read buffer when they fit (valid until
@@ -865,15 +880,40 @@ func (fw *fetchWorker) flush() error {
 	if len(fw.batch) == 0 {
 		return nil
 	}
-	if err := fw.in.write(fw.batch, fw.off); err != nil {
+	if err := fw.in.writeAt(fw.batch, fw.off); err != nil {
 		return err
 	}
+	fw.wrote(fw.off, int64(len(fw.batch)))
 	for k, i := range fw.idx {
 		fw.in.placed.mark(i, fw.crcs[k])
 	}
 	fw.in.addDone(int64(len(fw.batch)))
 	fw.batch, fw.idx, fw.crcs = fw.batch[:0], fw.idx[:0], fw.crcs[:0]
 	return nil
+}
+
+// wrote records that [off, off+n) was written, starting the writeback of what came before when
+// it is not adjacent, or of the whole range once it reaches writebackBatchSize.
+func (fw *fetchWorker) wrote(off, n int64) {
+	if fw.wbEnd > fw.wbOff && off != fw.wbEnd {
+		fw.startWriteback()
+	}
+	if fw.wbEnd == fw.wbOff {
+		fw.wbOff, fw.wbEnd = off, off
+	}
+	fw.wbEnd += n
+	if fw.wbEnd-fw.wbOff >= writebackBatchSize {
+		fw.startWriteback()
+	}
+}
+
+// startWriteback hands the written range not yet started to the device (see Slot): what an
+// install wrote before a power cut is then on disk for the resumed install to find.
+func (fw *fetchWorker) startWriteback() {
+	if fw.wbEnd > fw.wbOff && fw.in.writeback != nil {
+		fw.in.writeback(fw.wbOff, fw.wbEnd-fw.wbOff)
+	}
+	fw.wbOff, fw.wbEnd = 0, 0
 }
 
 // placement tracks which chunks are in place in the target, and the CRC-32C of the bytes each
