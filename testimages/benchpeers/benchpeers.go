@@ -204,7 +204,8 @@ func (b *bench) prepare(ctx context.Context) error {
 		}
 		c.sum = sum
 	}
-	diskSize := 3*b.o.Size + 3<<20
+	// Slots a third of the disk each (testimages.Layout), at least the image plus 1 MiB.
+	diskSize := max(3*b.o.Size+3<<20, testimages.MinDiskSize)
 	diskSize = (diskSize + 1<<20 - 1) / (1 << 20) * (1 << 20)
 	parts, err := testimages.Layout(diskSize)
 	if err != nil {
