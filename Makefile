@@ -10,7 +10,7 @@ SHELL   := /bin/bash
 CMDS := $(wildcard */cmd/*/main.go)
 BINARIES := $(patsubst %/main.go,%,$(CMDS))
 
-.PHONY: all build test test-short lint bench fuzz e2e e2e-boot guest-bin faults demo demo-slots clean grub-efi grub-test os-image vm
+.PHONY: all build test test-short lint bench bench-peers fuzz e2e e2e-boot guest-bin faults demo demo-slots clean grub-efi grub-test os-image vm
 
 all: build
 
@@ -54,6 +54,27 @@ bench:
 	@echo; echo "== summary (from $(BENCH_OUT))"; \
 	awk '/^Benchmark/ { n=$$1; sub(/-[0-9]+$$/, "", n); line=sprintf("%-46s", n); \
 		for (i = 3; i < NF; i += 2) if ($$(i+1) != "ns/op" || NF == 4) line = line sprintf("  %s %s", $$i, $$(i+1)); print line }' $(BENCH_OUT)
+
+# twinslot, casync and zchunk side by side on the same /usr image pairs over one loopback HTTP
+# server, interleaved rounds, outputs checked byte for byte; one table with the machine's raw
+# limit (testimages/benchpeers). casync, zchunk and GNU time are installed from Debian when
+# missing (as root). BENCH_PEERS_SIZE=1GiB or 2GiB for the large runs; images are kept in
+# $(BIN)/benchpeers and reused.
+BENCH_PEERS_APT  := casync zchunk time
+BENCH_PEERS_SIZE ?= 256MiB
+BENCH_PEERS_FLAGS ?=
+bench-peers:
+	@need=; for t in casync zck zckdl unzck /usr/bin/time; do command -v $$t >/dev/null 2>&1 || need=1; done; \
+	if [ -n "$$need" ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "bench-peers: installing $(BENCH_PEERS_APT)"; \
+			(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(BENCH_PEERS_APT) >/dev/null) || exit 1; \
+		else echo "bench-peers: casync, zchunk or GNU time is missing and this is not root with apt-get: apt-get install $(BENCH_PEERS_APT)"; exit 1; fi; \
+	fi
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/payload ./tools/cmd/payload
+	$(GO) build -o $(BIN)/benchpeers ./testimages/cmd/benchpeers
+	$(BIN)/benchpeers -payload $(BIN)/payload -dir $(BIN)/benchpeers -size $(BENCH_PEERS_SIZE) $(BENCH_PEERS_FLAGS)
 
 fuzz:
 	@for p in $$($(GO) list ./...); do \

@@ -97,6 +97,28 @@ type buildJob struct {
 	done chan struct{}
 }
 
+// maxZeroChunk is the longest zero chunk Build writes. Installers read a chunk back into a
+// buffer of max(1 MiB, the chunking's maximum) bytes, so a longer one would not fit there.
+const maxZeroChunk = 1 << 20
+
+// zeroSums caches the SHA-256 and probe of runs of zeros by length.
+type zeroSums map[uint32]zeroSum
+
+type zeroSum struct {
+	sha   [32]byte
+	probe uint32
+}
+
+func (z zeroSums) sum(n uint32) ([32]byte, uint32) {
+	v, ok := z[n]
+	if !ok {
+		b := make([]byte, n)
+		v = zeroSum{sha256.Sum256(b), probe(b)}
+		z[n] = v
+	}
+	return v.sha, v.probe
+}
+
 func build(ctx context.Context, image io.ReaderAt, size int64, o BuildOptions, m *Manifest, out *os.File) error {
 	h := header{Version: FormatVersion, EnvelopeArea: uint32(o.EnvelopeArea)}
 	if _, err := out.Seek(h.dataOffset(), io.SeekStart); err != nil {
@@ -184,6 +206,7 @@ func build(ctx context.Context, image io.ReaderAt, size int64, o BuildOptions, m
 		enc Encoding
 	}
 	where := map[[32]byte]stored{}
+	zeros := zeroSums{}
 	var chunks []Chunk
 	var imgOff, dataOff int64
 	for j := range ordered {
@@ -194,6 +217,18 @@ func build(ctx context.Context, image io.ReaderAt, size int64, o BuildOptions, m
 		}
 		c := Chunk{Offset: imgOff, Length: uint32(len(j.data)), SHA256: j.sum, Encoding: j.enc, Probe: probe(j.data)}
 		switch {
+		case j.zero && len(chunks) > 0 && chunks[len(chunks)-1].Encoding == EncodingZero &&
+			int(chunks[len(chunks)-1].Length)+len(j.data) <= maxZeroChunk:
+			// A run of zeros is one table entry (up to maxZeroChunk), not one per cut: the
+			// chunker cuts zeros at its minimum size, and every entry costs each host 64 bytes.
+			last := &chunks[len(chunks)-1]
+			last.Length += uint32(len(j.data))
+			last.SHA256, last.Probe = zeros.sum(last.Length)
+			imgOff += int64(len(j.data))
+			if o.Progress != nil {
+				o.Progress(imgOff, size)
+			}
+			continue
 		case j.zero:
 			c.Encoding = EncodingZero
 		case j.dup:

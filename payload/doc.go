@@ -57,6 +57,9 @@
 //	32  32 SHA-256 of the chunk's decoded bytes
 //
 // Stored ranges lie inside the data section and may be shared: identical chunks are stored once.
+// Build writes a run of zeros as one zero chunk of up to 1 MiB (the chunker cuts zeros at its
+// minimum size; one record per cut cost a 256 MiB image a third of its table), never longer, as
+// installers read a chunk back whole into a buffer of max(1 MiB, the chunking's maximum).
 //
 // # Trust
 //
@@ -88,7 +91,8 @@
 // more and quadruple the table and the index work), so DefaultChunking is Rabin 16 KiB/64 KiB/
 // 256 KiB (casync's choice too). Indexing the active slot (cutting and hashing it) is the price:
 // one sequential read of the active slot, cut in parallel segments, hashing only chunks whose
-// probe matches a wanted chunk; its memory is a map of the missing chunks only.
+// probe matches a wanted chunk; its memory is the missing chunks' indices sorted by hash and
+// their probes sorted (about 9 bytes a chunk, no maps).
 //
 // # Install
 //
@@ -109,9 +113,11 @@
 // (InstallOptions.RehashImage adds that whole-image SHA-256 pass, at about the CPU cost of the
 // chunk hashes again). Zero chunks are settled by the read-back alone: kept when the target
 // already reads zero, else written and read back again. Every write is handed on for writeback
-// at once (the slot's StartWriteback, or Linux sync_file_range when the slot is a file), so the
-// device writes while the install goes on and what was written before a power cut is there for
-// the resumed install to reuse; after the last write and check comes one Sync. Install returns only after everything is written, read back,
+// soon after it is made (the slot's StartWriteback, or Linux sync_file_range when the slot is a
+// file): a fetch worker hands on its neighbouring writes together, up to 8 MiB and at the end of
+// each request, other writes go at once. The device writes while the install goes on and what
+// was written before a power cut is there for the resumed install to reuse; after the last write
+// and check comes one Sync. Install returns only after everything is written, read back,
 // checked and synced, so a caller marks the slot bootable only after that. Every refusal is a
 // *RejectError (see Reason); I/O failures are plain errors.
 //
@@ -121,6 +127,8 @@
 //   - No byte is written to the target before the SHA-256 of its chunk matched the signed table.
 //   - Every length read from a file or a server is bounded by a named limit before use.
 //   - No byte is read back as good unless it equals what was written after its hash matched.
-//   - Memory is bounded by the chunk table and a few buffers per worker (readBufferSize,
+//   - Memory is bounded by the chunk table (at most MaxChunks = 2^17 chunks; a payload with more
+//     is refused before its table is read, which is read and parsed 1 MiB at a time), about 36
+//     bytes a chunk for the fetch plan, and a few buffers per worker (readBufferSize,
 //     writeBatchSize, rehashBufferSize, or one chunk when larger).
 package payload

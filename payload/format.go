@@ -22,8 +22,9 @@ const (
 	// DefaultAppID is twinslot's Omaha application id (without braces; Omaha adds them).
 	DefaultAppID = "f7d0ccdd-af0a-402c-b7d1-0693b2cf46bc"
 	// DefaultEnvelopeArea is the room Build reserves for the envelope so that signatures can be
-	// added without growing the file in most cases.
-	DefaultEnvelopeArea = 64 << 10
+	// added without growing the file in most cases: 8 KiB holds an envelope with a dozen signatures; a host reads the whole area on every
+	// install, delta or not, so it is kept small (Sign grows it when it must).
+	DefaultEnvelopeArea = 8 << 10
 )
 
 // Limits on untrusted input. Every length read from a payload is checked against these before it
@@ -34,12 +35,17 @@ const (
 	MaxSignatures    = 32        // signatures per envelope
 	MaxSignatureSize = 8 << 10   // one decoded signature
 	MaxKeyIDSize     = 128       // one key id string
-	MaxChunks        = 1 << 20   // chunks per image
-	MaxChunkSize     = 16 << 20  // one chunk, decoded
-	MaxImageSize     = 1 << 40   // 1 TiB
-	MaxDataSize      = 1 << 41   // data section
-	MaxStringField   = 256       // app id, board, version, …
-	maxZstdOverhead  = 1 << 10   // stored zstd frame may exceed its decoded size by this much (+1/128)
+	// MaxChunks bounds the chunks of one image, and with them an installer's memory (about 100
+	// bytes a chunk: its table entry, its place in the plan and the read-back), so that an
+	// install stays within the agent's 64 MiB: a 2 GiB ext4 image cuts into about 60,000
+	// chunks with DefaultChunking, and 131,072 is 2 GiB cut into 16 KiB chunks. Earlier readers
+	// allowed 2^20.
+	MaxChunks        = 1 << 17
+	MaxChunkSize     = 16 << 20 // one chunk, decoded
+	MaxImageSize     = 1 << 40  // 1 TiB
+	MaxDataSize      = 1 << 41  // data section
+	MaxStringField   = 256      // app id, board, version, …
+	maxZstdOverhead  = 1 << 10  // stored zstd frame may exceed its decoded size by this much (+1/128)
 	maxTrustRootSize = 1 << 20
 	maxTrustRootKeys = 64
 	maxPublicKeyPEM  = 16 << 10
@@ -123,7 +129,8 @@ func parseHeader(b []byte) (header, error) {
 	case h.DataLen > MaxDataSize:
 		return h, reject(ReasonLengthOverflow, "data section %d bytes exceeds the limit %d", h.DataLen, uint64(MaxDataSize))
 	case h.TableLen > MaxChunks*TableEntrySize:
-		return h, reject(ReasonLengthOverflow, "chunk table %d bytes exceeds the limit %d", h.TableLen, MaxChunks*TableEntrySize)
+		return h, reject(ReasonLengthOverflow, "chunk table of %d chunks exceeds the limit of %d chunks (an installer's memory is bounded); rebuild the payload with larger chunks",
+			h.TableLen/TableEntrySize, MaxChunks)
 	case h.TableLen%TableEntrySize != 0:
 		return h, reject(ReasonMalformed, "chunk table length %d is not a multiple of %d", h.TableLen, TableEntrySize)
 	}
@@ -209,59 +216,95 @@ func parseTable(b []byte, imageSize int64, dataLen uint64) ([]Chunk, error) {
 	if n > MaxChunks {
 		return nil, reject(ReasonLengthOverflow, "%d chunks exceed the limit %d", n, MaxChunks)
 	}
-	chunks := make([]Chunk, n)
-	var next int64
-	for i := range chunks {
-		e := b[i*TableEntrySize : (i+1)*TableEntrySize]
-		off := binary.BigEndian.Uint64(e[0:])
-		c := Chunk{
-			Length:     binary.BigEndian.Uint32(e[8:]),
-			Encoding:   Encoding(e[12]),
-			DataLength: binary.BigEndian.Uint32(e[24:]),
-			Probe:      binary.BigEndian.Uint32(e[28:]),
-		}
-		doff := binary.BigEndian.Uint64(e[16:])
-		copy(c.SHA256[:], e[32:64])
-		if !allZero(e[13:16]) {
-			return nil, reject(ReasonMalformed, "chunk %d: reserved bytes are set", i)
-		}
-		if off != uint64(next) {
-			return nil, reject(ReasonMalformed, "chunk %d starts at %d, want %d (chunks must be contiguous)", i, off, next)
-		}
-		if c.Length == 0 || c.Length > MaxChunkSize {
-			return nil, reject(ReasonLengthOverflow, "chunk %d length %d outside 1..%d", i, c.Length, MaxChunkSize)
-		}
-		if doff > dataLen || uint64(c.DataLength) > dataLen-doff {
-			return nil, reject(ReasonLengthOverflow, "chunk %d data [%d,+%d) outside the %d-byte data section", i, doff, c.DataLength, dataLen)
-		}
-		switch c.Encoding {
-		case EncodingZero:
-			if c.DataLength != 0 {
-				return nil, reject(ReasonMalformed, "zero chunk %d stores %d bytes", i, c.DataLength)
-			}
-		case EncodingRaw:
-			if c.DataLength != c.Length {
-				return nil, reject(ReasonMalformed, "raw chunk %d stores %d bytes for %d", i, c.DataLength, c.Length)
-			}
-		case EncodingZstd:
-			if c.DataLength == 0 || c.DataLength > zstdBound(c.Length) {
-				return nil, reject(ReasonLengthOverflow, "zstd chunk %d stores %d bytes for %d", i, c.DataLength, c.Length)
-			}
-		default:
-			return nil, reject(ReasonMalformed, "chunk %d has unknown encoding %d", i, c.Encoding)
-		}
-		c.Offset = next
-		c.DataOffset = int64(doff)
-		next += int64(c.Length)
-		if next > imageSize {
-			return nil, reject(ReasonLengthOverflow, "chunk %d ends at %d, past the %d-byte image", i, next, imageSize)
-		}
-		chunks[i] = c
+	p := newTableParser(n, imageSize, dataLen)
+	if err := p.add(b); err != nil {
+		return nil, err
 	}
-	if next != imageSize {
-		return nil, reject(ReasonMalformed, "chunks cover %d bytes of a %d-byte image", next, imageSize)
+	return p.finish()
+}
+
+// tableParser decodes a chunk table piece by piece (see parseTable for the checks), so that a
+// reader need not hold the table's bytes and its chunks at once.
+type tableParser struct {
+	imageSize int64
+	dataLen   uint64
+	next      int64
+	chunks    []Chunk
+}
+
+func newTableParser(n int, imageSize int64, dataLen uint64) *tableParser {
+	return &tableParser{imageSize: imageSize, dataLen: dataLen, chunks: make([]Chunk, 0, n)}
+}
+
+// add decodes whole entries; len(b) must be a multiple of TableEntrySize.
+func (p *tableParser) add(b []byte) error {
+	for len(b) >= TableEntrySize {
+		if err := p.entry(b[:TableEntrySize]); err != nil {
+			return err
+		}
+		b = b[TableEntrySize:]
 	}
-	return chunks, nil
+	return nil
+}
+
+func (p *tableParser) entry(e []byte) error {
+	i := len(p.chunks)
+	if i >= MaxChunks {
+		return reject(ReasonLengthOverflow, "more than %d chunks", MaxChunks)
+	}
+	off := binary.BigEndian.Uint64(e[0:])
+	c := Chunk{
+		Length:     binary.BigEndian.Uint32(e[8:]),
+		Encoding:   Encoding(e[12]),
+		DataLength: binary.BigEndian.Uint32(e[24:]),
+		Probe:      binary.BigEndian.Uint32(e[28:]),
+	}
+	doff := binary.BigEndian.Uint64(e[16:])
+	copy(c.SHA256[:], e[32:64])
+	if !allZero(e[13:16]) {
+		return reject(ReasonMalformed, "chunk %d: reserved bytes are set", i)
+	}
+	if off != uint64(p.next) {
+		return reject(ReasonMalformed, "chunk %d starts at %d, want %d (chunks must be contiguous)", i, off, p.next)
+	}
+	if c.Length == 0 || c.Length > MaxChunkSize {
+		return reject(ReasonLengthOverflow, "chunk %d length %d outside 1..%d", i, c.Length, MaxChunkSize)
+	}
+	if doff > p.dataLen || uint64(c.DataLength) > p.dataLen-doff {
+		return reject(ReasonLengthOverflow, "chunk %d data [%d,+%d) outside the %d-byte data section", i, doff, c.DataLength, p.dataLen)
+	}
+	switch c.Encoding {
+	case EncodingZero:
+		if c.DataLength != 0 {
+			return reject(ReasonMalformed, "zero chunk %d stores %d bytes", i, c.DataLength)
+		}
+	case EncodingRaw:
+		if c.DataLength != c.Length {
+			return reject(ReasonMalformed, "raw chunk %d stores %d bytes for %d", i, c.DataLength, c.Length)
+		}
+	case EncodingZstd:
+		if c.DataLength == 0 || c.DataLength > zstdBound(c.Length) {
+			return reject(ReasonLengthOverflow, "zstd chunk %d stores %d bytes for %d", i, c.DataLength, c.Length)
+		}
+	default:
+		return reject(ReasonMalformed, "chunk %d has unknown encoding %d", i, c.Encoding)
+	}
+	c.Offset = p.next
+	c.DataOffset = int64(doff)
+	p.next += int64(c.Length)
+	if p.next > p.imageSize {
+		return reject(ReasonLengthOverflow, "chunk %d ends at %d, past the %d-byte image", i, p.next, p.imageSize)
+	}
+	p.chunks = append(p.chunks, c)
+	return nil
+}
+
+// finish checks that the chunks cover the image and returns them.
+func (p *tableParser) finish() ([]Chunk, error) {
+	if p.next != p.imageSize {
+		return nil, reject(ReasonMalformed, "chunks cover %d bytes of a %d-byte image", p.next, p.imageSize)
+	}
+	return p.chunks, nil
 }
 
 // zstdBound is the largest stored size accepted for a zstd chunk of n decoded bytes (Build stores

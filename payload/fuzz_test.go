@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 )
 
@@ -74,6 +75,23 @@ func FuzzManifest(f *testing.F) {
 			return
 		}
 		chunks, err := parseTable(table, m.ImageSize, uint64(m.DataSize))
+		// Verify parses the table a piece at a time: pieces of any whole number of entries
+		// must give what the whole table gives.
+		if len(table)%TableEntrySize == 0 && len(table)/TableEntrySize <= MaxChunks {
+			p := newTableParser(len(table)/TableEntrySize, m.ImageSize, uint64(m.DataSize))
+			var perr error
+			for rest, k := table, 1; len(rest) > 0 && perr == nil; k = k%7 + 1 {
+				n := min(len(rest), k*TableEntrySize)
+				perr, rest = p.add(rest[:n]), rest[n:]
+			}
+			var pieces []Chunk
+			if perr == nil {
+				pieces, perr = p.finish()
+			}
+			if (perr == nil) != (err == nil) || err == nil && !slices.Equal(pieces, chunks) {
+				t.Fatalf("piecewise parse (%v) differs from the whole (%v)", perr, err)
+			}
+		}
 		if err != nil {
 			if _, ok := IsRejection(err); !ok {
 				t.Fatalf("not a rejection: %v", err)

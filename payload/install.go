@@ -2,6 +2,8 @@ package payload
 
 import (
 	"bufio"
+	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -97,13 +99,13 @@ type InstallOptions struct {
 // Result summarises a finished install.
 type Result struct {
 	Manifest          *Manifest
-	BytesReusedTarget int64 // already in place in the target (interrupted attempt)
+	BytesReusedTarget int64 // non-zero chunks already in place in the target (interrupted attempt)
 	BytesReusedActive int64 // copied from the active slot
-	BytesZero         int64 // zero chunks written without fetching
+	BytesZero         int64 // zero chunks: kept where the target held zeros, else written; never fetched
 	BytesFetched      int64 // data-section bytes downloaded (incl. gaps read through)
 	BytesMetadata     int64 // header, envelope and chunk table
 	BytesWritten      int64 // bytes written to the target
-	Requests          int   // data Range requests (or reads of a file)
+	Requests          int   // every Range request (or read of a file): size probe, header, envelope, table and data
 	Duration          time.Duration
 	// Phases is the time spent in each phase ("verify", "scan-target", "index-active", "fetch",
 	// "rehash" (the read-back still running after the last write), "sync").
@@ -192,7 +194,10 @@ func (in *installer) run(ctx context.Context) (*Result, error) {
 	if err := in.src.prepare(ctx); err != nil {
 		return nil, err
 	}
-	f, err := openSource(ctx, in.src)
+	if _, ok := in.src.(*httpSource); ok {
+		in.requests.Add(1) // the size probe
+	}
+	f, err := openSource(ctx, in.src, &in.requests)
 	if err != nil {
 		return nil, err
 	}
@@ -392,42 +397,24 @@ func (in *installer) scanTarget(ctx context.Context) error {
 // chunk or two after a segment start, so at most a few chunks per segment are missed (and then
 // fetched).
 func (in *installer) copyFromActive(ctx context.Context) error {
-	wanted := map[[32]byte][]int{}
-	probes := map[uint32]bool{} // read-only once the segments start
-	for i, c := range in.m.Chunks {
-		if in.need[i] && c.Encoding != EncodingZero {
-			wanted[c.SHA256] = append(wanted[c.SHA256], i)
-			probes[c.Probe] = true
-		}
-	}
-	if len(wanted) == 0 {
+	w := in.newWanted()
+	if w.left == 0 {
 		return nil
 	}
 	parent := ctx
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
-	var mu sync.Mutex
+	w.stop = cancel
 	var once sync.Once
 	var first error
 	fail := func(err error) { once.Do(func() { first = err; cancel() }) }
-	// take removes and returns the chunks that want sum; it stops the scan when none are left.
-	take := func(sum [32]byte) []int {
-		mu.Lock()
-		defer mu.Unlock()
-		idx := wanted[sum]
-		delete(wanted, sum)
-		if len(idx) > 0 && len(wanted) == 0 {
-			cancel() // everything wanted was found; stop reading the active slot
-		}
-		return idx
-	}
 	segments := int64(in.o.Workers)
 	segLen := max(in.dst.ActiveSize/segments, int64(in.m.Chunking.maxLen())*4)
 	var wg sync.WaitGroup
 	for start := int64(0); start < in.dst.ActiveSize; start += segLen {
 		n := min(segLen, in.dst.ActiveSize-start)
 		wg.Go(func() {
-			if err := in.scanActive(ctx, start, n, probes, take); err != nil && ctx.Err() == nil {
+			if err := in.scanActive(ctx, start, n, w); err != nil && ctx.Err() == nil {
 				fail(err)
 			}
 		})
@@ -439,8 +426,69 @@ func (in *installer) copyFromActive(ctx context.Context) error {
 	return parent.Err() // our own early stop (all found) is not an error
 }
 
+// wanted is what the active-slot scan looks for: the missing non-zero chunks sorted by hash
+// (5 bytes a chunk, no map), and their probes sorted (4 bytes a chunk, read-only).
+type wanted struct {
+	chunks []Chunk
+	byHash []int32  // missing chunk indices sorted by SHA-256
+	probes []uint32 // their probes, sorted
+	mu     sync.Mutex
+	taken  []bool // taken[k]: byHash[k]'s hash was found (guarded by mu)
+	left   int    // distinct hashes not yet found (guarded by mu)
+	stop   func() // called once nothing is left
+}
+
+func (in *installer) newWanted() *wanted {
+	chunks := in.m.Chunks
+	w := &wanted{chunks: chunks}
+	for i, c := range chunks {
+		if in.need[i] && c.Encoding != EncodingZero {
+			w.byHash = append(w.byHash, int32(i))
+			w.probes = append(w.probes, c.Probe)
+		}
+	}
+	slices.SortFunc(w.byHash, func(a, b int32) int { return bytes.Compare(chunks[a].SHA256[:], chunks[b].SHA256[:]) })
+	slices.Sort(w.probes)
+	w.probes = slices.Compact(w.probes)
+	w.taken = make([]bool, len(w.byHash))
+	for k := range w.byHash {
+		if k == 0 || chunks[w.byHash[k]].SHA256 != chunks[w.byHash[k-1]].SHA256 {
+			w.left++
+		}
+	}
+	return w
+}
+
+// mayWant reports whether a region with this probe can be a wanted chunk.
+func (w *wanted) mayWant(p uint32) bool {
+	_, ok := slices.BinarySearch(w.probes, p)
+	return ok
+}
+
+// take returns the chunks that want sum, once: later calls for the same hash return nothing.
+func (w *wanted) take(sum [32]byte) []int32 {
+	lo, _ := slices.BinarySearchFunc(w.byHash, sum, func(i int32, s [32]byte) int { return bytes.Compare(w.chunks[i].SHA256[:], s[:]) })
+	hi := lo
+	for hi < len(w.byHash) && w.chunks[w.byHash[hi]].SHA256 == sum {
+		hi++
+	}
+	if lo == hi {
+		return nil
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.taken[lo] {
+		return nil
+	}
+	w.taken[lo] = true
+	if w.left--; w.left == 0 && w.stop != nil {
+		w.stop() // everything wanted was found; stop reading the active slot
+	}
+	return w.byHash[lo:hi]
+}
+
 // scanActive cuts [start, start+n) of the active slot and copies wanted chunks to the target.
-func (in *installer) scanActive(ctx context.Context, start, n int64, probes map[uint32]bool, take func([32]byte) []int) error {
+func (in *installer) scanActive(ctx context.Context, start, n int64, w *wanted) error {
 	cut, err := in.m.Chunking.newCutter(io.NewSectionReader(in.dst.Active, start, n))
 	if err != nil {
 		return err
@@ -454,10 +502,10 @@ func (in *installer) scanActive(ctx context.Context, start, n int64, probes map[
 		if err != nil {
 			return fmt.Errorf("read active slot: %w", err)
 		}
-		if !probes[probe(b)] {
+		if !w.mayWant(probe(b)) {
 			continue // cannot be a wanted chunk; skip the SHA-256
 		}
-		idx := take(sha256.Sum256(b))
+		idx := w.take(sha256.Sum256(b))
 		if len(idx) == 0 {
 			continue
 		}
@@ -468,7 +516,7 @@ func (in *installer) scanActive(ctx context.Context, start, n int64, probes map[
 				return err
 			}
 			in.need[i] = false
-			in.placed.mark(i, crc)
+			in.placed.mark(int(i), crc)
 			in.reusedA.Add(int64(c.Length))
 			in.addDone(int64(c.Length))
 		}
@@ -500,10 +548,9 @@ func (h *hookedSlot) Sync() error {
 }
 
 func (in *installer) write(b []byte, off int64) error {
-	if _, err := in.dst.Slot.WriteAt(b, off); err != nil {
-		return fmt.Errorf("write target slot at %d: %w", off, err)
+	if err := in.writeAt(b, off); err != nil {
+		return err
 	}
-	in.written.Add(int64(len(b)))
 	if in.writeback != nil {
 		// Hand the bytes to the device now: what an install wrote before a power cut is then
 		// on disk for the resumed install to find, instead of lost with the page cache.
@@ -512,63 +559,86 @@ func (in *installer) write(b []byte, off int64) error {
 	return nil
 }
 
-// stored is one stored range to fetch and the chunks (indices) its decoded bytes become.
-type stored struct {
-	doff, dlen int64
-	enc        Encoding
-	length     uint32
-	sum        [32]byte
-	chunks     []int
+// writeAt writes b at off of the target without starting its writeback.
+func (in *installer) writeAt(b []byte, off int64) error {
+	if _, err := in.dst.Slot.WriteAt(b, off); err != nil {
+		return fmt.Errorf("write target slot at %d: %w", off, err)
+	}
+	in.written.Add(int64(len(b)))
+	return nil
 }
+
+// stored is one stored range to fetch and the chunks its decoded bytes become: c is the first
+// of them (its stored range, encoding, length and hash are those of all), chunks their indices.
+// It holds no copy of the table, so planning a full install of MaxChunks chunks costs about 36
+// bytes a chunk.
+type stored struct {
+	c      *Chunk
+	chunks []int32
+}
+
+func (s stored) doff() int64 { return s.c.DataOffset }
+func (s stored) dlen() int64 { return int64(s.c.DataLength) }
 
 type request struct {
-	items []*stored
+	items []stored
 }
 
-func (r request) start() int64 { return r.items[0].doff }
+func (r request) start() int64 { return r.items[0].doff() }
 func (r request) end() int64 {
 	last := r.items[len(r.items)-1]
-	return last.doff + last.dlen
+	return last.doff() + last.dlen()
 }
 
-// plan groups the missing stored ranges into coalesced requests in data order.
+// plan groups the missing stored ranges into coalesced requests in data order. Chunks that
+// share a stored range (identical content stored once) are fetched once.
 func (in *installer) plan() []request {
-	type key struct {
-		doff int64
-		sum  [32]byte
+	chunks := in.m.Chunks
+	var order []int32
+	for i := range chunks {
+		if in.need[i] {
+			order = append(order, int32(i))
+		}
 	}
-	byKey := map[key]*stored{}
-	var items []*stored
-	for i, c := range in.m.Chunks {
-		if !in.need[i] {
-			continue
+	slices.SortFunc(order, func(a, b int32) int {
+		ca, cb := &chunks[a], &chunks[b]
+		if c := cmp.Compare(ca.DataOffset, cb.DataOffset); c != 0 {
+			return c
 		}
-		k := key{c.DataOffset, c.SHA256}
-		s := byKey[k]
-		if s == nil {
-			s = &stored{doff: c.DataOffset, dlen: int64(c.DataLength), enc: c.Encoding, length: c.Length, sum: c.SHA256}
-			byKey[k] = s
-			items = append(items, s)
+		if c := cmp.Compare(ca.DataLength, cb.DataLength); c != 0 {
+			return c
 		}
-		s.chunks = append(s.chunks, i)
-	}
-	slices.SortFunc(items, func(a, b *stored) int {
-		if a.doff != b.doff {
-			return int(min(max(a.doff-b.doff, -1), 1))
+		if c := bytes.Compare(ca.SHA256[:], cb.SHA256[:]); c != 0 {
+			return c
 		}
-		return int(min(max(a.dlen-b.dlen, -1), 1))
+		return cmp.Compare(a, b)
 	})
+	var items []stored
+	for lo := 0; lo < len(order); {
+		c := &chunks[order[lo]]
+		hi := lo + 1
+		for hi < len(order) && chunks[order[hi]].DataOffset == c.DataOffset && chunks[order[hi]].DataLength == c.DataLength &&
+			chunks[order[hi]].SHA256 == c.SHA256 {
+			hi++
+		}
+		items = append(items, stored{c: c, chunks: order[lo:hi:hi]})
+		lo = hi
+	}
 	var reqs []request
-	for _, s := range items {
-		if n := len(reqs); n > 0 {
-			r := &reqs[n-1]
-			gap := s.doff - r.end()
-			if gap >= 0 && gap <= in.o.MaxGap && s.doff+s.dlen-r.start() <= in.o.MaxRequest {
-				r.items = append(r.items, s)
+	first := 0
+	for k, s := range items {
+		if k > first {
+			r := request{items: items[first:k]}
+			gap := s.doff() - r.end()
+			if gap >= 0 && gap <= in.o.MaxGap && s.doff()+s.dlen()-r.start() <= in.o.MaxRequest {
 				continue
 			}
+			reqs = append(reqs, r)
+			first = k
 		}
-		reqs = append(reqs, request{items: []*stored{s}})
+	}
+	if first < len(items) {
+		reqs = append(reqs, request{items: items[first:]})
 	}
 	return reqs
 }
@@ -628,6 +698,8 @@ const (
 	readBufferSize = 1 << 20
 	// rehashBufferSize is how much of the target the read-back reads at once.
 	rehashBufferSize = 1 << 20
+	// writebackBatchSize is the most a fetch worker writes before it starts the writeback.
+	writebackBatchSize = 8 << 20
 )
 
 // fetchWorker decodes stored ranges and writes neighbouring chunks in batches.
@@ -641,6 +713,9 @@ type fetchWorker struct {
 	off   int64
 	idx   []int    // chunks in the batch
 	crcs  []uint32 // their CRC-32C
+	// [wbOff, wbEnd) was written and its writeback not yet started: neighbouring batches are
+	// handed to the device together, up to writebackBatchSize, and at the end of each request.
+	wbOff, wbEnd int64
 }
 
 func (in *installer) newFetchWorker() (*fetchWorker, error) {
@@ -672,7 +747,7 @@ func (fw *fetchWorker) fetch(ctx context.Context, r request, dataOff int64) erro
 	rt := retrier{in.o.Retry}
 	pos, failures := 0, 0
 	for pos < len(r.items) {
-		from := r.items[pos].doff
+		from := r.items[pos].doff()
 		body, err := in.src.OpenRange(ctx, dataOff+from, r.end()-from)
 		if err != nil {
 			return err
@@ -684,13 +759,13 @@ func (fw *fetchWorker) fetch(ctx context.Context, r request, dataOff int64) erro
 		var cut error
 		for pos < len(r.items) {
 			s := r.items[pos]
-			if gap := s.doff - cur; gap > 0 {
+			if gap := s.doff() - cur; gap > 0 {
 				if _, err := br.Discard(int(gap)); err != nil {
 					cut = err
 					break
 				}
 			}
-			b, err := fw.next(s.dlen)
+			b, err := fw.next(s.dlen())
 			if err != nil {
 				cut = err
 				break
@@ -703,7 +778,7 @@ func (fw *fetchWorker) fetch(ctx context.Context, r request, dataOff int64) erro
 				body.Close()
 				return err
 			}
-			cur = s.doff + s.dlen
+			cur = s.doff() + s.dlen()
 			pos++
 			failures = 0
 		}
@@ -725,7 +800,9 @@ func (fw *fetchWorker) fetch(ctx context.Context, r request, dataOff int64) erro
 			return err
 		}
 	}
-	return fw.flush()
+	err := fw.flush()
+	fw.startWriteback()
+	return err
 }
 
 // next returns the next n stored bytes: peeked from the read buffer when they fit (valid until
@@ -744,26 +821,26 @@ func (fw *fetchWorker) next(n int64) ([]byte, error) {
 
 // decode appends the decoded bytes of s (stored as b) to dst, checks their hash, and returns
 // their CRC-32C for the read-back.
-func (fw *fetchWorker) decode(dst []byte, s *stored, b []byte) ([]byte, uint32, error) {
+func (fw *fetchWorker) decode(dst []byte, s stored, b []byte) ([]byte, uint32, error) {
 	n := len(dst)
-	if s.enc == EncodingZstd {
+	if s.c.Encoding == EncodingZstd {
 		d, err := fw.dec.DecodeAll(b, dst)
-		if err != nil || len(d)-n != int(s.length) {
-			return dst, 0, rejectErr(ReasonChunkHash, err, "chunk at data offset %d does not decode to its %d bytes", s.doff, s.length)
+		if err != nil || len(d)-n != int(s.c.Length) {
+			return dst, 0, rejectErr(ReasonChunkHash, err, "chunk at data offset %d does not decode to its %d bytes", s.doff(), s.c.Length)
 		}
 		dst = d
 	} else {
 		dst = append(dst, b...)
 	}
-	if sha256.Sum256(dst[n:]) != s.sum {
-		return dst[:n], 0, reject(ReasonChunkHash, "chunk at data offset %d does not match its signed hash; the payload or the server is corrupt", s.doff)
+	if sha256.Sum256(dst[n:]) != s.c.SHA256 {
+		return dst[:n], 0, reject(ReasonChunkHash, "chunk at data offset %d does not match its signed hash; the payload or the server is corrupt", s.doff())
 	}
 	return dst, crc32.Checksum(dst[n:], castagnoli), nil
 }
 
 // place decodes and checks s, then adds it to the write batch (or writes it to each of its
 // chunks when it is stored once for several).
-func (fw *fetchWorker) place(s *stored, b []byte) error {
+func (fw *fetchWorker) place(s stored, b []byte) error {
 	if len(s.chunks) == 1 {
 		c := fw.in.m.Chunks[s.chunks[0]]
 		if len(fw.batch) > 0 && (fw.off+int64(len(fw.batch)) != c.Offset || cap(fw.batch)-len(fw.batch) < int(c.Length)) {
@@ -779,7 +856,7 @@ func (fw *fetchWorker) place(s *stored, b []byte) error {
 		if fw.batch, crc, err = fw.decode(fw.batch, s, b); err != nil {
 			return err
 		}
-		fw.idx = append(fw.idx, s.chunks[0])
+		fw.idx = append(fw.idx, int(s.chunks[0]))
 		fw.crcs = append(fw.crcs, crc)
 		return nil
 	}
@@ -792,7 +869,7 @@ func (fw *fetchWorker) place(s *stored, b []byte) error {
 		if err := fw.in.write(d, fw.in.m.Chunks[i].Offset); err != nil {
 			return err
 		}
-		fw.in.placed.mark(i, crc)
+		fw.in.placed.mark(int(i), crc)
 		fw.in.addDone(int64(len(d)))
 	}
 	return nil
@@ -803,15 +880,40 @@ func (fw *fetchWorker) flush() error {
 	if len(fw.batch) == 0 {
 		return nil
 	}
-	if err := fw.in.write(fw.batch, fw.off); err != nil {
+	if err := fw.in.writeAt(fw.batch, fw.off); err != nil {
 		return err
 	}
+	fw.wrote(fw.off, int64(len(fw.batch)))
 	for k, i := range fw.idx {
 		fw.in.placed.mark(i, fw.crcs[k])
 	}
 	fw.in.addDone(int64(len(fw.batch)))
 	fw.batch, fw.idx, fw.crcs = fw.batch[:0], fw.idx[:0], fw.crcs[:0]
 	return nil
+}
+
+// wrote records that [off, off+n) was written, starting the writeback of what came before when
+// it is not adjacent, or of the whole range once it reaches writebackBatchSize.
+func (fw *fetchWorker) wrote(off, n int64) {
+	if fw.wbEnd > fw.wbOff && off != fw.wbEnd {
+		fw.startWriteback()
+	}
+	if fw.wbEnd == fw.wbOff {
+		fw.wbOff, fw.wbEnd = off, off
+	}
+	fw.wbEnd += n
+	if fw.wbEnd-fw.wbOff >= writebackBatchSize {
+		fw.startWriteback()
+	}
+}
+
+// startWriteback hands the written range not yet started to the device (see Slot): what an
+// install wrote before a power cut is then on disk for the resumed install to find.
+func (fw *fetchWorker) startWriteback() {
+	if fw.wbEnd > fw.wbOff && fw.in.writeback != nil {
+		fw.in.writeback(fw.wbOff, fw.wbEnd-fw.wbOff)
+	}
+	fw.wbOff, fw.wbEnd = 0, 0
 }
 
 // placement tracks which chunks are in place in the target, and the CRC-32C of the bytes each
@@ -978,7 +1080,7 @@ func (in *installer) checkBack(i int, b []byte) error {
 		return nil
 	}
 	if allZero(b) {
-		in.reusedT.Add(int64(len(b)))
+		in.zero.Add(int64(len(b))) // zeros found in place; an empty target is not "reused"
 		in.addDone(int64(len(b)))
 		return nil
 	}

@@ -124,7 +124,7 @@ func (m *Manifest) check() error {
 	case m.ImageSize <= 0 || m.ImageSize > MaxImageSize:
 		return reject(ReasonLengthOverflow, "image size %d outside 1..%d", m.ImageSize, int64(MaxImageSize))
 	case m.ChunkCount <= 0 || m.ChunkCount > MaxChunks:
-		return reject(ReasonLengthOverflow, "chunk count %d outside 1..%d", m.ChunkCount, MaxChunks)
+		return reject(ReasonLengthOverflow, "chunk count %d outside 1..%d (an installer's memory is bounded); rebuild the payload with larger chunks", m.ChunkCount, MaxChunks)
 	case m.TableSize != int64(m.ChunkCount)*TableEntrySize:
 		return reject(ReasonMalformed, "table size %d does not hold %d chunks", m.TableSize, m.ChunkCount)
 	case m.DataSize < 0 || m.DataSize > MaxDataSize:

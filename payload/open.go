@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync/atomic"
 
 	"github.com/secure-systems-lab/go-securesystemslib/dsse"
 
@@ -70,9 +71,13 @@ func (f *File) Close() error {
 	return f.closer.Close()
 }
 
-// openSource opens the payload behind src; the File's later reads use ctx.
-func openSource(ctx context.Context, src byteSource) (*File, error) {
-	return openWith(src.Size(), func(p []byte, off int64) error { return src.ReadAt(ctx, p, off) })
+// openSource opens the payload behind src; the File's later reads use ctx and each adds one to
+// requests.
+func openSource(ctx context.Context, src byteSource, requests *atomic.Int64) (*File, error) {
+	return openWith(src.Size(), func(p []byte, off int64) error {
+		requests.Add(1)
+		return src.ReadAt(ctx, p, off)
+	})
 }
 
 func openWith(size int64, readAt func(p []byte, off int64) error) (*File, error) {
@@ -185,6 +190,9 @@ func (f *File) Unverified() (*Manifest, error) {
 	return parseManifest(f.body)
 }
 
+// tablePiece is how much of the chunk table Verify reads at once (a multiple of TableEntrySize).
+const tablePiece = 1 << 20
+
 // Verify checks the envelope against the trust root and the manifest against want, then reads the
 // chunk table and checks it against the signed hash. It returns the manifest with Chunks filled.
 // Every refusal is a *RejectError.
@@ -213,14 +221,30 @@ func (f *File) Verify(t *TrustRoot, want Expect) (*Manifest, error) {
 		return nil, reject(ReasonMalformed, "header section lengths (data %d, table %d) differ from the signed manifest (data %d, table %d)",
 			f.hdr.DataLen, f.hdr.TableLen, m.DataSize, m.TableSize)
 	}
-	tb := make([]byte, f.hdr.TableLen)
-	if err := f.readAt(tb, f.hdr.tableOffset()); err != nil {
-		return nil, fmt.Errorf("read chunk table: %w", err)
+	// The table is read, hashed and parsed a piece at a time: a reader never holds the table's
+	// bytes beside its chunks. Nothing parsed is used unless the whole table matched its hash.
+	h := sha256.New()
+	p := newTableParser(m.ChunkCount, m.ImageSize, f.hdr.DataLen)
+	var parseErr error
+	piece := make([]byte, min(int64(f.hdr.TableLen), tablePiece))
+	for done := int64(0); done < int64(f.hdr.TableLen); {
+		b := piece[:min(int64(len(piece)), int64(f.hdr.TableLen)-done)]
+		if err := f.readAt(b, f.hdr.tableOffset()+done); err != nil {
+			return nil, fmt.Errorf("read chunk table: %w", err)
+		}
+		h.Write(b)
+		if parseErr == nil {
+			parseErr = p.add(b)
+		}
+		done += int64(len(b))
 	}
-	if sha256.Sum256(tb) != m.TableSHA256 {
+	if Digest(h.Sum(nil)) != m.TableSHA256 {
 		return nil, reject(ReasonChunkTableMismatch, "chunk table does not match the signed hash %s", m.TableSHA256)
 	}
-	chunks, err := parseTable(tb, m.ImageSize, f.hdr.DataLen)
+	if parseErr != nil {
+		return nil, parseErr
+	}
+	chunks, err := p.finish()
 	if err != nil {
 		return nil, err
 	}

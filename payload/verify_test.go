@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -188,6 +189,12 @@ func TestVerifyRejects(t *testing.T) {
 				return b
 			}, f.old)
 		}, trustOld, app, payload.ErrLengthOverflow},
+		{"one chunk over the chunk limit", func() string {
+			return f.variant(t, "chunkmax", func(b []byte) []byte {
+				binary.BigEndian.PutUint64(b[32:], (payload.MaxChunks+1)*payload.TableEntrySize)
+				return b
+			}, f.old)
+		}, trustOld, app, payload.ErrLengthOverflow},
 		{"chunk table tampered", func() string {
 			return f.variant(t, "table", func(b []byte) []byte {
 				b[len(b)-1] ^= 1 // last byte of the last chunk's hash
@@ -334,7 +341,7 @@ func TestTrustRoot(t *testing.T) {
 
 func TestBuildDedupAndEncodings(t *testing.T) {
 	dir := t.TempDir()
-	img := make([]byte, 1<<20)
+	img := make([]byte, 1<<20+7<<19)                              // 1 MiB of content, then 3.5 MiB of zeros
 	copy(img[256<<10:], bytes.Repeat([]byte("twinslot"), 32<<10)) // compressible
 	rnd := make([]byte, 256<<10)
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -353,11 +360,35 @@ func TestBuildDedupAndEncodings(t *testing.T) {
 		t.Fatal(err)
 	}
 	count := map[payload.Encoding]int{}
+	var zeroLens []uint32
 	for _, c := range m.Chunks {
 		count[c.Encoding]++
+		if c.Encoding == payload.EncodingZero {
+			zeroLens = append(zeroLens, c.Length)
+		}
 	}
-	if count[payload.EncodingZero] != 4 || count[payload.EncodingZstd] != 4 || count[payload.EncodingRaw] != 8 || len(m.Chunks) != 16 {
+	if count[payload.EncodingZero] != 5 || count[payload.EncodingZstd] != 4 || count[payload.EncodingRaw] != 8 || len(m.Chunks) != 17 {
 		t.Fatalf("encodings %v of %d chunks", count, len(m.Chunks))
+	}
+	// Runs of zeros are one entry each, cut at 1 MiB (the installers' read-back buffer).
+	if !slices.Equal(zeroLens, []uint32{256 << 10, 1 << 20, 1 << 20, 1 << 20, 1 << 19}) {
+		t.Fatalf("zero chunks of %v bytes", zeroLens)
+	}
+	// And the payload installs, zeros included.
+	slot := newMemSlot(len(img))
+	for i := range slot.b {
+		slot.b[i] = 0xa5
+	}
+	file, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := payload.Install(t.Context(), payload.FromFile(bytes.NewReader(file), int64(len(file))), payload.Target{Slot: slot, Size: int64(len(img))},
+		payload.InstallOptions{Trust: payloadtest.TrustRoot(t, 1, 0, k)}); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(slot.b, img) {
+		t.Fatal("installed slot differs from the image")
 	}
 	// The duplicate extent is stored once.
 	if m.DataSize > int64(256<<10)+(8<<10) {

@@ -248,10 +248,11 @@ type baseFile struct {
 	size int64
 }
 
-// derivedTree changes about change of the base files (seeded by seed): most are edited in
-// place, some resized, some removed, some replaced; and a few new files are added. The
-// file list stays in base order; new files are inserted in path order later.
-func derivedTree(base []baseFile, change float64, seed uint64) []fileSpec {
+// derivedTree changes about change of the base files (seeded by seed) as kind says: with
+// ChangeEdit most are edited in place, some resized, some removed, some replaced; with
+// ChangeRewrite each is rewritten whole (new content, same size). A few new files are added
+// either way. The file list stays in base order; new files are inserted in path order later.
+func derivedTree(base []baseFile, change float64, kind ChangeKind, seed uint64) []fileSpec {
 	r := newRand(seed)
 	var files []fileSpec
 	var dirs []string
@@ -259,6 +260,11 @@ func derivedTree(base []baseFile, change float64, seed uint64) []fileSpec {
 		dirs = append(dirs, path.Dir(f.path))
 		spec := fileSpec{path: f.path, size: f.size, base: f.path}
 		if r.Float64() >= change {
+			files = append(files, spec)
+			continue
+		}
+		if kind == ChangeRewrite {
+			spec.base, spec.seed = "", r.Uint64()
 			files = append(files, spec)
 			continue
 		}

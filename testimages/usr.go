@@ -25,6 +25,15 @@ const (
 	blockSize    = 4096    // ext4 block size of the images
 )
 
+// ChangeKind says how the files a new build changes differ from the base's.
+type ChangeKind string
+
+// Kinds of change.
+const (
+	ChangeEdit    ChangeKind = "edit"    // mostly a few small regions edited in place; some resized, removed, replaced
+	ChangeRewrite ChangeKind = "rewrite" // every changed file rewritten whole, same size
+)
+
 // UsrOptions describe a /usr image.
 type UsrOptions struct {
 	Version string  // required: VERSION= in lib/os-release, and the seed of the content
@@ -32,7 +41,10 @@ type UsrOptions struct {
 	Size    int64   // filesystem size in bytes; default DefaultUsrSize, or the size of Base
 	Base    string  // optional: path of an older image this one is a new build of
 	Change  float64 // with Base: fraction 0..1 of the base files that change
-	Broken  bool    // add lib/twinslot/broken, so the health check of a host running it fails
+	// ChangeKind says how the changed files change: ChangeEdit (the default: mostly small
+	// in-place edits, some resizes, removals and replacements) or ChangeRewrite (rewritten whole).
+	ChangeKind ChangeKind
+	Broken     bool // add lib/twinslot/broken, so the health check of a host running it fails
 	// Kernel and Initrd, when set, are written as boot/vmlinuz and boot/initrd.img (the /usr
 	// image's own kernel, which partition/esp copies to the ESP). Without them the image has
 	// neither file, also when Base had them.
@@ -56,6 +68,13 @@ func (o *UsrOptions) check() error {
 	}
 	if o.Change != 0 && o.Base == "" {
 		return errors.New("change needs a base image to change")
+	}
+	switch o.ChangeKind {
+	case "":
+		o.ChangeKind = ChangeEdit
+	case ChangeEdit, ChangeRewrite:
+	default:
+		return fmt.Errorf("change kind %q is neither %q nor %q", o.ChangeKind, ChangeEdit, ChangeRewrite)
 	}
 	if o.Size == 0 && o.Base != "" {
 		st, err := os.Stat(o.Base)
@@ -223,7 +242,7 @@ func planTree(o UsrOptions) ([]fileSpec, *baseImage, error) {
 			return nil, nil, err
 		}
 		seed := seedOf("change", o.Board, o.Version)
-		files = derivedTree(base.files, o.Change, seed)
+		files = derivedTree(base.files, o.Change, o.ChangeKind, seed)
 	} else {
 		budget := int64(float64(o.Size)*fillFraction) - int64(len(o.Kernel)+len(o.Initrd))
 		files = freshTree(seedOf("tree", o.Board, o.Version), max(budget, 0))

@@ -234,3 +234,32 @@ func TestBuildUsrKernel(t *testing.T) {
 		}
 	}
 }
+
+// TestBuildUsrRewrite: with ChangeRewrite the changed files keep their size and none is
+// removed; the other kind of change, so the benchmarks can tell the two apart.
+func TestBuildUsrRewrite(t *testing.T) {
+	dir := t.TempDir()
+	base := filepath.Join(dir, "base.img")
+	buildUsrT(t, base, UsrOptions{Version: "1.0.0", Size: 32 * MiB})
+	p := filepath.Join(dir, "new.img")
+	buildUsrT(t, p, UsrOptions{Version: "1.0.1", Base: base, Change: 0.2, ChangeKind: ChangeRewrite})
+	baseTree, tree := treeOf(t, base), treeOf(t, p)
+	changed := 0
+	for f, h := range baseTree {
+		nh, ok := tree[f]
+		if !ok {
+			t.Fatalf("%s removed by a rewrite", f)
+		}
+		if nh != h && f != ReleasePath {
+			changed++
+		}
+	}
+	frac := float64(changed) / float64(len(baseTree)-1)
+	if math.Abs(frac-0.2) > 0.05+0.2/3 {
+		t.Errorf("%.3f of the files differ, want about 0.2", frac)
+	}
+	e2fsck(t, p)
+	if err := BuildUsr(t.Context(), filepath.Join(dir, "x.img"), UsrOptions{Version: "1", Base: base, Change: 0.1, ChangeKind: "typo"}); err == nil {
+		t.Fatal("unknown change kind accepted")
+	}
+}

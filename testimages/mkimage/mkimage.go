@@ -150,6 +150,7 @@ The default -size (%s) fits the slots of the default disk.`, progress.Bytes(test
 	board := fs.String("board", testimages.DefaultBoard, "BOARD of the image")
 	base := fs.String("base", "", "older /usr image `file` this is a new build of")
 	change := fs.Float64("change", 0, "with -base: fraction 0..1 of the files that change")
+	kind := fs.String("kind", string(testimages.ChangeEdit), "with -change: edit (small in-place edits, some resizes, removals, replacements) or rewrite (changed files rewritten whole)")
 	broken := fs.Bool("broken", false, "mark the image so its health check fails")
 	kernel := fs.String("kernel", "", "kernel `file` to carry as boot/vmlinuz")
 	initrd := fs.String("initrd", "", "initrd `file` to carry as boot/initrd.img")
@@ -168,7 +169,7 @@ The default -size (%s) fits the slots of the default disk.`, progress.Bytes(test
 	if *change != 0 && *base == "" {
 		return cli.Usagef("-change needs -base")
 	}
-	o := testimages.UsrOptions{Version: *version, Board: *board, Size: size.n, Base: *base, Change: *change, Broken: *broken}
+	o := testimages.UsrOptions{Version: *version, Board: *board, Size: size.n, Base: *base, Change: *change, ChangeKind: testimages.ChangeKind(*kind), Broken: *broken}
 	for _, f := range []struct {
 		path string
 		dst  *[]byte
@@ -193,7 +194,7 @@ The default -size (%s) fits the slots of the default disk.`, progress.Bytes(test
 	}
 	note := ""
 	if *base != "" {
-		note = fmt.Sprintf(", %.0f%% of the files of %s changed", *change*100, *base)
+		note = fmt.Sprintf(", %.0f%% of the files of %s changed (%s)", *change*100, *base, *kind)
 	}
 	if rel.Broken {
 		note += ", broken"

@@ -24,21 +24,24 @@ const hostReleasePath = "usr/lib/os-release"
 
 // applyResult is the --json output of apply.
 type applyResult struct {
-	Version       string `json:"version"`
-	Board         string `json:"board"`
-	Disk          string `json:"disk"`
-	Active        string `json:"active"`
-	Target        string `json:"target"`
-	ESP           string `json:"esp,omitempty"` // the ESP directory the new kernel and initrd went to
-	ImageBytes    int64  `json:"imageBytes"`
-	ReusedTarget  int64  `json:"reusedTargetBytes"`
-	ReusedActive  int64  `json:"reusedActiveBytes"`
-	ZeroBytes     int64  `json:"zeroBytes"`
-	FetchedBytes  int64  `json:"fetchedBytes"`
-	MetadataBytes int64  `json:"metadataBytes"`
-	WrittenBytes  int64  `json:"writtenBytes"`
-	Requests      int    `json:"requests"`
-	Seconds       float64
+	Version       string  `json:"version"`
+	Board         string  `json:"board"`
+	Disk          string  `json:"disk"`
+	Active        string  `json:"active"`
+	Target        string  `json:"target"`
+	ESP           string  `json:"esp,omitempty"` // the ESP directory the new kernel and initrd went to
+	ImageBytes    int64   `json:"imageBytes"`
+	ReusedTarget  int64   `json:"reusedTargetBytes"`
+	ReusedActive  int64   `json:"reusedActiveBytes"`
+	ZeroBytes     int64   `json:"zeroBytes"`
+	FetchedBytes  int64   `json:"fetchedBytes"`
+	MetadataBytes int64   `json:"metadataBytes"`
+	WrittenBytes  int64   `json:"writtenBytes"`
+	Requests      int     `json:"requests"`
+	Seconds       float64 `json:"seconds"`
+	// Phases is the seconds each phase of the install took (verify, scan-target, index-active,
+	// fetch, rehash, sync): where an install's time goes.
+	Phases map[string]float64 `json:"phases"`
 }
 
 func (c *cmd) apply(ctx context.Context, stdio cli.IO, args []string) error {
@@ -173,6 +176,10 @@ none with --disk unless --esp is given.`)
 		ImageBytes: res.Manifest.ImageSize, ReusedTarget: res.BytesReusedTarget, ReusedActive: res.BytesReusedActive,
 		ZeroBytes: res.BytesZero, FetchedBytes: res.BytesFetched, MetadataBytes: res.BytesMetadata,
 		WrittenBytes: res.BytesWritten, Requests: res.Requests, Seconds: c.env.Now().Sub(start).Seconds(),
+		Phases: map[string]float64{},
+	}
+	for p, d := range res.Phases {
+		out.Phases[p] = d.Seconds()
 	}
 	if *asJSON {
 		return cli.PrintJSON(stdio.Stdout, out)

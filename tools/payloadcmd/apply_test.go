@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -186,7 +187,9 @@ func TestApply(t *testing.T) {
 func TestApplyDeltaOverHTTPAndRepeat(t *testing.T) {
 	h := newHost(t)
 	data, _ := os.ReadFile(h.payload)
+	var served atomic.Int64
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		served.Add(1)
 		http.ServeContent(w, r, "p.tsp", time.Time{}, bytes.NewReader(data))
 	}))
 	defer srv.Close()
@@ -195,13 +198,30 @@ func TestApplyDeltaOverHTTPAndRepeat(t *testing.T) {
 		Target                     string
 		ImageBytes                 int64
 		ReusedActiveBytes          int64
+		ReusedTargetBytes          int64
 		FetchedBytes, WrittenBytes int64
+		Requests                   int64
 	}
 	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil {
 		t.Fatal(err)
 	}
-	if res.Target != "USR-B" || res.ReusedActiveBytes < res.ImageBytes/2 || res.FetchedBytes > int64(len(data))/3 {
-		t.Fatalf("delta over http: %+v (payload %d bytes)", res, len(data))
+	// USR-B was empty: nothing in it is "reused" (its zeros are zeroBytes), and every request
+	// the server answered is counted, the envelope's included.
+	if res.Target != "USR-B" || res.ReusedActiveBytes < res.ImageBytes/2 || res.FetchedBytes > int64(len(data))/3 ||
+		res.ReusedTargetBytes != 0 || res.Requests != served.Load() {
+		t.Fatalf("delta over http: %+v (payload %d bytes, %d requests served)", res, len(data), served.Load())
+	}
+	var keys map[string]any
+	if err := json.Unmarshal([]byte(r.stdout), &keys); err != nil {
+		t.Fatal(err)
+	}
+	for k := range keys {
+		if k == "" || k[0] < 'a' || k[0] > 'z' {
+			t.Errorf("JSON key %q is not lowerCamel", k)
+		}
+	}
+	if _, ok := keys["seconds"]; !ok {
+		t.Errorf("no seconds in %s", r.stdout)
 	}
 	// Applying again (USR-B not yet booted, USR-A still active) finds everything in place.
 	r = mustRun(t, "apply", "--json", "--trust", h.trust, "--disk", h.disk, srv.URL+"/p.tsp")

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/klauspost/compress/zstd"
 	"io"
 	"io/fs"
 	"os"
@@ -266,6 +267,8 @@ func (c *cmd) build(ctx context.Context, stdio cli.IO, args []string) error {
 	secver := fs.Uint64("security-version", 0, "security version (hosts refuse payloads below their floor)")
 	app := fs.String("app", payload.DefaultAppID, "Omaha app id")
 	chunking := fs.String("chunking", "rabin", "rabin (default), rabin:MIN:AVGBITS:MAX or fixed:SIZE")
+	level := fs.String("level", "", "zstd level: fastest, default, better or best (default: the library's default)")
+	area := fs.Int("envelope-area", 0, "bytes reserved for the signed envelope (default: the library's default)")
 	out := fs.String("o", "", "output payload file")
 	pos, err := cli.Parse(fs, args)
 	if err != nil {
@@ -281,6 +284,13 @@ func (c *cmd) build(ctx context.Context, stdio cli.IO, args []string) error {
 	if err != nil {
 		return cli.Usagef("%v", err)
 	}
+	var lvl zstd.EncoderLevel
+	if *level != "" {
+		var ok bool
+		if ok, lvl = zstd.EncoderLevelFromString(*level); !ok {
+			return cli.Usagef("--level %q: want fastest, default, better or best", *level)
+		}
+	}
 	f, err := os.Open(*image)
 	if err != nil {
 		return err
@@ -293,7 +303,7 @@ func (c *cmd) build(ctx context.Context, stdio cli.IO, args []string) error {
 	bar := progress.New(stdio.Stderr, cli.IsTerminal(stdio.Stderr), "build", st.Size(), c.env.Now)
 	m, err := payload.Build(ctx, f, st.Size(), payload.BuildOptions{
 		AppID: *app, Board: *board, Version: *version, SecurityVersion: *secver, Created: c.env.Now(),
-		Chunking: ch, Progress: func(done, _ int64) { bar.Set(done, "") },
+		Chunking: ch, Level: lvl, EnvelopeArea: *area, Progress: func(done, _ int64) { bar.Set(done, "") },
 	}, *out)
 	if err != nil {
 		return err
