@@ -182,8 +182,8 @@ func (m *Manifest) Postinstall() *Action {
 	return nil
 }
 
-// Update reads the offer from an "ok" <updatecheck> with update_engine's rules (omaha.md
-// §1.5): a manifest, at least one url codebase, the first package with a name and size > 0,
+// Update reads the offer from an "ok" <updatecheck> with update_engine's rules
+// (omaha_request_action.cc, ParseResponse): a manifest, at least one url codebase, the first package with a name and size > 0,
 // and a postinstall action whose sha256 is base64 of 32 bytes. Unlike update_engine it also
 // checks the package's hash_sha256 (hex, or base64 as go-omaha writes it; equal to the
 // postinstall sha256) and hash (base64 of 20 bytes) when present, and reads the further

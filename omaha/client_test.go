@@ -12,7 +12,7 @@ import (
 	"time"
 )
 
-// testHost is the host of testdata/request-*.xml (research/omaha.md §1.6).
+// testHost is the host of testdata/request-*.xml (the request update_engine builds in omaha_request_action.cc).
 func testHost() Host {
 	return Host{
 		AppID: "e96281a6-d1af-4bde-9a0a-97b76e56dc57", MachineID: "639c3d1041b94d7c915c18174eeeb154",

@@ -1,5 +1,5 @@
 // Package omaha speaks the Omaha v3 update protocol in Flatcar's dialect: the XML documents
-// Flatcar's update_engine sends and accepts (research/omaha.md §1), so that a Flatcar host can
+// Flatcar's update_engine sends and accepts (Flatcar's update_engine, omaha_request_action.cc and omaha_response_handler_action.cc), so that a Flatcar host can
 // use a twinslot server and a twinslot host can use Nebraska.
 //
 // # Protocol

@@ -77,7 +77,7 @@ func sameXML(t *testing.T, got []byte, want string) {
 }
 
 // offerXML is the answer to request-updatecheck-idle.xml offering s.pkg: Nebraska's shape for
-// Flatcar (research/omaha.md §1.6) with twinslot's server name and codebase.
+// Flatcar (update_engine's omaha_request_action.cc) with twinslot's server name and codebase.
 func (s *flatcarServer) offerXML(backoff string) string {
 	p, e := s.pkg, s.pkg.Extras[0]
 	sum, _ := hex.DecodeString(p.SHA256)
@@ -111,7 +111,7 @@ func (s *flatcarServer) offerXML(backoff string) string {
 // TestFlatcarProof plays update_engine's side of a whole update, from its recorded request
 // bodies (testdata/request-*.xml: braces in appid and bootid, alephversion, oem, bare
 // machineid, 3/2 with every check, 3/0/44 after a rollback), against omahad serving a CrAU
-// payload, and checks every response attribute update_engine reads (research/omaha.md §1.5).
+// payload, and checks every response attribute update_engine reads (update_engine's omaha_request_action.cc, ParseResponse).
 func TestFlatcarProof(t *testing.T) {
 	s := newFlatcarServer(t)
 

@@ -18,7 +18,7 @@ import (
 
 var updateGolden = flag.Bool("update", false, "rewrite the testdata/response-*.xml files this package generates")
 
-// goldenHost is the host every testdata/request-*.xml describes (research/omaha.md §1.6).
+// goldenHost is the host every testdata/request-*.xml describes (the request update_engine builds in omaha_request_action.cc).
 func goldenHost() App {
 	return App{
 		AppID: "{e96281a6-d1af-4bde-9a0a-97b76e56dc57}", Version: "4081.2.0", Track: "stable",
@@ -199,7 +199,7 @@ func TestGoldenResponsesOurs(t *testing.T) {
 	}
 }
 
-// TestGoldenResponsesFlatcar reads responses shaped like Nebraska's (omaha.md §1.6) as
+// TestGoldenResponsesFlatcar reads responses shaped like Nebraska's (Nebraska's omaha package) as
 // update_engine would.
 func TestGoldenResponsesFlatcar(t *testing.T) {
 	t.Run("ok", func(t *testing.T) {

@@ -24,7 +24,7 @@ const flatcarAppID = "e96281a6-d1af-4bde-9a0a-97b76e56dc57"
 
 // TestInteropFlatcarRequestsAgainstServer posts update_engine's exact request bytes to the
 // real /v1/update/ handler (issue 4 part 4) and checks each answer has what update_engine
-// needs (research/omaha.md §1.5); the offer is then downloaded and its hashes checked in the
+// needs (update_engine's omaha_request_action.cc, ParseResponse); the offer is then downloaded and its hashes checked in the
 // encodings Flatcar's consumers use.
 func TestInteropFlatcarRequestsAgainstServer(t *testing.T) {
 	s := omahatest.New(t)

@@ -37,7 +37,7 @@ type Part struct {
 	Attr   partition.Attributes
 }
 
-// Flatcar partition type GUIDs (research/ab-updaters.md §1.2).
+// Flatcar partition type GUIDs (as Flatcar's disk layout and cgpt define them).
 const (
 	// TypeEFI is the EFI system partition; TypeRoot is flatcar-resize, the type of ROOT.
 	TypeEFI      = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"

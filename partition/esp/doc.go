@@ -1,6 +1,6 @@
 // Package esp keeps one kernel and initrd per /usr slot on the EFI system partition, so that the
-// static grub.cfg boots the kernel of the slot the GPT bits choose (DESIGN.md, "Boot chain on a
-// real host").
+// static grub.cfg boots the kernel of the slot the GPT bits choose (README, "Boot: GRUB's
+// gptprio.next, a kernel per slot").
 //
 // Layout, below the directory the ESP is mounted at (/boot on a host):
 //
