@@ -9,7 +9,9 @@ import (
 	"strings"
 
 	"github.com/diskfs/go-diskfs/partition/gpt"
+
 	"github.com/twinslot/twinslot/partition"
+	"github.com/twinslot/twinslot/partition/atomicfile"
 )
 
 // DiskOptions describe a test disk.
@@ -47,7 +49,10 @@ func BuildDisk(ctx context.Context, path string, o DiskOptions) error {
 	} else if err := uo.check(); err != nil {
 		return fmt.Errorf("build disk: %w", err)
 	}
-	return WriteAtomic(path, o.Size, func(f *os.File) error {
+	return atomicfile.Write(path, 0o644, func(f *os.File) error {
+		if err := f.Truncate(o.Size); err != nil {
+			return err
+		}
 		if err := WriteTable(f, o.Size, parts); err != nil {
 			return err
 		}
@@ -246,7 +251,7 @@ func writeCmdline(diskPath string, s partition.Slot) error {
 	}
 	line := fmt.Sprintf("BOOT_IMAGE=/flatcar/%s mount.usr=PARTUUID=%s rootflags=rw mount.usrflags=ro\n", kernel, s.PartUUID)
 	p := CmdlinePath(diskPath)
-	return WriteAtomic(p, 0, func(f *os.File) error {
+	return atomicfile.Write(p, 0o644, func(f *os.File) error {
 		_, err := f.WriteString(line)
 		return err
 	})
