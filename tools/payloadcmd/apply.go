@@ -228,7 +228,11 @@ func (c *cmd) activeRelease(d *partition.Disk, active partition.Slot, live bool)
 		if err != nil {
 			return slotrelease.Release{}, fmt.Errorf("read the running image's BOARD: %w", err)
 		}
-		return slotrelease.Parse(b)
+		rel, err := slotrelease.FromOSRelease(b)
+		if err != nil {
+			return slotrelease.Release{}, fmt.Errorf("/%s: %w", hostReleasePath, err)
+		}
+		return rel, nil
 	}
 	rel, err := slotrelease.Read(d.SlotReader(active), active.Size)
 	if err != nil {
