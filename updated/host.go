@@ -124,44 +124,29 @@ type SystemDisk struct {
 	Path string
 }
 
-func (s SystemDisk) booted() (partition.Booted, error) {
-	b, err := partition.FindBooted(s.Root)
-	if err != nil {
-		return b, err
-	}
-	if s.Path == "" {
-		if b, err = partition.Locate(s.Root, b); err != nil {
-			return b, err
-		}
-	}
-	return b, nil
-}
-
 // OpenDisk opens the disk holding the booted /usr (or Path).
 func (s SystemDisk) OpenDisk() (*partition.Disk, error) {
-	path := s.Path
-	if path == "" {
-		b, err := s.booted()
-		if err != nil {
-			return nil, fmt.Errorf("updated: find the disk of the booted /usr: %w", err)
-		}
-		if b.Disk == "" {
-			return nil, fmt.Errorf("updated: cannot tell which disk holds the booted /usr (%v); pass --disk", b)
-		}
-		path = b.Disk
+	w, err := partition.FindDisk(s.Root, s.Path)
+	if err != nil {
+		return nil, fmt.Errorf("updated: find the disk of the booted /usr: %w", err)
 	}
-	return partition.Open(path)
+	return partition.Open(w.Disk)
 }
 
-// Booted returns the booted slot and the release in /usr.
+// Booted returns the booted slot and the release in /usr. The slot is found by the rule every
+// tool shares (partition.FindDisk, Where.Active); the agent acts only on a slot the host says
+// it booted from, never on a guess.
 func (s SystemDisk) Booted(_ context.Context, d *partition.Disk) (partition.Slot, Release, error) {
-	b, err := s.booted()
+	w, err := partition.FindDisk(s.Root, s.Path)
 	if err != nil {
 		return partition.Slot{}, Release{}, fmt.Errorf("updated: find the booted /usr: %w", err)
 	}
-	slot, err := d.Active(b)
+	slot, booted, err := w.Active(d)
 	if err != nil {
-		return partition.Slot{}, Release{}, err
+		return partition.Slot{}, Release{}, fmt.Errorf("updated: %w", err)
+	}
+	if !booted {
+		return partition.Slot{}, Release{}, fmt.Errorf("updated: %w: the running system did not boot from %s (no usr= on the kernel command line naming one of its slots); run updated on the host that boots it", partition.ErrUnknownSlot, d.Path())
 	}
 	data, err := readLimited(s.Root, "usr/lib/os-release")
 	if err != nil {
