@@ -1,0 +1,14 @@
+// Package readme holds the test that keeps README.md honest: TestREADMECommands reads every
+// ```sh block of the README and runs each command in it, in order, in-process through the
+// command's Main (mkimage, payload, omahad, releasectl, locksmithctl) against real servers on
+// loopback (omahad serving its SQLite database, an embedded etcd), in a temporary directory.
+// A command that cannot run in a test (it needs root, QEMU, a host's booted disk or the running
+// updated on the system bus) is in the test's allowlist with the reason; an allowlist entry
+// that no longer matches a README command fails the test too, so the list cannot go stale.
+//
+// The README's example addresses stand for the real ones: http://127.0.0.1:8080 is the
+// in-process omahad (its --listen becomes 127.0.0.1:0), http://etcd:2379 the embedded etcd,
+// which commands without -endpoint also reach (LOCKSMITHCTL_ENDPOINT, as on a host).
+//
+// The package has no code besides the test.
+package readme
