@@ -2,6 +2,7 @@ package partition
 
 import (
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -64,7 +65,7 @@ func TestFindDisk(t *testing.T) {
 	unplaced := fstest.MapFS{"proc/cmdline": {Data: []byte("mount.usr=PARTLABEL=USR-A")}}
 	for _, tc := range []struct {
 		name     string
-		host     fstest.MapFS
+		host     fs.FS // nil: no host filesystem
 		disk     string
 		wantErr  string
 		wantDisk string
@@ -80,14 +81,7 @@ func TestFindDisk(t *testing.T) {
 		{name: "image, no host", disk: plain, wantDisk: plain},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var h = tc.host
-			var w Where
-			var err error
-			if h == nil {
-				w, err = FindDisk(nil, tc.disk)
-			} else {
-				w, err = FindDisk(h, tc.disk)
-			}
+			w, err := FindDisk(tc.host, tc.disk)
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("err = %v, want %q", err, tc.wantErr)

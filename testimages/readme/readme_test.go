@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -215,24 +214,6 @@ func (sh *shell) run(ctx context.Context, c command, text string) string {
 	return stdout.String()
 }
 
-// syncBuffer collects omahad's log, written from its goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // serve starts the README's `omahad serve` line in-process on a free loopback port and returns
 // its base URL; it stops with the test.
 func serve(t *testing.T, c command) string {
@@ -248,26 +229,44 @@ func serve(t *testing.T, c command) string {
 		}
 	}
 	ctx, cancel := context.WithCancel(t.Context())
-	logs := &syncBuffer{}
+	logR, logW := io.Pipe()
 	done := make(chan int, 1)
-	go func() { done <- omahad.Main(ctx, args, strings.NewReader(""), io.Discard, logs) }()
+	go func() {
+		code := omahad.Main(ctx, args, strings.NewReader(""), io.Discard, logW)
+		logW.Close()
+		done <- code
+	}()
+	// The log is read here alone: the listening address, then everything to the end.
+	addr, logs := make(chan string, 1), make(chan string, 1)
+	go func() {
+		var all strings.Builder
+		re := regexp.MustCompile(`addr=(127\.0\.0\.1:\d+)`)
+		sc := bufio.NewScanner(logR)
+		for sc.Scan() {
+			all.WriteString(sc.Text() + "\n")
+			if m := re.FindStringSubmatch(sc.Text()); m != nil {
+				select {
+				case addr <- m[1]:
+				default: // only the first counts
+				}
+			}
+		}
+		io.Copy(io.Discard, logR)
+		logs <- all.String()
+	}()
 	t.Cleanup(func() {
 		cancel()
 		if code := <-done; code != 0 {
-			t.Errorf("README.md:%d: omahad serve exited %d:\n%s", c.line, code, logs.String())
+			t.Errorf("README.md:%d: omahad serve exited %d:\n%s", c.line, code, <-logs)
 		}
 	})
-	re := regexp.MustCompile(`addr=(127\.0\.0\.1:\d+)`)
-	for {
-		if m := re.FindStringSubmatch(logs.String()); m != nil {
-			return "http://" + m[1]
-		}
-		select {
-		case code := <-done:
-			t.Fatalf("README.md:%d: %s: exit %d\n%s", c.line, c.text, code, logs.String())
-		case <-time.After(10 * time.Millisecond):
-		}
+	select {
+	case a := <-addr:
+		return "http://" + a
+	case code := <-done:
+		t.Fatalf("README.md:%d: %s: exit %d\n%s", c.line, c.text, code, <-logs)
 	}
+	return ""
 }
 
 // TestREADMECommands runs every command of README.md's shell blocks (see the package comment).
