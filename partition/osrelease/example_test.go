@@ -23,5 +23,5 @@ FLATCAR_BOARD="amd64-usr"
 	fmt.Println(err)
 	// Output:
 	// flatcar 4081.2.0 amd64-usr
-	// os-release: BOARD or FLATCAR_BOARD is missing or empty
+	// os-release: BOARD or FLATCAR_BOARD is empty (or missing)
 }

@@ -44,10 +44,10 @@ type FieldError struct {
 	Msg   string
 }
 
-func (e *FieldError) Error() string { return "os-release: " + e.Field + " " + e.Msg }
+func (e *FieldError) Error() string { return e.Field + " " + e.Msg }
 
 // Parse parses an os-release file and returns twinslot's fields (see the package comment for
-// the rules). The error is ErrTooLarge, a *SyntaxError or a *FieldError.
+// the rules). The error is ErrTooLarge, a *SyntaxError or wraps a *FieldError.
 func Parse(b []byte) (Release, error) {
 	vals, err := Values(b)
 	if err != nil {
@@ -64,7 +64,7 @@ func Parse(b []byte) (Release, error) {
 	r := Release{ID: vals["ID"], Version: first("VERSION_ID", "VERSION"), Board: first("BOARD", "FLATCAR_BOARD"), BuildID: vals["BUILD_ID"]}
 	for _, f := range []struct{ name, v string }{{"ID", r.ID}, {"VERSION_ID or VERSION", r.Version}, {"BOARD or FLATCAR_BOARD", r.Board}} {
 		if err := CheckField(f.name, f.v); err != nil {
-			return Release{}, err
+			return Release{}, fmt.Errorf("os-release: %w", err)
 		}
 	}
 	return r, nil
@@ -177,7 +177,7 @@ func unquote(v string) (string, error) {
 // version, board): non-empty, at most MaxFieldLen bytes of letters, digits and . - _ + ~.
 func CheckField(name, v string) error {
 	if v == "" {
-		return &FieldError{Field: name, Msg: "is missing or empty"}
+		return &FieldError{Field: name, Msg: "is empty (or missing)"}
 	}
 	if len(v) > MaxFieldLen {
 		return &FieldError{Field: name, Msg: fmt.Sprintf("%q is longer than %d bytes", trunc(v), MaxFieldLen)}

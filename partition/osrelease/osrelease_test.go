@@ -28,9 +28,9 @@ func TestParse(t *testing.T) {
 		errAs   any    // **SyntaxError or **FieldError
 	}{
 		// Failures first.
-		{name: "empty", in: "", wantErr: "ID is missing", errAs: &field},
-		{name: "no board", in: "ID=twinslot\nVERSION=1\n", wantErr: "BOARD or FLATCAR_BOARD is missing", errAs: &field},
-		{name: "no version", in: "ID=twinslot\nBOARD=x\nBUILD_ID=2024\n", wantErr: "VERSION_ID or VERSION is missing", errAs: &field},
+		{name: "empty", in: "", wantErr: "ID is empty", errAs: &field},
+		{name: "no board", in: "ID=twinslot\nVERSION=1\n", wantErr: "BOARD or FLATCAR_BOARD is empty", errAs: &field},
+		{name: "no version", in: "ID=twinslot\nBOARD=x\nBUILD_ID=2024\n", wantErr: "VERSION_ID or VERSION is empty", errAs: &field},
 		{name: "ubuntu has no board", in: readTestdata(t, "ubuntu"), wantErr: "BOARD", errAs: &field},
 		{name: "not key=value", in: "ID=twinslot\nhello\n", wantErr: "line 2: no '='", errAs: &syntax},
 		{name: "space before =", in: "ID =twinslot\n", wantErr: "is not a key", errAs: &syntax},
