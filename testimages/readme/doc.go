@@ -10,5 +10,9 @@
 // in-process omahad (its --listen becomes 127.0.0.1:0), http://etcd:2379 the embedded etcd,
 // which commands without -endpoint also reach (LOCKSMITHCTL_ENDPOINT, as on a host).
 //
-// The package has no code besides the test.
+// TestMainsHelp checks that every command line of tools, omaha and testimages has the one
+// Main(ctx, args, stdin, stdout, stderr) int signature (as a function, and as Env.Main where
+// main passes an environment) and answers --help.
+//
+// The package has no code besides the tests.
 package readme

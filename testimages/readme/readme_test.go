@@ -16,9 +16,13 @@ import (
 	"github.com/twinslot/twinslot/locksmith/etcdtest"
 	"github.com/twinslot/twinslot/locksmith/locksmithctl"
 	"github.com/twinslot/twinslot/omaha/omahad"
+	"github.com/twinslot/twinslot/omaha/omahaload"
+	"github.com/twinslot/twinslot/testimages/demo"
 	"github.com/twinslot/twinslot/testimages/mkimage"
+	"github.com/twinslot/twinslot/testimages/realboot"
 	"github.com/twinslot/twinslot/tools/payloadcmd"
 	"github.com/twinslot/twinslot/tools/releasectl"
+	"github.com/twinslot/twinslot/updated/updatectl"
 )
 
 // notRun lists the README commands the test does not run, each with the reason. Keys are the
@@ -306,5 +310,28 @@ func TestREADMECommands(t *testing.T) {
 			continue
 		}
 		sh.run(ctx, c, c.text)
+	}
+}
+
+// TestMainsHelp: every command line of tools, omaha and testimages has the one Main signature
+// (this does not compile otherwise) and answers --help with its usage and exit 0.
+func TestMainsHelp(t *testing.T) {
+	for name, main := range map[string]mainFunc{
+		"payload": payloadcmd.Main, "payload (Env)": payloadcmd.Env{}.Main,
+		"releasectl": releasectl.Main, "releasectl (Env)": releasectl.Env{}.Main,
+		"omahad": omahad.Main, "omahad (Env)": omahad.Env{}.Main,
+		"omahaload": omahaload.Main,
+		"mkimage":   mkimage.Main, "mkimage (Env)": mkimage.Env{}.Main,
+		"demo":    demo.Main,
+		"e2eboot": realboot.Main, "e2eboot (Env)": realboot.Env{}.Main,
+		"updatectl": updatectl.Main,
+	} {
+		t.Run(name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			code := main(t.Context(), []string{"--help"}, strings.NewReader(""), &stdout, &stderr)
+			if code != 0 || !strings.Contains(strings.ToLower(stdout.String()+stderr.String()), "usage") {
+				t.Fatalf("--help: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
+			}
+		})
 	}
 }
