@@ -8,7 +8,10 @@
 //
 // The README's example addresses stand for the real ones: http://127.0.0.1:8080 is the
 // in-process omahad (its --listen becomes 127.0.0.1:0), http://etcd:2379 the embedded etcd,
-// which commands without -endpoint also reach (LOCKSMITHCTL_ENDPOINT, as on a host).
+// which commands without -endpoint also reach (LOCKSMITHCTL_ENDPOINT, as on a host). Files the
+// README takes the reader to have (Flatcar's flatcar_production_update.gz, an OEM extra) are
+// stand-ins the test writes. A line ending in a backslash continues on the next; in a block
+// that shows a session, the lines starting with "$ " are the commands and the rest is output.
 //
 // TestMainsHelp checks that every command line of tools, omaha and testimages has the one
 // Main(ctx, args, stdin, stdout, stderr) int signature (as a function, and as Env.Main where

@@ -17,6 +17,7 @@ import (
 	"github.com/twinslot/twinslot/locksmith/locksmithctl"
 	"github.com/twinslot/twinslot/omaha/omahad"
 	"github.com/twinslot/twinslot/omaha/omahaload"
+	"github.com/twinslot/twinslot/omaha/omahatest"
 	"github.com/twinslot/twinslot/testimages/demo"
 	"github.com/twinslot/twinslot/testimages/mkimage"
 	"github.com/twinslot/twinslot/testimages/realboot"
@@ -42,6 +43,8 @@ var notRun = map[string]string{
 	"updatectl download --to p.tsp":          "reads this host's /etc/twinslot/update.conf, machine-id and os-release; updatectl's tests run it with --config",
 	"payload apply --trust trust.json p.tsp": "installs into the booted disk of the host (no --disk); payload apply's tests run it with --disk",
 	"locksmithctl unlock --force MACHINE-ID": "MACHINE-ID stands for a holder's id; locksmithctl's tests unlock a real holder",
+	"bin/releasectl publish --version 4152.2.1 --channel beta --url https://mirror.example/amd64-usr/4152.2.1/flatcar_production_update.gz --size 465881871 --sha256 2d711642…4881 --sha1 EfatjsUqKYSrqv18O1FlA3hcIHI=":                   "the SHA-256 is elided (…) and the URL is an example; omaha/server's Flatcar tests publish external packages",
+	"bin/releasectl --server http://127.0.0.1:18082 --token $LOCAL mirror --upstream http://127.0.0.1:18081/v1/update/ --pair f7d0ccdd-af0a-402c-b7d1-0693b2cf46bc/stable/amd64-usr --once --dir mirror --status-file mirror/status.json": "a session between two omahads (the upstream offering a Flatcar package); tools/mirror's tests run the mirror against real upstream and local servers",
 }
 
 // command is one line of a README shell block.
@@ -50,27 +53,61 @@ type command struct {
 	text string
 }
 
-// readmeCommands returns the commands of README.md's ```sh blocks, comments removed.
+// readmeCommands returns the commands of README.md's ```sh blocks: comments removed, lines
+// ending in a backslash joined with the next. In a block that shows a session (lines starting
+// with "$ "), only those lines are commands; the rest is their output.
 func readmeCommands(t *testing.T) []command {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
+	type line struct {
+		n    int
+		text string
+	}
 	var out []command
+	var block []line
 	in := false
+	flush := func() {
+		session := false
+		for _, l := range block {
+			session = session || strings.HasPrefix(l.text, "$ ")
+		}
+		var cur *command
+		for _, l := range block {
+			text := l.text
+			if cur == nil {
+				if session && !strings.HasPrefix(text, "$ ") {
+					continue
+				}
+				text = strings.TrimPrefix(text, "$ ")
+			}
+			text = strings.TrimSpace(stripComment(text))
+			cont := strings.HasSuffix(text, `\`)
+			text = strings.TrimSpace(strings.TrimSuffix(text, `\`))
+			if cur != nil {
+				cur.text += " " + text
+			} else if text != "" {
+				out = append(out, command{line: l.n, text: text})
+				cur = &out[len(out)-1]
+			}
+			if !cont {
+				cur = nil
+			}
+		}
+		block = nil
+	}
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	for n := 1; sc.Scan(); n++ {
-		line := sc.Text()
-		switch {
-		case strings.HasPrefix(line, "```"):
-			in = !in && strings.TrimPrefix(line, "```") == "sh"
-			continue
-		case !in:
-			continue
-		}
-		if text := strings.TrimSpace(stripComment(line)); text != "" {
-			out = append(out, command{line: n, text: text})
+		switch l := sc.Text(); {
+		case strings.HasPrefix(l, "```"):
+			if in {
+				flush()
+			}
+			in = !in && strings.TrimPrefix(l, "```") == "sh"
+		case in:
+			block = append(block, line{n, l})
 		}
 	}
 	return out
@@ -292,6 +329,15 @@ func TestREADMECommands(t *testing.T) {
 		}
 	}
 	t.Chdir(t.TempDir())
+	// Files the README takes the reader to have: Flatcar's update payload and an OEM extra.
+	for name, data := range map[string][]byte{
+		"flatcar_production_update.gz": omahatest.FlatcarPayload(64<<10, 1),
+		"oem-azure.gz":                 bytes.Repeat([]byte("oem extension\n"), 1000),
+	} {
+		if err := os.WriteFile(name, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	ctx := t.Context()
 	sh := &shell{t: t, vars: map[string]string{}, etcdURL: etcdtest.New(t).Endpoints[0]}
 	var serveLine command
