@@ -21,6 +21,7 @@ import (
 	"github.com/twinslot/twinslot/testimages/demo"
 	"github.com/twinslot/twinslot/testimages/mkimage"
 	"github.com/twinslot/twinslot/testimages/realboot"
+	"github.com/twinslot/twinslot/tools/cli"
 	"github.com/twinslot/twinslot/tools/payloadcmd"
 	"github.com/twinslot/twinslot/tools/releasectl"
 	"github.com/twinslot/twinslot/updated/updatectl"
@@ -42,7 +43,8 @@ var notRun = map[string]string{
 	"updatectl mark-good | rollback":         "changes the booted disk of the host; updatectl's tests run them on images",
 	"updatectl download --to p.tsp":          "reads this host's /etc/twinslot/update.conf, machine-id and os-release; updatectl's tests run it with --config",
 	"payload apply --trust trust.json p.tsp": "installs into the booted disk of the host (no --disk); payload apply's tests run it with --disk",
-	"locksmithctl unlock --force MACHINE-ID": "MACHINE-ID stands for a holder's id; locksmithctl's tests unlock a real holder",
+	"locksmithctl unlock MACHINE-ID":         "MACHINE-ID stands for a holder's id; locksmithctl's tests unlock a real holder",
+	"updatectl config":                       "reads this host's update.conf files; updatectl's tests run it with --root and --config",
 	"bin/releasectl publish --version 4152.2.1 --channel beta --url https://mirror.example/amd64-usr/4152.2.1/flatcar_production_update.gz --size 465881871 --sha256 2d711642…4881 --sha1 EfatjsUqKYSrqv18O1FlA3hcIHI=":                   "the SHA-256 is elided (…) and the URL is an example; omaha/server's Flatcar tests publish external packages",
 	"bin/releasectl --server http://127.0.0.1:18082 --token $LOCAL mirror --upstream http://127.0.0.1:18081/v1/update/ --pair f7d0ccdd-af0a-402c-b7d1-0693b2cf46bc/stable/amd64-usr --once --dir mirror --status-file mirror/status.json": "a session between two omahads (the upstream offering a Flatcar package); tools/mirror's tests run the mirror against real upstream and local servers",
 }
@@ -201,7 +203,7 @@ func (sh *shell) programs() map[string]mainFunc {
 		return env.Main(ctx, args, stdin, stdout, stderr)
 	}
 	lsc := func(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-		return locksmithctl.Main(ctx, args, []string{"LOCKSMITHCTL_ENDPOINT=" + sh.etcdURL}, stdin, stdout, stderr)
+		return locksmithctl.Run(ctx, args, []string{"LOCKSMITHCTL_ENDPOINT=" + sh.etcdURL}, cli.IO{Stdin: stdin, Stdout: stdout, Stderr: stderr})
 	}
 	return map[string]mainFunc{
 		"bin/mkimage":    mkimage.Main,
@@ -370,7 +372,7 @@ func TestMainsHelp(t *testing.T) {
 		"mkimage":   mkimage.Main, "mkimage (Env)": mkimage.Env{}.Main,
 		"demo":    demo.Main,
 		"e2eboot": realboot.Main, "e2eboot (Env)": realboot.Env{}.Main,
-		"updatectl": updatectl.Main,
+		"updatectl": updatectl.Main, "locksmithctl": locksmithctl.Main,
 	} {
 		t.Run(name, func(t *testing.T) {
 			var stdout, stderr bytes.Buffer
