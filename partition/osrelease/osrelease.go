@@ -91,7 +91,7 @@ func Values(b []byte) (map[string]string, error) {
 		if !ok {
 			return nil, &SyntaxError{Line: n, Msg: fmt.Sprintf("no '=' in %q", trunc(line))}
 		}
-		if !validKey(k) {
+		if !ValidKey(k) {
 			return nil, &SyntaxError{Line: n, Msg: fmt.Sprintf("%q is not a key (letters, digits and _, no spaces around '=')", trunc(k))}
 		}
 		val, err := unquote(v)
@@ -103,7 +103,9 @@ func Values(b []byte) (map[string]string, error) {
 	return vals, nil
 }
 
-func validKey(k string) bool {
+// ValidKey reports whether k is a shell variable name, [A-Za-z_][A-Za-z0-9_]*: the keys of
+// os-release and of the other KEY=VALUE files hosts carry (update.conf).
+func ValidKey(k string) bool {
 	if k == "" {
 		return false
 	}
