@@ -274,14 +274,15 @@ func ActiveSlot(slots []Slot, b Booted) (Slot, error) {
 }
 
 // Active returns the slot of this disk that the running system booted from, as b says
-// (see FindBooted and Locate).
+// (see FindBooted and Locate); ErrUnknownSlot when b names none of its slots.
 func (d *Disk) Active(b Booted) (Slot, error) {
 	slots, err := d.Slots()
 	if err != nil {
 		return Slot{}, err
 	}
-	if b.PartUUID == "" && b.PartLabel == "" && b.Disk != "" && b.Disk != d.path {
-		return Slot{}, fmt.Errorf("%w: the booted /usr is on %s, not on %s", ErrUnknownSlot, b.Disk, d.path)
+	s, booted, err := ActiveOf(slots, d.path, &b)
+	if err == nil && !booted {
+		return Slot{}, fmt.Errorf("%w: the booted /usr (%v) is none of the slots %s", ErrUnknownSlot, b, describe(slots))
 	}
-	return ActiveSlot(slots, b)
+	return s, err
 }

@@ -55,4 +55,11 @@
 // a device) or the mount at /usr in proc/self/mountinfo, from an fs.FS rooted at the host's
 // "/" so tests pass their own; Locate maps it to the disk device and partition number via
 // dev/disk/by-partuuid and sys/class/block; Disk.Active and ActiveSlot pick the slot.
+//
+// FindDisk and ActiveOf are the one rule updated, updatectl and payload apply share for "which
+// disk, which slot runs": without --disk the disk of the running /usr; with --disk the boot
+// recorded beside an image (CmdlinePath), else the host's /usr when it is on that very disk;
+// a slot a boot names wins, else a disk that is not running has as active its committed slot
+// (Committed: successful, highest priority, ties to the lower number). Tools that act on the
+// running slot require that a boot named it.
 package partition

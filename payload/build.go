@@ -16,6 +16,7 @@ import (
 	"github.com/secure-systems-lab/go-securesystemslib/dsse"
 
 	"github.com/twinslot/twinslot/omaha"
+	"github.com/twinslot/twinslot/partition/atomicfile"
 )
 
 // BuildOptions describe the payload Build makes.
@@ -78,7 +79,7 @@ func Build(ctx context.Context, image io.ReaderAt, size int64, o BuildOptions, p
 	if err := probe.check(); err != nil {
 		return nil, fmt.Errorf("build: %w", err)
 	}
-	err = writeAtomic(path, func(out *os.File) error {
+	err = atomicfile.Write(path, 0o644, func(out *os.File) error {
 		return build(ctx, image, size, o, m, out)
 	})
 	if err != nil {

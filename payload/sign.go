@@ -8,13 +8,13 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
-	"strings"
 
 	"github.com/secure-systems-lab/go-securesystemslib/dsse"
 	"github.com/sigstore/sigstore/pkg/signature"
 	sigdsse "github.com/sigstore/sigstore/pkg/signature/dsse"
 	"github.com/sigstore/sigstore/pkg/signature/options"
+
+	"github.com/twinslot/twinslot/partition/atomicfile"
 )
 
 // Sign adds a signature by signer to the payload file at path (replacing an earlier signature by
@@ -110,7 +110,7 @@ func rewriteEnvelope(in *os.File, h header, env dsse.Envelope, path string) erro
 	}
 	nh := h
 	nh.EnvelopeLen, nh.EnvelopeArea = uint32(len(eb)), area
-	return writeAtomic(path, func(out *os.File) error {
+	return atomicfile.Write(path, 0o644, func(out *os.File) error {
 		head := make([]byte, HeaderSize+int(area))
 		copy(head, nh.marshal())
 		copy(head[HeaderSize:], eb)
@@ -126,51 +126,6 @@ func rewriteEnvelope(in *os.File, h header, env dsse.Envelope, path string) erro
 		}
 		return nil
 	})
-}
-
-// writeAtomic creates a temporary file beside path, lets fill write it, fsyncs, renames it over
-// path and fsyncs the directory. It first removes the temporary files an earlier write of path
-// left when it was killed.
-func writeAtomic(path string, fill func(*os.File) error) (err error) {
-	dir, prefix := filepath.Dir(path), "."+filepath.Base(path)+".tmp"
-	if ents, err := os.ReadDir(dir); err == nil {
-		for _, e := range ents {
-			if strings.HasPrefix(e.Name(), prefix) && e.Type().IsRegular() {
-				os.Remove(filepath.Join(dir, e.Name())) // best effort: a leftover only takes space
-			}
-		}
-	}
-	tmp, err := os.CreateTemp(dir, prefix+"*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if err := fill(tmp); err != nil {
-		return err
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 func roundUp(n, m int64) int64 { return (n + m - 1) / m * m }

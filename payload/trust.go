@@ -17,6 +17,8 @@ import (
 
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
 	"github.com/sigstore/sigstore/pkg/signature"
+
+	"github.com/twinslot/twinslot/partition/atomicfile"
 )
 
 // TrustRootVersion is the version of the trust-root JSON schema.
@@ -217,7 +219,7 @@ func (t *TrustRoot) Save(path string) error {
 	if err != nil {
 		return err
 	}
-	return writeAtomic(path, func(f *os.File) error {
+	return atomicfile.Write(path, 0o644, func(f *os.File) error {
 		_, err := f.Write(b)
 		return err
 	})

@@ -9,7 +9,9 @@ import (
 	"strings"
 
 	"github.com/diskfs/go-diskfs/partition/gpt"
+
 	"github.com/twinslot/twinslot/partition"
+	"github.com/twinslot/twinslot/partition/atomicfile"
 )
 
 // DiskOptions describe a test disk.
@@ -47,7 +49,10 @@ func BuildDisk(ctx context.Context, path string, o DiskOptions) error {
 	} else if err := uo.check(); err != nil {
 		return fmt.Errorf("build disk: %w", err)
 	}
-	return WriteAtomic(path, o.Size, func(f *os.File) error {
+	return atomicfile.Write(path, 0o644, func(f *os.File) error {
+		if err := f.Truncate(o.Size); err != nil {
+			return err
+		}
 		if err := WriteTable(f, o.Size, parts); err != nil {
 			return err
 		}
@@ -173,24 +178,16 @@ func InstallRaw(diskPath, usrImage string) (partition.Slot, error) {
 	return d.SlotByNumber(target.Number)
 }
 
-// keeper is the slot an emulated install must not overwrite.
+// keeper is the slot an emulated install must not overwrite: the committed slot (the rule
+// payload apply uses on an image, partition.Committed), else the one that boots next.
 func keeper(slots []partition.Slot) partition.Slot {
-	best := -1
-	for i, s := range slots {
-		if !s.Attr.Successful() {
-			continue
-		}
-		if best < 0 || s.Attr.Priority() > slots[best].Attr.Priority() {
-			best = i
-		}
+	if s, err := partition.Committed(slots); err == nil {
+		return s
 	}
-	if best < 0 {
-		if s, _, err := partition.Next(slots); err == nil {
-			return s
-		}
-		return slots[0]
+	if s, _, err := partition.Next(slots); err == nil {
+		return s
 	}
-	return slots[best]
+	return slots[0]
 }
 
 // rawCopy copies size bytes of src to the start of dst, every byte (the slot may hold an
@@ -235,8 +232,8 @@ func Boot(diskPath string) (partition.Slot, Release, error) {
 }
 
 // CmdlinePath is where Boot writes the emulated kernel command line of a disk image's last
-// boot: the image path with ".cmdline" appended.
-func CmdlinePath(diskPath string) string { return diskPath + ".cmdline" }
+// boot (partition.CmdlinePath, where every host tool looks for it).
+func CmdlinePath(diskPath string) string { return partition.CmdlinePath(diskPath) }
 
 // writeCmdline writes what Flatcar's GRUB puts on the kernel command line for slot s.
 func writeCmdline(diskPath string, s partition.Slot) error {
@@ -246,7 +243,7 @@ func writeCmdline(diskPath string, s partition.Slot) error {
 	}
 	line := fmt.Sprintf("BOOT_IMAGE=/flatcar/%s mount.usr=PARTUUID=%s rootflags=rw mount.usrflags=ro\n", kernel, s.PartUUID)
 	p := CmdlinePath(diskPath)
-	return WriteAtomic(p, 0, func(f *os.File) error {
+	return atomicfile.Write(p, 0o644, func(f *os.File) error {
 		_, err := f.WriteString(line)
 		return err
 	})

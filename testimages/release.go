@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 
+	"github.com/twinslot/twinslot/partition/osrelease"
 	"github.com/twinslot/twinslot/updated/slotrelease"
 )
 
@@ -29,11 +30,11 @@ func osRelease(r Release) string {
 		r.ID, r.Version, r.Version, r.Board, r.Version, r.Board)
 }
 
-// ParseRelease parses an os-release file (see slotrelease.Parse).
-func ParseRelease(b []byte) (Release, error) { return slotrelease.Parse(b) }
+// ParseRelease parses an os-release file with the one parser (partition/osrelease).
+func ParseRelease(b []byte) (Release, error) { return slotrelease.FromOSRelease(b) }
 
 // checkField checks a value that goes into os-release and file names.
-func checkField(name, v string) error { return slotrelease.CheckField(name, v) }
+func checkField(name, v string) error { return osrelease.CheckField(name, v) }
 
 // ReadRelease reads lib/os-release (and whether lib/twinslot/broken exists) from the ext4
 // /usr filesystem at the start of r, which holds size bytes (see slotrelease.Read). The

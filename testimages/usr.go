@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"path"
-	"path/filepath"
 	"slices"
 	"strings"
 
@@ -16,6 +15,7 @@ import (
 	"github.com/diskfs/go-diskfs/filesystem/ext4"
 	"github.com/google/uuid"
 
+	"github.com/twinslot/twinslot/partition/atomicfile"
 	"github.com/twinslot/twinslot/partition/esp"
 )
 
@@ -102,50 +102,12 @@ func BuildUsr(ctx context.Context, path string, o UsrOptions) error {
 	if err := o.check(); err != nil {
 		return fmt.Errorf("build /usr image: %w", err)
 	}
-	return WriteAtomic(path, o.Size, func(f *os.File) error {
+	return atomicfile.Write(path, 0o644, func(f *os.File) error {
+		if err := f.Truncate(o.Size); err != nil {
+			return err
+		}
 		return buildUsrAt(ctx, f, 0, o)
 	})
-}
-
-// WriteAtomic creates path through a temporary file of size bytes in the same directory:
-// build, fsync, rename, fsync the directory; the file ends up mode 0644. On error nothing
-// is left behind.
-func WriteAtomic(path string, size int64, build func(f *os.File) error) (err error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if err := f.Truncate(size); err != nil {
-		return err
-	}
-	if err := build(f); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Chmod(f.Name(), 0o644); err != nil {
-		return err
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // buildUsrAt builds the filesystem of o into f at byte offset start (0 for an image file,

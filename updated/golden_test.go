@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
-	"strings"
 	"testing"
 )
 
@@ -86,25 +85,5 @@ func FuzzParseRecord(f *testing.F) {
 		}
 		// Whatever the file said, resuming from it must not panic.
 		Resume(r, BootFacts{BootID: "b", Slot: "USR-A", Version: "1.0.0", Successful: true, Now: t0})
-	})
-}
-
-func FuzzParseRelease(f *testing.F) {
-	files, _ := filepath.Glob(filepath.Join("testdata", "os-release-*"))
-	for _, p := range files {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			f.Fatal(err)
-		}
-		f.Add(b)
-	}
-	f.Fuzz(func(t *testing.T, data []byte) {
-		r, err := ParseRelease("os-release", data)
-		if err != nil {
-			return
-		}
-		if r.Version == "" || strings.ContainsAny(r.Version, "\n") {
-			t.Fatalf("accepted release %+v", r)
-		}
 	})
 }

@@ -6,12 +6,12 @@ import (
 	"io"
 	"io/fs"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/google/go-tpm/tpm2/transport"
 
 	"github.com/twinslot/twinslot/partition"
+	"github.com/twinslot/twinslot/partition/osrelease"
 	"github.com/twinslot/twinslot/updated/health"
 	"github.com/twinslot/twinslot/updated/updateconf"
 )
@@ -104,27 +104,14 @@ type Release struct {
 	OEM, OEMVersion    string // from oem-release, when there is one
 }
 
-// MaxReleaseFile bounds an os-release file.
-const MaxReleaseFile = 64 << 10
-
-// ParseRelease reads an os-release style file: ID, VERSION (or VERSION_ID) and BOARD (or
-// Flatcar's FLATCAR_BOARD).
+// ParseRelease reads the booted /usr's os-release with the one parser (partition/osrelease):
+// ID, VERSION_ID (else VERSION) and BOARD (else FLATCAR_BOARD), all required.
 func ParseRelease(name string, data []byte) (Release, error) {
-	vals, err := updateconf.Parse(name, strings.NewReader(string(data)))
+	r, err := osrelease.Parse(data)
 	if err != nil {
-		return Release{}, err
+		return Release{}, fmt.Errorf("updated: %s: %w", name, err)
 	}
-	r := Release{ID: vals["ID"], Version: vals["VERSION"], Board: vals["BOARD"]}
-	if r.Version == "" {
-		r.Version = vals["VERSION_ID"]
-	}
-	if r.Board == "" {
-		r.Board = vals["FLATCAR_BOARD"]
-	}
-	if r.Version == "" {
-		return Release{}, fmt.Errorf("updated: %s has no VERSION", name)
-	}
-	return r, nil
+	return Release{ID: r.ID, Version: r.Version, Board: r.Board}, nil
 }
 
 // SystemDisk is the real host: the booted /usr is found from the kernel command line or the
@@ -137,44 +124,29 @@ type SystemDisk struct {
 	Path string
 }
 
-func (s SystemDisk) booted() (partition.Booted, error) {
-	b, err := partition.FindBooted(s.Root)
-	if err != nil {
-		return b, err
-	}
-	if s.Path == "" {
-		if b, err = partition.Locate(s.Root, b); err != nil {
-			return b, err
-		}
-	}
-	return b, nil
-}
-
 // OpenDisk opens the disk holding the booted /usr (or Path).
 func (s SystemDisk) OpenDisk() (*partition.Disk, error) {
-	path := s.Path
-	if path == "" {
-		b, err := s.booted()
-		if err != nil {
-			return nil, fmt.Errorf("updated: find the disk of the booted /usr: %w", err)
-		}
-		if b.Disk == "" {
-			return nil, fmt.Errorf("updated: cannot tell which disk holds the booted /usr (%v); pass --disk", b)
-		}
-		path = b.Disk
+	w, err := partition.FindDisk(s.Root, s.Path)
+	if err != nil {
+		return nil, fmt.Errorf("updated: find the disk of the booted /usr: %w", err)
 	}
-	return partition.Open(path)
+	return partition.Open(w.Disk)
 }
 
-// Booted returns the booted slot and the release in /usr.
+// Booted returns the booted slot and the release in /usr. The slot is found by the rule every
+// tool shares (partition.FindDisk, Where.Active); the agent acts only on a slot the host says
+// it booted from, never on a guess.
 func (s SystemDisk) Booted(_ context.Context, d *partition.Disk) (partition.Slot, Release, error) {
-	b, err := s.booted()
+	w, err := partition.FindDisk(s.Root, s.Path)
 	if err != nil {
 		return partition.Slot{}, Release{}, fmt.Errorf("updated: find the booted /usr: %w", err)
 	}
-	slot, err := d.Active(b)
+	slot, booted, err := w.Active(d)
 	if err != nil {
-		return partition.Slot{}, Release{}, err
+		return partition.Slot{}, Release{}, fmt.Errorf("updated: %w", err)
+	}
+	if !booted {
+		return partition.Slot{}, Release{}, fmt.Errorf("updated: %w: the running system did not boot from %s (no usr= on the kernel command line naming one of its slots); run updated on the host that boots it", partition.ErrUnknownSlot, d.Path())
 	}
 	data, err := readLimited(s.Root, "usr/lib/os-release")
 	if err != nil {
@@ -186,7 +158,7 @@ func (s SystemDisk) Booted(_ context.Context, d *partition.Disk) (partition.Slot
 	}
 	for _, p := range []string{"etc/oem-release", "usr/share/oem/oem-release"} {
 		if data, err := readLimited(s.Root, p); err == nil {
-			if vals, err := updateconf.Parse(p, strings.NewReader(string(data))); err == nil {
+			if vals, err := osrelease.Values(data); err == nil {
 				rel.OEM, rel.OEMVersion = vals["ID"], vals["VERSION_ID"]
 				break
 			}
@@ -201,12 +173,12 @@ func readLimited(root fs.FS, name string) ([]byte, error) {
 		return nil, fmt.Errorf("updated: read /%s: %w", name, err)
 	}
 	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, MaxReleaseFile+1))
+	b, err := io.ReadAll(io.LimitReader(f, osrelease.MaxSize+1))
 	if err != nil {
 		return nil, fmt.Errorf("updated: read /%s: %w", name, err)
 	}
-	if len(b) > MaxReleaseFile {
-		return nil, fmt.Errorf("updated: /%s is larger than %d bytes", name, MaxReleaseFile)
+	if len(b) > osrelease.MaxSize {
+		return nil, fmt.Errorf("updated: /%s is larger than %d bytes", name, osrelease.MaxSize)
 	}
 	return b, nil
 }

@@ -10,7 +10,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/twinslot/twinslot/updated/atomicfile"
+	"github.com/twinslot/twinslot/partition/atomicfile"
 )
 
 const (

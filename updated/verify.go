@@ -13,7 +13,7 @@ import (
 
 	"github.com/twinslot/twinslot/omaha"
 	"github.com/twinslot/twinslot/partition"
-	"github.com/twinslot/twinslot/updated/atomicfile"
+	"github.com/twinslot/twinslot/partition/atomicfile"
 	"github.com/twinslot/twinslot/updated/floor"
 	"github.com/twinslot/twinslot/updated/health"
 )

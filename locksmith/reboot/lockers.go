@@ -12,7 +12,7 @@ import (
 
 	"github.com/twinslot/twinslot/locksmith"
 	"github.com/twinslot/twinslot/locksmith/fleetlock"
-	"github.com/twinslot/twinslot/updated/atomicfile"
+	"github.com/twinslot/twinslot/partition/atomicfile"
 	"github.com/twinslot/twinslot/updated/updateconf"
 )
 

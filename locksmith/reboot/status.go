@@ -7,7 +7,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/twinslot/twinslot/updated/atomicfile"
+	"github.com/twinslot/twinslot/partition/atomicfile"
 )
 
 // State is what the daemon is doing.

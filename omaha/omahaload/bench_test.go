@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -18,9 +19,9 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 	_ "modernc.org/sqlite" // the "sqlite" driver, to measure the server's database file
 
+	"github.com/twinslot/twinslot/omaha/omahad"
 	"github.com/twinslot/twinslot/omaha/omahaload"
 	"github.com/twinslot/twinslot/omaha/omahatest"
-	"github.com/twinslot/twinslot/omaha/server"
 	"github.com/twinslot/twinslot/payload"
 	"github.com/twinslot/twinslot/payload/payloadtest"
 )
@@ -69,7 +70,7 @@ func BenchmarkServer(b *testing.B) {
 
 func benchServer(b *testing.B, dsn string, open func() *sql.DB, sizeQuery string) {
 	// The garbage collector as omahad serve sets it (GOGC=400 unless GOGC is set).
-	defer server.SetGCPercent()()
+	defer omahad.SetGCPercent(os.Getenv("GOGC"))()
 	s := omahatest.New(b, omahatest.WithDSN(dsn))
 	key := payloadtest.NewKey(b, "")
 	s.CreateApp(b, payload.DefaultAppID, payloadtest.TrustRoot(b, 1, 0, key))

@@ -1,6 +1,7 @@
 // Package server is omahad, the twinslot update server: the Omaha endpoint hosts check in
 // with, payload downloads, the JSON admin API (package admin), a read-only dashboard,
-// Prometheus metrics and a health check. Main is the omahad command line.
+// Prometheus metrics and a health check: Config, New and Serve. The command line is package
+// omaha/omahad.
 //
 // # Routes
 //

@@ -43,8 +43,8 @@ func defaultLimits() limits {
 	return limits{readHeader: ReadHeaderTimeout, read: ReadTimeout, write: WriteTimeout, idle: IdleTimeout, stall: TransferStall}
 }
 
-// limitsHelp describes the limits for omahad serve --help.
-func limitsHelp() string {
+// LimitsHelp describes the limits for omahad serve --help.
+func LimitsHelp() string {
 	return fmt.Sprintf(`Limits against slow or greedy clients: request headers must arrive within %v, small requests
 (check-ins, admin API) within %v and their answers within %v; payload uploads and downloads may
 run as long as they move, but not stall for %v; an idle kept-alive connection is closed after %v;

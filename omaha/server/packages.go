@@ -18,6 +18,7 @@ import (
 
 	"github.com/twinslot/twinslot/omaha"
 	"github.com/twinslot/twinslot/omaha/store"
+	"github.com/twinslot/twinslot/partition/atomicfile"
 	"github.com/twinslot/twinslot/payload"
 )
 
@@ -203,7 +204,7 @@ func (s *Server) keep(up *upload) (string, error) {
 	if err := os.Rename(up.f.Name(), final); err != nil {
 		return "", fmt.Errorf("keep upload: %w", err)
 	}
-	if err := syncDir(filepath.Dir(final)); err != nil {
+	if err := atomicfile.SyncDir(filepath.Dir(final)); err != nil {
 		os.Remove(final)
 		return "", fmt.Errorf("keep upload: %w", err)
 	}
@@ -212,32 +213,6 @@ func (s *Server) keep(up *upload) (string, error) {
 
 // uploadPrefix names the temporary file of an upload in progress, in the store's tmp/.
 const uploadPrefix = "upload-"
-
-// removeUploadLeftovers removes the temporary files of uploads a crash or kill cut short:
-// called at start, when no upload of this server runs.
-func removeUploadLeftovers(tmpDir string) error {
-	ents, err := os.ReadDir(tmpDir)
-	if err != nil {
-		return err
-	}
-	for _, e := range ents {
-		if strings.HasPrefix(e.Name(), uploadPrefix) && e.Type().IsRegular() {
-			if err := os.Remove(filepath.Join(tmpDir, e.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {
-				return fmt.Errorf("remove the leftover of an interrupted upload: %w", err)
-			}
-		}
-	}
-	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
 
 // handleDownload serves GET /packages/{sha256}/{name}: a stored payload file (or, when name is
 // one of its extras, that extra: hosts fetch extras from the payload's codebase), with Range

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/twinslot/twinslot/omaha/store"
+	"github.com/twinslot/twinslot/partition/atomicfile"
 )
 
 // Defaults of Config.
@@ -116,7 +117,7 @@ func New(ctx context.Context, c Config) (*Server, error) {
 			return nil, fmt.Errorf("server: payload store: %w", err)
 		}
 	}
-	if err := removeUploadLeftovers(filepath.Join(c.StoreDir, "tmp")); err != nil {
+	if err := atomicfile.RemoveTemps(filepath.Join(c.StoreDir, "tmp"), uploadPrefix); err != nil {
 		return nil, fmt.Errorf("server: payload store: %w", err)
 	}
 	s := &Server{

@@ -13,7 +13,7 @@ import (
 	"syscall"
 
 	"github.com/twinslot/twinslot/partition"
-	"github.com/twinslot/twinslot/updated/atomicfile"
+	"github.com/twinslot/twinslot/partition/atomicfile"
 	"github.com/twinslot/twinslot/updated/slotrelease"
 )
 

@@ -380,7 +380,7 @@ func (d *demo) payload(ctx context.Context, args ...string) error {
 
 func (d *demo) releasectl(ctx context.Context, args ...string) error {
 	return d.tool(ctx, "releasectl", func(stdout, stderr io.Writer) int {
-		return releasectl.MainWith(ctx, releasectl.Env{Server: d.serverURL, Token: d.token}, args, nil, stdout, stderr)
+		return releasectl.Env{Server: d.serverURL, Token: d.token}.Main(ctx, args, nil, stdout, stderr)
 	}, args)
 }
 

@@ -17,11 +17,11 @@ const summary = "build test disks and /usr images, install into the inactive slo
 
 // Main runs mkimage with args (without the program name) and returns the exit code.
 func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	return MainWith(ctx, Env{}, args, stdin, stdout, stderr)
+	return Env{}.Main(ctx, args, stdin, stdout, stderr)
 }
 
-// MainWith is Main with defaults from the environment.
-func MainWith(ctx context.Context, env Env, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+// Main is mkimage with defaults from the environment (see Main).
+func (env Env) Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	return cli.Run(ctx, "mkimage", summary, Commands(env), args, cli.IO{Stdin: stdin, Stdout: stdout, Stderr: stderr})
 }
 

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	locksmithdist "github.com/twinslot/twinslot/locksmith/dist"
+	"github.com/twinslot/twinslot/partition/atomicfile"
 	"github.com/twinslot/twinslot/testimages"
 	"github.com/twinslot/twinslot/testimages/qemuboot/newc"
 	updateddist "github.com/twinslot/twinslot/updated/dist"
@@ -107,7 +108,7 @@ func Build(ctx context.Context, o Options) (Result, error) {
 	if err := copyFileAtomic(base.Kernel, res.Kernel); err != nil {
 		return Result{}, err
 	}
-	if err := testimages.WriteAtomic(res.Initrd, 0, func(f *os.File) error { _, err := f.Write(initrd); return err }); err != nil {
+	if err := atomicfile.Write(res.Initrd, 0o644, func(f *os.File) error { _, err := f.Write(initrd); return err }); err != nil {
 		return Result{}, err
 	}
 	if !o.UsrOnly {
@@ -328,7 +329,7 @@ func makeUsrImage(ctx context.Context, o Options, tree, path string) (int64, err
 	const inodeStep = 8192
 	inodes := (st.inodes*5/4 + 1024 + inodeStep - 1) / inodeStep * inodeStep
 	env := []string{"E2FSPROGS_FAKE_TIME=" + strconv.Itoa(testimages.Epoch)}
-	err = testimages.WriteAtomic(path, 0, func(f *os.File) error {
+	err = atomicfile.Write(path, 0o644, func(f *os.File) error {
 		err := runEnv(ctx, o.Log, env,
 			"mkfs.ext4", "-q", "-F", "-t", "ext4", "-b", "4096", "-I", "256", "-m", "0",
 			"-N", strconv.FormatInt(inodes, 10),
@@ -423,7 +424,7 @@ func copyFileAtomic(src, dst string) error {
 		return err
 	}
 	defer in.Close()
-	return testimages.WriteAtomic(dst, 0, func(f *os.File) error {
+	return atomicfile.Write(dst, 0o644, func(f *os.File) error {
 		_, err := io.Copy(f, in)
 		return err
 	})

@@ -8,8 +8,8 @@ import (
 	"path/filepath"
 
 	"github.com/twinslot/twinslot/partition"
+	"github.com/twinslot/twinslot/partition/osrelease"
 	"github.com/twinslot/twinslot/testimages"
-	"github.com/twinslot/twinslot/updated/slotrelease"
 )
 
 // Defaults and limits of an OS image.
@@ -78,14 +78,14 @@ func (o *Options) check() error {
 		return usagef("a cache directory is required (--cache, or TWINSLOT_CACHE / $HOME)")
 	}
 	for _, f := range []struct{ name, v string }{{"version", o.Version}, {"build id", o.BuildID}, {"board", o.Board}} {
-		if err := slotrelease.CheckField(f.name, f.v); err != nil {
+		if err := osrelease.CheckField(f.name, f.v); err != nil {
 			return usagef("%v", err)
 		}
 	}
 	if o.Marker == "" {
 		o.Marker = o.Version + "-" + o.BuildID
 	}
-	if err := slotrelease.CheckField("marker", o.Marker); err != nil {
+	if err := osrelease.CheckField("marker", o.Marker); err != nil {
 		return usagef("%v", err)
 	}
 	if o.Filler < 0 || o.Filler > maxFiller {

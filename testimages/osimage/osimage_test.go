@@ -12,9 +12,9 @@ import (
 
 	locksmithdist "github.com/twinslot/twinslot/locksmith/dist"
 	"github.com/twinslot/twinslot/partition"
+	"github.com/twinslot/twinslot/partition/osrelease"
 	"github.com/twinslot/twinslot/testimages"
 	updateddist "github.com/twinslot/twinslot/updated/dist"
-	"github.com/twinslot/twinslot/updated/slotrelease"
 )
 
 func TestGrubConfig(t *testing.T) {
@@ -48,7 +48,7 @@ func TestGrubConfig(t *testing.T) {
 
 func TestOSRelease(t *testing.T) {
 	text := OSRelease("1.2.3", "42", "amd64-usr")
-	rel, err := slotrelease.Parse([]byte(text))
+	rel, err := osrelease.Parse([]byte(text))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 
+	"github.com/twinslot/twinslot/partition/atomicfile"
 	"github.com/twinslot/twinslot/testimages"
 )
 
@@ -155,7 +156,10 @@ func makeDisk(ctx context.Context, o Options, work, root string, res Result) err
 	if err := makeESP(ctx, o, espImg, res); err != nil {
 		return err
 	}
-	return testimages.WriteAtomic(res.Disk, o.DiskSize, func(f *os.File) error {
+	return atomicfile.Write(res.Disk, 0o644, func(f *os.File) error {
+		if err := f.Truncate(o.DiskSize); err != nil {
+			return err
+		}
 		if err := testimages.WriteTable(f, o.DiskSize, parts); err != nil {
 			return err
 		}

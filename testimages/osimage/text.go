@@ -44,8 +44,8 @@ func KernelArgs(usrUUID string) string {
 		strings.ToLower(testimages.GUIDRoot), usrUUID)
 }
 
-// OSRelease renders /usr/lib/os-release. The agent reads VERSION and BOARD
-// (updated/slotrelease); BUILD_ID tells two builds of one version apart.
+// OSRelease renders /usr/lib/os-release. Every reader parses it with partition/osrelease
+// (VERSION_ID is the version, BOARD the board); BUILD_ID tells two builds of one version apart.
 func OSRelease(version, buildID, board string) string {
 	return fmt.Sprintf(`ID=twinslot
 ID_LIKE=debian

@@ -32,17 +32,28 @@ Every step is checked from outside (the GPT read from the disk image, the ESP, e
 the guest's TPM state, the serial console). Each boot's console is kept in --dir. Exit 0 only
 when every check passed.`
 
+// Env is what e2eboot takes from the process environment.
+type Env struct {
+	// Cache is mkimage os's cache root when --cache is not given (main passes
+	// mkimage.DefaultCache of $TWINSLOT_CACHE and $HOME).
+	Cache string
+}
+
+// Main is the e2eboot command line with an empty environment (Env.Main).
+func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	return Env{}.Main(ctx, args, stdin, stdout, stderr)
+}
+
 // Main is the e2eboot command line; it returns 0 when the walk passed, 1 when it did not, 2
-// for a bad command line. defaultCache is mkimage os's cache root when --cache is not given
-// (main passes mkimage.DefaultCache of $TWINSLOT_CACHE and $HOME).
-func Main(ctx context.Context, defaultCache string, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+// for a bad command line.
+func (env Env) Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	stdio := cli.IO{Stdin: stdin, Stdout: stdout, Stderr: stderr}
 	fs := stdio.FlagSet("e2eboot", "--bin DIR --grub-efi FILE [--dir D] [--json]", help)
 	var o Options
 	fs.StringVar(&o.Dir, "dir", "", "keep images, database, payloads and console logs here (required; must be new or empty)")
 	fs.StringVar(&o.Bin, "bin", "", "directory with the guest's static binaries: updated, updatectl, locksmithd, locksmithctl")
 	fs.StringVar(&o.GrubEFI, "grub-efi", "", "BOOTX64.EFI with the gptprio module (partition/grub/build.sh prints its path)")
-	fs.StringVar(&o.Cache, "cache", defaultCache, "mkimage os cache root (the Debian bootstrap; $TWINSLOT_CACHE or ~/.cache/twinslot)")
+	fs.StringVar(&o.Cache, "cache", env.Cache, "mkimage os cache root (the Debian bootstrap; $TWINSLOT_CACHE or ~/.cache/twinslot)")
 	fs.Int64Var(&o.Filler, "filler", 96<<20, "bytes of incompressible filler in v2: what the cut download fetches")
 	fs.Int64Var(&o.Rate, "rate", 6<<20, "payload bytes per second to the guest, so the power cut lands mid-download")
 	fs.DurationVar(&o.BootTimeout, "boot-timeout", 12*time.Minute, "give up on one boot after this long")

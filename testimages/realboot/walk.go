@@ -511,7 +511,7 @@ func (w *walk) tool(ctx context.Context, name string, args ...string) error {
 	case "payload":
 		code = payloadcmd.Main(ctx, args, nil, &out, &errOut)
 	case "releasectl":
-		code = releasectl.MainWith(ctx, releasectl.Env{Server: w.url, Token: w.token}, args, nil, &out, &errOut)
+		code = releasectl.Env{Server: w.url, Token: w.token}.Main(ctx, args, nil, &out, &errOut)
 	default:
 		return fmt.Errorf("unknown tool %s", name)
 	}

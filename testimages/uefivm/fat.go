@@ -9,11 +9,12 @@ import (
 	"os"
 	"os/exec"
 	"path"
-	"path/filepath"
 	"slices"
 	"strings"
 
 	"github.com/diskfs/go-diskfs/partition/gpt"
+
+	"github.com/twinslot/twinslot/partition/atomicfile"
 )
 
 // Sizes of FAT images and ESP disks.
@@ -68,50 +69,40 @@ func WriteFAT(ctx context.Context, out string, size int64, files map[string]stri
 	}
 	slices.Sort(dests)
 
-	tmp, err := os.CreateTemp(filepath.Dir(out), "."+filepath.Base(out)+".*")
-	if err != nil {
-		return fmt.Errorf("uefivm: %w", err)
-	}
-	name := tmp.Name()
-	defer os.Remove(name)
-	err = tmp.Truncate(size)
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("uefivm: %w", err)
-	}
-	mkfs := []string{"-i", fatVolumeID, "-n", "EFI", name}
-	if size >= FAT32Size {
-		mkfs = append([]string{"-F", "32"}, mkfs...)
-	}
-	if err := run(ctx, "mkfs.vfat", mkfs...); err != nil {
-		return err
-	}
-	made := map[string]bool{}
-	for _, dest := range dests {
-		var dirs []string
-		for d := path.Dir(dest); d != "."; d = path.Dir(d) {
-			dirs = append(dirs, d)
+	return atomicfile.Write(out, 0o644, func(tmp *os.File) error {
+		name := tmp.Name()
+		if err := tmp.Truncate(size); err != nil {
+			return fmt.Errorf("uefivm: %w", err)
 		}
-		slices.Reverse(dirs)
-		for _, d := range dirs {
-			if made[d] {
-				continue
-			}
-			if err := run(ctx, "mmd", "-i", name, "::/"+d); err != nil {
-				return err
-			}
-			made[d] = true
+		mkfs := []string{"-i", fatVolumeID, "-n", "EFI", name}
+		if size >= FAT32Size {
+			mkfs = append([]string{"-F", "32"}, mkfs...)
 		}
-		if err := run(ctx, "mcopy", "-i", name, "-o", srcOf[dest], "::/"+dest); err != nil {
+		if err := run(ctx, "mkfs.vfat", mkfs...); err != nil {
 			return err
 		}
-	}
-	if err := os.Rename(name, out); err != nil {
-		return fmt.Errorf("uefivm: %w", err)
-	}
-	return nil
+		made := map[string]bool{}
+		for _, dest := range dests {
+			var dirs []string
+			for d := path.Dir(dest); d != "."; d = path.Dir(d) {
+				dirs = append(dirs, d)
+			}
+			slices.Reverse(dirs)
+			for _, d := range dirs {
+				if made[d] {
+					continue
+				}
+				if err := run(ctx, "mmd", "-i", name, "::/"+d); err != nil {
+					return err
+				}
+				made[d] = true
+			}
+			if err := run(ctx, "mcopy", "-i", name, "-o", srcOf[dest], "::/"+dest); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // WriteESPDisk writes a GPT disk image of size bytes (sparse) to out with one partition, an
@@ -133,34 +124,18 @@ func WriteESPDisk(ctx context.Context, out string, size int64, files map[string]
 	}
 	defer src.Close()
 
-	tmp, err := os.CreateTemp(filepath.Dir(out), "."+filepath.Base(out)+".*")
-	if err != nil {
-		return fmt.Errorf("uefivm: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	defer tmp.Close()
-	if err := tmp.Truncate(size); err != nil {
-		return fmt.Errorf("uefivm: %w", err)
-	}
-	t := &gpt.Table{LogicalSectorSize: 512, PhysicalSectorSize: 512, ProtectiveMBR: true, GUID: espDiskGUID,
-		Partitions: []*gpt.Partition{{Index: 1, Start: espAlign / 512, Size: uint64(fatSize),
-			Type: gpt.EFISystemPartition, Name: "EFI-SYSTEM", GUID: espPartGUID}}}
-	if err := t.Write(tmp, size); err != nil {
-		return fmt.Errorf("uefivm: write GPT: %w", err)
-	}
-	if err := copySparse(ctx, tmp, espAlign, src, fatSize); err != nil {
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("uefivm: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("uefivm: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), out); err != nil {
-		return fmt.Errorf("uefivm: %w", err)
-	}
-	return nil
+	return atomicfile.Write(out, 0o644, func(tmp *os.File) error {
+		if err := tmp.Truncate(size); err != nil {
+			return fmt.Errorf("uefivm: %w", err)
+		}
+		t := &gpt.Table{LogicalSectorSize: 512, PhysicalSectorSize: 512, ProtectiveMBR: true, GUID: espDiskGUID,
+			Partitions: []*gpt.Partition{{Index: 1, Start: espAlign / 512, Size: uint64(fatSize),
+				Type: gpt.EFISystemPartition, Name: "EFI-SYSTEM", GUID: espPartGUID}}}
+		if err := t.Write(tmp, size); err != nil {
+			return fmt.Errorf("uefivm: write GPT: %w", err)
+		}
+		return copySparse(ctx, tmp, espAlign, src, fatSize)
+	})
 }
 
 // copySparse copies n bytes of src to dst at off, skipping all-zero blocks.

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/cavaliergopher/grab/v3"
+
+	"github.com/twinslot/twinslot/partition/atomicfile"
 )
 
 // File is one file of an offer.
@@ -218,7 +220,7 @@ func (m *Mirror) store(o *Offer, f File) (string, error) {
 	if err := os.Rename(src, dst); err != nil {
 		return "", err
 	}
-	return dst, syncFile(dir)
+	return dst, atomicfile.SyncDir(dir)
 }
 
 func syncFile(path string) error {

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/twinslot/twinslot/omaha"
+	"github.com/twinslot/twinslot/partition/atomicfile"
 )
 
 // Defaults of Config.
@@ -167,17 +168,10 @@ func loadMachineID(path string) (string, error) {
 	var r [16]byte
 	crand.Read(r[:])
 	id := hex.EncodeToString(r[:])
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(id+"\n"), 0o644); err != nil {
+	if err := atomicfile.WriteFile(path, []byte(id+"\n"), 0o644); err != nil {
 		return "", fmt.Errorf("mirror: %w", err)
 	}
-	if err := syncFile(tmp); err != nil {
-		return "", fmt.Errorf("mirror: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return "", fmt.Errorf("mirror: %w", err)
-	}
-	return id, syncFile(filepath.Dir(path))
+	return id, nil
 }
 
 func newUUID() string {

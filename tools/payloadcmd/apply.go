@@ -2,7 +2,6 @@ package payloadcmd
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io/fs"
 	"net/http"
@@ -82,33 +81,22 @@ none with --disk unless --esp is given.`)
 		espDir = c.env.ESPDir
 	}
 
-	// Find the disk and the active slot.
-	var booted *partition.Booted
-	diskPath := *disk
-	if diskPath == "" {
-		if c.env.Host == nil {
-			return cli.Usagef("--disk is required (no host filesystem to find the booted /usr)")
-		}
-		b, err := partition.FindBooted(c.env.Host)
-		if err != nil {
-			return fmt.Errorf("find the booted /usr (or pass --disk): %w", err)
-		}
-		if b, err = partition.Locate(c.env.Host, b); err != nil {
-			return fmt.Errorf("find the disk of the booted /usr (or pass --disk): %w", err)
-		}
-		booted, diskPath = &b, b.Disk
+	// Find the disk and the active slot: the rule updated and updatectl share (partition.FindDisk);
+	// on an image that is not running, the committed slot.
+	if *disk == "" && c.env.Host == nil {
+		return cli.Usagef("--disk is required (no host filesystem to find the booted /usr)")
 	}
+	w, err := partition.FindDisk(c.env.Host, *disk)
+	if err != nil {
+		return fmt.Errorf("find the disk of the booted /usr (or pass --disk): %w", err)
+	}
+	diskPath := w.Disk
 	d, err := partition.Open(diskPath)
 	if err != nil {
 		return err
 	}
 	defer d.Close()
-	var active partition.Slot
-	if booted != nil {
-		active, err = d.Active(*booted)
-	} else {
-		active, err = activeOfImage(d)
-	}
+	active, booted, err := w.Active(d)
 	if err != nil {
 		return err
 	}
@@ -116,7 +104,7 @@ none with --disk unless --esp is given.`)
 	if err != nil {
 		return err
 	}
-	rel, err := c.activeRelease(d, active, booted != nil)
+	rel, err := c.activeRelease(d, active, booted && *disk == "")
 	if err != nil {
 		return err
 	}
@@ -197,29 +185,6 @@ none with --disk unless --esp is given.`)
 	return nil
 }
 
-// activeOfImage picks the active slot of a disk that is not running: the successful slot with
-// the highest priority, ties to the lower partition number.
-func activeOfImage(d *partition.Disk) (partition.Slot, error) {
-	slots, err := d.Slots()
-	if err != nil {
-		return partition.Slot{}, err
-	}
-	var best partition.Slot
-	found := false
-	for _, s := range slots {
-		if !s.Attr.Successful() || s.Attr.Priority() == 0 {
-			continue
-		}
-		if !found || s.Attr.Priority() > best.Attr.Priority() || s.Attr.Priority() == best.Attr.Priority() && s.Number < best.Number {
-			best, found = s, true
-		}
-	}
-	if !found {
-		return partition.Slot{}, errors.New("no slot of the disk is marked successful with a priority above 0; cannot tell the active slot")
-	}
-	return best, nil
-}
-
 // activeRelease reads the running image's release: /usr/lib/os-release on a live host, else the
 // os-release inside the active slot's filesystem.
 func (c *cmd) activeRelease(d *partition.Disk, active partition.Slot, live bool) (slotrelease.Release, error) {
@@ -228,7 +193,11 @@ func (c *cmd) activeRelease(d *partition.Disk, active partition.Slot, live bool)
 		if err != nil {
 			return slotrelease.Release{}, fmt.Errorf("read the running image's BOARD: %w", err)
 		}
-		return slotrelease.Parse(b)
+		rel, err := slotrelease.FromOSRelease(b)
+		if err != nil {
+			return slotrelease.Release{}, fmt.Errorf("/%s: %w", hostReleasePath, err)
+		}
+		return rel, nil
 	}
 	rel, err := slotrelease.Read(d.SlotReader(active), active.Size)
 	if err != nil {

@@ -26,9 +26,9 @@ const summary = "build, sign, verify, inspect and apply twinslot update payloads
 
 // Main runs the payload command line with args (without the program name) and returns the exit
 // code: 0 success, 1 failure (including every rejected payload), 2 usage error. It has no host
-// filesystem, so 'apply' needs --disk; the binary uses MainWith with the real root.
+// filesystem, so 'apply' needs --disk; the binary uses Env.Main with the real root.
 func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	return MainWith(ctx, Env{Now: time.Now}, args, stdin, stdout, stderr)
+	return Env{Now: time.Now}.Main(ctx, args, stdin, stdout, stderr)
 }
 
 // Env holds the command's dependencies.
@@ -43,8 +43,15 @@ type Env struct {
 	ESPDir string
 }
 
-// MainWith is Main with explicit dependencies.
+// MainWith is env.Main.
+//
+// Deprecated: use Env.Main, the signature every twinslot CLI has.
 func MainWith(ctx context.Context, env Env, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	return env.Main(ctx, args, stdin, stdout, stderr)
+}
+
+// Main is the payload command line with env's dependencies (see Main).
+func (env Env) Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if env.Now == nil {
 		env.Now = time.Now
 	}

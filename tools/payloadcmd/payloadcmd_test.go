@@ -31,7 +31,7 @@ func run(t *testing.T, args ...string) result {
 	t.Helper()
 	var out, errb bytes.Buffer
 	env := payloadcmd.Env{Now: func() time.Time { return time.Date(2026, 5, 6, 7, 8, 9, 0, time.UTC) }}
-	code := payloadcmd.MainWith(t.Context(), env, args, strings.NewReader(""), &out, &errb)
+	code := env.Main(t.Context(), args, strings.NewReader(""), &out, &errb)
 	return result{code, out.String(), errb.String()}
 }
 
@@ -193,7 +193,7 @@ func TestSignWithKMS(t *testing.T) {
 	mustRun(t, "build", "--image", at("usr.img"), "--version", "1", "--board", "amd64-usr", "-o", at("p.tsp"))
 	ctx := context.WithValue(t.Context(), fake.KmsCtxKey{}, crypto.PrivateKey(priv))
 	var out, errb bytes.Buffer
-	if code := payloadcmd.MainWith(ctx, payloadcmd.Env{Now: time.Now}, []string{"sign", "--key", "fakekms://release", at("p.tsp")}, nil, &out, &errb); code != 0 {
+	if code := (payloadcmd.Env{Now: time.Now}).Main(ctx, []string{"sign", "--key", "fakekms://release", at("p.tsp")}, nil, &out, &errb); code != 0 {
 		t.Fatalf("sign with KMS: exit %d: %s", code, errb.String())
 	}
 	mustRun(t, "verify", "--trust", at("trust.json"), at("p.tsp"))

@@ -16,5 +16,5 @@
 //	    --pair e96281a6-d1af-4bde-9a0a-97b76e56dc57/stable/amd64-usr   # follow another Omaha server
 //
 // Main is what the binary runs (tools/cmd/releasectl), with RELEASECTL_SERVER and
-// RELEASECTL_TOKEN passed in as Env by main; tests run MainWith in-process against omahatest.
+// RELEASECTL_TOKEN passed in as Env by main; tests run Env.Main in-process against omahatest.
 package releasectl

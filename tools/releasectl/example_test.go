@@ -11,10 +11,10 @@ import (
 
 // ExampleMainWith shows where the server and token come from: Env (the binary fills it from
 // RELEASECTL_SERVER and RELEASECTL_TOKEN), overridden by --server and --token.
-func ExampleMainWith() {
+func ExampleEnv_Main() {
 	env := releasectl.Env{Server: "http://127.0.0.1:8080"} // no token
 	var stderr strings.Builder
-	code := releasectl.MainWith(context.Background(), env, []string{"status"}, os.Stdin, os.Stdout, &stderr)
+	code := env.Main(context.Background(), []string{"status"}, os.Stdin, os.Stdout, &stderr)
 	fmt.Println(code)
 	fmt.Print(stderr.String())
 	// Output:

@@ -42,11 +42,18 @@ type Env struct {
 // Main runs releasectl with args (without the program name) and no environment defaults; it
 // returns the exit code: 0 success, 1 failure, 2 usage error.
 func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	return MainWith(ctx, Env{}, args, stdin, stdout, stderr)
+	return Env{}.Main(ctx, args, stdin, stdout, stderr)
 }
 
-// MainWith is Main with explicit defaults and dependencies.
+// MainWith is env.Main.
+//
+// Deprecated: use Env.Main, the signature every twinslot CLI has.
 func MainWith(ctx context.Context, env Env, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	return env.Main(ctx, args, stdin, stdout, stderr)
+}
+
+// Main is releasectl with env's defaults and dependencies (see Main).
+func (env Env) Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if env.Now == nil {
 		env.Now = time.Now
 	}

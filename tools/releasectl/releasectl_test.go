@@ -34,7 +34,7 @@ func newFixture(t *testing.T) *fixture {
 func (f *fixture) run(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
 	var out, errb bytes.Buffer
-	code := releasectl.MainWith(t.Context(), f.env, args, strings.NewReader(""), &out, &errb)
+	code := f.env.Main(t.Context(), args, strings.NewReader(""), &out, &errb)
 	return code, out.String(), errb.String()
 }
 
@@ -254,14 +254,14 @@ func TestHelpHidesToken(t *testing.T) {
 	env := releasectl.Env{Server: "http://127.0.0.1:1", Token: secret}
 	for _, args := range [][]string{{"--help"}, {"--token", "-h"}, {"publish", "--help"}, {"channels", "-h"}, {"group", "create", "--help"}, {"--server", "http://x", "status", "--help"}} {
 		var out, errb bytes.Buffer
-		code := releasectl.MainWith(t.Context(), env, args, strings.NewReader(""), &out, &errb)
+		code := env.Main(t.Context(), args, strings.NewReader(""), &out, &errb)
 		if strings.Contains(out.String()+errb.String(), "secretsecret") {
 			t.Errorf("releasectl %s (exit %d) shows the token:\n%s%s", strings.Join(args, " "), code, out.String(), errb.String())
 		}
 	}
 	// Used all the same: a server that is down is reached, not a usage error about the token.
 	var out, errb bytes.Buffer
-	if code := releasectl.MainWith(t.Context(), env, []string{"channels"}, strings.NewReader(""), &out, &errb); code != 1 || strings.Contains(errb.String(), "no token") {
+	if code := env.Main(t.Context(), []string{"channels"}, strings.NewReader(""), &out, &errb); code != 1 || strings.Contains(errb.String(), "no token") {
 		t.Fatalf("channels with the token from the environment: %d %q", code, errb.String())
 	}
 }

@@ -6,12 +6,11 @@
 // ESP with it) through a small extent reader of its own, because go-diskfs misreads files with
 // holes, which mkfs.ext4 -d makes of every all-zero block.
 //
-// Format: os-release is KEY=VALUE lines, values optionally in single or double quotes, comments
-// and blank lines ignored, the last of a repeated key wins. ID, VERSION and BOARD are required and
-// limited to MaxFieldLen bytes of letters, digits and . - _ + ~ (they end up in file names).
+// Format: the os-release is read by partition/osrelease, the one parser every component uses
+// (its rules: quotes, escapes, VERSION_ID before VERSION, BOARD or FLATCAR_BOARD).
 //
 // Invariants: slot bytes are untrusted. The superblock geometry is checked against the slot size
-// before go-diskfs sizes any table from it, os-release is read only up to MaxReleaseFile, and a
+// before go-diskfs sizes any table from it, os-release is read only up to osrelease.MaxSize, and a
 // panic inside go-diskfs on a corrupt filesystem becomes an error. Every failure to find a
 // readable release wraps ErrNoRelease. Open checks every block number against the filesystem,
 // bounds the extent tree (depth, entry counts, blocks covered by the file's size) and refuses a

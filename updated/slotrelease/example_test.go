@@ -6,8 +6,8 @@ import (
 	"github.com/twinslot/twinslot/updated/slotrelease"
 )
 
-func ExampleParse() {
-	rel, err := slotrelease.Parse([]byte("ID=twinslot\nVERSION=\"1.0.1\"\nBOARD=amd64-usr\n"))
+func ExampleFromOSRelease() {
+	rel, err := slotrelease.FromOSRelease([]byte("ID=twinslot\nVERSION=\"1.0.1\"\nBOARD=amd64-usr\n"))
 	fmt.Println(rel.Version, rel.Board, err)
 	// Output: 1.0.1 amd64-usr <nil>
 }

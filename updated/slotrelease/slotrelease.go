@@ -7,22 +7,17 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"strings"
 
 	"github.com/diskfs/go-diskfs/backend"
 	"github.com/diskfs/go-diskfs/filesystem/ext4"
+
+	"github.com/twinslot/twinslot/partition/osrelease"
 )
 
 // Paths inside the /usr filesystem (it is mounted at /usr, so these are /usr/lib/…).
 const (
-	ReleasePath = "lib/os-release"
+	ReleasePath = osrelease.Path
 	BrokenPath  = "lib/twinslot/broken"
-)
-
-// Limits on untrusted slot content.
-const (
-	MaxReleaseFile = 64 << 10 // os-release larger than this is rejected
-	MaxFieldLen    = 64       // ID, VERSION and BOARD length limit
 )
 
 // Offsets and limits of the ext4 superblock (Documentation/filesystems/ext4 in the kernel).
@@ -43,64 +38,14 @@ type Release struct {
 	Broken  bool   // the image carries lib/twinslot/broken: its health check fails
 }
 
-// Parse parses an os-release file: KEY=VALUE lines, values optionally in single or
-// double quotes, comments and blank lines ignored. It needs ID, VERSION and BOARD.
-func Parse(b []byte) (Release, error) {
-	if len(b) > MaxReleaseFile {
-		return Release{}, fmt.Errorf("os-release is %d bytes, more than %d", len(b), MaxReleaseFile)
+// FromOSRelease is the Release an os-release file says (osrelease.Parse, the one parser);
+// Broken is not in the file and stays false.
+func FromOSRelease(b []byte) (Release, error) {
+	r, err := osrelease.Parse(b)
+	if err != nil {
+		return Release{}, err
 	}
-	var r Release
-	for line := range strings.Lines(string(b)) {
-		line = strings.TrimSpace(line)
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		k, v, ok := strings.Cut(line, "=")
-		if !ok {
-			return Release{}, fmt.Errorf("os-release: line %q is not KEY=VALUE", trunc(line))
-		}
-		if len(v) >= 2 && (v[0] == '"' || v[0] == '\'') && v[len(v)-1] == v[0] {
-			v = v[1 : len(v)-1]
-		}
-		switch k {
-		case "ID":
-			r.ID = v
-		case "VERSION":
-			r.Version = v
-		case "BOARD":
-			r.Board = v
-		}
-	}
-	for _, f := range []struct{ name, v string }{{"ID", r.ID}, {"VERSION", r.Version}, {"BOARD", r.Board}} {
-		if err := CheckField(f.name, f.v); err != nil {
-			return Release{}, fmt.Errorf("os-release: %w", err)
-		}
-	}
-	return r, nil
-}
-
-// CheckField checks a value that goes into os-release and file names (ID, VERSION, BOARD):
-// non-empty, at most MaxFieldLen bytes of letters, digits and . - _ + ~.
-func CheckField(name, v string) error {
-	if v == "" {
-		return fmt.Errorf("%s is empty", name)
-	}
-	if len(v) > MaxFieldLen {
-		return fmt.Errorf("%s %q is longer than %d bytes", name, trunc(v), MaxFieldLen)
-	}
-	for _, c := range v {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune(".-_+~", c)) {
-			return fmt.Errorf("%s %q may only hold letters, digits and . - _ + ~", name, trunc(v))
-		}
-	}
-	return nil
-}
-
-func trunc(s string) string {
-	if len(s) > 40 {
-		return s[:40] + "…"
-	}
-	return s
+	return Release{ID: r.ID, Version: r.Version, Board: r.Board}, nil
 }
 
 // Read reads lib/os-release (and whether lib/twinslot/broken exists) from the ext4
@@ -121,11 +66,11 @@ func Read(r io.ReaderAt, size int64) (rel Release, err error) {
 	if err != nil {
 		return Release{}, fmt.Errorf("%w: %v", ErrNoRelease, err)
 	}
-	b, err := readFileLimited(fsys, ReleasePath, MaxReleaseFile)
+	b, err := readFileLimited(fsys, ReleasePath, osrelease.MaxSize)
 	if err != nil {
 		return Release{}, fmt.Errorf("%w: %s: %v", ErrNoRelease, ReleasePath, err)
 	}
-	rel, err = Parse(b)
+	rel, err = FromOSRelease(b)
 	if err != nil {
 		return Release{}, fmt.Errorf("%w: %v", ErrNoRelease, err)
 	}

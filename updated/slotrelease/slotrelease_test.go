@@ -5,54 +5,11 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/twinslot/twinslot/testimages"
 	"github.com/twinslot/twinslot/updated/slotrelease"
 )
-
-// flatcar is a Flatcar-style os-release (testdata/README.md).
-func flatcar(t testing.TB) string {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join("testdata", "os-release"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
-}
-
-func TestParse(t *testing.T) {
-	for _, tc := range []struct {
-		name    string
-		in      string
-		want    slotrelease.Release
-		wantErr string
-	}{
-		{name: "empty", in: "", wantErr: "ID is empty"},
-		{name: "no board", in: "ID=twinslot\nVERSION=1\n", wantErr: "BOARD is empty"},
-		{name: "not key=value", in: "ID=twinslot\nhello\n", wantErr: "not KEY=VALUE"},
-		{name: "bad version", in: "ID=twinslot\nVERSION=\"1 2\"\nBOARD=x\n", wantErr: "may only hold"},
-		{name: "too long", in: strings.Repeat("#", slotrelease.MaxReleaseFile+1), wantErr: "more than"},
-		{name: "ours", in: "ID=twinslot\nNAME=\"twinslot test image\"\nVERSION=1.0.1\nVERSION_ID=1.0.1\nBOARD=amd64-usr\n", want: slotrelease.Release{ID: "twinslot", Version: "1.0.1", Board: "amd64-usr"}},
-		{name: "flatcar", in: flatcar(t), want: slotrelease.Release{ID: "flatcar", Version: "3815.2.0", Board: "amd64-usr"}},
-		{name: "quotes and comments", in: "# c\n\nID='twinslot'\nVERSION=\"3.2.1\"\nBOARD=arm64-usr\nOTHER=x=y\n", want: slotrelease.Release{ID: "twinslot", Version: "3.2.1", Board: "arm64-usr"}},
-		{name: "last wins", in: "ID=a\nID=b\nVERSION=1\nBOARD=c\n", want: slotrelease.Release{ID: "b", Version: "1", Board: "c"}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			got, err := slotrelease.Parse([]byte(tc.in))
-			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("err = %v, want %q", err, tc.wantErr)
-				}
-				return
-			}
-			if err != nil || got != tc.want {
-				t.Fatalf("got %+v %v, want %+v", got, err, tc.want)
-			}
-		})
-	}
-}
 
 func TestRead(t *testing.T) {
 	dir := t.TempDir()
@@ -116,23 +73,6 @@ func TestReadErrors(t *testing.T) {
 			}
 		})
 	}
-}
-
-func FuzzParse(f *testing.F) {
-	f.Add([]byte(flatcar(f)))
-	f.Add([]byte("ID=twinslot\nVERSION=1.0.0\nBOARD=amd64-usr\n"))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		r, err := slotrelease.Parse(b)
-		if err != nil {
-			return
-		}
-		// What parses holds only fields that may go into file names.
-		for _, v := range []string{r.ID, r.Version, r.Board} {
-			if err := slotrelease.CheckField("field", v); err != nil {
-				t.Fatalf("%+v parsed with a bad field: %v", r, err)
-			}
-		}
-	})
 }
 
 // FuzzRead corrupts the metadata at the start of a real image (superblock, group

@@ -11,6 +11,8 @@ import (
 	"os"
 	"slices"
 	"strings"
+
+	"github.com/twinslot/twinslot/partition/osrelease"
 )
 
 // DefaultPaths is the search path on a host, lowest precedence first: the image's default, then
@@ -100,7 +102,7 @@ func Parse(name string, r io.Reader) (map[string]string, error) {
 		if !ok {
 			return nil, &SyntaxError{File: name, Line: n, Msg: fmt.Sprintf("no '=' in %q", line)}
 		}
-		if !validKey(key) {
+		if !osrelease.ValidKey(key) {
 			return nil, &SyntaxError{File: name, Line: n, Msg: fmt.Sprintf("invalid key %q", key)}
 		}
 		val, err := unquote(strings.TrimSpace(val))
@@ -116,21 +118,6 @@ func Parse(name string, r io.Reader) (map[string]string, error) {
 		return nil, fmt.Errorf("updateconf: read %s: %w", name, err)
 	}
 	return out, nil
-}
-
-func validKey(k string) bool {
-	if k == "" {
-		return false
-	}
-	for i, c := range k {
-		switch {
-		case c == '_', c >= 'A' && c <= 'Z', c >= 'a' && c <= 'z':
-		case c >= '0' && c <= '9' && i > 0:
-		default:
-			return false
-		}
-	}
-	return true
 }
 
 func unquote(v string) (string, error) {

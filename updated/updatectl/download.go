@@ -16,10 +16,10 @@ import (
 	"github.com/cavaliergopher/grab/v3"
 
 	"github.com/twinslot/twinslot/omaha"
+	"github.com/twinslot/twinslot/partition/osrelease"
 	"github.com/twinslot/twinslot/payload"
 	"github.com/twinslot/twinslot/tools/cli"
 	"github.com/twinslot/twinslot/tools/progress"
-	"github.com/twinslot/twinslot/updated"
 	"github.com/twinslot/twinslot/updated/updateconf"
 )
 
@@ -150,9 +150,9 @@ func (env Env) identity(config, server, group, version, board, machineID string)
 		if err != nil {
 			return identity{}, fmt.Errorf("%w (or pass --version and --board)", err)
 		}
-		rel, err := updated.ParseRelease("/usr/lib/os-release", b)
+		rel, err := osrelease.Parse(b)
 		if err != nil {
-			return identity{}, err
+			return identity{}, fmt.Errorf("/usr/lib/os-release: %w (or pass --version and --board)", err)
 		}
 		if id.host.Version == "" {
 			id.host.Version = rel.Version

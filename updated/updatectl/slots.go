@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 
 	"github.com/twinslot/twinslot/partition"
@@ -20,62 +19,20 @@ func slotCommands(env Env) []cli.Command {
 	}
 }
 
-// target is the disk a command works on and what is known about the booted slot.
-type target struct {
-	disk   string
-	booted *partition.Booted // nil: unknown
-}
+// target is the disk a command works on and what is known about the booted slot
+// (partition.FindDisk, the rule updated and payload apply share).
+type target = partition.Where
 
 // locate finds the disk (--disk, else the one holding the booted /usr) and the booted slot.
 func (env Env) locate(disk string) (target, error) {
-	if disk == "" {
-		b, err := partition.FindBooted(env.Host)
-		if err != nil {
-			return target{}, fmt.Errorf("%w (on a disk image pass --disk)", err)
-		}
-		if b, err = partition.Locate(env.Host, b); err != nil {
-			return target{}, fmt.Errorf("%w; pass --disk", err)
-		}
-		return target{disk: b.Disk, booted: &b}, nil
-	}
-	if c, err := os.ReadFile(imageCmdlinePath(disk)); err == nil {
-		if b, ok := partition.ParseCmdline(string(c)); ok {
-			b.From = imageCmdlinePath(disk)
-			return target{disk: disk, booted: &b}, nil
-		}
-	}
-	// The running system's /usr counts only when it is on this very disk: test images
-	// carry Flatcar's PARTUUIDs, which a real host's disk has too.
-	if env.Host != nil {
-		if b, err := partition.FindBooted(env.Host); err == nil {
-			if l, err := partition.Locate(env.Host, b); err == nil && sameFile(l.Disk, disk) {
-				return target{disk: disk, booted: &l}, nil
-			}
-		}
-	}
-	return target{disk: disk}, nil
+	return partition.FindDisk(env.Host, disk)
 }
 
-// imageCmdlinePath is where testimages' Boot writes the emulated kernel command line of a disk
-// image's last boot (testimages.CmdlinePath; a test keeps the two in step).
-func imageCmdlinePath(disk string) string { return disk + ".cmdline" }
-
-func sameFile(a, b string) bool {
-	sa, err := os.Stat(a)
-	if err != nil {
-		return false
-	}
-	sb, err := os.Stat(b)
-	return err == nil && os.SameFile(sa, sb)
-}
-
-// active returns the booted slot of d, or ok=false when it is unknown or not on d.
-func (t target) active(d *partition.Disk) (partition.Slot, bool) {
-	if t.booted == nil {
-		return partition.Slot{}, false
-	}
-	s, err := d.Active(*t.booted)
-	return s, err == nil
+// active returns the booted slot of d, or ok=false when it is unknown or not on d: updatectl
+// acts on and shows as active only the slot a boot names, never the committed slot of an image.
+func active(t target, d *partition.Disk) (partition.Slot, bool) {
+	s, booted, err := t.Active(d)
+	return s, err == nil && booted
 }
 
 // SlotInfo is one slot in `updatectl slots --json`.
@@ -127,7 +84,7 @@ slot is booted and which one the next boot picks (GRUB's gptprio.next).`)
 	if err != nil {
 		return err
 	}
-	d, err := partition.Open(t.disk, partition.ReadOnly())
+	d, err := partition.Open(t.Disk, partition.ReadOnly())
 	if err != nil {
 		return err
 	}
@@ -153,7 +110,7 @@ func report(d *partition.Disk, t target) (SlotsReport, error) {
 		return SlotsReport{}, err
 	}
 	rep := SlotsReport{Disk: d.Path(), PrimaryOK: h.PrimaryErr == nil, BackupOK: h.BackupErr == nil, InSync: h.InSync}
-	active, haveActive := t.active(d)
+	active, haveActive := active(t, d)
 	if haveActive {
 		rep.Active = active.Label
 	}
@@ -220,7 +177,7 @@ func printReport(stdio cli.IO, rep SlotsReport, t target) {
 	if rep.Active == "" {
 		fmt.Fprintln(w, "active: unknown (the running system did not boot from this disk; for an image, 'mkimage boot' records it)")
 	} else {
-		fmt.Fprintf(w, "active: %s (from %s)\n", rep.Active, t.booted.From)
+		fmt.Fprintf(w, "active: %s (from %s)\n", rep.Active, t.Booted.From)
 	}
 }
 
@@ -236,9 +193,9 @@ func chosen(d *partition.Disk, t target, slot, what string) (partition.Slot, err
 	if slot != "" {
 		return d.Slot(slot)
 	}
-	s, ok := t.active(d)
+	s, ok := active(t, d)
 	if !ok {
-		return partition.Slot{}, fmt.Errorf("cannot tell which slot of %s is booted (no %s from 'mkimage boot', and the running system did not boot from it); name the slot to %s with --slot", t.disk, imageCmdlinePath(t.disk), what)
+		return partition.Slot{}, fmt.Errorf("cannot tell which slot of %s is booted (no %s from 'mkimage boot', and the running system did not boot from it); name the slot to %s with --slot", t.Disk, partition.CmdlinePath(t.Disk), what)
 	}
 	return s, nil
 }
@@ -301,7 +258,7 @@ func (env Env) change(stdio cli.IO, args []string, prog, help, what string, act 
 	if err != nil {
 		return err
 	}
-	d, err := partition.Open(t.disk)
+	d, err := partition.Open(t.Disk)
 	if err != nil {
 		return err
 	}

@@ -172,23 +172,14 @@ func TestLocateLiveHost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if tg.disk != "/dev/nvme0n1" || tg.booted == nil || tg.booted.Number != 4 || tg.booted.PartUUID != "e03dd35c-7c2d-4a47-b3fe-27f15780a57c" {
-		t.Fatalf("target %+v %+v", tg, tg.booted)
+	if tg.Disk != "/dev/nvme0n1" || tg.Booted == nil || tg.Booted.Number != 4 || tg.Booted.PartUUID != "e03dd35c-7c2d-4a47-b3fe-27f15780a57c" {
+		t.Fatalf("target %+v %+v", tg, tg.Booted)
 	}
 	// The same host does not make a slot of an unrelated image "active".
 	disk, _ := newDisk(t)
 	r := slotsJSON(t, Env{Host: host}, disk)
 	if r.Active != "" {
 		t.Fatalf("image slot %s shown active from the host's cmdline", r.Active)
-	}
-}
-
-// updatectl must not import the test-image builder, so it keeps its own copy of where Boot
-// leaves a disk image's kernel command line; this keeps the two in step.
-func TestImageCmdlinePath(t *testing.T) {
-	disk := filepath.Join(t.TempDir(), "disk.img")
-	if got, want := imageCmdlinePath(disk), testimages.CmdlinePath(disk); got != want {
-		t.Fatalf("imageCmdlinePath = %q, testimages.CmdlinePath = %q", got, want)
 	}
 }
 

@@ -1,4 +1,5 @@
-// Command omahad is the twinslot Omaha update server. See package server.
+// Command omahad is the twinslot Omaha update server. See packages omahad (the command line)
+// and server.
 package main
 
 import (
@@ -7,12 +8,13 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/twinslot/twinslot/omaha/server"
+	"github.com/twinslot/twinslot/omaha/omahad"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := server.Main(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	env := omahad.Env{GOGC: os.Getenv("GOGC")}
+	code := env.Main(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
 }

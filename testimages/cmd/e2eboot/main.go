@@ -14,8 +14,8 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	cache := mkimage.DefaultCache(os.Getenv("TWINSLOT_CACHE"), os.Getenv("HOME"))
-	code := realboot.Main(ctx, cache, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	env := realboot.Env{Cache: mkimage.DefaultCache(os.Getenv("TWINSLOT_CACHE"), os.Getenv("HOME"))}
+	code := env.Main(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
 }

@@ -15,7 +15,7 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	env := payloadcmd.Env{Now: time.Now, Host: os.DirFS("/"), ESPDir: "/boot"}
-	code := payloadcmd.MainWith(ctx, env, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	code := env.Main(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
 }

@@ -14,7 +14,7 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	env := releasectl.Env{Server: os.Getenv("RELEASECTL_SERVER"), Token: os.Getenv("RELEASECTL_TOKEN")}
-	code := releasectl.MainWith(ctx, env, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	code := env.Main(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
 }

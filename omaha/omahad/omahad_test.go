@@ -1,4 +1,4 @@
-package server_test
+package omahad_test
 
 import (
 	"bytes"
@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twinslot/twinslot/omaha/server"
+	"github.com/twinslot/twinslot/omaha/omahad"
 	"github.com/twinslot/twinslot/omaha/store"
 )
 
@@ -40,7 +40,7 @@ func (s *syncBuffer) String() string {
 func run(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
 	var out, errb bytes.Buffer
-	code := server.Main(t.Context(), args, strings.NewReader(""), &out, &errb)
+	code := omahad.Main(t.Context(), args, strings.NewReader(""), &out, &errb)
 	return code, out.String(), errb.String()
 }
 
@@ -96,7 +96,7 @@ func TestMainServe(t *testing.T) {
 	var logs syncBuffer
 	done := make(chan int)
 	go func() {
-		done <- server.Main(ctx, []string{"--listen", "127.0.0.1:0", "--db", filepath.Join(dir, "o.db"), "--store", filepath.Join(dir, "p"),
+		done <- omahad.Main(ctx, []string{"--listen", "127.0.0.1:0", "--db", filepath.Join(dir, "o.db"), "--store", filepath.Join(dir, "p"),
 			"--log-format", "json", "--shutdown-grace", "5s"}, strings.NewReader(""), io.Discard, &logs)
 	}()
 	re := regexp.MustCompile(`"addr":"(127\.0\.0\.1:\d+)"`)
@@ -134,19 +134,17 @@ func TestSetGCPercent(t *testing.T) {
 	before := debug.SetGCPercent(100)
 	defer debug.SetGCPercent(before)
 
-	t.Setenv("GOGC", "")
-	restore := server.SetGCPercent()
-	if got := debug.SetGCPercent(server.DefaultGCPercent); got != server.DefaultGCPercent {
-		t.Errorf("with GOGC unset the collector runs at %d, want %d", got, server.DefaultGCPercent)
+	restore := omahad.SetGCPercent("")
+	if got := debug.SetGCPercent(omahad.DefaultGCPercent); got != omahad.DefaultGCPercent {
+		t.Errorf("with GOGC unset the collector runs at %d, want %d", got, omahad.DefaultGCPercent)
 	}
 	restore()
 	if got := debug.SetGCPercent(100); got != 100 {
 		t.Errorf("after restore the collector runs at %d, want 100", got)
 	}
 
-	t.Setenv("GOGC", "150")
 	debug.SetGCPercent(150)
-	server.SetGCPercent()()
+	omahad.SetGCPercent("150")()
 	if got := debug.SetGCPercent(150); got != 150 {
 		t.Errorf("with GOGC=150 set the collector was changed to %d", got)
 	}

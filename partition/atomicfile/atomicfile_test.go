@@ -1,6 +1,7 @@
 package atomicfile
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -50,5 +51,48 @@ func TestWriteFileRemovesLeftovers(t *testing.T) {
 	ents, _ := os.ReadDir(dir)
 	if len(ents) != 2 || ents[0].Name() != ".other.tmp1" || ents[1].Name() != "state.json" {
 		t.Fatalf("files after the write: %v", ents)
+	}
+}
+
+// TestWriteFillFails: when fill fails, the old content stays and no temporary file is left.
+func TestWriteFillFails(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "image")
+	if err := WriteFile(p, []byte("old"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	boom := errors.New("boom")
+	err := Write(p, 0o644, func(f *os.File) error {
+		if err := f.Truncate(1 << 20); err != nil {
+			return err
+		}
+		return boom
+	})
+	if !errors.Is(err, boom) {
+		t.Fatalf("Write = %v, want the fill error", err)
+	}
+	if got, _ := os.ReadFile(p); string(got) != "old" {
+		t.Fatalf("content after a failed write: %q", got)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+		t.Fatalf("temporary files left behind: %v", ents)
+	}
+}
+
+func TestRemoveTemps(t *testing.T) {
+	dir := t.TempDir()
+	for _, n := range []string{"upload-1", "upload-2", "keep"} {
+		os.WriteFile(filepath.Join(dir, n), nil, 0o600)
+	}
+	os.Mkdir(filepath.Join(dir, "upload-dir"), 0o755)
+	if err := RemoveTemps(dir, "upload-"); err != nil {
+		t.Fatal(err)
+	}
+	ents, _ := os.ReadDir(dir)
+	if len(ents) != 2 || ents[0].Name() != "keep" || ents[1].Name() != "upload-dir" {
+		t.Fatalf("left: %v", ents)
+	}
+	if err := RemoveTemps(filepath.Join(dir, "missing"), "x"); err == nil {
+		t.Fatal("RemoveTemps of a missing directory: no error")
 	}
 }

@@ -1,4 +1,4 @@
-package server
+package omahad
 
 import (
 	"context"
@@ -8,44 +8,39 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/twinslot/twinslot/omaha/server"
 	"github.com/twinslot/twinslot/omaha/store"
 	"github.com/twinslot/twinslot/tools/cli"
 )
 
 const summary = "the twinslot Omaha update server"
 
-// DefaultGCPercent is the garbage collector's target omahad serves with unless GOGC is set.
-// Every request allocates (XML in and out, rows for the writer) while the live heap is small and
-// bounded (the catalog and the instance cache: about 60 MB at 100k hosts), so Go's default of
-// 100 spends a tenth of the CPU collecting; 400 gives that back to requests (about 15% more
-// checks/s on 2 cores) for a heap that peaks near five times the live one.
-const DefaultGCPercent = 400
+// Env is what omahad takes from the process environment; main fills it.
+type Env struct {
+	// GOGC is the GOGC environment variable: when empty, serve runs the collector at
+	// DefaultGCPercent (see SetGCPercent).
+	GOGC string
+}
 
-// SetGCPercent applies DefaultGCPercent unless the GOGC environment variable chose a setting;
-// restore puts the previous one back.
-func SetGCPercent() (restore func()) {
-	if os.Getenv("GOGC") != "" {
-		return func() {}
-	}
-	old := debug.SetGCPercent(DefaultGCPercent)
-	return func() { debug.SetGCPercent(old) }
+// Main is omahad's command line with an empty environment (Env.Main).
+func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	return Env{}.Main(ctx, args, stdin, stdout, stderr)
 }
 
 // Main is omahad's command line: with no command (or "serve") it serves; "token create|list|
-// revoke" manage admin API tokens; "migrate" brings a database schema up to date.
-func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+// revoke" manage admin API tokens; "migrate" brings a database schema up to date. It returns
+// the exit code: 0 success, 1 failure, 2 usage error.
+func (env Env) Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	stdio := cli.IO{Stdin: stdin, Stdout: stdout, Stderr: stderr}
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") && args[0] != "-h" && args[0] != "--help" && args[0] != "-help" {
 		args = append([]string{"serve"}, args...)
 	}
 	cmds := []cli.Command{
-		{Name: "serve", Summary: "serve Omaha, payload downloads, the admin API, the dashboard and metrics (the default)", Run: serve},
+		{Name: "serve", Summary: "serve Omaha, payload downloads, the admin API, the dashboard and metrics (the default)", Run: env.serve},
 		{Name: "token", Summary: "manage admin API tokens", Sub: []cli.Command{
 			{Name: "create", Summary: "create a token and print it (shown once)", Run: tokenCreate},
 			{Name: "list", Summary: "list tokens (without secrets)", Run: tokenList},
@@ -84,29 +79,29 @@ func withDB(ctx context.Context, fs *flag.FlagSet, dsn *string, args []string, n
 	return fn(db, rest)
 }
 
-func serve(ctx context.Context, stdio cli.IO, args []string) error {
+func (env Env) serve(ctx context.Context, stdio cli.IO, args []string) error {
 	fs := stdio.FlagSet("omahad serve", "[flags]", `Serve the Omaha endpoint (/v1/update/), payload downloads (/packages/), the admin API
 (/api/v1/), the dashboard (/), /metrics and /healthz until interrupted, then shut down gracefully:
 in-flight requests finish and queued check-ins are written. The garbage collector runs with
 GOGC=`+strconv.Itoa(DefaultGCPercent)+` unless GOGC is set (more memory for less CPU; GOMEMLIMIT caps the heap).
 
-`+limitsHelp())
+`+server.LimitsHelp())
 	listen := fs.String("listen", "127.0.0.1:8080", "address to listen on")
 	dsn := dbFlag(fs)
 	storeDir := fs.String("store", "payloads", "directory for published payload files")
 	public := fs.String("public-url", "", "base URL hosts reach this server at (for download URLs); default: from each request")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
-	flush := fs.Duration("flush-interval", DefaultFlushInterval, "group commit: longest wait before check-ins are written")
-	batch := fs.Int("batch-rows", DefaultBatchRows, "group commit: rows per write transaction")
-	queue := fs.Int("queue-rows", DefaultQueueRows, "group commit: rows queued before requests wait")
-	poll := fs.Duration("cache-poll", DefaultCachePoll, "how often to look for catalog changes by other replicas")
-	instCache := fs.Int("instance-cache", DefaultInstanceCache,
+	flush := fs.Duration("flush-interval", server.DefaultFlushInterval, "group commit: longest wait before check-ins are written")
+	batch := fs.Int("batch-rows", server.DefaultBatchRows, "group commit: rows per write transaction")
+	queue := fs.Int("queue-rows", server.DefaultQueueRows, "group commit: rows queued before requests wait")
+	poll := fs.Duration("cache-poll", server.DefaultCachePoll, "how often to look for catalog changes by other replicas")
+	instCache := fs.Int("instance-cache", server.DefaultInstanceCache,
 		"instance rows kept in memory so update checks read no database; -1 = none (use -1 for replicas without per-machine routing)")
-	maxUpload := fs.Int64("max-upload", DefaultMaxUploadBytes, "largest payload upload in bytes")
-	retention := fs.Duration("event-retention", DefaultEventRetention, "how long to keep host events (negative: forever)")
+	maxUpload := fs.Int64("max-upload", server.DefaultMaxUploadBytes, "largest payload upload in bytes")
+	retention := fs.Duration("event-retention", server.DefaultEventRetention, "how long to keep host events (negative: forever)")
 	grace := fs.Duration("shutdown-grace", 30*time.Second, "how long shutdown waits for requests and the last writes")
-	maxConns := fs.Int("max-conns-per-client", DefaultMaxConnsPerClient,
+	maxConns := fs.Int("max-conns-per-client", server.DefaultMaxConnsPerClient,
 		"open connections one client IP address may hold; more are answered 503 (-1: no cap, behind a proxy that caps)")
 	rest, err := cli.Parse(fs, args)
 	if err != nil {
@@ -119,13 +114,13 @@ GOGC=`+strconv.Itoa(DefaultGCPercent)+` unless GOGC is set (more memory for less
 	if err != nil {
 		return err
 	}
-	defer SetGCPercent()()
+	defer SetGCPercent(env.GOGC)()
 	db, err := store.Open(ctx, *dsn)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	s, err := New(ctx, Config{
+	s, err := server.New(ctx, server.Config{
 		DB: db, StoreDir: *storeDir, PublicURL: *public, Logger: log,
 		FlushInterval: *flush, BatchRows: *batch, QueueRows: *queue, CachePoll: *poll, InstanceCache: *instCache,
 		MaxUploadBytes: *maxUpload, EventRetention: *retention, MaxConnsPerClient: *maxConns,

@@ -2,8 +2,10 @@
 // old or the new content, never a mix: write a temporary file in the same directory, fsync it,
 // rename it over the target, fsync the directory.
 //
-// It is shared by the host daemons: updated (state file, rollback floor, verified payloads) and
-// locksmithd (status file, /run/reboot-required, the FleetLock reboot record).
+// It is the one atomic writer of twinslot: updated (state file, rollback floor, verified payloads),
+// locksmithd (status file, /run/reboot-required, the FleetLock reboot record), partition/esp
+// (kernels on the ESP), payload (signed payload files), omahad (the package store) and testimages
+// (images). It lives under partition, the bottom of the import graph, so every component may use it.
 //
 // Invariants: the temporary file is named ".<base>.tmp*" in the target's directory (so the
 // rename never crosses a filesystem) and is removed when any step fails; the target is never
