@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -83,10 +82,18 @@ func (g *globals) printVersion() {
 	fmt.Fprintf(g.stdio.Stdout, "locksmithctl version %s (twinslot, etcd v3)\n", v)
 }
 
-// Main is locksmithctl's command line: it reads the process environment (LOCKSMITHCTL_* flags,
-// DBUS_SYSTEM_BUS_ADDRESS) and passes it down to Run.
+// Env is what locksmithctl takes from its surroundings: the process environment (LOCKSMITHCTL_* flags, DBUS_SYSTEM_BUS_ADDRESS),
+// which the binary passes as os.Environ().
+type Env struct{ Environ []string }
+
+// Main is locksmithctl's command line with an empty environment (Env{}.Main).
 func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	return Run(ctx, args, os.Environ(), cli.IO{Stdin: stdin, Stdout: stdout, Stderr: stderr})
+	return Env{}.Main(ctx, args, stdin, stdout, stderr)
+}
+
+// Main is locksmithctl's command line with env's environment (see Run).
+func (env Env) Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	return Run(ctx, args, env.Environ, cli.IO{Stdin: stdin, Stdout: stdout, Stderr: stderr})
 }
 
 // Run runs locksmithctl with args (without the program name). environ is the environment in

@@ -57,10 +57,18 @@ type options struct {
 	debug           bool
 }
 
-// Main is locksmithd's command line: it reads the process environment (LOCKSMITHD_* flags,
-// REBOOT_STRATEGY and the window keys, DBUS_SYSTEM_BUS_ADDRESS) and runs until ctx ends (see Run).
+// Env is what locksmithd takes from its surroundings: the process environment (LOCKSMITHD_* flags, REBOOT_STRATEGY and the window keys, DBUS_SYSTEM_BUS_ADDRESS),
+// which the binary passes as os.Environ().
+type Env struct{ Environ []string }
+
+// Main is locksmithd's command line with an empty environment (Env{}.Main).
 func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	return Run(ctx, args, os.Environ(), cli.IO{Stdin: stdin, Stdout: stdout, Stderr: stderr})
+	return Env{}.Main(ctx, args, stdin, stdout, stderr)
+}
+
+// Main is locksmithd's command line with env's environment (see Run).
+func (env Env) Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	return Run(ctx, args, env.Environ, cli.IO{Stdin: stdin, Stdout: stdout, Stderr: stderr})
 }
 
 // Run is Main with the environment given. It returns 0 on a clean stop, 1 on failure, 2 on a

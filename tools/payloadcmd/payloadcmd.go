@@ -43,13 +43,6 @@ type Env struct {
 	ESPDir string
 }
 
-// MainWith is env.Main.
-//
-// Deprecated: use Env.Main, the signature every twinslot CLI has.
-func MainWith(ctx context.Context, env Env, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	return env.Main(ctx, args, stdin, stdout, stderr)
-}
-
 // Main is the payload command line with env's dependencies (see Main).
 func (env Env) Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if env.Now == nil {

@@ -9,7 +9,7 @@ import (
 	"github.com/twinslot/twinslot/tools/releasectl"
 )
 
-// ExampleMainWith shows where the server and token come from: Env (the binary fills it from
+// ExampleEnv_Main shows where the server and token come from: Env (the binary fills it from
 // RELEASECTL_SERVER and RELEASECTL_TOKEN), overridden by --server and --token.
 func ExampleEnv_Main() {
 	env := releasectl.Env{Server: "http://127.0.0.1:8080"} // no token

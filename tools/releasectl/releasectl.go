@@ -45,13 +45,6 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 	return Env{}.Main(ctx, args, stdin, stdout, stderr)
 }
 
-// MainWith is env.Main.
-//
-// Deprecated: use Env.Main, the signature every twinslot CLI has.
-func MainWith(ctx context.Context, env Env, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	return env.Main(ctx, args, stdin, stdout, stderr)
-}
-
 // Main is releasectl with env's defaults and dependencies (see Main).
 func (env Env) Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if env.Now == nil {

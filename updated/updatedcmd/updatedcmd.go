@@ -38,10 +38,18 @@ inactive slot, proves a new boot healthy before committing it, rolls back when i
 serves com.coreos.update1 on D-Bus. update.conf is read from ` + "/usr/share/twinslot, /etc/coreos,\n/etc/flatcar and /etc/twinslot" + `, a later file winning key by key; the environment (systemd's
 Environment=) wins over every file. updatectl config shows the effective values and their files.`
 
-// Main is updated's command line: it reads the process environment (update.conf keys set by
-// systemd's Environment=), then runs the agent until ctx ends (see Run).
+// Env is what updated takes from its surroundings: the process environment (update.conf keys set by systemd's Environment=),
+// which the binary passes as os.Environ().
+type Env struct{ Environ []string }
+
+// Main is updated's command line with an empty environment (Env{}.Main).
 func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	return Run(ctx, args, os.Environ(), cli.IO{Stdin: stdin, Stdout: stdout, Stderr: stderr})
+	return Env{}.Main(ctx, args, stdin, stdout, stderr)
+}
+
+// Main is updated's command line with env's environment (see Run).
+func (env Env) Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	return Run(ctx, args, env.Environ, cli.IO{Stdin: stdin, Stdout: stdout, Stderr: stderr})
 }
 
 // Run is Main with the environment given: "updated [run] [flags]" runs the agent; --help prints

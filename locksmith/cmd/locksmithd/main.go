@@ -12,7 +12,7 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := locksmithd.Main(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	code := locksmithd.Env{Environ: os.Environ()}.Main(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
 }
