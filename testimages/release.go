@@ -6,7 +6,7 @@ import (
 	"os"
 
 	"github.com/twinslot/twinslot/partition/osrelease"
-	"github.com/twinslot/twinslot/updated/slotrelease"
+	"github.com/twinslot/twinslot/partition/slotrelease"
 )
 
 // Paths inside the /usr filesystem (it is mounted at /usr, so these are /usr/lib/…).
@@ -21,7 +21,7 @@ const (
 var ErrNoRelease = slotrelease.ErrNoRelease
 
 // Release is what a /usr image says about itself. Host code reads it with
-// updated/slotrelease; the alias keeps the test-image API.
+// partition/slotrelease; the alias keeps the test-image API.
 type Release = slotrelease.Release
 
 // osRelease renders the lib/os-release file of an image.

@@ -6,7 +6,7 @@ import (
 	"testing"
 )
 
-// The parser and reader themselves are tested in updated/slotrelease; this checks that what
+// The parser and reader themselves are tested in partition/slotrelease; this checks that what
 // the image builder renders parses back.
 func FuzzParseRelease(f *testing.F) {
 	f.Add([]byte(osRelease(Release{ID: "twinslot", Version: "1.0.0", Board: "amd64-usr"})))

@@ -24,11 +24,11 @@ import (
 
 	"github.com/twinslot/twinslot/omaha"
 	"github.com/twinslot/twinslot/partition"
+	"github.com/twinslot/twinslot/partition/slotrelease"
 	"github.com/twinslot/twinslot/payload"
 	"github.com/twinslot/twinslot/payload/payloadtest"
 	"github.com/twinslot/twinslot/updated"
 	"github.com/twinslot/twinslot/updated/clock"
-	"github.com/twinslot/twinslot/updated/slotrelease"
 )
 
 // The harness: a small GPT disk image whose slots hold a 4 KiB release header followed by

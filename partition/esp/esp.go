@@ -14,7 +14,7 @@ import (
 
 	"github.com/twinslot/twinslot/partition"
 	"github.com/twinslot/twinslot/partition/atomicfile"
-	"github.com/twinslot/twinslot/updated/slotrelease"
+	"github.com/twinslot/twinslot/partition/slotrelease"
 )
 
 // Names in the layout.

@@ -1,7 +1,7 @@
 // Package osrelease is twinslot's one parser of os-release files: the /usr/lib/os-release a
 // /usr image carries, which names what a slot holds (ID, version, board). updated reads the
 // booted system's copy, updatectl download and payload apply read it to know what runs, and
-// updated/slotrelease reads it out of a slot's filesystem; all of them go through Parse, so they
+// partition/slotrelease reads it out of a slot's filesystem; all of them go through Parse, so they
 // accept and refuse the same files.
 //
 // Format (os-release(5), the subset of shell it allows):

@@ -12,10 +12,10 @@ import (
 
 	"github.com/twinslot/twinslot/partition"
 	"github.com/twinslot/twinslot/partition/esp"
+	"github.com/twinslot/twinslot/partition/slotrelease"
 	"github.com/twinslot/twinslot/payload"
 	"github.com/twinslot/twinslot/tools/cli"
 	"github.com/twinslot/twinslot/tools/progress"
-	"github.com/twinslot/twinslot/updated/slotrelease"
 )
 
 // hostReleasePath is the running image's os-release on a live host.

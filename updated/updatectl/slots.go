@@ -7,8 +7,8 @@ import (
 	"strings"
 
 	"github.com/twinslot/twinslot/partition"
+	"github.com/twinslot/twinslot/partition/slotrelease"
 	"github.com/twinslot/twinslot/tools/cli"
-	"github.com/twinslot/twinslot/updated/slotrelease"
 )
 
 func slotCommands(env Env) []cli.Command {

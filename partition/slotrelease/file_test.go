@@ -13,7 +13,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/twinslot/twinslot/updated/slotrelease"
+	"github.com/twinslot/twinslot/partition/slotrelease"
 )
 
 // kernelLike is n pseudo-random bytes with an 8 KiB run of zeros at the start of every MiB:

@@ -3,7 +3,7 @@ package slotrelease_test
 import (
 	"fmt"
 
-	"github.com/twinslot/twinslot/updated/slotrelease"
+	"github.com/twinslot/twinslot/partition/slotrelease"
 )
 
 func ExampleFromOSRelease() {

@@ -7,8 +7,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/twinslot/twinslot/partition/slotrelease"
 	"github.com/twinslot/twinslot/testimages"
-	"github.com/twinslot/twinslot/updated/slotrelease"
 )
 
 func TestRead(t *testing.T) {
