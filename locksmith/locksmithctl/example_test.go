@@ -12,7 +12,7 @@ func ExampleMain() {
 	code := locksmithctl.Main(context.TODO(), []string{"set-max"}, os.Stdin, os.Stdout, os.Stdout)
 	fmt.Println("exit", code)
 	// Output:
-	// locksmithctl: locksmithctl set-max: missing N
+	// locksmithctl set-max: missing N
 	// Run 'locksmithctl --help' for usage.
 	// exit 2
 }

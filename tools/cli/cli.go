@@ -45,16 +45,20 @@ func Usagef(format string, args ...any) error {
 // Run dispatches args to cmds and returns the exit code. prog names the tool in messages.
 func Run(ctx context.Context, prog, summary string, cmds []Command, args []string, stdio IO) int {
 	err := dispatch(ctx, prog, summary, cmds, args, stdio)
-	switch {
-	case err == nil, errors.Is(err, flag.ErrHelp):
+	if err == nil || errors.Is(err, flag.ErrHelp) {
 		return 0
-	case isUsage(err):
-		fmt.Fprintf(stdio.Stderr, "%s: %v\nRun '%s --help' for usage.\n", prog, err, prog)
-		return 2
-	default:
-		fmt.Fprintf(stdio.Stderr, "%s: %v\n", prog, err)
-		return 1
 	}
+	// A command's errors start with its full name ("releasectl status: …"): print that once.
+	msg := err.Error()
+	if !strings.HasPrefix(msg, prog+" ") {
+		msg = prog + ": " + msg
+	}
+	if isUsage(err) {
+		fmt.Fprintf(stdio.Stderr, "%s\nRun '%s --help' for usage.\n", msg, prog)
+		return 2
+	}
+	fmt.Fprintln(stdio.Stderr, msg)
+	return 1
 }
 
 func isUsage(err error) bool {

@@ -42,6 +42,7 @@ func TestRun(t *testing.T) {
 		{name: "unknown command", args: []string{"nope"}, code: 2, stderr: `unknown command "nope"`},
 		{name: "bad flag", args: []string{"verify", "--bogus", "f"}, code: 2, stderr: "tool verify: flag provided but not defined"},
 		{name: "missing arg", args: []string{"verify"}, code: 2, stderr: "tool verify: missing FILE"},
+		{name: "command named once", args: []string{"verify"}, code: 2, stderr: "tool verify: missing FILE\nRun 'tool --help'"},
 		{name: "extra arg", args: []string{"verify", "a", "b"}, code: 2, stderr: "too many arguments: b"},
 		{name: "help", args: []string{"--help"}, code: 0, stdout: "Commands:"},
 		{name: "command help", args: []string{"verify", "-h"}, code: 0, stdout: "Usage: tool verify [flags] FILE"},
@@ -61,6 +62,9 @@ func TestRun(t *testing.T) {
 			}
 			if tc.got != "" && strings.Join(got, " ") != tc.got {
 				t.Errorf("parsed %q, want %q", strings.Join(got, " "), tc.got)
+			}
+			if strings.HasPrefix(stderr.String(), "tool: tool ") {
+				t.Errorf("the program is named twice: %q", stderr.String())
 			}
 			if !strings.Contains(stdout.String(), tc.stdout) || !strings.Contains(stderr.String(), tc.stderr) {
 				t.Errorf("stdout=%q stderr=%q, want %q / %q", stdout.String(), stderr.String(), tc.stdout, tc.stderr)

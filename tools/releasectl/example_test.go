@@ -19,6 +19,6 @@ func ExampleEnv_Main() {
 	fmt.Print(stderr.String())
 	// Output:
 	// 2
-	// releasectl: releasectl status: no token: pass --token T or set RELEASECTL_TOKEN (create one with 'omahad token create')
+	// releasectl status: no token: pass --token T or set RELEASECTL_TOKEN (create one with 'omahad token create')
 	// Run 'releasectl --help' for usage.
 }
