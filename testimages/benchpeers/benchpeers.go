@@ -97,7 +97,6 @@ type bench struct {
 	base  string
 	disk  string // pristine disk: USR-A holds the base, USR-B empty
 	usrB  int64  // byte offset of USR-B in the disk
-	trust string
 	raw   *rawLimit
 	logMu sync.Mutex
 	peers []peer
