@@ -141,6 +141,19 @@ CREATE TABLE package_files (
 	PRIMARY KEY (package_id, name)
 );
 ALTER TABLE update_groups ADD COLUMN disable_payload_backoff BOOLEAN NOT NULL DEFAULT FALSE`},
+	{4, "audit log", `
+CREATE TABLE audit (
+	id         {{autoid}},
+	at         BIGINT NOT NULL,
+	token_id   TEXT NOT NULL,
+	who        TEXT NOT NULL,
+	remote     TEXT NOT NULL,
+	action     TEXT NOT NULL,
+	target     TEXT NOT NULL,
+	detail     TEXT NOT NULL
+);
+CREATE INDEX audit_at ON audit (at, id);
+CREATE INDEX audit_target ON audit (target, id)`},
 }
 
 // SchemaVersion is the newest migration this binary knows.
