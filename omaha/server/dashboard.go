@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	_ "embed"
+	"encoding/json"
 	"html/template"
 	"net/http"
 	"time"
@@ -17,8 +18,18 @@ var dashboardHTML string
 // dashboardFailures is how many recent failure events the dashboard lists per app.
 const dashboardFailures = 20
 
+// dashboardAudit is how many recent changes the dashboard lists.
+const dashboardAudit = 20
+
 var dashboardTmpl = template.Must(template.New("dashboard").Funcs(template.FuncMap{
 	"duration": func(d admin.Duration) string { return time.Duration(d).String() },
+	"compact": func(b json.RawMessage) string {
+		var c bytes.Buffer
+		if json.Compact(&c, b) != nil {
+			return string(b)
+		}
+		return c.String()
+	},
 }).Parse(dashboardHTML))
 
 type dashboardApp struct {
@@ -30,8 +41,9 @@ type dashboardApp struct {
 // policy and counts by version and state, and recent failures and rollbacks.
 func (s *Server) handleDashboard(w http.ResponseWriter, r *http.Request) {
 	data := struct {
-		Now  time.Time
-		Apps []dashboardApp
+		Now   time.Time
+		Apps  []dashboardApp
+		Audit []admin.AuditEntry
 	}{Now: s.now().UTC()}
 	apps, err := s.db.Apps(r.Context())
 	if err != nil {
@@ -54,6 +66,14 @@ func (s *Server) handleDashboard(w http.ResponseWriter, r *http.Request) {
 			da.Failures = append(da.Failures, toEvent(e))
 		}
 		data.Apps = append(data.Apps, da)
+	}
+	changes, err := s.db.Audit(r.Context(), store.AuditFilter{Limit: dashboardAudit})
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	for _, e := range changes {
+		data.Audit = append(data.Audit, toAuditEntry(e))
 	}
 	var b bytes.Buffer
 	if err := dashboardTmpl.Execute(&b, data); err != nil {

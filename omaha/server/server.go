@@ -199,7 +199,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /packages/{sha256}/{name}", s.handleDownload)
 	mux.Handle("GET /metrics", s.m.handler())
 	mux.HandleFunc("GET /healthz", s.handleHealth)
-	mux.Handle("GET /{$}", s.auth(store.RoleReadOnly, http.HandlerFunc(s.handleDashboard)))
+	mux.Handle("GET /{$}", s.auth(store.RoleReadOnly, "", http.HandlerFunc(s.handleDashboard)))
 	s.adminRoutes(mux)
 	return s.m.instrument(mux)
 }

@@ -108,6 +108,7 @@ func (c *cmd) commands() []cli.Command {
 		{Name: "instances", Summary: "list hosts", Run: c.instances},
 		{Name: "events", Summary: "list events hosts reported (one host, or recent failures)", Run: c.events},
 		{Name: "status", Summary: "per channel its version; per group hosts by version and state", Run: c.status},
+		{Name: "audit", Summary: "list who changed what on the server, when and from where", Run: c.audit},
 		{Name: "mirror", Summary: "follow an upstream Omaha server and republish what it offers here", Run: c.mirror},
 	}
 }
