@@ -154,6 +154,18 @@ CREATE TABLE audit (
 );
 CREATE INDEX audit_at ON audit (at, id);
 CREATE INDEX audit_target ON audit (target, id)`},
+	{5, "promotion gates", `
+CREATE TABLE channel_gates (
+	app_id        TEXT NOT NULL,
+	channel       TEXT NOT NULL,
+	min_soak_ms   BIGINT NOT NULL,
+	min_committed BIGINT NOT NULL,
+	max_failures  BIGINT NOT NULL,
+	max_rollbacks BIGINT NOT NULL,
+	updated       BIGINT NOT NULL,
+	PRIMARY KEY (app_id, channel),
+	FOREIGN KEY (app_id, channel) REFERENCES channels (app_id, name)
+)`},
 }
 
 // SchemaVersion is the newest migration this binary knows.

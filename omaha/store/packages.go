@@ -403,6 +403,16 @@ func (db *DB) SetChannelURL(ctx context.Context, appID, channel, base string) er
 // Promote points channel to at the packages of version that channel from carries now (one per
 // board). It returns those packages.
 func (db *DB) Promote(ctx context.Context, appID, version, from, to string, now time.Time) ([]Package, error) {
+	return db.promote(ctx, appID, version, from, to, false, now)
+}
+
+// PromoteGated is Promote under the promotion gate of channel to (see Gate): when the gate
+// does not pass, it changes nothing and returns a *GateError listing each check.
+func (db *DB) PromoteGated(ctx context.Context, appID, version, from, to string, now time.Time) ([]Package, error) {
+	return db.promote(ctx, appID, version, from, to, true, now)
+}
+
+func (db *DB) promote(ctx context.Context, appID, version, from, to string, gated bool, now time.Time) ([]Package, error) {
 	if !IsChannel(from) || !IsChannel(to) {
 		return nil, invalidf("unknown channel %q or %q (channels: alpha, beta, stable)", from, to)
 	}
@@ -430,6 +440,15 @@ func (db *DB) Promote(ctx context.Context, appID, version, from, to string, now 
 		}
 		if len(out) == 0 {
 			return fmt.Errorf("channel %s does not carry version %s for any board (publish it there first): %w", from, version, ErrNotFound)
+		}
+		if gated {
+			checks, err := checkGate(ctx, tx, appID, version, from, to, now)
+			if err != nil {
+				return err
+			}
+			if !Passed(checks) {
+				return &GateError{Version: version, From: from, To: to, Checks: checks}
+			}
 		}
 		for _, p := range out {
 			if err := pointChannel(ctx, tx, appID, to, p, now); err != nil {

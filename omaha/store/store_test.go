@@ -131,6 +131,7 @@ func conformance(t *testing.T, open opener) {
 		{"Catalog", testCatalog},
 		{"HaltOnFailures", testHaltOnFailures},
 		{"Audit", testAudit},
+		{"Gates", testGates},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
