@@ -44,7 +44,9 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	var ae *apiError
 	var mbe *http.MaxBytesError
 	var fe *omaha.FieldError
-	switch {
+	switch ge, refused := store.IsGateError(err); {
+	case refused:
+		writeJSON(w, http.StatusConflict, admin.ErrorBody{Error: ge.Error(), Gates: toGateChecks(ge.Checks)})
 	case errors.As(err, &ae):
 		writeError(w, ae.code, ae.msg)
 	case errors.As(err, &mbe):
@@ -94,6 +96,10 @@ func (s *Server) adminRoutes(mux *http.ServeMux) {
 	mux.Handle("POST /api/v1/apps/{app}/files", s.change("file.upload", octets, s.uploadFile))
 	mux.Handle("POST /api/v1/apps/{app}/flatcar", s.change("flatcar.publish", js, s.publishFlatcar))
 	mux.Handle("POST /api/v1/apps/{app}/promote", s.change("promote", js, s.promote))
+	mux.Handle("GET /api/v1/apps/{app}/gates", s.api(s.listGates))
+	mux.Handle("PUT /api/v1/apps/{app}/channels/{channel}/gate", s.change("gate.set", js, s.setGate))
+	mux.Handle("DELETE /api/v1/apps/{app}/channels/{channel}/gate", s.change("gate.delete", js, s.deleteGate))
+	mux.Handle("GET /api/v1/apps/{app}/gate-check", s.api(s.gateCheck))
 	mux.Handle("POST /api/v1/apps/{app}/withdraw", s.change("withdraw", js, s.withdraw))
 	mux.Handle("GET /api/v1/apps/{app}/groups", s.api(s.listGroups))
 	mux.Handle("POST /api/v1/apps/{app}/groups", s.change("group.create", js, s.createGroup))
@@ -276,20 +282,6 @@ func (s *Server) listPackages(w http.ResponseWriter, r *http.Request) (any, erro
 		return nil, err
 	}
 	ps, err := s.db.Packages(r.Context(), id)
-	return toPackages(ps), err
-}
-
-func (s *Server) promote(w http.ResponseWriter, r *http.Request) (any, error) {
-	id, err := appParam(r)
-	if err != nil {
-		return nil, err
-	}
-	var p admin.Promote
-	if err := decodeJSON(w, r, &p); err != nil {
-		return nil, err
-	}
-	noteOf(r).setTarget(id, "channels", p.To)
-	ps, err := s.db.Promote(r.Context(), id, p.Version, p.From, p.To, s.now())
 	return toPackages(ps), err
 }
 

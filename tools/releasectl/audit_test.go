@@ -9,12 +9,18 @@ import (
 	"github.com/twinslot/twinslot/payload"
 )
 
-// TestAudit makes changes with releasectl and reads them back with releasectl audit, as a
-// table and as JSON, filtered by target.
-func TestAudit(t *testing.T) {
+// newAppFixture is a fixture whose server has the twinslot app, created with releasectl.
+func newAppFixture(t *testing.T) *fixture {
 	f := newFixture(t)
 	f.ok(t, "app", "create", "--id", payload.DefaultAppID, "--name", "twinslot", "--trust", f.trust)
 	f.s.App = payload.DefaultAppID
+	return f
+}
+
+// TestAudit makes changes with releasectl and reads them back with releasectl audit, as a
+// table and as JSON, filtered by target.
+func TestAudit(t *testing.T) {
+	f := newAppFixture(t)
 	f.ok(t, "publish", "--channel", "alpha", f.s.BuildPayload(t, "1.0.0", f.key))
 	f.ok(t, "promote", "--version", "1.0.0", "--from", "alpha", "--to", "beta")
 	f.ok(t, "group", "pause", "beta")
@@ -30,10 +36,10 @@ func TestAudit(t *testing.T) {
 		}
 	}
 	var es []admin.AuditEntry
-	if err := json.Unmarshal([]byte(f.ok(t, "audit", "--json", "--target", "apps/"+payload.DefaultAppID+"/channels", "--limit", "1")), &es); err != nil {
+	if err := json.Unmarshal([]byte(f.ok(t, "audit", "--json", "--target", "apps/"+f.s.App+"/channels", "--limit", "1")), &es); err != nil {
 		t.Fatal(err)
 	}
-	if len(es) != 1 || es[0].Action != "promote" || es[0].Target != "apps/"+payload.DefaultAppID+"/channels/beta" {
+	if len(es) != 1 || es[0].Action != "promote" || es[0].Target != "apps/"+f.s.App+"/channels/beta" {
 		t.Fatalf("audit --json --target channels --limit 1: %+v", es)
 	}
 	if code, _, errs := f.run(t, "audit", "--since", "last week"); code != 2 || !strings.Contains(errs, "RFC 3339") {
