@@ -11,12 +11,15 @@ import (
 // promoted from (its soak time there, hosts of that channel's groups that committed it, and
 // hosts that failed it or rolled it back) before the server points this channel at it.
 type Gate struct {
-	Channel      string    `json:"channel"`
-	MinSoak      Duration  `json:"min_soak"`
-	MinCommitted int64     `json:"min_committed"`
-	MaxFailures  int64     `json:"max_failures"`  // -1 = any number
-	MaxRollbacks int64     `json:"max_rollbacks"` // -1 = any number
-	Updated      time.Time `json:"updated,omitzero"`
+	Channel      string   `json:"channel"`
+	MinSoak      Duration `json:"min_soak"`
+	MinCommitted int64    `json:"min_committed"`
+	MaxFailures  int64    `json:"max_failures"`  // -1 = any number
+	MaxRollbacks int64    `json:"max_rollbacks"` // -1 = any number
+	// Auto lets the server promote by itself, from the channel before this one, each newer
+	// version that passes the gate (recorded in the audit log as "omahad", action promote.auto).
+	Auto    bool      `json:"auto,omitempty"`
+	Updated time.Time `json:"updated,omitzero"`
 }
 
 // GateCheck is one check of a gate: Wanted (a minimum for min_soak and min_committed, a

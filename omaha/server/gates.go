@@ -1,7 +1,11 @@
 package server
 
 import (
+	"context"
+	"encoding/json"
+	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -14,7 +18,7 @@ const maxReasonLen = 512
 
 func toGate(g store.Gate) admin.Gate {
 	return admin.Gate{Channel: g.Channel, MinSoak: admin.Duration(g.MinSoak), MinCommitted: g.MinCommitted,
-		MaxFailures: g.MaxFailures, MaxRollbacks: g.MaxRollbacks, Updated: g.Updated}
+		MaxFailures: g.MaxFailures, MaxRollbacks: g.MaxRollbacks, Auto: g.Auto, Updated: g.Updated}
 }
 
 func toGateChecks(cs []store.GateCheck) []admin.GateCheck {
@@ -55,7 +59,7 @@ func (s *Server) setGate(w http.ResponseWriter, r *http.Request) (any, error) {
 		return nil, badRequest("the body names channel %q but the path %q", g.Channel, ch)
 	}
 	sg, err := s.db.SetGate(r.Context(), store.Gate{AppID: id, Channel: ch, MinSoak: time.Duration(g.MinSoak), MinCommitted: g.MinCommitted,
-		MaxFailures: g.MaxFailures, MaxRollbacks: g.MaxRollbacks}, s.now())
+		MaxFailures: g.MaxFailures, MaxRollbacks: g.MaxRollbacks, Auto: g.Auto}, s.now())
 	return toGate(sg), err
 }
 
@@ -125,4 +129,62 @@ func (s *Server) promote(w http.ResponseWriter, r *http.Request) (any, error) {
 	}
 	s.m.promotions.WithLabelValues(p.To, result).Inc()
 	return toPackages(ps), nil
+}
+
+// auditServer is who the audit log names for the server's own changes.
+const auditServer = "omahad"
+
+// autoPromoteOnce promotes, for each automatic gate, each version its source channel carries
+// that is newer than what the gated channel carries for that board, when the gate passes. Each
+// promotion is logged, audited as the server's, and counted (result "auto").
+func (s *Server) autoPromoteOnce(ctx context.Context) error {
+	gs, err := s.db.AutoGates(ctx)
+	if err != nil {
+		return err
+	}
+	promoted := false
+	for _, g := range gs {
+		from := store.SourceChannel(g.Channel)
+		chs, err := s.db.Channels(ctx, g.AppID)
+		if err != nil {
+			return err
+		}
+		var src, dst store.Channel
+		for _, c := range chs {
+			switch c.Name {
+			case from:
+				src = c
+			case g.Channel:
+				dst = c
+			}
+		}
+		var versions []string
+		for b, p := range src.Packages {
+			if cur, ok := dst.Packages[b]; (!ok || CompareVersions(cur.Version, p.Version) < 0) && !slices.Contains(versions, p.Version) {
+				versions = append(versions, p.Version)
+			}
+		}
+		slices.SortFunc(versions, CompareVersions)
+		for _, v := range versions {
+			now := s.now()
+			ps, checks, err := s.db.AutoPromote(ctx, g.AppID, v, g.Channel, now)
+			if err != nil {
+				return fmt.Errorf("promote %s from %s to %s: %w", v, from, g.Channel, err)
+			}
+			if len(ps) == 0 {
+				continue
+			}
+			promoted = true
+			s.m.promotions.WithLabelValues(g.Channel, "auto").Inc()
+			s.log.Info("automatic promotion: the gate passed", "app", g.AppID, "version", v, "from", from, "to", g.Channel)
+			n := &auditNote{}
+			n.setTarget(g.AppID, "channels", g.Channel)
+			detail, _ := json.Marshal(map[string]any{"version": v, "from": from, "to": g.Channel, "gate": toGateChecks(checks)})
+			s.audit(ctx, store.AuditEntry{At: now, Who: auditServer, Action: "promote.auto", Target: n.target, Detail: detail})
+		}
+	}
+	if promoted {
+		return s.refresh(ctx, true)
+	}
+	return nil
 }

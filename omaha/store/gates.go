@@ -26,7 +26,10 @@ type Gate struct {
 	// -1 = any number.
 	MaxFailures  int64
 	MaxRollbacks int64
-	Updated      time.Time
+	// Auto lets the server promote by itself, from the channel before this one (alpha before
+	// beta before stable), each version that passes the gate (see AutoPromote).
+	Auto    bool
+	Updated time.Time
 }
 
 // Gate check names.
@@ -121,6 +124,8 @@ func checkGateValues(g Gate) error {
 		return invalidf("min committed %d: want 0 or more hosts", g.MinCommitted)
 	case g.MaxFailures < -1 || g.MaxRollbacks < -1:
 		return invalidf("max failures %d / max rollbacks %d: want a number of hosts, or -1 for any", g.MaxFailures, g.MaxRollbacks)
+	case g.Auto && SourceChannel(g.Channel) == "":
+		return invalidf("channel %s comes first: nothing to promote into it automatically", g.Channel)
 	}
 	return nil
 }
@@ -138,8 +143,8 @@ func (db *DB) SetGate(ctx context.Context, g Gate, now time.Time) (Gate, error) 
 		if _, err := tx.ExecContext(ctx, `DELETE FROM channel_gates WHERE app_id = $1 AND channel = $2`, g.AppID, g.Channel); err != nil {
 			return err
 		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO channel_gates (app_id, channel, min_soak_ms, min_committed, max_failures, max_rollbacks, updated)
-VALUES ($1, $2, $3, $4, $5, $6, $7)`, g.AppID, g.Channel, g.MinSoak.Milliseconds(), g.MinCommitted, g.MaxFailures, g.MaxRollbacks, ms(now))
+		_, err := tx.ExecContext(ctx, `INSERT INTO channel_gates (app_id, channel, min_soak_ms, min_committed, max_failures, max_rollbacks, auto_promote, updated)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`, g.AppID, g.Channel, g.MinSoak.Milliseconds(), g.MinCommitted, g.MaxFailures, g.MaxRollbacks, g.Auto, ms(now))
 		return err
 	})
 	return g, err
@@ -159,14 +164,90 @@ func (db *DB) DeleteGate(ctx context.Context, appID, channel string) error {
 	})
 }
 
-const gateCols = `app_id, channel, min_soak_ms, min_committed, max_failures, max_rollbacks, updated`
+const gateCols = `app_id, channel, min_soak_ms, min_committed, max_failures, max_rollbacks, auto_promote, updated`
 
 func scanGate(s interface{ Scan(...any) error }) (Gate, error) {
 	var g Gate
 	var soak, updated int64
-	err := s.Scan(&g.AppID, &g.Channel, &soak, &g.MinCommitted, &g.MaxFailures, &g.MaxRollbacks, &updated)
+	err := s.Scan(&g.AppID, &g.Channel, &soak, &g.MinCommitted, &g.MaxFailures, &g.MaxRollbacks, &g.Auto, &updated)
 	g.MinSoak, g.Updated = time.Duration(soak)*time.Millisecond, fromMS(updated)
 	return g, err
+}
+
+// SourceChannel is the channel before channel in promotion order ("" for the first).
+func SourceChannel(channel string) string {
+	for i, c := range Channels {
+		if c == channel && i > 0 {
+			return Channels[i-1]
+		}
+	}
+	return ""
+}
+
+// AutoGates lists the gates of every app that promote automatically.
+func (db *DB) AutoGates(ctx context.Context) ([]Gate, error) {
+	rows, err := db.r.QueryContext(ctx, `SELECT `+gateCols+` FROM channel_gates WHERE auto_promote = TRUE ORDER BY app_id, channel`)
+	if err != nil {
+		return nil, fmt.Errorf("store: list automatic gates: %w", err)
+	}
+	return collect(rows, "list automatic gates", scanGate)
+}
+
+// AutoPromote promotes version from channel SourceChannel(to) into to when to's gate is
+// automatic and passes, and to does not carry version yet on every board from carries it for.
+// It returns the packages promoted (none when nothing was to do or the gate does not pass) and
+// the gate's checks. The gate row is locked for the transaction, so replicas promote once.
+func (db *DB) AutoPromote(ctx context.Context, appID, version, to string, now time.Time) ([]Package, []GateCheck, error) {
+	from := SourceChannel(to)
+	if from == "" {
+		return nil, nil, invalidf("channel %q has no channel before it", to)
+	}
+	var out []Package
+	var checks []GateCheck
+	err := db.tx(ctx, "automatic promotion", func(tx *sql.Tx) error {
+		g, err := scanGate(tx.QueryRowContext(ctx, `SELECT `+gateCols+` FROM channel_gates WHERE app_id = $1 AND channel = $2`+db.d.forUpdate, appID, to))
+		if errors.Is(err, sql.ErrNoRows) || (err == nil && !g.Auto) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		chs, err := channels(ctx, tx, appID)
+		if err != nil {
+			return err
+		}
+		src, dst := channelNamed(chs, from), channelNamed(chs, to)
+		pending := false
+		for b, p := range src.Packages {
+			if p.Version == version && dst.Packages[b].ID != p.ID {
+				pending = true
+			}
+		}
+		if !pending {
+			return nil
+		}
+		if checks, err = checkGate(ctx, tx, appID, version, from, to, now); err != nil {
+			return err
+		}
+		if !Passed(checks) {
+			return nil
+		}
+		out, err = promoteTx(ctx, tx, appID, version, from, to, now)
+		return err
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return out, checks, nil
+}
+
+func channelNamed(chs []Channel, name string) Channel {
+	for _, c := range chs {
+		if c.Name == name {
+			return c
+		}
+	}
+	return Channel{Name: name}
 }
 
 // Gates lists an app's promotion gates by channel.

@@ -106,6 +106,34 @@ func testGates(t *testing.T, e env) {
 	if current(t, db, "stable") != "1.0.1" {
 		t.Fatal("stable does not carry 1.0.1")
 	}
+	// Automatic promotion: alpha's 1.0.2 moves to beta only once beta's automatic gate passes,
+	// once.
+	if _, err := db.SetGate(ctx, store.Gate{AppID: appID, Channel: "alpha", Auto: true}, now); !errors.Is(err, store.ErrInvalid) {
+		t.Fatalf("automatic gate on alpha: %v", err)
+	}
+	if _, err := db.AddPackage(ctx, pkg("1.0.2", 3), "alpha", now); err != nil {
+		t.Fatal(err)
+	}
+	if ps, _, err := db.AutoPromote(ctx, appID, "1.0.2", "beta", now); err != nil || ps != nil {
+		t.Fatalf("AutoPromote without a gate = %v, %v", ps, err)
+	}
+	if _, err := db.SetGate(ctx, store.Gate{AppID: appID, Channel: "beta", MinSoak: time.Hour, Auto: true, MaxFailures: -1, MaxRollbacks: -1}, now); err != nil {
+		t.Fatal(err)
+	}
+	if gs, err := db.AutoGates(ctx); err != nil || len(gs) != 1 || gs[0].Channel != "beta" || !gs[0].Auto {
+		t.Fatalf("AutoGates = %+v, %v", gs, err)
+	}
+	ps, checks, err := db.AutoPromote(ctx, appID, "1.0.2", "beta", now.Add(time.Minute))
+	if err != nil || ps != nil || store.Passed(checks) || current(t, db, "beta") != "1.0.1" {
+		t.Fatalf("AutoPromote before the soak = %v, %+v, %v", ps, checks, err)
+	}
+	ps, checks, err = db.AutoPromote(ctx, appID, "1.0.2", "beta", now.Add(time.Hour))
+	if err != nil || len(ps) != 1 || !store.Passed(checks) || current(t, db, "beta") != "1.0.2" {
+		t.Fatalf("AutoPromote after the soak = %v, %+v, %v", ps, checks, err)
+	}
+	if ps, _, err := db.AutoPromote(ctx, appID, "1.0.2", "beta", now.Add(2*time.Hour)); err != nil || ps != nil {
+		t.Fatalf("AutoPromote again = %v, %v; want nothing to do", ps, err)
+	}
 	if err := db.DeleteGate(ctx, appID, "stable"); err != nil {
 		t.Fatal(err)
 	}

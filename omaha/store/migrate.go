@@ -162,6 +162,7 @@ CREATE TABLE channel_gates (
 	min_committed BIGINT NOT NULL,
 	max_failures  BIGINT NOT NULL,
 	max_rollbacks BIGINT NOT NULL,
+	auto_promote  BOOLEAN NOT NULL,
 	updated       BIGINT NOT NULL,
 	PRIMARY KEY (app_id, channel),
 	FOREIGN KEY (app_id, channel) REFERENCES channels (app_id, name)

@@ -39,10 +39,10 @@ func (c *cmd) gates(ctx context.Context, stdio cli.IO, args []string) error {
 		return cl.Gates(ctx, app)
 	}, func(w io.Writer, gs []admin.Gate) error {
 		tw := cli.Table(w)
-		fmt.Fprintln(tw, "CHANNEL\tMIN SOAK\tMIN COMMITTED\tMAX FAILURES\tMAX ROLLBACKS\tSET")
+		fmt.Fprintln(tw, "CHANNEL\tMIN SOAK\tMIN COMMITTED\tMAX FAILURES\tMAX ROLLBACKS\tAUTO\tSET")
 		for _, g := range gs {
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", g.Channel, time.Duration(g.MinSoak), g.MinCommitted,
-				limitString(g.MaxFailures), limitString(g.MaxRollbacks), g.Updated.Format("2006-01-02 15:04"))
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%t\t%s\n", g.Channel, time.Duration(g.MinSoak), g.MinCommitted,
+				limitString(g.MaxFailures), limitString(g.MaxRollbacks), g.Auto, g.Updated.Format("2006-01-02 15:04"))
 		}
 		return tw.Flush()
 	})
@@ -60,19 +60,23 @@ that channel's groups run it after their reboot, and at most --max-failures host
 	committed := fs.Int64("min-committed", 0, "hosts of the source channel that must run it")
 	failures := fs.Int64("max-failures", 0, "hosts that may have failed it (-1 = any)")
 	rollbacks := fs.Int64("max-rollbacks", 0, "hosts that may have rolled it back (-1 = any)")
+	auto := fs.Bool("auto", false, "let the server promote each newer version of the channel before this one by itself once the gate passes")
 	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
 	if *channel == "" {
 		return cli.Usagef("--channel is required")
 	}
-	g := admin.Gate{Channel: *channel, MinSoak: admin.Duration(*soak), MinCommitted: *committed, MaxFailures: *failures, MaxRollbacks: *rollbacks}
+	g := admin.Gate{Channel: *channel, MinSoak: admin.Duration(*soak), MinCommitted: *committed, MaxFailures: *failures, MaxRollbacks: *rollbacks, Auto: *auto}
 	return do(c, stdio, k, func(cl *admin.Client, app string) (admin.Gate, error) {
 		return cl.SetGate(ctx, app, g)
 	}, func(w io.Writer, g admin.Gate) error {
-		_, err := fmt.Fprintf(w, "gate of %s: soak %s, at least %d committed, at most %s failed and %s rolled back\n",
+		fmt.Fprintf(w, "gate of %s: soak %s, at least %d committed, at most %s failed and %s rolled back\n",
 			g.Channel, time.Duration(g.MinSoak), g.MinCommitted, limitString(g.MaxFailures), limitString(g.MaxRollbacks))
-		return err
+		if g.Auto {
+			fmt.Fprintf(w, "the server promotes into %s by itself when the gate passes\n", g.Channel)
+		}
+		return nil
 	})
 }
 

@@ -17,7 +17,10 @@ func TestGatedPromote(t *testing.T) {
 	if !strings.Contains(out, "gate of stable: soak 24h0m0s, at least 5 committed, at most 0 failed and any rolled back") {
 		t.Fatalf("gate set: %q", out)
 	}
-	if out := f.ok(t, "gates"); !strings.Contains(out, "stable") || !strings.Contains(out, "any") {
+	if out := f.ok(t, "gate", "set", "--channel", "beta", "--min-soak", "1h", "--auto"); !strings.Contains(out, "the server promotes into beta by itself") {
+		t.Fatalf("gate set --auto: %q", out)
+	}
+	if out := f.ok(t, "gates"); !strings.Contains(out, "stable") || !strings.Contains(out, "any") || !strings.Contains(out, "true") {
 		t.Fatalf("gates:\n%s", out)
 	}
 	if out := f.ok(t, "gate", "check", "--version", "1.0.0", "--from", "beta", "--to", "stable"); !strings.Contains(out, "min_committed") || !strings.Contains(out, "5 more needed") {
