@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"time"
+	"unicode/utf8"
 
 	"github.com/twinslot/twinslot/omaha/admin"
 	"github.com/twinslot/twinslot/tools/cli"
@@ -69,6 +70,9 @@ changed. --target selects a target and everything below it.`)
 	}, printAudit)
 }
 
+// auditChangeWidth is how much of a change's JSON the table shows.
+const auditChangeWidth = 160
+
 func printAudit(w io.Writer, es []admin.AuditEntry) error {
 	tw := cli.Table(w)
 	fmt.Fprintln(tw, "TIME\tWHO\tFROM\tACTION\tTARGET\tCHANGE")
@@ -77,7 +81,14 @@ func printAudit(w io.Writer, es []admin.AuditEntry) error {
 		if json.Compact(&detail, e.Detail) != nil {
 			detail.Write(e.Detail)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", e.At.UTC().Format("2006-01-02 15:04:05"), e.Who, e.Remote, e.Action, e.Target, detail.String())
+		change := detail.String()
+		if n := auditChangeWidth; len(change) > n {
+			for !utf8.RuneStart(change[n]) {
+				n--
+			}
+			change = change[:n] + "… (--json for all)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", e.At.UTC().Format("2006-01-02 15:04:05"), e.Who, e.Remote, e.Action, e.Target, change)
 	}
 	return tw.Flush()
 }
