@@ -2,6 +2,7 @@ package omahad
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -167,13 +168,27 @@ func tokenCreate(ctx context.Context, stdio cli.IO, args []string) error {
 		return nil
 	}
 	return withDB(ctx, fs, dsn, args, 0, "no arguments", check, func(db *store.DB, _ []string) error {
-		secret, _, err := db.CreateToken(ctx, r, *name, time.Now())
+		secret, tok, err := db.CreateToken(ctx, r, *name, time.Now())
 		if err != nil {
 			return err
 		}
+		localAudit(ctx, stdio, db, "token.create", tok.ID, map[string]any{"role": tok.Role, "name": tok.Name})
 		_, err = fmt.Fprintln(stdio.Stdout, secret)
 		return err
 	})
+}
+
+// localAudit records a change made with omahad's own commands on the database (who: "omahad
+// command", from: "local"); a failure to record is reported on stderr, the change stands.
+func localAudit(ctx context.Context, stdio cli.IO, db *store.DB, action, tokenID string, detail map[string]any) {
+	b, _ := json.Marshal(detail)
+	if detail == nil {
+		b = []byte("{}")
+	}
+	e := store.AuditEntry{At: time.Now(), Who: "omahad command", Remote: "local", Action: action, Target: "tokens/" + tokenID, Detail: b}
+	if _, err := db.AddAudit(ctx, e); err != nil {
+		fmt.Fprintf(stdio.Stderr, "omahad: warning: %s done but not recorded in the audit log: %v\n", action, err)
+	}
 }
 
 func tokenList(ctx context.Context, stdio cli.IO, args []string) error {
@@ -207,6 +222,7 @@ func tokenRevoke(ctx context.Context, stdio cli.IO, args []string) error {
 			}
 			return err
 		}
+		localAudit(ctx, stdio, db, "token.revoke", rest[0], nil)
 		_, err := fmt.Fprintf(stdio.Stdout, "revoked %s\n", rest[0])
 		return err
 	})
