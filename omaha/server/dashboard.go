@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"html/template"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/twinslot/twinslot/omaha/admin"
@@ -23,6 +24,13 @@ const dashboardAudit = 20
 
 var dashboardTmpl = template.Must(template.New("dashboard").Funcs(template.FuncMap{
 	"duration": func(d admin.Duration) string { return time.Duration(d).String() },
+	"source":   store.SourceChannel,
+	"limit": func(n int64) string {
+		if n < 0 {
+			return "any"
+		}
+		return strconv.FormatInt(n, 10)
+	},
 	"compact": func(b json.RawMessage) string {
 		var c bytes.Buffer
 		if json.Compact(&c, b) != nil {
@@ -35,6 +43,7 @@ var dashboardTmpl = template.Must(template.New("dashboard").Funcs(template.FuncM
 type dashboardApp struct {
 	admin.Status
 	Failures []admin.Event
+	Gates    []admin.Gate
 }
 
 // handleDashboard serves the read-only HTML overview: per app its channels, per group the
@@ -61,7 +70,15 @@ func (s *Server) handleDashboard(w http.ResponseWriter, r *http.Request) {
 			s.fail(w, r, err)
 			return
 		}
+		gates, err := s.db.Gates(r.Context(), a.ID)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
 		da := dashboardApp{Status: st}
+		for _, g := range gates {
+			da.Gates = append(da.Gates, toGate(g))
+		}
 		for _, e := range evs {
 			da.Failures = append(da.Failures, toEvent(e))
 		}

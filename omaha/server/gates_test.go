@@ -154,13 +154,19 @@ func TestPromotionGate(t *testing.T) {
 	if err != nil || len(gs) != 2 || gs[0].Channel != "beta" || gs[1].MinCommitted != 2 {
 		t.Fatalf("Gates = %+v, %v", gs, err)
 	}
+	body, resp := get(t, s, s.URL+"/", http.Header{"Authorization": {basic(s.ReadOnlyToken)}})
+	for _, want := range []string{`<table class="gates">`, "<td>stable</td><td>beta</td><td>24h0m0s</td>", "<td>beta</td><td>alpha</td><td>1h0m0s</td><td class=\"n\">0</td><td class=\"n\">any</td>"} {
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), want) {
+			t.Errorf("dashboard (%d) lacks %q", resp.StatusCode, want)
+		}
+	}
 	if err := a.DeleteGate(ctx, s.App, "beta"); err != nil {
 		t.Fatal(err)
 	}
 	if err := a.DeleteGate(ctx, s.App, "beta"); !errors.Is(err, admin.ErrNotFound) {
 		t.Fatalf("deleting a missing gate: %v", err)
 	}
-	body, _ := get(t, s, s.URL+"/metrics", nil)
+	body, _ = get(t, s, s.URL+"/metrics", nil)
 	for _, want := range []string{
 		`omahad_promotions_total{channel="stable",result="refused"} 2`,
 		`omahad_promotions_total{channel="stable",result="forced"} 1`,
