@@ -21,6 +21,8 @@ const MaxResponseBytes = 256 << 20
 type Error struct {
 	StatusCode int
 	Message    string
+	// Gates are the checks of the promotion gate that refused a promotion (status 409).
+	Gates []GateCheck
 }
 
 func (e *Error) Error() string {
@@ -106,7 +108,7 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 		if json.Unmarshal(data, &eb) != nil || eb.Error == "" {
 			eb.Error = strings.TrimSpace(string(data[:min(len(data), 512)]))
 		}
-		return &Error{StatusCode: resp.StatusCode, Message: eb.Error}
+		return &Error{StatusCode: resp.StatusCode, Message: eb.Error, Gates: eb.Gates}
 	}
 	if out == nil {
 		return nil

@@ -201,6 +201,10 @@ type Promote struct {
 	Version string `json:"version"`
 	From    string `json:"from"`
 	To      string `json:"to"`
+	// Force promotes even when the gate of To does not pass; Reason (required with Force)
+	// says why, for the audit log.
+	Force  bool   `json:"force,omitempty"`
+	Reason string `json:"reason,omitempty"`
 }
 
 // Withdraw asks to withdraw every package of Version: channels fall back to their previous one.
@@ -240,4 +244,6 @@ type Failures struct {
 // ErrorBody is the JSON body of every error response.
 type ErrorBody struct {
 	Error string `json:"error"`
+	// Gates lists each check of the gate that refused a promotion (409).
+	Gates []GateCheck `json:"gates,omitempty"`
 }

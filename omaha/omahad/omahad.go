@@ -2,6 +2,7 @@ package omahad
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -100,6 +101,7 @@ GOGC=`+strconv.Itoa(DefaultGCPercent)+` unless GOGC is set (more memory for less
 		"instance rows kept in memory so update checks read no database; -1 = none (use -1 for replicas without per-machine routing)")
 	maxUpload := fs.Int64("max-upload", server.DefaultMaxUploadBytes, "largest payload upload in bytes")
 	retention := fs.Duration("event-retention", server.DefaultEventRetention, "how long to keep host events (negative: forever)")
+	autoEvery := fs.Duration("auto-promote-every", server.DefaultAutoPromoteEvery, "how often to evaluate automatic promotion gates (negative: never, on this replica)")
 	grace := fs.Duration("shutdown-grace", 30*time.Second, "how long shutdown waits for requests and the last writes")
 	maxConns := fs.Int("max-conns-per-client", server.DefaultMaxConnsPerClient,
 		"open connections one client IP address may hold; more are answered 503 (-1: no cap, behind a proxy that caps)")
@@ -123,7 +125,7 @@ GOGC=`+strconv.Itoa(DefaultGCPercent)+` unless GOGC is set (more memory for less
 	s, err := server.New(ctx, server.Config{
 		DB: db, StoreDir: *storeDir, PublicURL: *public, Logger: log,
 		FlushInterval: *flush, BatchRows: *batch, QueueRows: *queue, CachePoll: *poll, InstanceCache: *instCache,
-		MaxUploadBytes: *maxUpload, EventRetention: *retention, MaxConnsPerClient: *maxConns,
+		MaxUploadBytes: *maxUpload, EventRetention: *retention, MaxConnsPerClient: *maxConns, AutoPromoteEvery: *autoEvery,
 	})
 	if err != nil {
 		return err
@@ -166,13 +168,27 @@ func tokenCreate(ctx context.Context, stdio cli.IO, args []string) error {
 		return nil
 	}
 	return withDB(ctx, fs, dsn, args, 0, "no arguments", check, func(db *store.DB, _ []string) error {
-		secret, _, err := db.CreateToken(ctx, r, *name, time.Now())
+		secret, tok, err := db.CreateToken(ctx, r, *name, time.Now())
 		if err != nil {
 			return err
 		}
+		localAudit(ctx, stdio, db, "token.create", tok.ID, map[string]any{"role": tok.Role, "name": tok.Name})
 		_, err = fmt.Fprintln(stdio.Stdout, secret)
 		return err
 	})
+}
+
+// localAudit records a change made with omahad's own commands on the database (who: "omahad
+// command", from: "local"); a failure to record is reported on stderr, the change stands.
+func localAudit(ctx context.Context, stdio cli.IO, db *store.DB, action, tokenID string, detail map[string]any) {
+	b, _ := json.Marshal(detail)
+	if detail == nil {
+		b = []byte("{}")
+	}
+	e := store.AuditEntry{At: time.Now(), Who: "omahad command", Remote: "local", Action: action, Target: "tokens/" + tokenID, Detail: b}
+	if _, err := db.AddAudit(ctx, e); err != nil {
+		fmt.Fprintf(stdio.Stderr, "omahad: warning: %s done but not recorded in the audit log: %v\n", action, err)
+	}
 }
 
 func tokenList(ctx context.Context, stdio cli.IO, args []string) error {
@@ -206,6 +222,7 @@ func tokenRevoke(ctx context.Context, stdio cli.IO, args []string) error {
 			}
 			return err
 		}
+		localAudit(ctx, stdio, db, "token.revoke", rest[0], nil)
 		_, err := fmt.Fprintf(stdio.Stdout, "revoked %s\n", rest[0])
 		return err
 	})

@@ -84,8 +84,24 @@ func TestMainTokens(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sdb.Close()
-	if tok, err := sdb.Authenticate(t.Context(), strings.TrimSpace(out)); err != nil || tok.Role != store.RoleAdmin {
+	tok, err := sdb.Authenticate(t.Context(), strings.TrimSpace(out))
+	if err != nil || tok.Role != store.RoleAdmin {
 		t.Fatalf("printed token does not authenticate: %+v %v", tok, err)
+	}
+	// Token changes made on the database are in the audit log, the refused ones not.
+	if code, _, errs := run(t, "token", "revoke", "--db", db, tok.ID); code != 0 {
+		t.Fatalf("revoke: exit %d %s", code, errs)
+	}
+	es, err := sdb.Audit(t.Context(), store.AuditFilter{Target: "tokens"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range es {
+		got = append(got, e.Action+" "+e.Who+" "+e.Remote)
+	}
+	if len(es) != 4 || got[0] != "token.revoke omahad command local" || es[0].Target != "tokens/"+tok.ID || got[3] != "token.create omahad command local" {
+		t.Fatalf("audit of token changes: %q", got)
 	}
 }
 

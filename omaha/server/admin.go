@@ -44,7 +44,9 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	var ae *apiError
 	var mbe *http.MaxBytesError
 	var fe *omaha.FieldError
-	switch {
+	switch ge, refused := store.IsGateError(err); {
+	case refused:
+		writeJSON(w, http.StatusConflict, admin.ErrorBody{Error: ge.Error(), Gates: toGateChecks(ge.Checks)})
 	case errors.As(err, &ae):
 		writeError(w, ae.code, ae.msg)
 	case errors.As(err, &mbe):
@@ -68,47 +70,46 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	}
 }
 
-// api wraps an admin handler: authentication with role, JSON answer, error mapping. Changes
-// (role admin) reload the catalog of this process when they succeed.
-func (s *Server) api(role store.Role, h func(w http.ResponseWriter, r *http.Request) (any, error)) http.Handler {
-	return s.auth(role, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+// api wraps an admin handler that only reads: authentication (a bearer token, or Basic
+// credentials so that a browser can fetch it), JSON answer, error mapping. Changes use change.
+func (s *Server) api(h func(w http.ResponseWriter, r *http.Request) (any, error)) http.Handler {
+	return s.auth(store.RoleReadOnly, "", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		v, err := h(w, r)
 		if err != nil {
 			s.fail(w, r, err)
 			return
-		}
-		if role == store.RoleAdmin {
-			if err := s.refresh(r.Context(), true); err != nil {
-				s.log.Warn("reload catalog after a change", "err", err)
-			}
-			s.log.Info("admin change", "method", r.Method, "path", r.URL.Path, "token", tokenOf(r.Context()).ID)
 		}
 		writeJSON(w, http.StatusOK, v)
 	}))
 }
 
 func (s *Server) adminRoutes(mux *http.ServeMux) {
-	ro, rw := store.RoleReadOnly, store.RoleAdmin
-	mux.Handle("GET /api/v1/apps", s.api(ro, s.listApps))
-	mux.Handle("POST /api/v1/apps", s.api(rw, s.createApp))
-	mux.Handle("GET /api/v1/apps/{app}", s.api(ro, s.getApp))
-	mux.Handle("PUT /api/v1/apps/{app}/trust", s.api(rw, s.setTrust))
-	mux.Handle("GET /api/v1/apps/{app}/channels", s.api(ro, s.listChannels))
-	mux.Handle("PUT /api/v1/apps/{app}/channels/{channel}", s.api(rw, s.setChannel))
-	mux.Handle("GET /api/v1/apps/{app}/packages", s.api(ro, s.listPackages))
-	mux.Handle("POST /api/v1/apps/{app}/packages", s.api(rw, s.publish))
-	mux.Handle("POST /api/v1/apps/{app}/files", s.api(rw, s.uploadFile))
-	mux.Handle("POST /api/v1/apps/{app}/flatcar", s.api(rw, s.publishFlatcar))
-	mux.Handle("POST /api/v1/apps/{app}/promote", s.api(rw, s.promote))
-	mux.Handle("POST /api/v1/apps/{app}/withdraw", s.api(rw, s.withdraw))
-	mux.Handle("GET /api/v1/apps/{app}/groups", s.api(ro, s.listGroups))
-	mux.Handle("POST /api/v1/apps/{app}/groups", s.api(rw, s.createGroup))
-	mux.Handle("GET /api/v1/apps/{app}/groups/{group}", s.api(ro, s.getGroup))
-	mux.Handle("PATCH /api/v1/apps/{app}/groups/{group}", s.api(rw, s.updateGroup))
-	mux.Handle("GET /api/v1/apps/{app}/instances", s.api(ro, s.listInstances))
-	mux.Handle("GET /api/v1/apps/{app}/instances/{machine}/events", s.api(ro, s.machineEvents))
-	mux.Handle("GET /api/v1/apps/{app}/events", s.api(ro, s.listEvents))
-	mux.Handle("GET /api/v1/apps/{app}/status", s.api(ro, s.status))
+	js, octets := mediaJSON, mediaOctets
+	mux.Handle("GET /api/v1/apps", s.api(s.listApps))
+	mux.Handle("POST /api/v1/apps", s.change("app.create", js, s.createApp))
+	mux.Handle("GET /api/v1/apps/{app}", s.api(s.getApp))
+	mux.Handle("PUT /api/v1/apps/{app}/trust", s.change("app.set-trust", js, s.setTrust))
+	mux.Handle("GET /api/v1/apps/{app}/channels", s.api(s.listChannels))
+	mux.Handle("PUT /api/v1/apps/{app}/channels/{channel}", s.change("channel.update", js, s.setChannel))
+	mux.Handle("GET /api/v1/apps/{app}/packages", s.api(s.listPackages))
+	mux.Handle("POST /api/v1/apps/{app}/packages", s.change("package.publish", octets, s.publish))
+	mux.Handle("POST /api/v1/apps/{app}/files", s.change("file.upload", octets, s.uploadFile))
+	mux.Handle("POST /api/v1/apps/{app}/flatcar", s.change("flatcar.publish", js, s.publishFlatcar))
+	mux.Handle("POST /api/v1/apps/{app}/promote", s.change("promote", js, s.promote))
+	mux.Handle("GET /api/v1/apps/{app}/gates", s.api(s.listGates))
+	mux.Handle("PUT /api/v1/apps/{app}/channels/{channel}/gate", s.change("gate.set", js, s.setGate))
+	mux.Handle("DELETE /api/v1/apps/{app}/channels/{channel}/gate", s.change("gate.delete", js, s.deleteGate))
+	mux.Handle("GET /api/v1/apps/{app}/gate-check", s.api(s.gateCheck))
+	mux.Handle("POST /api/v1/apps/{app}/withdraw", s.change("withdraw", js, s.withdraw))
+	mux.Handle("GET /api/v1/apps/{app}/groups", s.api(s.listGroups))
+	mux.Handle("POST /api/v1/apps/{app}/groups", s.change("group.create", js, s.createGroup))
+	mux.Handle("GET /api/v1/apps/{app}/groups/{group}", s.api(s.getGroup))
+	mux.Handle("PATCH /api/v1/apps/{app}/groups/{group}", s.change("group.update", js, s.updateGroup))
+	mux.Handle("GET /api/v1/apps/{app}/instances", s.api(s.listInstances))
+	mux.Handle("GET /api/v1/apps/{app}/instances/{machine}/events", s.api(s.machineEvents))
+	mux.Handle("GET /api/v1/apps/{app}/events", s.api(s.listEvents))
+	mux.Handle("GET /api/v1/apps/{app}/status", s.api(s.status))
+	mux.Handle("GET /api/v1/audit", s.api(s.listAudit))
 	mux.Handle("/api/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such API endpoint: "+r.Method+" "+r.URL.Path)
 	}))
@@ -175,6 +176,7 @@ func (s *Server) createApp(w http.ResponseWriter, r *http.Request) (any, error) 
 			return nil, err
 		}
 	}
+	noteOf(r).setTarget(id)
 	if err := s.db.CreateApp(r.Context(), store.App{ID: id, Name: a.Name, Trust: a.Trust}, s.now()); err != nil {
 		return nil, err
 	}
@@ -283,19 +285,6 @@ func (s *Server) listPackages(w http.ResponseWriter, r *http.Request) (any, erro
 	return toPackages(ps), err
 }
 
-func (s *Server) promote(w http.ResponseWriter, r *http.Request) (any, error) {
-	id, err := appParam(r)
-	if err != nil {
-		return nil, err
-	}
-	var p admin.Promote
-	if err := decodeJSON(w, r, &p); err != nil {
-		return nil, err
-	}
-	ps, err := s.db.Promote(r.Context(), id, p.Version, p.From, p.To, s.now())
-	return toPackages(ps), err
-}
-
 func (s *Server) withdraw(w http.ResponseWriter, r *http.Request) (any, error) {
 	id, err := appParam(r)
 	if err != nil {
@@ -305,6 +294,7 @@ func (s *Server) withdraw(w http.ResponseWriter, r *http.Request) (any, error) {
 	if err := decodeJSON(w, r, &p); err != nil {
 		return nil, err
 	}
+	noteOf(r).setTarget(id, "versions", p.Version)
 	ps, err := s.db.Withdraw(r.Context(), id, p.Version)
 	return toPackages(ps), err
 }
@@ -364,6 +354,7 @@ func (s *Server) createGroup(w http.ResponseWriter, r *http.Request) (any, error
 		return nil, err
 	}
 	p := g.Policy
+	noteOf(r).setTarget(id, "groups", g.Name)
 	sg, err := s.db.CreateGroup(r.Context(), store.Group{ID: g.ID, AppID: id, Name: g.Name, Channel: g.Channel, Policy: store.Policy{
 		Enabled: p.Enabled, MaxUpdates: p.MaxUpdates, Period: time.Duration(p.Period), UpdateTimeout: time.Duration(p.UpdateTimeout),
 		HaltOnFailures:        p.HaltOnFailures, // a halted reason is the server's to set, not the client's
@@ -394,6 +385,7 @@ func (s *Server) updateGroup(w http.ResponseWriter, r *http.Request) (any, error
 	if err != nil {
 		return nil, err
 	}
+	noteOf(r).setTarget(id, "groups", g.Name)
 	g, err = s.db.UpdateGroup(r.Context(), id, g.ID, func(g *store.Group) {
 		if ch.Channel != nil {
 			g.Channel = *ch.Channel

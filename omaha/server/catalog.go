@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"sync"
@@ -168,17 +169,17 @@ func (s *Server) refresh(ctx context.Context, force bool) error {
 	return nil
 }
 
-// pollCatalog refreshes the catalog every interval until ctx ends.
-func (s *Server) pollCatalog(ctx context.Context, every time.Duration) {
-	t := time.NewTicker(every)
+// every runs fn each interval until ctx ends, logging what it returns as a warning about what.
+func (s *Server) every(ctx context.Context, interval time.Duration, what string, fn func(context.Context) error) {
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if err := s.refresh(ctx, false); err != nil && ctx.Err() == nil {
-				s.log.Warn("reload catalog", "err", err)
+			if err := fn(ctx); err != nil && ctx.Err() == nil {
+				s.log.Warn(what, "err", err)
 			}
 		}
 	}
@@ -192,6 +193,10 @@ func (s *Server) halted(ctx context.Context, gs []store.Group) {
 		s.m.halts.Inc()
 		s.log.Warn("group halted: too many hosts failed the update it offers; re-enable it when fixed",
 			"app", g.AppID, "group", g.Name, "reason", g.Policy.HaltedReason)
+		n := &auditNote{}
+		n.setTarget(g.AppID, "groups", g.Name)
+		detail, _ := json.Marshal(map[string]any{"reason": g.Policy.HaltedReason, "halt_on_failures": g.Policy.HaltOnFailures})
+		s.audit(ctx, store.AuditEntry{At: g.Policy.HaltedAt, Who: auditServer, Action: "group.halt", Target: n.target, Detail: detail})
 	}
 	if err := s.refresh(ctx, true); err != nil && ctx.Err() == nil {
 		s.log.Warn("reload catalog after a halt", "err", err)

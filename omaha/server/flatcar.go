@@ -102,6 +102,9 @@ func (s *Server) publishFlatcar(w http.ResponseWriter, r *http.Request) (any, er
 	if in.Channel != "" && !store.IsChannel(in.Channel) {
 		return nil, badRequest("unknown channel %q (channels: %s)", in.Channel, strings.Join(store.Channels, ", "))
 	}
+	if in.Channel != "" {
+		noteOf(r).setTarget(appID, "channels", in.Channel)
+	}
 	main := admin.File{Name: in.Name, Size: in.Size, SHA256: in.SHA256, SHA1: in.SHA1}
 	files := append([]admin.File{main}, in.Extras...)
 	for _, f := range files {

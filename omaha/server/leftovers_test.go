@@ -20,7 +20,7 @@ func TestUploadLeftovers(t *testing.T) {
 
 	t.Run("client killed", func(t *testing.T) {
 		c := dial(t, addr)
-		fmt.Fprintf(c, "POST /api/v1/apps/%s/packages HTTP/1.1\r\nHost: omahad\r\nAuthorization: Bearer %s\r\nContent-Length: 1000000\r\n\r\n", payload.DefaultAppID, token)
+		fmt.Fprintf(c, "POST /api/v1/apps/%s/packages HTTP/1.1\r\nHost: omahad\r\nAuthorization: Bearer %s\r\nContent-Type: application/octet-stream\r\nContent-Length: 1000000\r\n\r\n", payload.DefaultAppID, token)
 		c.Write(make([]byte, 4096))
 		deadline := time.Now().Add(bound)
 		for started := false; ; time.Sleep(5 * time.Millisecond) {

@@ -166,7 +166,7 @@ func TestUploadLimits(t *testing.T) {
 			addr, s := serveLimited(t, l, 0)
 			token := adminApp(t, s)
 			c := dial(t, addr)
-			fmt.Fprintf(c, "POST /api/v1/apps/%s/packages HTTP/1.1\r\nHost: omahad\r\nAuthorization: Bearer %s\r\nConnection: close\r\nContent-Length: 10\r\n\r\n", payload.DefaultAppID, token)
+			fmt.Fprintf(c, "POST /api/v1/apps/%s/packages HTTP/1.1\r\nHost: omahad\r\nAuthorization: Bearer %s\r\nContent-Type: application/octet-stream\r\nConnection: close\r\nContent-Length: 10\r\n\r\n", payload.DefaultAppID, token)
 			for i := range 10 { // 10 bytes over 1 s: five times ReadTimeout
 				if i == tc.stallAt {
 					break

@@ -26,6 +26,7 @@ type metrics struct {
 	queue       prometheus.Gauge
 	flushErrors prometheus.Counter
 	halts       prometheus.Counter
+	promotions  *prometheus.CounterVec
 }
 
 func newMetrics(reg *prometheus.Registry) *metrics {
@@ -72,8 +73,11 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 		halts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "omahad_groups_halted_total", Help: "Groups paused automatically by their halt_on_failures policy.",
 		}),
+		promotions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "omahad_promotions_total", Help: "Promotion requests by channel promoted into and result: promoted (gate passed or none), refused (gate failed), forced (gate failed, overridden with a reason).",
+		}, []string{"channel", "result"}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.checks, m.granted, m.events, m.rejected, m.dbSeconds, m.batchRows, m.queue, m.flushErrors, m.halts} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.checks, m.granted, m.events, m.rejected, m.dbSeconds, m.batchRows, m.queue, m.flushErrors, m.halts, m.promotions} {
 		f(c)
 	}
 	return m

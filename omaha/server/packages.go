@@ -83,6 +83,9 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) (any, error) {
 	if channel != "" && !store.IsChannel(channel) {
 		return nil, badRequest("unknown channel %q (channels: alpha, beta, stable)", channel)
 	}
+	if channel != "" {
+		noteOf(r).setTarget(appID, "channels", channel)
+	}
 	name := q.Get("name")
 	if extURL != "" {
 		if err := store.CheckURL(extURL); err != nil {

@@ -24,13 +24,15 @@ import (
 
 // Defaults of Config.
 const (
-	DefaultFlushInterval  = 5 * time.Millisecond
-	DefaultBatchRows      = 1000
-	DefaultQueueRows      = 200_000
-	DefaultCachePoll      = time.Second
-	DefaultInstanceCache  = 250_000
-	DefaultMaxUploadBytes = 16 << 30
-	DefaultEventRetention = 30 * 24 * time.Hour
+	DefaultFlushInterval = 5 * time.Millisecond
+	DefaultBatchRows     = 1000
+	DefaultQueueRows     = 200_000
+	DefaultCachePoll     = time.Second
+	// DefaultAutoPromoteEvery is how often automatic promotion gates are evaluated.
+	DefaultAutoPromoteEvery = time.Minute
+	DefaultInstanceCache    = 250_000
+	DefaultMaxUploadBytes   = 16 << 30
+	DefaultEventRetention   = 30 * 24 * time.Hour
 	// holdFor is how long a group whose cap was reached answers onhold without asking the
 	// database again.
 	holdFor = time.Second
@@ -71,6 +73,9 @@ type Config struct {
 	// MaxConnsPerClient caps the connections Serve keeps open per client IP address
 	// (0 = DefaultMaxConnsPerClient, < 0 = no cap).
 	MaxConnsPerClient int
+	// AutoPromoteEvery is how often the gates marked automatic are evaluated (0 =
+	// DefaultAutoPromoteEvery, < 0 = never: no automatic promotion by this process).
+	AutoPromoteEvery time.Duration
 }
 
 // Server is the update server: the Omaha endpoint, payload downloads, the admin API, the
@@ -152,7 +157,12 @@ func New(ctx context.Context, c Config) (*Server, error) {
 	flushCtx, flushStop := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel, s.flushStop = cancel, flushStop
 	s.wg.Go(func() { s.rec.run(bg, flushCtx) })
-	s.wg.Go(func() { s.pollCatalog(bg, orDefault(c.CachePoll, DefaultCachePoll)) })
+	s.wg.Go(func() {
+		s.every(bg, orDefault(c.CachePoll, DefaultCachePoll), "reload catalog", func(ctx context.Context) error { return s.refresh(ctx, false) })
+	})
+	if every := orDefault(c.AutoPromoteEvery, DefaultAutoPromoteEvery); every > 0 {
+		s.wg.Go(func() { s.every(bg, every, "automatic promotion", s.autoPromoteOnce) })
+	}
 	if ret := orDefault(c.EventRetention, DefaultEventRetention); ret > 0 {
 		s.wg.Go(func() { s.pruneEvents(bg, ret) })
 	}
@@ -199,7 +209,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /packages/{sha256}/{name}", s.handleDownload)
 	mux.Handle("GET /metrics", s.m.handler())
 	mux.HandleFunc("GET /healthz", s.handleHealth)
-	mux.Handle("GET /{$}", s.auth(store.RoleReadOnly, http.HandlerFunc(s.handleDashboard)))
+	mux.Handle("GET /{$}", s.auth(store.RoleReadOnly, "", http.HandlerFunc(s.handleDashboard)))
 	s.adminRoutes(mux)
 	return s.m.instrument(mux)
 }

@@ -141,6 +141,32 @@ CREATE TABLE package_files (
 	PRIMARY KEY (package_id, name)
 );
 ALTER TABLE update_groups ADD COLUMN disable_payload_backoff BOOLEAN NOT NULL DEFAULT FALSE`},
+	{4, "audit log", `
+CREATE TABLE audit (
+	id         {{autoid}},
+	at         BIGINT NOT NULL,
+	token_id   TEXT NOT NULL,
+	who        TEXT NOT NULL,
+	remote     TEXT NOT NULL,
+	action     TEXT NOT NULL,
+	target     TEXT NOT NULL,
+	detail     TEXT NOT NULL
+);
+CREATE INDEX audit_at ON audit (at, id);
+CREATE INDEX audit_target ON audit (target, id)`},
+	{5, "promotion gates", `
+CREATE TABLE channel_gates (
+	app_id        TEXT NOT NULL,
+	channel       TEXT NOT NULL,
+	min_soak_ms   BIGINT NOT NULL,
+	min_committed BIGINT NOT NULL,
+	max_failures  BIGINT NOT NULL,
+	max_rollbacks BIGINT NOT NULL,
+	auto_promote  BOOLEAN NOT NULL,
+	updated       BIGINT NOT NULL,
+	PRIMARY KEY (app_id, channel),
+	FOREIGN KEY (app_id, channel) REFERENCES channels (app_id, name)
+)`},
 }
 
 // SchemaVersion is the newest migration this binary knows.

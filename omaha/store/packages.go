@@ -403,6 +403,16 @@ func (db *DB) SetChannelURL(ctx context.Context, appID, channel, base string) er
 // Promote points channel to at the packages of version that channel from carries now (one per
 // board). It returns those packages.
 func (db *DB) Promote(ctx context.Context, appID, version, from, to string, now time.Time) ([]Package, error) {
+	return db.promote(ctx, appID, version, from, to, false, now)
+}
+
+// PromoteGated is Promote under the promotion gate of channel to (see Gate): when the gate
+// does not pass, it changes nothing and returns a *GateError listing each check.
+func (db *DB) PromoteGated(ctx context.Context, appID, version, from, to string, now time.Time) ([]Package, error) {
+	return db.promote(ctx, appID, version, from, to, true, now)
+}
+
+func (db *DB) promote(ctx context.Context, appID, version, from, to string, gated bool, now time.Time) ([]Package, error) {
 	if !IsChannel(from) || !IsChannel(to) {
 		return nil, invalidf("unknown channel %q or %q (channels: alpha, beta, stable)", from, to)
 	}
@@ -411,37 +421,63 @@ func (db *DB) Promote(ctx context.Context, appID, version, from, to string, now 
 	}
 	var out []Package
 	err := db.tx(ctx, "promote", func(tx *sql.Tx) error {
-		if _, err := appExists(ctx, tx, appID); err != nil {
-			return err
-		}
-		chs, err := channels(ctx, tx, appID)
-		if err != nil {
-			return err
-		}
-		for _, c := range chs {
-			if c.Name != from {
-				continue
-			}
-			for _, b := range slices.Sorted(maps.Keys(c.Packages)) {
-				if p := c.Packages[b]; p.Version == version {
-					out = append(out, p)
-				}
-			}
-		}
-		if len(out) == 0 {
-			return fmt.Errorf("channel %s does not carry version %s for any board (publish it there first): %w", from, version, ErrNotFound)
-		}
-		for _, p := range out {
-			if err := pointChannel(ctx, tx, appID, to, p, now); err != nil {
+		if gated {
+			// The gate speaks only of a version its source carries: check that first.
+			if _, err := sourcePackages(ctx, tx, appID, version, from); err != nil {
 				return err
 			}
+			checks, err := checkGate(ctx, tx, appID, version, from, to, now)
+			if err != nil {
+				return err
+			}
+			if !Passed(checks) {
+				return &GateError{Version: version, From: from, To: to, Checks: checks}
+			}
 		}
-		return bumpCatalog(ctx, tx)
+		var err error
+		out, err = promoteTx(ctx, tx, appID, version, from, to, now)
+		return err
 	})
 	if err != nil {
 		return nil, err
 	}
 	return out, nil
+}
+
+// sourcePackages returns the packages of version that channel from carries now (one per board).
+func sourcePackages(ctx context.Context, tx *sql.Tx, appID, version, from string) ([]Package, error) {
+	if _, err := appExists(ctx, tx, appID); err != nil {
+		return nil, err
+	}
+	chs, err := channels(ctx, tx, appID)
+	if err != nil {
+		return nil, err
+	}
+	var out []Package
+	c := channelNamed(chs, from)
+	for _, b := range slices.Sorted(maps.Keys(c.Packages)) {
+		if p := c.Packages[b]; p.Version == version {
+			out = append(out, p)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("channel %s does not carry version %s for any board (publish it there first): %w", from, version, ErrNotFound)
+	}
+	return out, nil
+}
+
+// promoteTx points channel to at the packages of version that from carries, inside tx.
+func promoteTx(ctx context.Context, tx *sql.Tx, appID, version, from, to string, now time.Time) ([]Package, error) {
+	out, err := sourcePackages(ctx, tx, appID, version, from)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range out {
+		if err := pointChannel(ctx, tx, appID, to, p, now); err != nil {
+			return nil, err
+		}
+	}
+	return out, bumpCatalog(ctx, tx)
 }
 
 // Withdraw marks every package of version withdrawn: no channel offers them any more, and each

@@ -130,6 +130,8 @@ func conformance(t *testing.T, open opener) {
 		{"Tokens", testTokens},
 		{"Catalog", testCatalog},
 		{"HaltOnFailures", testHaltOnFailures},
+		{"Audit", testAudit},
+		{"Gates", testGates},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -108,6 +108,9 @@ func (c *cmd) commands() []cli.Command {
 		{Name: "instances", Summary: "list hosts", Run: c.instances},
 		{Name: "events", Summary: "list events hosts reported (one host, or recent failures)", Run: c.events},
 		{Name: "status", Summary: "per channel its version; per group hosts by version and state", Run: c.status},
+		{Name: "gates", Summary: "list the promotion gates of the channels", Run: c.gates},
+		{Name: "gate", Summary: "manage promotion gates", Sub: c.gateCommands()},
+		{Name: "audit", Summary: "list who changed what on the server, when and from where", Run: c.audit},
 		{Name: "mirror", Summary: "follow an upstream Omaha server and republish what it offers here", Run: c.mirror},
 	}
 }
@@ -398,20 +401,29 @@ func (c *countingReader) Read(p []byte) (int, error) {
 }
 
 func (c *cmd) promote(ctx context.Context, stdio cli.IO, args []string) error {
-	fs := stdio.FlagSet("releasectl promote", "--version V --from alpha --to beta",
-		"Point channel --to at the packages of version V that channel --from carries now (every board).")
+	fs := stdio.FlagSet("releasectl promote", "--version V --from alpha --to beta [--force --reason TEXT]",
+		`Point channel --to at the packages of version V that channel --from carries now (every board).
+When --to has a promotion gate (releasectl gates) that V does not pass, the server refuses and
+says which check misses and by how much; --force --reason TEXT promotes anyway and records the
+reason and the missed checks in the audit log.`)
 	k := c.connFlags(fs, true)
 	version := fs.String("version", "", "version to promote")
 	from := fs.String("from", "", "channel that carries it now")
 	to := fs.String("to", "", "channel to point at it")
+	force := fs.Bool("force", false, "promote even if the gate of --to does not pass (needs --reason)")
+	reason := fs.String("reason", "", "why the gate is overridden (with --force; kept in the audit log)")
 	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
 	if *version == "" || *from == "" || *to == "" {
 		return cli.Usagef("--version, --from and --to are required")
 	}
+	if *force != (*reason != "") {
+		return cli.Usagef("--force and --reason go together: say why the gate is overridden")
+	}
 	return do(c, stdio, k, func(cl *admin.Client, app string) ([]admin.Package, error) {
-		return cl.Promote(ctx, app, admin.Promote{Version: *version, From: *from, To: *to})
+		ps, err := cl.Promote(ctx, app, admin.Promote{Version: *version, From: *from, To: *to, Force: *force, Reason: *reason})
+		return ps, gateRefusal(err, *to)
 	}, func(w io.Writer, ps []admin.Package) error {
 		for _, p := range ps {
 			fmt.Fprintf(w, "%s now carries %s for %s\n", *to, p.Version, p.Board)

@@ -1,0 +1,6 @@
+package server
+
+import "context"
+
+// AutoPromoteOnce runs one round of automatic promotion now (tests do not wait for the ticker).
+func (s *Server) AutoPromoteOnce(ctx context.Context) error { return s.autoPromoteOnce(ctx) }
