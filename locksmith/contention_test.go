@@ -110,7 +110,7 @@ func TestContention(t *testing.T) {
 		connections = 10
 	)
 	e := etcdtest.New(t)
-	ctx, cancel := context.WithTimeout(t.Context(), 150*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
 	admin := locksmith.NewStore(e.Client, "", nil)
 	const group = "contended"
@@ -134,7 +134,7 @@ func TestContention(t *testing.T) {
 	for i := range stores {
 		stores[i] = locksmith.NewStore(e.NewClient(t), "", nil)
 	}
-	var acquired atomic.Int64
+	var acquired, expired atomic.Int64
 	var wg sync.WaitGroup
 	errs := make(chan error, clients)
 	for i := range clients {
@@ -159,7 +159,11 @@ func TestContention(t *testing.T) {
 					}
 					continue
 				}
-				if err := s.Release(ctx, lk); err != nil {
+				if err := s.Release(ctx, lk); errors.Is(err, locksmith.ErrLost) {
+					// A 1 s lease can expire before the release on a loaded machine (its
+					// keepalive starved): the slot is gone either way, which the watcher checks.
+					expired.Add(1)
+				} else if err != nil {
 					errs <- fmt.Errorf("%s release: %w", id, err)
 					return
 				}
@@ -206,8 +210,8 @@ func TestContention(t *testing.T) {
 	if maxChanges == 0 || chk.peak < 2 {
 		t.Errorf("contention too weak to mean anything: %d max changes, peak %d holders", maxChanges, chk.peak)
 	}
-	t.Logf("%d acquisitions, %d set-max changes, %d revisions checked, peak %d holders, %d revisions over a lowered max",
-		chk.admitted, maxChanges, chk.lastRev, chk.peak, chk.overMax)
+	t.Logf("%d acquisitions, %d set-max changes, %d revisions checked, peak %d holders, %d revisions over a lowered max, %d leases expired before their release",
+		chk.admitted, maxChanges, chk.lastRev, chk.peak, chk.overMax, expired.Load())
 }
 
 // waitGone waits until etcd expired lk's slot.
