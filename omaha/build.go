@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 )
@@ -83,6 +84,25 @@ type Update struct {
 	// DisablePayloadBackoff is written on the postinstall action: update_engine then retries
 	// a failed download at its next check instead of backing off for days.
 	DisablePayloadBackoff bool
+}
+
+// Digest is what a <package> says of a file's bytes: its size, SHA-256 (hash_sha256) and SHA-1
+// (hash).
+type Digest struct {
+	Size   int64
+	SHA256 [sha256.Size]byte
+	SHA1   [sha1.Size]byte
+}
+
+// DigestOf reads r to its end and returns the Digest of what it read. A read error is returned
+// as it came, with the digest of what was read before it.
+func DigestOf(r io.Reader) (Digest, error) {
+	h256, h1 := sha256.New(), sha1.New()
+	n, err := io.Copy(io.MultiWriter(h256, h1), r)
+	d := Digest{Size: n}
+	h256.Sum(d.SHA256[:0])
+	h1.Sum(d.SHA1[:0])
+	return d, err
 }
 
 // ExtraFile is an extra <package> of an offer.

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"crypto/sha1"
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -186,5 +188,18 @@ func TestAcknowledge(t *testing.T) {
 	b.Acknowledge(&App{Events: []*Event{{Type: 13, Result: 1}}})
 	if b.Ping != nil || len(b.Events) != 1 {
 		t.Errorf("event-only Acknowledge = ping %+v events %d", b.Ping, len(b.Events))
+	}
+}
+
+func TestDigestOf(t *testing.T) {
+	d, err := DigestOf(strings.NewReader("abc"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Size != 3 || d.SHA256 != sha256.Sum256([]byte("abc")) || d.SHA1 != sha1.Sum([]byte("abc")) {
+		t.Fatalf("DigestOf(abc) = %+v", d)
+	}
+	if hex.EncodeToString(d.SHA256[:]) != "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad" {
+		t.Fatalf("sha256 %x", d.SHA256)
 	}
 }

@@ -193,14 +193,14 @@ func (s *Server) checkStored(f admin.File, payload bool) error {
 	if st.Size() != f.Size {
 		return refused("file %s: size %d given, the uploaded file has %d bytes", f.Name, f.Size, st.Size())
 	}
-	h256, h1 := sha256.New(), sha1.New()
-	if _, err := io.Copy(io.MultiWriter(h256, h1), file); err != nil {
+	d, err := omaha.DigestOf(file)
+	if err != nil {
 		return fmt.Errorf("hash stored file: %w", err)
 	}
-	if got := hex.EncodeToString(h256.Sum(nil)); got != sum {
+	if got := hex.EncodeToString(d.SHA256[:]); got != sum {
 		return refused("file %s: the stored file's sha256 is %s, not %s: it is damaged; upload it again", f.Name, got, sum)
 	}
-	if got := base64.StdEncoding.EncodeToString(h1.Sum(nil)); got != f.SHA1 {
+	if got := base64.StdEncoding.EncodeToString(d.SHA1[:]); got != f.SHA1 {
 		return refused("file %s: sha1 %s given, the file's is %s", f.Name, f.SHA1, got)
 	}
 	if payload {

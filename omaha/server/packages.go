@@ -1,7 +1,6 @@
 package server
 
 import (
-	"crypto/sha1"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
@@ -162,13 +161,13 @@ func (s *Server) receive(w http.ResponseWriter, r *http.Request) (*upload, error
 		return nil, fmt.Errorf("upload: %w", err)
 	}
 	up := &upload{f: tmp}
-	h256, h1 := sha256.New(), sha1.New()
 	// An upload runs as long as it moves (ReadTimeout is for small requests); what follows it
 	// (verifying gigabytes) is this server's work, not the client's, so no write deadline.
 	rc := http.NewResponseController(w)
 	rc.SetWriteDeadline(time.Time{})
 	body := &stallReader{r: r.Body, rc: rc, stall: s.limits.stall}
-	up.size, err = io.Copy(io.MultiWriter(tmp, h256, h1), http.MaxBytesReader(w, io.NopCloser(body), s.maxUpload))
+	d, err := omaha.DigestOf(io.TeeReader(http.MaxBytesReader(w, io.NopCloser(body), s.maxUpload), tmp))
+	up.size = d.Size
 	if err == nil && up.size == 0 {
 		err = badRequest("empty upload: send the file as the request body")
 	}
@@ -186,7 +185,7 @@ func (s *Server) receive(w http.ResponseWriter, r *http.Request) (*upload, error
 		}
 		return nil, badRequest("reading the upload: %v", err)
 	}
-	up.sha256, up.sha1 = hex.EncodeToString(h256.Sum(nil)), base64.StdEncoding.EncodeToString(h1.Sum(nil))
+	up.sha256, up.sha1 = hex.EncodeToString(d.SHA256[:]), base64.StdEncoding.EncodeToString(d.SHA1[:])
 	return up, nil
 }
 

@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/cavaliergopher/grab/v3"
 
+	"github.com/twinslot/twinslot/omaha"
 	"github.com/twinslot/twinslot/partition/atomicfile"
 )
 
@@ -182,22 +182,19 @@ func verifyFile(path string, f File) error {
 		return fmt.Errorf("%s: %w", f.Name, err)
 	}
 	defer fh.Close()
-	h256, h1 := sha256.New(), sha1.New()
-	n, err := io.Copy(io.MultiWriter(h256, h1), fh)
+	d, err := omaha.DigestOf(fh)
 	if err != nil {
 		return fmt.Errorf("%s: read the download: %w", f.Name, err)
 	}
-	if n != f.Size {
-		return &IntegrityError{File: f.Name, What: "size", Expected: fmt.Sprint(f.Size), Got: fmt.Sprint(n)}
+	if d.Size != f.Size {
+		return &IntegrityError{File: f.Name, What: "size", Expected: fmt.Sprint(f.Size), Got: fmt.Sprint(d.Size)}
 	}
-	if got := h256.Sum(nil); string(got) != string(f.SHA256[:]) {
-		return &IntegrityError{File: f.Name, What: "sha256", Expected: hex.EncodeToString(f.SHA256[:]), Got: hex.EncodeToString(got)}
+	if d.SHA256 != f.SHA256 {
+		return &IntegrityError{File: f.Name, What: "sha256", Expected: hex.EncodeToString(f.SHA256[:]), Got: hex.EncodeToString(d.SHA256[:])}
 	}
-	if f.SHA1 != [sha1.Size]byte{} {
-		if got := h1.Sum(nil); string(got) != string(f.SHA1[:]) {
-			b64 := base64.StdEncoding.EncodeToString
-			return &IntegrityError{File: f.Name, What: "sha1", Expected: b64(f.SHA1[:]), Got: b64(got)}
-		}
+	if f.SHA1 != [sha1.Size]byte{} && d.SHA1 != f.SHA1 {
+		b64 := base64.StdEncoding.EncodeToString
+		return &IntegrityError{File: f.Name, What: "sha1", Expected: b64(f.SHA1[:]), Got: b64(d.SHA1[:])}
 	}
 	return nil
 }

@@ -2,8 +2,6 @@ package releasectl
 
 import (
 	"context"
-	"crypto/sha1"
-	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"flag"
@@ -13,6 +11,7 @@ import (
 	"path"
 	"path/filepath"
 
+	"github.com/twinslot/twinslot/omaha"
 	"github.com/twinslot/twinslot/omaha/admin"
 	"github.com/twinslot/twinslot/payload"
 	"github.com/twinslot/twinslot/tools/cli"
@@ -191,13 +190,12 @@ func hashFile(file string) (admin.File, error) {
 		return admin.File{}, err
 	}
 	defer f.Close()
-	h256, h1 := sha256.New(), sha1.New()
-	n, err := io.Copy(io.MultiWriter(h256, h1), f)
+	d, err := omaha.DigestOf(f)
 	if err != nil {
 		return admin.File{}, fmt.Errorf("%s: %w", file, err)
 	}
-	return admin.File{Name: filepath.Base(file), Size: n, SHA256: hex.EncodeToString(h256.Sum(nil)),
-		SHA1: base64.StdEncoding.EncodeToString(h1.Sum(nil))}, nil
+	return admin.File{Name: filepath.Base(file), Size: d.Size, SHA256: hex.EncodeToString(d.SHA256[:]),
+		SHA1: base64.StdEncoding.EncodeToString(d.SHA1[:])}, nil
 }
 
 // flagSet reports whether the command line set the flag name.
