@@ -123,13 +123,17 @@ func (f ExtraFile) wire() Package {
 
 // DownloadURLs returns each codebase joined with the package name, as update_engine builds
 // them: codebase + "/" (when missing) + name.
-func (u *Update) DownloadURLs() []string {
+func (u *Update) DownloadURLs() []string { return u.FileURLs(u.PackageName) }
+
+// FileURLs returns each codebase joined with name, as DownloadURLs does for the payload: the
+// URLs of an extra package.
+func (u *Update) FileURLs(name string) []string {
 	out := make([]string, 0, len(u.URLs))
 	for _, c := range u.URLs {
 		if !strings.HasSuffix(c, "/") {
 			c += "/"
 		}
-		out = append(out, c+u.PackageName)
+		out = append(out, c+name)
 	}
 	return out
 }

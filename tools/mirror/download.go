@@ -228,14 +228,3 @@ func syncFile(path string) error {
 	defer f.Close()
 	return f.Sync()
 }
-
-func decodeB64(dst []byte, s string) (int, error) {
-	b, err := base64.StdEncoding.DecodeString(s)
-	if err != nil {
-		return 0, err
-	}
-	if len(b) != len(dst) {
-		return len(b), nil
-	}
-	return copy(dst, b), nil
-}

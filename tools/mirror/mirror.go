@@ -4,7 +4,6 @@ import (
 	"context"
 	crand "crypto/rand"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -391,35 +390,20 @@ func (m *Mirror) offer(p Pair, res *omaha.CheckResult) (*Offer, error) {
 	}
 	m.pairState(p, func(ps *PairState) { ps.Upstream = u.Version })
 	o := &Offer{Pair: p, Version: u.Version}
-	app := res.Response.App(omaha.FormatAppID(p.App))
-	if app == nil && len(res.Response.Apps) == 1 {
-		app = res.Response.Apps[0]
-	}
-	pkgs := []omaha.Package{{Name: u.PackageName, Size: u.Size}}
-	if app != nil && app.UpdateCheck != nil && app.UpdateCheck.Manifest != nil {
-		pkgs = app.UpdateCheck.Manifest.Packages
-	}
-	// Update() checked the first package against the postinstall action; the others (extra
-	// files) carry their own hashes.
-	for i, pkg := range pkgs {
-		f := File{Name: pkg.Name, Size: pkg.Size}
+	// The client checked the payload against the postinstall action and decoded every extra
+	// package's hashes; the mirror also wants a SHA-256 for each file it publishes.
+	pkgs := append([]omaha.ExtraFile{{Name: u.PackageName, Size: u.Size, SHA256: u.SHA256, SHA1: u.SHA1}}, u.Extras...)
+	for _, pkg := range pkgs {
 		if err := checkFileName(pkg.Name); err != nil {
 			return nil, &UpstreamError{Upstream: m.upstream, Err: err}
 		}
 		if pkg.Size <= 0 {
 			return nil, &UpstreamError{Upstream: m.upstream, Err: fmt.Errorf("package %s: size %d", pkg.Name, pkg.Size)}
 		}
-		for _, c := range u.URLs {
-			if !strings.HasSuffix(c, "/") {
-				c += "/"
-			}
-			f.URLs = append(f.URLs, c+pkg.Name)
+		if pkg.SHA256 == [sha256.Size]byte{} {
+			return nil, &UpstreamError{Upstream: m.upstream, Err: fmt.Errorf("package %s: no hash_sha256, so it is not a SHA-256 the mirror can check: the mirror publishes nothing it cannot check", pkg.Name)}
 		}
-		if i == 0 {
-			f.SHA256, f.SHA1 = u.SHA256, u.SHA1
-		} else if err := decodeHashes(&f, pkg); err != nil {
-			return nil, &UpstreamError{Upstream: m.upstream, Err: err}
-		}
+		f := File{Name: pkg.Name, Size: pkg.Size, SHA256: pkg.SHA256, SHA1: pkg.SHA1, URLs: u.FileURLs(pkg.Name)}
 		for _, g := range o.Files {
 			if g.Name == f.Name || g.SHA256 == f.SHA256 {
 				return nil, &UpstreamError{Upstream: m.upstream, Err: fmt.Errorf("packages %s and %s of %s have the same name or SHA-256", g.Name, f.Name, u.Version)}
@@ -428,28 +412,6 @@ func (m *Mirror) offer(p Pair, res *omaha.CheckResult) (*Offer, error) {
 		o.Files = append(o.Files, f)
 	}
 	return o, nil
-}
-
-// decodeHashes reads an extra package's hash_sha256 (hex, as Nebraska writes it, or base64)
-// and its base64 SHA-1 hash.
-func decodeHashes(f *File, pkg omaha.Package) error {
-	b, err := hex.DecodeString(pkg.SHA256)
-	if err != nil || len(b) != sha256.Size {
-		b, err = base64.StdEncoding.DecodeString(pkg.SHA256)
-	}
-	if err != nil || len(b) != sha256.Size {
-		return fmt.Errorf("package %s: hash_sha256 %.80q is not a SHA-256 (hex or base64): the mirror publishes nothing it cannot check", pkg.Name, pkg.SHA256)
-	}
-	copy(f.SHA256[:], b)
-	if pkg.SHA1 != "" {
-		var tmp [20]byte
-		n, err := decodeB64(tmp[:], pkg.SHA1)
-		if err != nil || n != len(tmp) {
-			return fmt.Errorf("package %s: hash %.80q is not a base64 SHA-1", pkg.Name, pkg.SHA1)
-		}
-		f.SHA1 = tmp
-	}
-	return nil
 }
 
 // checkFileName accepts a plain file name from the upstream: it becomes a path in DIR.
