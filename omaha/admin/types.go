@@ -131,6 +131,13 @@ type Policy struct {
 	// DisablePayloadBackoff asks update_engine not to defer the next attempt after a failed
 	// download (the postinstall action's DisablePayloadBackoff="true"); false = its backoff.
 	DisablePayloadBackoff bool `json:"disable_payload_backoff,omitempty"`
+	// Waves rolls each new version out in stages, e.g. "1%:1h,10%:2h,50%:4h,100%": a share of
+	// the group's hosts (the same hosts first every time) and how long it soaks before the next
+	// wave opens; "" = every host at once.
+	Waves string `json:"waves,omitempty"`
+	// OfficeHours are the windows in which hosts may be offered a new update, e.g. "Mon-Fri
+	// 09:00-17:00 Europe/Berlin" (several separated by ";"); "" = any time.
+	OfficeHours string `json:"office_hours,omitempty"`
 }
 
 // Group is a set of hosts following a channel under one policy.
@@ -157,6 +164,9 @@ type GroupChange struct {
 	HaltOnFailures *int64 `json:"halt_on_failures,omitempty"`
 	// DisablePayloadBackoff sets Policy.DisablePayloadBackoff.
 	DisablePayloadBackoff *bool `json:"disable_payload_backoff,omitempty"`
+	// Waves and OfficeHours set Policy.Waves and Policy.OfficeHours; "" or "none" clears.
+	Waves       *string `json:"waves,omitempty"`
+	OfficeHours *string `json:"office_hours,omitempty"`
 }
 
 // Instance is one host running an app.
@@ -225,6 +235,27 @@ type GroupStatus struct {
 	Instances int64      `json:"instances"`
 	Counts    []Count    `json:"counts"`
 	Failures  []Failures `json:"failures,omitempty"`
+	// Rollout is where the group's rollout of its channel's newest version stands, for a group
+	// with waves or office hours.
+	Rollout *Rollout `json:"rollout,omitempty"`
+}
+
+// Rollout is the state of a group's staged rollout of one version.
+type Rollout struct {
+	Version string `json:"version,omitempty"` // the channel's newest version ("" = nothing to roll out)
+	// Wave is the open wave's index (0-based) of Waves in all (0 when the group has no waves).
+	Wave  int `json:"wave"`
+	Waves int `json:"waves"`
+	// SharePercent is the share of the group's hosts the open wave offers the version to.
+	SharePercent float64   `json:"share_percent"`
+	Opened       time.Time `json:"opened,omitzero"` // when the open wave opened (zero: not recorded yet)
+	// NextAt is when the open wave has soaked and the next may open (zero for the last wave).
+	NextAt time.Time `json:"next_at,omitzero"`
+	// Held says why the rollout does not move on by itself: "halted", "paused", "soaking", or
+	// "" (the last wave is open, or the next opens at the next evaluation).
+	Held string `json:"held,omitempty"`
+	// OfficeHoursOpen is whether new updates may be offered now under the office hours.
+	OfficeHoursOpen bool `json:"office_hours_open"`
 }
 
 // Count is the number of hosts running Version in State.

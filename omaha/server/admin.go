@@ -301,7 +301,8 @@ func (s *Server) withdraw(w http.ResponseWriter, r *http.Request) (any, error) {
 
 func toPolicy(p store.Policy) admin.Policy {
 	return admin.Policy{Enabled: p.Enabled, MaxUpdates: p.MaxUpdates, Period: admin.Duration(p.Period), UpdateTimeout: admin.Duration(p.UpdateTimeout),
-		HaltOnFailures: p.HaltOnFailures, HaltedReason: p.HaltedReason, HaltedAt: p.HaltedAt, DisablePayloadBackoff: p.DisablePayloadBackoff}
+		HaltOnFailures: p.HaltOnFailures, HaltedReason: p.HaltedReason, HaltedAt: p.HaltedAt, DisablePayloadBackoff: p.DisablePayloadBackoff,
+		Waves: p.Waves, OfficeHours: p.OfficeHours}
 }
 
 func toGroup(g store.Group) admin.Group {
@@ -359,6 +360,7 @@ func (s *Server) createGroup(w http.ResponseWriter, r *http.Request) (any, error
 		Enabled: p.Enabled, MaxUpdates: p.MaxUpdates, Period: time.Duration(p.Period), UpdateTimeout: time.Duration(p.UpdateTimeout),
 		HaltOnFailures:        p.HaltOnFailures, // a halted reason is the server's to set, not the client's
 		DisablePayloadBackoff: p.DisablePayloadBackoff,
+		Waves:                 p.Waves, OfficeHours: p.OfficeHours,
 	}}, s.now())
 	return toGroup(sg), err
 }
@@ -407,6 +409,12 @@ func (s *Server) updateGroup(w http.ResponseWriter, r *http.Request) (any, error
 		}
 		if ch.DisablePayloadBackoff != nil {
 			g.Policy.DisablePayloadBackoff = *ch.DisablePayloadBackoff
+		}
+		if ch.Waves != nil {
+			g.Policy.Waves = *ch.Waves
+		}
+		if ch.OfficeHours != nil {
+			g.Policy.OfficeHours = *ch.OfficeHours
 		}
 	}, s.now())
 	return toGroup(g), err
@@ -548,6 +556,7 @@ func (s *Server) appStatus(r *http.Request, id string) (admin.Status, error) {
 				gst.Failures = append(gst.Failures, admin.Failures{TargetVersion: f.TargetVersion, Failed: f.Failed, RolledBack: f.RolledBack})
 			}
 		}
+		gst.Rollout = s.rolloutStatus(g, s.now())
 		st.Groups = append(st.Groups, gst)
 	}
 	return st, nil

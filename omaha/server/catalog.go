@@ -20,6 +20,8 @@ import (
 type catalog struct {
 	version int64
 	apps    map[string]*appEntry // by bare lower-case app id
+	// rollouts are the parsed waves and office hours of the groups that have them, by group id.
+	rollouts map[string]*rollout
 }
 
 type appEntry struct {
@@ -81,6 +83,10 @@ func buildCatalog(c *store.Catalog) (*catalog, error) {
 			a.byID[g.ID] = g
 			a.byName[g.Name] = g
 		}
+	}
+	var err error
+	if cat.rollouts, err = buildRollouts(c); err != nil {
+		return nil, err
 	}
 	return cat, nil
 }

@@ -27,6 +27,9 @@ type metrics struct {
 	flushErrors prometheus.Counter
 	halts       prometheus.Counter
 	promotions  *prometheus.CounterVec
+	wave        *prometheus.GaugeVec
+	waveShare   *prometheus.GaugeVec
+	waveOpened  prometheus.Counter
 }
 
 func newMetrics(reg *prometheus.Registry) *metrics {
@@ -76,8 +79,18 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 		promotions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "omahad_promotions_total", Help: "Promotion requests by channel promoted into and result: promoted (gate passed or none), refused (gate failed), forced (gate failed, overridden with a reason).",
 		}, []string{"channel", "result"}),
+		wave: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "omahad_wave", Help: "Index (0-based) of the open wave of a group's rollout of its channel's newest version, for groups with waves.",
+		}, []string{"app", "group"}),
+		waveShare: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "omahad_wave_hosts_share", Help: "Share (0..1) of a group's hosts its open wave offers the channel's newest version to.",
+		}, []string{"app", "group"}),
+		waveOpened: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "omahad_waves_opened_total", Help: "Waves opened by the server (a version's first wave included).",
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.checks, m.granted, m.events, m.rejected, m.dbSeconds, m.batchRows, m.queue, m.flushErrors, m.halts, m.promotions} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.checks, m.granted, m.events, m.rejected, m.dbSeconds, m.batchRows, m.queue, m.flushErrors, m.halts, m.promotions,
+		m.wave, m.waveShare, m.waveOpened} {
 		f(c)
 	}
 	return m

@@ -76,6 +76,9 @@ type Config struct {
 	// AutoPromoteEvery is how often the gates marked automatic are evaluated (0 =
 	// DefaultAutoPromoteEvery, < 0 = never: no automatic promotion by this process).
 	AutoPromoteEvery time.Duration
+	// AdvanceWavesEvery is how often the waves of groups are evaluated and opened (0 =
+	// DefaultAdvanceWavesEvery, < 0 = never by this process).
+	AdvanceWavesEvery time.Duration
 }
 
 // Server is the update server: the Omaha endpoint, payload downloads, the admin API, the
@@ -162,6 +165,9 @@ func New(ctx context.Context, c Config) (*Server, error) {
 	})
 	if every := orDefault(c.AutoPromoteEvery, DefaultAutoPromoteEvery); every > 0 {
 		s.wg.Go(func() { s.every(bg, every, "automatic promotion", s.autoPromoteOnce) })
+	}
+	if every := orDefault(c.AdvanceWavesEvery, DefaultAdvanceWavesEvery); every > 0 {
+		s.wg.Go(func() { s.every(bg, every, "advance waves", s.advanceWavesOnce) })
 	}
 	if ret := orDefault(c.EventRetention, DefaultEventRetention); ret > 0 {
 		s.wg.Go(func() { s.pruneEvents(bg, ret) })

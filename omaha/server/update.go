@@ -197,7 +197,9 @@ func (s *Server) check(ctx context.Context, r *http.Request, ra *omaha.App, in *
 	}
 	v := plan(*in, pkg, g.Policy, now)
 	if v.offer && v.grant {
-		if s.holds.held(g.ID, now) {
+		if why := s.cat.Load().hold(g, in.MachineID, pkg.Version, now); why != "" {
+			v = verdict{reason: why, state: store.StateOnHold}
+		} else if s.holds.held(g.ID, now) {
 			v = verdict{reason: reasonRateLimited, state: store.StateOnHold}
 		} else {
 			cand := *in

@@ -30,20 +30,22 @@ func (p Policy) Check() error {
 	case len(p.HaltedReason) > MaxReasonLen:
 		return invalidf("halted reason is longer than %d bytes", MaxReasonLen)
 	}
-	return nil
+	return checkRollout(p)
 }
 
 // MaxReasonLen bounds a group's halted reason.
 const MaxReasonLen = 1024
 
 const groupCols = `id, app_id, name, channel, enabled, max_updates, period_ms, timeout_ms, created, updated,
-halt_on_failures, halted_reason, halted_at, failures_since, disable_payload_backoff`
+halt_on_failures, halted_reason, halted_at, failures_since, disable_payload_backoff,
+waves, office_hours`
 
 func scanGroup(s interface{ Scan(...any) error }) (Group, error) {
 	var g Group
 	var period, timeout, created, updated, halted, since int64
 	err := s.Scan(&g.ID, &g.AppID, &g.Name, &g.Channel, &g.Policy.Enabled, &g.Policy.MaxUpdates, &period, &timeout, &created, &updated,
-		&g.Policy.HaltOnFailures, &g.Policy.HaltedReason, &halted, &since, &g.Policy.DisablePayloadBackoff)
+		&g.Policy.HaltOnFailures, &g.Policy.HaltedReason, &halted, &since, &g.Policy.DisablePayloadBackoff,
+		&g.Policy.Waves, &g.Policy.OfficeHours)
 	g.Policy.Period, g.Policy.UpdateTimeout = time.Duration(period)*time.Millisecond, time.Duration(timeout)*time.Millisecond
 	g.Created, g.Updated = fromMS(created), fromMS(updated)
 	g.Policy.HaltedAt, g.Policy.FailuresSince = fromMS(halted), fromMS(since)
@@ -70,11 +72,14 @@ func insertGroup(ctx context.Context, tx *sql.Tx, g Group, now time.Time) error 
 	if err := checkGroup(g); err != nil {
 		return err
 	}
-	res, err := tx.ExecContext(ctx, `INSERT INTO update_groups (`+groupCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11, $12, $13, $14)
+	normalRollout(&g.Policy)
+	res, err := tx.ExecContext(ctx, `INSERT INTO update_groups (`+groupCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11, $12, $13, $14,
+$15, $16)
 ON CONFLICT DO NOTHING`,
 		g.ID, g.AppID, g.Name, g.Channel, g.Policy.Enabled, g.Policy.MaxUpdates,
 		g.Policy.Period.Milliseconds(), g.Policy.UpdateTimeout.Milliseconds(), ms(now),
-		g.Policy.HaltOnFailures, g.Policy.HaltedReason, ms(g.Policy.HaltedAt), ms(g.Policy.FailuresSince), g.Policy.DisablePayloadBackoff)
+		g.Policy.HaltOnFailures, g.Policy.HaltedReason, ms(g.Policy.HaltedAt), ms(g.Policy.FailuresSince), g.Policy.DisablePayloadBackoff,
+		g.Policy.Waves, g.Policy.OfficeHours)
 	if err != nil {
 		return err
 	}
@@ -134,10 +139,13 @@ func (db *DB) UpdateGroup(ctx context.Context, appID, id string, change func(*Gr
 		if err := checkGroup(g); err != nil {
 			return err
 		}
+		normalRollout(&g.Policy)
 		if _, err := tx.ExecContext(ctx, `UPDATE update_groups SET channel = $1, enabled = $2, max_updates = $3, period_ms = $4, timeout_ms = $5, updated = $6,
-halt_on_failures = $7, halted_reason = $8, halted_at = $9, failures_since = $10, disable_payload_backoff = $11
+halt_on_failures = $7, halted_reason = $8, halted_at = $9, failures_since = $10, disable_payload_backoff = $11,
+waves = $13, office_hours = $14
 WHERE id = $12`, g.Channel, g.Policy.Enabled, g.Policy.MaxUpdates, g.Policy.Period.Milliseconds(), g.Policy.UpdateTimeout.Milliseconds(), ms(now),
-			g.Policy.HaltOnFailures, g.Policy.HaltedReason, ms(g.Policy.HaltedAt), ms(g.Policy.FailuresSince), g.Policy.DisablePayloadBackoff, g.ID); err != nil {
+			g.Policy.HaltOnFailures, g.Policy.HaltedReason, ms(g.Policy.HaltedAt), ms(g.Policy.FailuresSince), g.Policy.DisablePayloadBackoff, g.ID,
+			g.Policy.Waves, g.Policy.OfficeHours); err != nil {
 			return err
 		}
 		return bumpCatalog(ctx, tx)

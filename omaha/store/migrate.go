@@ -167,6 +167,16 @@ CREATE TABLE channel_gates (
 	PRIMARY KEY (app_id, channel),
 	FOREIGN KEY (app_id, channel) REFERENCES channels (app_id, name)
 )`},
+	{6, "waves and office hours", `
+ALTER TABLE update_groups ADD COLUMN waves TEXT NOT NULL DEFAULT '';
+ALTER TABLE update_groups ADD COLUMN office_hours TEXT NOT NULL DEFAULT '';
+CREATE TABLE group_waves (
+	group_id TEXT NOT NULL REFERENCES update_groups (id),
+	version  TEXT NOT NULL,
+	wave     INTEGER NOT NULL,
+	opened   BIGINT NOT NULL,
+	PRIMARY KEY (group_id, version, wave)
+)`},
 }
 
 // SchemaVersion is the newest migration this binary knows.

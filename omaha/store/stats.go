@@ -67,6 +67,7 @@ type Catalog struct {
 	Apps     []App
 	Channels []Channel // every app's channels with their current packages
 	Groups   []Group
+	Waves    []WaveState // the open wave of each (group, version) rolled out in waves
 }
 
 // Catalog reads the catalog of every app in one read transaction.
@@ -95,6 +96,9 @@ func (db *DB) Catalog(ctx context.Context) (*Catalog, error) {
 		return nil, fmt.Errorf("store: read catalog: %w", err)
 	}
 	if c.Groups, err = collect(rows, "read catalog", scanGroup); err != nil {
+		return nil, err
+	}
+	if c.Waves, err = waveStates(ctx, tx, ""); err != nil {
 		return nil, err
 	}
 	return c, nil

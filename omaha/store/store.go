@@ -106,6 +106,12 @@ type Policy struct {
 	// DisablePayloadBackoff is sent to update_engine on each offer (postinstall action):
 	// retry a failed download at the next check instead of backing off.
 	DisablePayloadBackoff bool
+	// Waves is the group's rollout in stages, as ParseWaves reads it ("1%:1h,10%:2h,100%");
+	// "" = every host at once. See AdvanceWave.
+	Waves string
+	// OfficeHours are the windows in which hosts may be offered a new update, as
+	// ParseOfficeHours reads them ("Mon-Fri 09:00-17:00 Europe/Berlin"); "" = any time.
+	OfficeHours string
 }
 
 // Group is a set of hosts following one channel under one policy.

@@ -36,6 +36,12 @@ func policyString(p admin.Policy) string {
 	if p.DisablePayloadBackoff {
 		parts = append(parts, "no payload backoff")
 	}
+	if p.Waves != "" {
+		parts = append(parts, "waves "+p.Waves)
+	}
+	if p.OfficeHours != "" {
+		parts = append(parts, "office hours "+p.OfficeHours)
+	}
 	return strings.Join(parts, ", ")
 }
 
@@ -83,6 +89,8 @@ type policyFlags struct {
 	timeout *time.Duration
 	halt    *int64
 	backoff *bool
+	waves   *string
+	office  *string
 }
 
 func addPolicyFlags(fs *flag.FlagSet) *policyFlags {
@@ -96,6 +104,10 @@ func addPolicyFlags(fs *flag.FlagSet) *policyFlags {
 			"pause the group when this many distinct hosts fail or roll back the version it offers (0 = off)"),
 		backoff: fs.Bool("disable-payload-backoff", false,
 			"tell update_engine to retry a failed download at its next check instead of backing off for days"),
+		waves: fs.String("waves", "",
+			`roll each new version out in waves: SHARE%:SOAK,… ending in 100%, e.g. "1%:1h,10%:2h,50%:4h,100%" (the same hosts first every time; the next wave opens after the soak while the group is healthy); "none" = all hosts at once`),
+		office: fs.String("office-hours", "",
+			`offer new updates only within these windows: "[DAYS] HH:MM-HH:MM [ZONE]" separated by ";", e.g. "Mon-Fri 09:00-17:00 Europe/Berlin" (hosts holding a grant keep it); "none" = any time`),
 	}
 }
 
@@ -135,7 +147,7 @@ func (c *cmd) groupCreate(ctx context.Context, stdio cli.IO, args []string) erro
 	return do(c, stdio, k, func(cl *admin.Client, app string) (admin.Group, error) {
 		return cl.CreateGroup(ctx, app, admin.Group{Name: *name, Channel: *pf.channel, Policy: admin.Policy{
 			Enabled: *pf.enabled, MaxUpdates: *pf.max, Period: admin.Duration(*pf.period), UpdateTimeout: admin.Duration(*pf.timeout),
-			HaltOnFailures: *pf.halt, DisablePayloadBackoff: *pf.backoff,
+			HaltOnFailures: *pf.halt, DisablePayloadBackoff: *pf.backoff, Waves: *pf.waves, OfficeHours: *pf.office,
 		}})
 	}, printGroup)
 }
@@ -147,7 +159,7 @@ func printGroup(w io.Writer, g admin.Group) error {
 }
 
 func (c *cmd) groupUpdate(ctx context.Context, stdio cli.IO, args []string) error {
-	fs := stdio.FlagSet("releasectl group update", "GROUP [--channel C] [--enabled=false] [--max-updates N] [--period D] [--update-timeout D] [--halt-on-failures N] [--disable-payload-backoff]",
+	fs := stdio.FlagSet("releasectl group update", "GROUP [--channel C] [--enabled=false] [--max-updates N] [--period D] [--update-timeout D] [--halt-on-failures N] [--disable-payload-backoff] [--waves SPEC|none] [--office-hours SPEC|none]",
 		"Change a group (by name or id). Only the flags given change. --enabled=true resumes a halted group and clears its reason.")
 	k := c.connFlags(fs, true)
 	pf := addPolicyFlags(fs)
@@ -181,8 +193,14 @@ func (c *cmd) groupUpdate(ctx context.Context, stdio cli.IO, args []string) erro
 	if set["disable-payload-backoff"] {
 		ch.DisablePayloadBackoff = pf.backoff
 	}
+	if set["waves"] {
+		ch.Waves = pf.waves
+	}
+	if set["office-hours"] {
+		ch.OfficeHours = pf.office
+	}
 	if ch == (admin.GroupChange{}) {
-		return cli.Usagef("nothing to change: give at least one of --channel, --enabled, --max-updates, --period, --update-timeout, --halt-on-failures, --disable-payload-backoff")
+		return cli.Usagef("nothing to change: give at least one of --channel, --enabled, --max-updates, --period, --update-timeout, --halt-on-failures, --disable-payload-backoff, --waves, --office-hours")
 	}
 	if err := pf.check(); err != nil {
 		return err
@@ -219,4 +237,63 @@ func (c *cmd) groupEnable(ctx context.Context, stdio cli.IO, args []string, on b
 		return err
 	}
 	return c.changeGroup(ctx, stdio, k, pos[0], admin.GroupChange{Enabled: &on})
+}
+
+func (c *cmd) groupShow(ctx context.Context, stdio cli.IO, args []string) error {
+	fs := stdio.FlagSet("releasectl group show", "GROUP",
+		"Show a group (by name or id): its policy, its hosts by version and state, and where its rollout in waves stands.")
+	k := c.connFlags(fs, true)
+	pos, err := cli.Parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := cli.NArgs(pos, 1, 1, "a GROUP name or id"); err != nil {
+		return err
+	}
+	return do(c, stdio, k, func(cl *admin.Client, app string) (admin.GroupStatus, error) {
+		st, err := cl.Status(ctx, app)
+		if err != nil {
+			return admin.GroupStatus{}, err
+		}
+		for _, byName := range []bool{false, true} {
+			for _, g := range st.Groups {
+				if !byName && g.Group.ID == pos[0] || byName && g.Group.Name == pos[0] {
+					return g, nil
+				}
+			}
+		}
+		return admin.GroupStatus{}, fmt.Errorf("no group %q in app %s: see 'releasectl groups'", pos[0], app)
+	}, printGroupStatus)
+}
+
+func printGroupStatus(w io.Writer, g admin.GroupStatus) error {
+	if err := printGroup(w, g.Group); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "hosts: %d\n", g.Instances)
+	for _, c := range g.Counts {
+		fmt.Fprintf(w, "  %s %s: %d\n", c.Version, c.State, c.N)
+	}
+	if r := g.Rollout; r != nil {
+		switch {
+		case r.Waves > 0 && r.Version != "":
+			fmt.Fprintf(w, "rollout of %s: wave %d of %d open (%v%% of hosts)", r.Version, r.Wave+1, r.Waves, r.SharePercent)
+			if !r.Opened.IsZero() {
+				fmt.Fprintf(w, " since %s", r.Opened.Format(time.RFC3339))
+			}
+			if !r.NextAt.IsZero() {
+				fmt.Fprintf(w, "; next wave at %s", r.NextAt.Format(time.RFC3339))
+			}
+			if r.Held != "" {
+				fmt.Fprintf(w, " (%s)", r.Held)
+			}
+			fmt.Fprintln(w)
+		case r.Waves > 0:
+			fmt.Fprintln(w, "rollout: the channel carries no version")
+		}
+		if g.Group.Policy.OfficeHours != "" {
+			fmt.Fprintf(w, "office hours %s: %s now\n", g.Group.Policy.OfficeHours, map[bool]string{true: "open", false: "closed"}[r.OfficeHoursOpen])
+		}
+	}
+	return nil
 }

@@ -92,6 +92,8 @@ func (c *cmd) commands() []cli.Command {
 		{Name: "group", Summary: "manage groups", Sub: []cli.Command{
 			{Name: "create", Summary: "create a group following a channel", Run: c.groupCreate},
 			{Name: "update", Summary: "change a group's channel or policy", Run: c.groupUpdate},
+			{Name: "set", Summary: "the same as update (e.g. group set GROUP --waves 1%:1h,100%)", Run: c.groupUpdate},
+			{Name: "show", Summary: "show a group's policy, hosts and where its rollout in waves stands", Run: c.groupShow},
 			{Name: "pause", Summary: "stop offering updates to a group", Run: c.groupPause},
 			{Name: "resume", Summary: "offer updates to a group again", Run: c.groupResume},
 		}},

@@ -7,6 +7,9 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	// Office hours name IANA time zones: embed the database so that a host without tzdata
+	// installed still knows them.
+	_ "time/tzdata"
 
 	"github.com/twinslot/twinslot/omaha/omahad"
 )
