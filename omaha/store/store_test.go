@@ -132,6 +132,7 @@ func conformance(t *testing.T, open opener) {
 		{"HaltOnFailures", testHaltOnFailures},
 		{"Audit", testAudit},
 		{"Gates", testGates},
+		{"Waves", testWaves},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
