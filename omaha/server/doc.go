@@ -31,8 +31,17 @@
 //   - the group is paused: noupdate, state onhold;
 //   - the host holds a grant for that version (it reported installed or failed since, or the
 //     update timeout has not passed): offered again, no new slot;
+//   - outside the group's office hours: noupdate (reason office-hours), state onhold;
+//   - the host's wave position (store.WavePosition) is beyond the share of the group's open
+//     wave for that version: noupdate (reason wave), state onhold, no grant;
 //   - otherwise a grant transaction (store.DB.Grant) takes a slot of "max updates per period"
 //     under the group's row lock: ok, or noupdate and onhold when the cap is reached.
+//
+// Waves: every Config.AdvanceWavesEvery, store.DB.AdvanceWave records the first wave of each
+// version a group with waves rolls out and opens the next wave of one that soaked its time
+// while the group stayed enabled and not halted; each opening is logged, audited as omahad's
+// (group.wave) and shown in omahad_wave, omahad_wave_hosts_share and the status's rollout.
+// The open waves are part of the catalog, so update checks read no database for them.
 //
 // Automatic halt: a group with halt_on_failures = N is paused (Enabled=false, with
 // halted_reason and halted_at) by the check-in writer in the same transaction that records the

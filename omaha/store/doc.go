@@ -43,5 +43,8 @@
 //     version its channel currently offers, counted since the group was last enabled, to N;
 //     the batch's grants are decided after that and see the pause. The reason and time are
 //     stored with the group; re-enabling clears them (migration 2).
+//   - A group's waves and office hours are stored as their canonical specs (migration 6); the
+//     open wave of each (group, version) is a row of group_waves per opened wave, inserted by
+//     [DB.AdvanceWave] under the group's row lock, so replicas open each wave once.
 //   - Bad input never changes the database: every write validates first and runs in a transaction.
 package store
