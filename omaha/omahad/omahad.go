@@ -102,6 +102,7 @@ GOGC=`+strconv.Itoa(DefaultGCPercent)+` unless GOGC is set (more memory for less
 	maxUpload := fs.Int64("max-upload", server.DefaultMaxUploadBytes, "largest payload upload in bytes")
 	retention := fs.Duration("event-retention", server.DefaultEventRetention, "how long to keep host events (negative: forever)")
 	autoEvery := fs.Duration("auto-promote-every", server.DefaultAutoPromoteEvery, "how often to evaluate automatic promotion gates (negative: never, on this replica)")
+	wavesEvery := fs.Duration("advance-waves-every", server.DefaultAdvanceWavesEvery, "how often to open the next wave of groups rolling out in waves (negative: never, on this replica)")
 	grace := fs.Duration("shutdown-grace", 30*time.Second, "how long shutdown waits for requests and the last writes")
 	maxConns := fs.Int("max-conns-per-client", server.DefaultMaxConnsPerClient,
 		"open connections one client IP address may hold; more are answered 503 (-1: no cap, behind a proxy that caps)")
@@ -126,6 +127,7 @@ GOGC=`+strconv.Itoa(DefaultGCPercent)+` unless GOGC is set (more memory for less
 		DB: db, StoreDir: *storeDir, PublicURL: *public, Logger: log,
 		FlushInterval: *flush, BatchRows: *batch, QueueRows: *queue, CachePoll: *poll, InstanceCache: *instCache,
 		MaxUploadBytes: *maxUpload, EventRetention: *retention, MaxConnsPerClient: *maxConns, AutoPromoteEvery: *autoEvery,
+		AdvanceWavesEvery: *wavesEvery,
 	})
 	if err != nil {
 		return err
