@@ -1,8 +1,10 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -78,42 +80,53 @@ func (c *catalog) hold(g *store.Group, machineID, version string, now time.Time)
 func (s *Server) advanceWavesOnce(ctx context.Context) error {
 	cat := s.cat.Load()
 	opened := false
-	for _, a := range cat.apps {
-		for _, g := range a.byID {
-			r := cat.rollouts[g.ID]
-			if r == nil || len(r.waves) == 0 {
+	var errs []error
+	for _, g := range cat.wavedGroups() {
+		a, r := cat.apps[g.AppID], cat.rollouts[g.ID]
+		for _, v := range a.versions(g.Channel) {
+			now := s.now()
+			res, err := s.db.AdvanceWave(ctx, g.AppID, g.ID, v, now)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("group %s version %s: %w", g.Name, v, err))
 				continue
 			}
-			for _, v := range a.versions(g.Channel) {
-				now := s.now()
-				res, err := s.db.AdvanceWave(ctx, g.AppID, g.ID, v, now)
-				if err != nil {
-					return fmt.Errorf("group %s version %s: %w", g.Name, v, err)
-				}
-				if !res.Opened {
-					continue
-				}
-				opened = true
-				w := r.waves[min(res.State.Wave, len(r.waves)-1)]
-				share := float64(w.Share) / 100
-				s.m.waveOpened.Inc()
-				s.log.Info("wave opened", "app", g.AppID, "group", g.Name, "version", v,
-					"wave", res.State.Wave+1, "of", len(r.waves), "share_percent", share)
-				n := &auditNote{}
-				n.setTarget(g.AppID, "groups", g.Name)
-				detail, _ := json.Marshal(map[string]any{"version": v, "wave": res.State.Wave, "waves": len(r.waves),
-					"share_percent": share, "waves_spec": g.Policy.Waves})
-				s.audit(ctx, store.AuditEntry{At: now, Who: auditServer, Action: "group.wave", Target: n.target, Detail: detail})
+			if !res.Opened {
+				continue
 			}
+			opened = true
+			w := r.waves[min(res.State.Wave, len(r.waves)-1)]
+			share := float64(w.Share) / 100
+			s.m.waveOpened.Inc()
+			s.log.Info("wave opened", "app", g.AppID, "group", g.Name, "version", v,
+				"wave", res.State.Wave+1, "of", len(r.waves), "share_percent", share)
+			n := &auditNote{}
+			n.setTarget(g.AppID, "groups", g.Name)
+			detail, _ := json.Marshal(map[string]any{"version": v, "wave": res.State.Wave, "waves": len(r.waves),
+				"share_percent": share, "waves_spec": g.Policy.Waves})
+			s.audit(ctx, store.AuditEntry{At: now, Who: auditServer, Action: "group.wave", Target: n.target, Detail: detail})
 		}
 	}
 	if opened {
 		if err := s.refresh(ctx, true); err != nil {
-			return err
+			errs = append(errs, err)
 		}
 	}
 	s.setWaveGauges(s.cat.Load())
-	return nil
+	return errors.Join(errs...)
+}
+
+// wavedGroups returns the groups with waves, ordered by app and name.
+func (c *catalog) wavedGroups() []*store.Group {
+	var gs []*store.Group
+	for _, a := range c.apps {
+		for _, g := range a.byID {
+			if r := c.rollouts[g.ID]; r != nil && len(r.waves) > 0 {
+				gs = append(gs, g)
+			}
+		}
+	}
+	slices.SortFunc(gs, func(a, b *store.Group) int { return cmp.Or(cmp.Compare(a.AppID, b.AppID), cmp.Compare(a.Name, b.Name)) })
+	return gs
 }
 
 // versions returns the distinct versions a channel currently carries, oldest first.
@@ -137,18 +150,16 @@ func (a *appEntry) versions(channel string) []string {
 func (s *Server) setWaveGauges(cat *catalog) {
 	s.m.wave.Reset()
 	s.m.waveShare.Reset()
-	for _, a := range cat.apps {
-		for _, g := range a.byID {
-			r := cat.rollouts[g.ID]
-			vs := a.versions(g.Channel)
-			if r == nil || len(r.waves) == 0 || len(vs) == 0 {
-				continue
-			}
-			idx := min(r.open[vs[len(vs)-1]].Wave, len(r.waves)-1)
-			labels := prometheus.Labels{"app": a.Name, "group": g.Name}
-			s.m.wave.With(labels).Set(float64(idx))
-			s.m.waveShare.With(labels).Set(float64(r.waves[idx].Share) / store.WaveScale)
+	for _, g := range cat.wavedGroups() {
+		a, r := cat.apps[g.AppID], cat.rollouts[g.ID]
+		vs := a.versions(g.Channel)
+		if len(vs) == 0 {
+			continue
 		}
+		idx := min(r.open[vs[len(vs)-1]].Wave, len(r.waves)-1)
+		labels := prometheus.Labels{"app": a.Name, "group": g.Name}
+		s.m.wave.With(labels).Set(float64(idx))
+		s.m.waveShare.With(labels).Set(float64(r.waves[idx].Share) / store.WaveScale)
 	}
 }
 
