@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 	_ "time/tzdata" // office hours in named zones on a machine without tzdata
@@ -220,7 +221,27 @@ func testWaves(t *testing.T, e env) {
 		}
 	}
 	step(t0, "0.9.0", 0, false) // not offered by the channel: nothing
-	step(t0, "1.0.0", 0, true)  // first wave recorded
+	// Replicas asking at once: the first wave is recorded once.
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	opened := 0
+	for range 8 {
+		wg.Go(func() {
+			r, err := db.AdvanceWave(ctx, appID, g.ID, "1.0.0", t0)
+			if err != nil {
+				t.Error(err)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if r.Opened {
+				opened++
+			}
+		})
+	}
+	wg.Wait()
+	if opened != 1 {
+		t.Fatalf("8 concurrent AdvanceWave calls opened the first wave %d times, want once", opened)
+	}
 	step(t0, "1.0.0", 0, false) // once
 	step(t0.Add(59*time.Minute), "1.0.0", 0, false)
 	step(t0.Add(time.Hour), "1.0.0", 1, true)
