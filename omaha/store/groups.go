@@ -29,6 +29,10 @@ func (p Policy) Check() error {
 		return invalidf("halt on failures %d is out of range 0..%d (0 = never halt)", p.HaltOnFailures, int64(MaxUpdates))
 	case len(p.HaltedReason) > MaxReasonLen:
 		return invalidf("halted reason is longer than %d bytes", MaxReasonLen)
+	case p.Anonymous != "" && p.Anonymous != AnonymousNone && p.Anonymous != AnonymousFlatcar:
+		return invalidf("anonymous %q: want %q or %q", p.Anonymous, AnonymousNone, AnonymousFlatcar)
+	case p.GrantStartTimeout < 0 || p.GrantStartTimeout > MaxPeriod:
+		return invalidf("grant start timeout %s is out of range 0..%s", p.GrantStartTimeout, MaxPeriod)
 	}
 	return checkRollout(p)
 }
@@ -38,14 +42,17 @@ const MaxReasonLen = 1024
 
 const groupCols = `id, app_id, name, channel, enabled, max_updates, period_ms, timeout_ms, created, updated,
 halt_on_failures, halted_reason, halted_at, failures_since, disable_payload_backoff,
-waves, office_hours`
+waves, office_hours,
+require_enrollment, anonymous, grant_start_timeout_ms`
 
 func scanGroup(s interface{ Scan(...any) error }) (Group, error) {
 	var g Group
-	var period, timeout, created, updated, halted, since int64
+	var period, timeout, created, updated, halted, since, startTimeout int64
 	err := s.Scan(&g.ID, &g.AppID, &g.Name, &g.Channel, &g.Policy.Enabled, &g.Policy.MaxUpdates, &period, &timeout, &created, &updated,
 		&g.Policy.HaltOnFailures, &g.Policy.HaltedReason, &halted, &since, &g.Policy.DisablePayloadBackoff,
-		&g.Policy.Waves, &g.Policy.OfficeHours)
+		&g.Policy.Waves, &g.Policy.OfficeHours,
+		&g.Policy.RequireEnrollment, &g.Policy.Anonymous, &startTimeout)
+	g.Policy.GrantStartTimeout = time.Duration(startTimeout) * time.Millisecond
 	g.Policy.Period, g.Policy.UpdateTimeout = time.Duration(period)*time.Millisecond, time.Duration(timeout)*time.Millisecond
 	g.Created, g.Updated = fromMS(created), fromMS(updated)
 	g.Policy.HaltedAt, g.Policy.FailuresSince = fromMS(halted), fromMS(since)
@@ -74,12 +81,13 @@ func insertGroup(ctx context.Context, tx *sql.Tx, g Group, now time.Time) error 
 	}
 	normalRollout(&g.Policy)
 	res, err := tx.ExecContext(ctx, `INSERT INTO update_groups (`+groupCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11, $12, $13, $14,
-$15, $16)
+$15, $16, $17, $18, $19)
 ON CONFLICT DO NOTHING`,
 		g.ID, g.AppID, g.Name, g.Channel, g.Policy.Enabled, g.Policy.MaxUpdates,
 		g.Policy.Period.Milliseconds(), g.Policy.UpdateTimeout.Milliseconds(), ms(now),
 		g.Policy.HaltOnFailures, g.Policy.HaltedReason, ms(g.Policy.HaltedAt), ms(g.Policy.FailuresSince), g.Policy.DisablePayloadBackoff,
-		g.Policy.Waves, g.Policy.OfficeHours)
+		g.Policy.Waves, g.Policy.OfficeHours,
+		g.Policy.RequireEnrollment, anonymous(g.Policy.Anonymous), g.Policy.GrantStartTimeout.Milliseconds())
 	if err != nil {
 		return err
 	}
@@ -142,10 +150,10 @@ func (db *DB) UpdateGroup(ctx context.Context, appID, id string, change func(*Gr
 		normalRollout(&g.Policy)
 		if _, err := tx.ExecContext(ctx, `UPDATE update_groups SET channel = $1, enabled = $2, max_updates = $3, period_ms = $4, timeout_ms = $5, updated = $6,
 halt_on_failures = $7, halted_reason = $8, halted_at = $9, failures_since = $10, disable_payload_backoff = $11,
-waves = $13, office_hours = $14
+waves = $13, office_hours = $14, require_enrollment = $15, anonymous = $16, grant_start_timeout_ms = $17
 WHERE id = $12`, g.Channel, g.Policy.Enabled, g.Policy.MaxUpdates, g.Policy.Period.Milliseconds(), g.Policy.UpdateTimeout.Milliseconds(), ms(now),
 			g.Policy.HaltOnFailures, g.Policy.HaltedReason, ms(g.Policy.HaltedAt), ms(g.Policy.FailuresSince), g.Policy.DisablePayloadBackoff, g.ID,
-			g.Policy.Waves, g.Policy.OfficeHours); err != nil {
+			g.Policy.Waves, g.Policy.OfficeHours, g.Policy.RequireEnrollment, anonymous(g.Policy.Anonymous), g.Policy.GrantStartTimeout.Milliseconds()); err != nil {
 			return err
 		}
 		return bumpCatalog(ctx, tx)
@@ -175,4 +183,12 @@ func (db *DB) Groups(ctx context.Context, appID string) ([]Group, error) {
 		return nil, fmt.Errorf("store: list groups: %w", err)
 	}
 	return collect(rows, "list groups", scanGroup)
+}
+
+// anonymous is how a Policy.Anonymous value is stored: AnonymousNone as "".
+func anonymous(v string) string {
+	if v == AnonymousNone {
+		return ""
+	}
+	return v
 }

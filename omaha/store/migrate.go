@@ -177,6 +177,32 @@ CREATE TABLE group_waves (
 	opened   BIGINT NOT NULL,
 	PRIMARY KEY (group_id, version, wave)
 )`},
+	// Host enrollment and grant expiry.
+	{7, "host enrollment", `
+CREATE TABLE enroll_tokens (
+	id       TEXT PRIMARY KEY,
+	hash     TEXT NOT NULL UNIQUE,
+	app_id   TEXT NOT NULL REFERENCES apps (id),
+	group_id TEXT NOT NULL,
+	name     TEXT NOT NULL,
+	max_uses BIGINT NOT NULL,
+	uses     BIGINT NOT NULL,
+	expires  BIGINT NOT NULL,
+	revoked  BIGINT NOT NULL,
+	created  BIGINT NOT NULL
+);
+CREATE TABLE host_credentials (
+	app_id     TEXT NOT NULL,
+	machine_id TEXT NOT NULL,
+	hash       TEXT NOT NULL,
+	group_id   TEXT NOT NULL,
+	token_id   TEXT NOT NULL,
+	enrolled   BIGINT NOT NULL,
+	PRIMARY KEY (app_id, machine_id)
+);
+ALTER TABLE update_groups ADD COLUMN require_enrollment BOOLEAN NOT NULL DEFAULT FALSE;
+ALTER TABLE update_groups ADD COLUMN anonymous TEXT NOT NULL DEFAULT '';
+ALTER TABLE update_groups ADD COLUMN grant_start_timeout_ms BIGINT NOT NULL DEFAULT 0`},
 }
 
 // SchemaVersion is the newest migration this binary knows.

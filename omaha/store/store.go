@@ -112,7 +112,25 @@ type Policy struct {
 	// OfficeHours are the windows in which hosts may be offered a new update, as
 	// ParseOfficeHours reads them ("Mon-Fri 09:00-17:00 Europe/Berlin"); "" = any time.
 	OfficeHours string
+	// RequireEnrollment offers updates, spends the budget and counts failures only for hosts
+	// that present the credential their enrollment gave them for their machine id (see
+	// Enroll); other hosts get noupdate and their events are recorded without a target version,
+	// so they never count toward HaltOnFailures. Anonymous can exempt Flatcar clients.
+	RequireEnrollment bool
+	// Anonymous says which unenrolled clients a group that requires enrollment still serves as
+	// before: AnonymousNone (none) or AnonymousFlatcar (requests from update_engine, which
+	// cannot enroll; they spend budget and count failures like enrolled hosts).
+	Anonymous string
+	// GrantStartTimeout frees a grant's slot when its host did not report download started
+	// (13/1) within it: such a host can be granted again later. 0 = off (UpdateTimeout alone).
+	GrantStartTimeout time.Duration
 }
+
+// Values of Policy.Anonymous. A group stores and reads AnonymousNone as "".
+const (
+	AnonymousNone    = "none"
+	AnonymousFlatcar = "flatcar"
+)
 
 // Group is a set of hosts following one channel under one policy.
 type Group struct {
@@ -313,7 +331,7 @@ func (db *DB) tx(ctx context.Context, op string, fn func(*sql.Tx) error) error {
 	}
 	if err := fn(tx); err != nil {
 		tx.Rollback()
-		if errors.Is(err, ErrNotFound) || errors.Is(err, ErrExists) || errors.Is(err, ErrInvalid) || errors.As(err, new(*GateError)) {
+		if errors.Is(err, ErrNotFound) || errors.Is(err, ErrExists) || errors.Is(err, ErrInvalid) || errors.Is(err, ErrEnrollRefused) || errors.As(err, new(*GateError)) {
 			return err
 		}
 		return fmt.Errorf("store: %s: %w", op, err)
