@@ -29,6 +29,9 @@ type ClientOptions struct {
 	UserAgent string
 	// UpdaterVersion is the request version/updaterversion attribute (DefaultUpdaterVersion).
 	UpdaterVersion string
+	// Credential, when set, is the host credential (see Enroll) sent with every request as
+	// "Authorization: Bearer <Credential>".
+	Credential string
 }
 
 // Client talks Omaha to one or more servers. Every call tries the servers in order and moves
@@ -41,6 +44,7 @@ type Client struct {
 	timeout time.Duration
 	ua      string
 	updater string
+	cred    string
 }
 
 // NewClient returns a client for the given server URLs (absolute http or https URLs of the
@@ -61,6 +65,7 @@ func NewClient(servers []string, opt ClientOptions) (*Client, error) {
 		timeout: opt.Timeout,
 		ua:      opt.UserAgent,
 		updater: opt.UpdaterVersion,
+		cred:    opt.Credential,
 	}
 	if c.http == nil {
 		c.http = &http.Client{Transport: &http.Transport{
@@ -203,6 +208,9 @@ func (c *Client) post(ctx context.Context, op, server string, body []byte) (*Res
 	}
 	hreq.Header.Set("Content-Type", ContentType)
 	hreq.Header.Set("User-Agent", c.ua)
+	if c.cred != "" {
+		hreq.Header.Set("Authorization", "Bearer "+c.cred)
+	}
 	res, err := c.http.Do(hreq)
 	if err != nil {
 		return nil, fail(0, true, err)

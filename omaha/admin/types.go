@@ -138,6 +138,16 @@ type Policy struct {
 	// OfficeHours are the windows in which hosts may be offered a new update, e.g. "Mon-Fri
 	// 09:00-17:00 Europe/Berlin" (several separated by ";"); "" = any time.
 	OfficeHours string `json:"office_hours,omitempty"`
+	// RequireEnrollment serves only hosts presenting the credential they enrolled for their
+	// machine id: others get noupdate ("not-enrolled"), take no slot, and their failure events
+	// do not count toward HaltOnFailures.
+	RequireEnrollment bool `json:"require_enrollment,omitempty"`
+	// Anonymous is "flatcar" when such a group still serves update_engine clients (which cannot
+	// enroll) as before; "" or "none" when it serves no unenrolled client.
+	Anonymous string `json:"anonymous,omitempty"`
+	// GrantStartTimeout frees the slot of a grant whose host did not report download started
+	// (13/1) within it; 0 = off.
+	GrantStartTimeout Duration `json:"grant_start_timeout,omitempty"`
 }
 
 // Group is a set of hosts following a channel under one policy.
@@ -167,6 +177,37 @@ type GroupChange struct {
 	// Waves and OfficeHours set Policy.Waves and Policy.OfficeHours; "" or "none" clears.
 	Waves       *string `json:"waves,omitempty"`
 	OfficeHours *string `json:"office_hours,omitempty"`
+	// RequireEnrollment, Anonymous and GrantStartTimeout set the Policy fields of those names.
+	RequireEnrollment *bool     `json:"require_enrollment,omitempty"`
+	Anonymous         *string   `json:"anonymous,omitempty"`
+	GrantStartTimeout *Duration `json:"grant_start_timeout,omitempty"`
+}
+
+// EnrollTokenCreate asks for an enrollment token.
+type EnrollTokenCreate struct {
+	Name      string   `json:"name,omitempty"`
+	Group     string   `json:"group,omitempty"`      // group name or id: its credentials count only there; "" = any group
+	MaxUses   int64    `json:"max_uses,omitempty"`   // hosts that may enroll with it; 0 = no limit
+	ExpiresIn Duration `json:"expires_in,omitempty"` // 0 = never expires
+}
+
+// EnrollToken is an enrollment token as listed (never with its secret).
+type EnrollToken struct {
+	ID      string    `json:"id"`
+	AppID   string    `json:"app_id"`
+	GroupID string    `json:"group_id,omitempty"`
+	Name    string    `json:"name,omitempty"`
+	MaxUses int64     `json:"max_uses,omitempty"`
+	Uses    int64     `json:"uses"`
+	Expires time.Time `json:"expires,omitzero"`
+	Revoked time.Time `json:"revoked,omitzero"`
+	Created time.Time `json:"created"`
+}
+
+// EnrollTokenCreated is a new enrollment token with its secret, shown only this once.
+type EnrollTokenCreated struct {
+	EnrollToken
+	Secret string `json:"secret"`
 }
 
 // Instance is one host running an app.

@@ -110,13 +110,21 @@ func (s *Server) adminRoutes(mux *http.ServeMux) {
 	mux.Handle("GET /api/v1/apps/{app}/events", s.api(s.listEvents))
 	mux.Handle("GET /api/v1/apps/{app}/status", s.api(s.status))
 	mux.Handle("GET /api/v1/audit", s.api(s.listAudit))
+	mux.Handle("GET /api/v1/apps/{app}/enroll-tokens", s.api(s.listEnrollTokens))
+	mux.Handle("POST /api/v1/apps/{app}/enroll-tokens", s.change("enroll-token.create", js, s.createEnrollToken))
+	mux.Handle("DELETE /api/v1/apps/{app}/enroll-tokens/{token}", s.change("enroll-token.revoke", js, s.revokeEnrollToken))
 	mux.Handle("/api/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such API endpoint: "+r.Method+" "+r.URL.Path)
 	}))
 }
 
 func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxJSONBytes))
+	return decodeJSONLimit(w, r, v, maxJSONBytes)
+}
+
+// decodeJSONLimit decodes a JSON body of at most limit bytes into v, refusing unknown fields.
+func decodeJSONLimit(w http.ResponseWriter, r *http.Request, v any, limit int64) error {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		var mbe *http.MaxBytesError
@@ -302,7 +310,8 @@ func (s *Server) withdraw(w http.ResponseWriter, r *http.Request) (any, error) {
 func toPolicy(p store.Policy) admin.Policy {
 	return admin.Policy{Enabled: p.Enabled, MaxUpdates: p.MaxUpdates, Period: admin.Duration(p.Period), UpdateTimeout: admin.Duration(p.UpdateTimeout),
 		HaltOnFailures: p.HaltOnFailures, HaltedReason: p.HaltedReason, HaltedAt: p.HaltedAt, DisablePayloadBackoff: p.DisablePayloadBackoff,
-		Waves: p.Waves, OfficeHours: p.OfficeHours}
+		Waves: p.Waves, OfficeHours: p.OfficeHours,
+		RequireEnrollment: p.RequireEnrollment, Anonymous: p.Anonymous, GrantStartTimeout: admin.Duration(p.GrantStartTimeout)}
 }
 
 func toGroup(g store.Group) admin.Group {
@@ -361,6 +370,7 @@ func (s *Server) createGroup(w http.ResponseWriter, r *http.Request) (any, error
 		HaltOnFailures:        p.HaltOnFailures, // a halted reason is the server's to set, not the client's
 		DisablePayloadBackoff: p.DisablePayloadBackoff,
 		Waves:                 p.Waves, OfficeHours: p.OfficeHours,
+		RequireEnrollment: p.RequireEnrollment, Anonymous: p.Anonymous, GrantStartTimeout: time.Duration(p.GrantStartTimeout),
 	}}, s.now())
 	return toGroup(sg), err
 }
@@ -415,6 +425,15 @@ func (s *Server) updateGroup(w http.ResponseWriter, r *http.Request) (any, error
 		}
 		if ch.OfficeHours != nil {
 			g.Policy.OfficeHours = *ch.OfficeHours
+		}
+		if ch.RequireEnrollment != nil {
+			g.Policy.RequireEnrollment = *ch.RequireEnrollment
+		}
+		if ch.Anonymous != nil {
+			g.Policy.Anonymous = *ch.Anonymous
+		}
+		if ch.GrantStartTimeout != nil {
+			g.Policy.GrantStartTimeout = time.Duration(*ch.GrantStartTimeout)
 		}
 	}, s.now())
 	return toGroup(g), err

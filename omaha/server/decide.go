@@ -125,6 +125,7 @@ const (
 	reasonRolledBack   = "rolled-back"
 	reasonPaused       = "paused"
 	reasonRateLimited  = "rate-limited"
+	// reasonNotEnrolled (enroll.go) answers hosts without a credential where one is required.
 )
 
 // verdict is what plan decides for an update check.
@@ -162,9 +163,14 @@ func plan(in store.Instance, pkg *store.Package, p store.Policy, now time.Time) 
 }
 
 // holdsGrant reports whether in was granted version and the grant still holds: the host
-// reported installed or failed since, or the update timeout has not passed.
+// reported installed or failed since, or the update timeout has not passed; and, with a grant
+// start timeout, the host started downloading or that timeout has not passed (an expired grant
+// is granted anew, taking a slot again).
 func holdsGrant(in store.Instance, version string, p store.Policy, now time.Time) bool {
 	if in.GrantedVersion != version || in.GrantedAt.IsZero() {
+		return false
+	}
+	if p.GrantStartTimeout > 0 && store.NotStarted(in.State) && !now.Before(in.GrantedAt.Add(p.GrantStartTimeout)) {
 		return false
 	}
 	return p.UpdateTimeout == 0 || now.Before(in.GrantedAt.Add(p.UpdateTimeout)) ||

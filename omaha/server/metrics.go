@@ -30,6 +30,8 @@ type metrics struct {
 	wave        *prometheus.GaugeVec
 	waveShare   *prometheus.GaugeVec
 	waveOpened  prometheus.Counter
+	enrollments *prometheus.CounterVec
+	untrusted   *prometheus.CounterVec
 }
 
 func newMetrics(reg *prometheus.Registry) *metrics {
@@ -88,9 +90,15 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 		waveOpened: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "omahad_waves_opened_total", Help: "Waves opened by the server (a version's first wave included).",
 		}),
+		enrollments: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "omahad_enrollments_total", Help: "Host enrollments (POST /v1/enroll) by result: enrolled, refused (token unknown, revoked, expired or used up), bad-request, error.",
+		}, []string{"result"}),
+		untrusted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "omahad_not_enrolled_total", Help: "What hosts without a valid credential sent to groups that require enrollment: checks (answered noupdate, not-enrolled) and events (recorded, not counted toward halts).",
+		}, []string{"kind"}),
 	}
 	for _, c := range []prometheus.Collector{m.requests, m.duration, m.checks, m.granted, m.events, m.rejected, m.dbSeconds, m.batchRows, m.queue, m.flushErrors, m.halts, m.promotions,
-		m.wave, m.waveShare, m.waveOpened} {
+		m.wave, m.waveShare, m.waveOpened, m.enrollments, m.untrusted} {
 		f(c)
 	}
 	return m

@@ -99,6 +99,7 @@ type Server struct {
 	holds     holds
 	rec       *checkins
 	machines  keyLocks // serialise requests of one machine
+	creds     hostCreds
 
 	cancel    context.CancelFunc // stops the background work
 	flushStop context.CancelFunc // bounds the final flush
@@ -153,6 +154,9 @@ func New(ctx context.Context, c Config) (*Server, error) {
 		orDefault(c.BatchRows, DefaultBatchRows), orDefault(c.QueueRows, DefaultQueueRows), orDefault(c.InstanceCache, DefaultInstanceCache))
 	s.rec.onHalt = s.halted
 	if err := s.rec.preload(ctx, c.DB); err != nil {
+		return nil, err
+	}
+	if err := s.preloadCredentials(ctx); err != nil {
 		return nil, err
 	}
 
@@ -212,6 +216,7 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/update/{$}", s.handleUpdate)
 	mux.HandleFunc("POST /v1/update", s.handleUpdate)
+	mux.HandleFunc("POST /v1/enroll", s.handleEnroll)
 	mux.HandleFunc("GET /packages/{sha256}/{name}", s.handleDownload)
 	mux.Handle("GET /metrics", s.m.handler())
 	mux.HandleFunc("GET /healthz", s.handleHealth)

@@ -38,8 +38,9 @@ func (s *Server) handleUpdate(w http.ResponseWriter, r *http.Request) {
 	}
 	now := s.now()
 	resp := omaha.NewResponse()
+	id := requester{cred: hostCredential(r), flatcar: isFlatcar(req)}
 	for _, a := range req.Apps {
-		if err := s.answer(r, resp, req.OS, a, now); err != nil {
+		if err := s.answer(r, resp, req.OS, id, a, now); err != nil {
 			s.log.Error("update request failed", "machine", a.MachineID, "err", err)
 			http.Error(w, "internal error; try again later", http.StatusInternalServerError)
 			return
@@ -61,8 +62,19 @@ func (s *Server) refuse(w http.ResponseWriter, reason string, code int, err erro
 	http.Error(w, err.Error(), code)
 }
 
-// answer answers one <app> of a request and queues its check-in and events.
-func (s *Server) answer(r *http.Request, resp *omaha.Response, os *omaha.OS, a *omaha.App, now time.Time) error {
+// requester is what a request says about its sender beyond its <app>s: the host credential
+// it presented ("" if none) and whether it is update_engine.
+type requester struct {
+	cred    string
+	flatcar bool
+}
+
+// answer answers one <app> of a request and queues its check-in and events. In a group that
+// requires enrollment, a host whose credential does not prove its machine id is answered
+// noupdate; its events are recorded without a target version (so they never count toward the
+// halt rule) and change nothing about its grant; and the row of an enrolled machine id is not
+// touched by such a request at all.
+func (s *Server) answer(r *http.Request, resp *omaha.Response, os *omaha.OS, who requester, a *omaha.App, now time.Time) error {
 	ctx := r.Context()
 	id, err := omaha.ParseAppID(a.AppID)
 	if err != nil {
@@ -95,26 +107,49 @@ func (s *Server) answer(r *http.Request, resp *omaha.Response, os *omaha.OS, a *
 	// Requests of one machine are serialised from reading its row to queueing the new one
 	// (a grant decision included: the machine's next request must see it); nothing else waits.
 	unlock := s.machines.lock(a.MachineID)
+	tr, err := s.trustOf(ctx, who.cred, who.flatcar, id, a.MachineID, g, now)
+	if err != nil {
+		unlock()
+		return err
+	}
 	in, known, err := s.instance(ctx, id, a.MachineID, now)
 	if err != nil {
 		unlock()
 		return err
 	}
 	prev := in
-	in.Alias, in.GroupID, in.Track, in.Version, in.Board = a.MachineAlias, g.ID, a.Track, a.Version, board(a.Board, os)
-	in.OEM, in.BootID, in.LastCheck = a.OEM, a.BootID, now
+	if tr.trusted || !tr.enrolled {
+		in.Alias, in.GroupID, in.Track, in.Version, in.Board = a.MachineAlias, g.ID, a.Track, a.Version, board(a.Board, os)
+		in.OEM, in.BootID, in.LastCheck = a.OEM, a.BootID, now
+	}
 	var evs []store.Event
 	durable := false
 	for _, ev := range a.Events {
 		durable = durable || !routineEvent(a, ev)
-		evs = append(evs, applyEvent(&in, ev, now))
 		s.m.event(ev.Type, ev.Result)
+		if !tr.trusted {
+			scratch := in
+			row := applyEvent(&scratch, ev, now)
+			row.GroupID, row.TargetVersion = g.ID, ""
+			evs = append(evs, row)
+			s.m.untrusted.WithLabelValues("event").Inc()
+			continue
+		}
+		evs = append(evs, applyEvent(&in, ev, now))
 		if ev.Result == omaha.EventResultError {
 			s.log.Warn("host reported a failed update", "app", id, "machine", a.MachineID, "group", g.Name,
 				"version", in.Version, "target", in.GrantedVersion, "code", ev.ErrorCode.String())
 		}
 	}
-	if a.UpdateCheck != nil {
+	switch {
+	case a.UpdateCheck != nil && !tr.trusted:
+		if !tr.enrolled {
+			in.State = store.StateOnHold
+		}
+		ra.AddUpdateCheck(omaha.StatusNoUpdate)
+		s.m.checks.WithLabelValues(string(omaha.StatusNoUpdate), reasonNotEnrolled).Inc()
+		s.m.untrusted.WithLabelValues("check").Inc()
+	case a.UpdateCheck != nil:
 		if err := s.check(ctx, r, ra, &in, app, g, now); err != nil {
 			unlock()
 			return err
