@@ -22,6 +22,11 @@ type Host struct {
 	// PreviousVersion is sent on the next check's 3/2 event (then cleared), as update_engine
 	// does after an update.
 	PreviousVersion string
+	// Credential, when set, is sent as "Authorization: Bearer …" (an enrolled twinslot agent).
+	Credential string
+	// Updater, when set, is the request's version/updaterversion (e.g. omaha.DefaultUpdaterVersion
+	// for a twinslot agent); "" sends update_engine's.
+	Updater string
 }
 
 // Host returns a host of s.App with a random machine id, on track at version, board amd64-usr.
@@ -55,11 +60,15 @@ func Request(apps ...*omaha.App) *omaha.Request {
 // Do posts a request made of app and returns the response's app, failing on anything but 200.
 func (h *Host) Do(t testing.TB, app *omaha.App) *omaha.App {
 	t.Helper()
-	body, err := Request(app).Marshal()
+	req := Request(app)
+	if h.Updater != "" {
+		req.Version, req.UpdaterVersion = h.Updater, h.Updater
+	}
+	body, err := req.Marshal()
 	if err != nil {
 		t.Fatal(err)
 	}
-	code, out := h.s.Post(t, body)
+	code, out := h.s.PostAs(t, body, h.Credential)
 	if code != http.StatusOK {
 		t.Fatalf("omahatest: host %s: server answered %d: %s", h.MachineID, code, out)
 	}

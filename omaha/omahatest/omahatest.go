@@ -282,11 +282,20 @@ func (s *Server) Status(t testing.TB) admin.Status {
 // Post sends an Omaha request body and returns the status code and response body.
 func (s *Server) Post(t testing.TB, body []byte) (int, []byte) {
 	t.Helper()
+	return s.PostAs(t, body, "")
+}
+
+// PostAs is Post with a host credential sent as "Authorization: Bearer <credential>" ("" sends none).
+func (s *Server) PostAs(t testing.TB, body []byte, credential string) (int, []byte) {
+	t.Helper()
 	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, s.UpdateURL, bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
 	req.Header.Set("Content-Type", "text/xml")
+	if credential != "" {
+		req.Header.Set("Authorization", "Bearer "+credential)
+	}
 	resp, err := s.HTTP.Client().Do(req)
 	if err != nil {
 		t.Fatalf("omahatest: post: %v", err)

@@ -30,19 +30,26 @@ const benchChecks = 20000
 // check (user + system, all goroutines: the measure that does not depend on what else runs on
 // the machine).
 // The end-to-end loopback benchmark with latencies is BenchmarkServer in omaha/omahaload.
+// The -enrolled runs have every group require enrollment and every host send its credential.
 func BenchmarkUpdateCheck(b *testing.B) {
 	for _, backend := range []string{"sqlite", "postgres"} {
-		b.Run(backend, func(b *testing.B) {
-			dsn := filepath.Join(b.TempDir(), "o.db")
-			if backend == "postgres" {
-				dsn = omahatest.PostgresDSN(b) // skips without TWINSLOT_TEST_POSTGRES
+		for _, enrolled := range []bool{false, true} {
+			name := backend
+			if enrolled {
+				name += "-enrolled"
 			}
-			benchUpdateCheck(b, dsn, 10000)
-		})
+			b.Run(name, func(b *testing.B) {
+				dsn := filepath.Join(b.TempDir(), "o.db")
+				if backend == "postgres" {
+					dsn = omahatest.PostgresDSN(b) // skips without TWINSLOT_TEST_POSTGRES
+				}
+				benchUpdateCheck(b, dsn, 10000, enrolled)
+			})
+		}
 	}
 }
 
-func benchUpdateCheck(b *testing.B, dsn string, machines int) {
+func benchUpdateCheck(b *testing.B, dsn string, machines int, enrolled bool) {
 	ctx := b.Context()
 	db, err := store.Open(ctx, dsn)
 	if err != nil {
@@ -52,6 +59,10 @@ func benchUpdateCheck(b *testing.B, dsn string, machines int) {
 	tr, _ := payloadtest.TrustRoot(b, 1, 0, payloadtest.NewKey(b, "")).Marshal()
 	if err := db.CreateApp(ctx, store.App{ID: payload.DefaultAppID, Name: "bench", Trust: tr}, time.Now()); err != nil {
 		b.Fatal(err)
+	}
+	creds := make([]string, machines)
+	if enrolled {
+		creds = enrollAll(b, db, machines)
 	}
 	srv, err := server.New(ctx, server.Config{DB: db, StoreDir: filepath.Join(b.TempDir(), "p")})
 	if err != nil {
@@ -66,6 +77,9 @@ func benchUpdateCheck(b *testing.B, dsn string, machines int) {
 	}
 	post := func(i int) {
 		req := httptest.NewRequest(http.MethodPost, "/v1/update/", bytes.NewReader(bodies[i%machines]))
+		if c := creds[i%machines]; c != "" {
+			req.Header.Set("Authorization", "Bearer "+c)
+		}
 		w := httptest.NewRecorder()
 		h.ServeHTTP(w, req)
 		if w.Code != http.StatusOK {
@@ -107,4 +121,30 @@ func cpuTime() time.Duration {
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(syscall.TimevalToNsec(ru.Utime) + syscall.TimevalToNsec(ru.Stime))
+}
+
+// enrollAll makes every group of the bench app require enrollment and enrolls machines
+// 1..n, returning their credentials.
+func enrollAll(b *testing.B, db *store.DB, n int) []string {
+	ctx, now := b.Context(), time.Now()
+	gs, err := db.Groups(ctx, payload.DefaultAppID)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, g := range gs {
+		if _, err := db.UpdateGroup(ctx, g.AppID, g.ID, func(g *store.Group) { g.Policy.RequireEnrollment = true }, now); err != nil {
+			b.Fatal(err)
+		}
+	}
+	tok, _, err := db.CreateEnrollToken(ctx, store.EnrollToken{AppID: payload.DefaultAppID}, now)
+	if err != nil {
+		b.Fatal(err)
+	}
+	creds := make([]string, n)
+	for i := range creds {
+		if creds[i], _, err = db.Enroll(ctx, tok, "", fmt.Sprintf("%032x", i+1), now); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return creds
 }

@@ -46,11 +46,13 @@ type Failures struct {
 }
 
 // FailureCounts returns failure and rollback counts for one app (or every app when appID is "").
+// Like the halt rule, it counts only reports about a version the host was offered: a 3/0 from a
+// host never granted anything (or not enrolled where a group requires it) has no target version.
 func (db *DB) FailureCounts(ctx context.Context, appID string) ([]Failures, error) {
 	rows, err := db.r.QueryContext(ctx, fmt.Sprintf(`SELECT group_id, target_version,
 	count(DISTINCT CASE WHEN (error_code & %[1]d) <> %[2]d THEN machine_id END),
 	count(DISTINCT CASE WHEN (error_code & %[1]d) = %[2]d THEN machine_id END)
-FROM events WHERE result = 0 AND type = 3 AND ($1 = '' OR app_id = $1)
+FROM events WHERE result = 0 AND type = 3 AND target_version <> '' AND ($1 = '' OR app_id = $1)
 GROUP BY group_id, target_version ORDER BY group_id, target_version`, errorCodeMask, RollbackCode), appID)
 	if err != nil {
 		return nil, fmt.Errorf("store: count failures: %w", err)
