@@ -9,6 +9,7 @@
 //	releasectl promote --version 4152.2.0 --from alpha --to beta
 //	releasectl group create --name canary --channel beta --max-updates 10 --period 1h
 //	releasectl group create --name canary --channel beta --halt-on-failures 1
+//	releasectl enroll-token create --group fleet --expires 24h --uses 100
 //	releasectl group pause canary
 //	releasectl group resume canary          # also re-enables a halted group, clearing its reason
 //	releasectl status                       # halted groups are listed with the reason

@@ -42,6 +42,16 @@ func policyString(p admin.Policy) string {
 	if p.OfficeHours != "" {
 		parts = append(parts, "office hours "+p.OfficeHours)
 	}
+	if p.RequireEnrollment {
+		s := "enrolled hosts only"
+		if p.Anonymous == "flatcar" {
+			s += " (+ Flatcar anonymously)"
+		}
+		parts = append(parts, s)
+	}
+	if p.GrantStartTimeout > 0 {
+		parts = append(parts, "grant start timeout "+time.Duration(p.GrantStartTimeout).String())
+	}
 	return strings.Join(parts, ", ")
 }
 
@@ -91,6 +101,10 @@ type policyFlags struct {
 	backoff *bool
 	waves   *string
 	office  *string
+	// enrollment and grant expiry (issue 16)
+	requireEnroll *bool
+	anonymous     *string
+	grantStart    *time.Duration
 }
 
 func addPolicyFlags(fs *flag.FlagSet) *policyFlags {
@@ -108,6 +122,12 @@ func addPolicyFlags(fs *flag.FlagSet) *policyFlags {
 			`roll each new version out in waves: SHARE%:SOAK,… ending in 100%, e.g. "1%:1h,10%:2h,50%:4h,100%" (the same hosts first every time; the next wave opens after the soak while the group is healthy); "none" = all hosts at once`),
 		office: fs.String("office-hours", "",
 			`offer new updates only within these windows: "[DAYS] HH:MM-HH:MM [ZONE]" separated by ";", e.g. "Mon-Fri 09:00-17:00 Europe/Berlin" (hosts holding a grant keep it); "none" = any time`),
+		requireEnroll: fs.Bool("require-enrollment", false,
+			"offer updates, spend the budget and count failures only for hosts that enrolled (releasectl enroll-token create)"),
+		anonymous: fs.String("anonymous", "none",
+			"with --require-enrollment: which clients that cannot enroll are still served as before: none, or flatcar (update_engine; anyone can claim to be one)"),
+		grantStart: fs.Duration("grant-start-timeout", 0,
+			"free a grant's slot when its host did not start downloading (13/1) within this time, e.g. 10m (0 = off)"),
 	}
 }
 
@@ -118,6 +138,12 @@ func (pf *policyFlags) check() error {
 	}
 	if *pf.max < 0 {
 		return cli.Usagef("--max-updates %d: give 0 (no cap) or a number of hosts", *pf.max)
+	}
+	if *pf.anonymous != "none" && *pf.anonymous != "flatcar" {
+		return cli.Usagef("--anonymous %q: give none or flatcar", *pf.anonymous)
+	}
+	if *pf.grantStart < 0 {
+		return cli.Usagef("--grant-start-timeout %s: give 0 (off) or a duration such as 10m", *pf.grantStart)
 	}
 	return nil
 }
@@ -148,6 +174,7 @@ func (c *cmd) groupCreate(ctx context.Context, stdio cli.IO, args []string) erro
 		return cl.CreateGroup(ctx, app, admin.Group{Name: *name, Channel: *pf.channel, Policy: admin.Policy{
 			Enabled: *pf.enabled, MaxUpdates: *pf.max, Period: admin.Duration(*pf.period), UpdateTimeout: admin.Duration(*pf.timeout),
 			HaltOnFailures: *pf.halt, DisablePayloadBackoff: *pf.backoff, Waves: *pf.waves, OfficeHours: *pf.office,
+			RequireEnrollment: *pf.requireEnroll, Anonymous: *pf.anonymous, GrantStartTimeout: admin.Duration(*pf.grantStart),
 		}})
 	}, printGroup)
 }
@@ -159,7 +186,7 @@ func printGroup(w io.Writer, g admin.Group) error {
 }
 
 func (c *cmd) groupUpdate(ctx context.Context, stdio cli.IO, args []string) error {
-	fs := stdio.FlagSet("releasectl group update", "GROUP [--channel C] [--enabled=false] [--max-updates N] [--period D] [--update-timeout D] [--halt-on-failures N] [--disable-payload-backoff] [--waves SPEC|none] [--office-hours SPEC|none]",
+	fs := stdio.FlagSet("releasectl group update", "GROUP [--channel C] [--enabled=false] [--max-updates N] [--period D] [--update-timeout D] [--halt-on-failures N] [--disable-payload-backoff] [--waves SPEC|none] [--office-hours SPEC|none] [--require-enrollment] [--anonymous none|flatcar] [--grant-start-timeout D]",
 		"Change a group (by name or id). Only the flags given change. --enabled=true resumes a halted group and clears its reason.")
 	k := c.connFlags(fs, true)
 	pf := addPolicyFlags(fs)
@@ -199,8 +226,17 @@ func (c *cmd) groupUpdate(ctx context.Context, stdio cli.IO, args []string) erro
 	if set["office-hours"] {
 		ch.OfficeHours = pf.office
 	}
+	if set["require-enrollment"] {
+		ch.RequireEnrollment = pf.requireEnroll
+	}
+	if set["anonymous"] {
+		ch.Anonymous = pf.anonymous
+	}
+	if set["grant-start-timeout"] {
+		ch.GrantStartTimeout = (*admin.Duration)(pf.grantStart)
+	}
 	if ch == (admin.GroupChange{}) {
-		return cli.Usagef("nothing to change: give at least one of --channel, --enabled, --max-updates, --period, --update-timeout, --halt-on-failures, --disable-payload-backoff, --waves, --office-hours")
+		return cli.Usagef("nothing to change: give at least one of --channel, --enabled, --max-updates, --period, --update-timeout, --halt-on-failures, --disable-payload-backoff, --waves, --office-hours, --require-enrollment, --anonymous, --grant-start-timeout")
 	}
 	if err := pf.check(); err != nil {
 		return err

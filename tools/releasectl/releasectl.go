@@ -103,6 +103,7 @@ func (c *cmd) commands() []cli.Command {
 		{Name: "gates", Summary: "list the promotion gates of the channels", Run: c.gates},
 		{Name: "gate", Summary: "manage promotion gates", Sub: c.gateCommands()},
 		{Name: "audit", Summary: "list who changed what on the server, when and from where", Run: c.audit},
+		{Name: "enroll-token", Summary: "manage the tokens hosts enroll with (groups with --require-enrollment)", Sub: c.enrollTokenCommands()},
 		{Name: "mirror", Summary: "follow an upstream Omaha server and republish what it offers here", Run: c.mirror},
 	}
 }
