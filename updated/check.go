@@ -87,7 +87,7 @@ func withConfigOrigin(err error, c *updateconf.Config) error {
 }
 
 func (a *Agent) client(c *updateconf.Config) (*omaha.Client, error) {
-	return omaha.NewClient(servers(c), omaha.ClientOptions{HTTPClient: a.h.HTTP})
+	return omaha.NewClient(servers(c), omaha.ClientOptions{HTTPClient: a.h.HTTP, Credential: a.credential()})
 }
 
 func (a *Agent) check(ctx context.Context, r Record) (Event, error) {
@@ -98,6 +98,7 @@ func (a *Agent) check(ctx context.Context, r Record) (Event, error) {
 		a.scheduleAfterFailure(r)
 		return failed(CodeError, "read update.conf: %v", err), nil
 	}
+	a.enrollIfNeeded(ctx, c)
 	cl, err := a.client(c)
 	if err != nil {
 		a.scheduleAfterFailure(r)
