@@ -29,6 +29,7 @@ func agentCommands(env Env) []cli.Command {
 		{Name: "history", Summary: "list past update attempts and their outcomes", Run: env.runHistory},
 		{Name: "download", Summary: "fetch the payload the update server offers into a file (resumable)", Run: env.runDownload},
 		{Name: "config", Summary: "show the effective update.conf values and the file each came from", Run: env.runConfig},
+		{Name: "enroll", Summary: "enroll this host with its update server (an enrollment token for a host credential)", Run: env.runEnroll},
 	}
 }
 

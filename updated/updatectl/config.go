@@ -45,11 +45,11 @@ var knownKeys = []struct{ key, def string }{
 	{"SERVER", ""}, {"GROUP", updateconf.DefaultGroup}, {"MACHINE_ALIAS", ""},
 	{"REBOOT_STRATEGY", updateconf.StrategyReboot}, {"REBOOT_WINDOW_START", ""}, {"REBOOT_WINDOW_LENGTH", ""},
 	{"REBOOT_WINDOW_TZ", ""}, {"DOWNLOAD_USER", ""}, {"DOWNLOAD_PASSWORD", ""},
-	{updated.ConfHealthURLs, ""}, {updated.ConfHealthTimeout, "5m"},
+	{updated.ConfHealthURLs, ""}, {updated.ConfHealthTimeout, "5m"}, {updated.ConfEnrollmentToken, ""},
 }
 
 // secretKeys are shown as "(set)", never their value.
-var secretKeys = map[string]bool{"DOWNLOAD_PASSWORD": true}
+var secretKeys = map[string]bool{"DOWNLOAD_PASSWORD": true, updated.ConfEnrollmentToken: true}
 
 func (env Env) runConfig(ctx context.Context, stdio cli.IO, args []string) error {
 	fs := stdio.FlagSet("updatectl config", "[--json] [--root DIR | --config FILE]", `

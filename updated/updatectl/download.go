@@ -20,6 +20,7 @@ import (
 	"github.com/twinslot/twinslot/payload"
 	"github.com/twinslot/twinslot/tools/cli"
 	"github.com/twinslot/twinslot/tools/progress"
+	"github.com/twinslot/twinslot/updated/enroll"
 	"github.com/twinslot/twinslot/updated/updateconf"
 )
 
@@ -53,6 +54,7 @@ unless the flags give them.`)
 	board := fs.String("board", "", "board to report (default: BOARD from /usr/lib/os-release)")
 	machineID := fs.String("machine-id", "", "machine id to report (default: /etc/machine-id)")
 	trust := fs.String("trust", "", "verify the payload against this trust root `file`")
+	dir := fs.String("state-dir", DefaultStateDir, "updated's state `directory`: its host credential, if enrolled, is sent")
 	asJSON := fs.Bool("json", false, "print JSON")
 	if err := parseNone(fs, args); err != nil {
 		return err
@@ -64,7 +66,11 @@ unless the flags give them.`)
 	if err != nil {
 		return err
 	}
-	cl, err := omaha.NewClient([]string{id.server}, omaha.ClientOptions{})
+	var cred string
+	if c, err := enroll.Load(*dir, id.host.AppID, id.host.MachineID); err == nil {
+		cred = c.Credential
+	}
+	cl, err := omaha.NewClient([]string{id.server}, omaha.ClientOptions{Credential: cred})
 	if err != nil {
 		return err
 	}
