@@ -132,4 +132,3 @@ func (c *Client) enrollAt(ctx context.Context, server string, body []byte) (Enro
 	}
 	return out, nil
 }
-

@@ -45,6 +45,7 @@ var notRun = map[string]string{
 	"payload apply --trust trust.json p.tsp":                         "installs into the booted disk of the host (no --disk); payload apply's tests run it with --disk",
 	"locksmithctl unlock MACHINE-ID":                                 "MACHINE-ID stands for a holder's id; locksmithctl's tests unlock a real holder",
 	"updatectl config":                                               "reads this host's update.conf files; updatectl's tests run it with --root and --config",
+	"updatectl enroll --token ts-enroll-…":                           "the token is elided (…) and it writes this host's /var/lib/twinslot; updatectl's TestEnroll runs it against omahad",
 	"bin/releasectl promote --version 1.0.1 --from beta --to stable": "a session against an omahad whose beta carries 1.0.1 (the refusal exits 1); tools/releasectl's gate tests run it, refused and forced",
 	`bin/releasectl promote --version 1.0.1 --from beta --to stable --force --reason "CVE fix, approved in ticket OPS-42"`:                                                                                                                "the same session, forced past the gate; tools/releasectl's gate tests run it",
 	"bin/releasectl publish --version 4152.2.1 --channel beta --url https://mirror.example/amd64-usr/4152.2.1/flatcar_production_update.gz --size 465881871 --sha256 2d711642…4881 --sha1 EfatjsUqKYSrqv18O1FlA3hcIHI=":                   "the SHA-256 is elided (…) and the URL is an example; omaha/server's Flatcar tests publish external packages",

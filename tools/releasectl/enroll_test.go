@@ -37,7 +37,7 @@ func TestEnrollTokens(t *testing.T) {
 		t.Fatal(err)
 	}
 	out = f.ok(t, "enroll-token", "list")
-	if !regexp.MustCompile(`(?m)^` + id + `\s+rack 4\s+.*1 of 5 uses`).MatchString(out) || strings.Contains(out, "ts-enroll-") {
+	if !regexp.MustCompile(`(?m)^`+id+`\s+rack 4\s+.*1 of 5 uses`).MatchString(out) || strings.Contains(out, "ts-enroll-") {
 		t.Fatalf("enroll-token list:\n%s", out)
 	}
 	if out := f.ok(t, "enroll-token", "revoke", id); !strings.Contains(out, "enrollment token "+id+" revoked") {
