@@ -82,6 +82,29 @@
 // The cache assumes no other server writes the same instances: with replicas on one
 // PostgreSQL, route each machine to one replica or run with --instance-cache -1.
 //
+// # Enrollment
+//
+// POST /v1/enroll (JSON omaha.EnrollRequest, at most 4 KiB, Content-Type application/json)
+// exchanges an enrollment token for a host credential bound to the token's app (and group, if
+// it names one) and the machine id; 403 with the reason for a token that is unknown, revoked,
+// expired or used up, and nothing is stored. Tokens and credentials are stored as SHA-256
+// hashes; every credential hash is kept in memory (loaded at start, added by enrollments, and
+// re-read from the database, at most once a second per machine, when a presented credential
+// matches nothing, as after an enrollment through another replica).
+//
+// A group whose policy has RequireEnrollment trusts an <app> of a request only when the request
+// carries "Authorization: Bearer <credential>" matching that app and machine id (and group), or,
+// with Anonymous = flatcar, when it carries no credential and comes from update_engine. An
+// untrusted update check is answered noupdate (reason not-enrolled) and takes no slot; its
+// events are recorded with no target version and change nothing about the instance's grant
+// (so they never count toward HaltOnFailures nor in status failures); and when the machine id
+// is enrolled, the request does not change its instance row at all. The check costs one SHA-256
+// and one map lookup.
+//
+// GrantStartTimeout frees a grant's slot when its host has not reported 13/1 within it (the
+// instance is still granted, on hold or idle): store's active count leaves it out, and plan
+// treats the host as holding no grant, so its next check asks for a new slot.
+//
 // # Uploads
 //
 // A publish streams the body to a temporary file under the store directory while hashing it

@@ -1,6 +1,7 @@
 // Package store keeps the update server's state: apps and their trust roots, packages, channels,
 // groups with their rollout policy, instances (one row per machine and app) and the events hosts
-// report, plus the admin API tokens.
+// report, plus the admin API tokens, and the enrollment tokens and host credentials of hosts that
+// enrolled (hosts.go).
 //
 // # Backends
 //
@@ -46,5 +47,12 @@
 //   - A group's waves and office hours are stored as their canonical specs (migration 6); the
 //     open wave of each (group, version) is a row of group_waves per opened wave, inserted by
 //     [DB.AdvanceWave] under the group's row lock, so replicas open each wave once.
+//   - Enrollment tokens and host credentials are stored only as SHA-256 hashes. A credential is
+//     bound to one (app, machine id), and to a group when its token named one; [DB.Enroll] spends
+//     one use of the token and writes the credential in one transaction, or changes nothing
+//     (migration 7, which also adds the group columns require_enrollment, anonymous and
+//     grant_start_timeout_ms).
+//   - With Policy.GrantStartTimeout, a grant whose instance is still granted, on hold or idle
+//     (no 13/1 since) after that time holds no slot ([NotStarted]).
 //   - Bad input never changes the database: every write validates first and runs in a transaction.
 package store
