@@ -163,6 +163,15 @@ func (db *DB) Enroll(ctx context.Context, token, appID, machineID string, now ti
 		return "", HostCredential{}, fmt.Errorf("%w: this is not an enrollment token (they start with %q): ask the operator for one (releasectl enroll-token create)",
 			ErrEnrollRefused, enrollTokenPrefix)
 	}
+	// An unknown token is refused by a read, without taking the writer: /v1/enroll is open to
+	// anyone, and a flood of made-up tokens must not queue behind (or ahead of) check-ins.
+	var known int
+	if err := db.r.QueryRowContext(ctx, `SELECT count(*) FROM enroll_tokens WHERE hash = $1`, hashToken(token)).Scan(&known); err != nil {
+		return "", HostCredential{}, fmt.Errorf("store: enroll host: %w", err)
+	}
+	if known == 0 {
+		return "", HostCredential{}, fmt.Errorf("%w: unknown enrollment token: ask the operator for a valid one (releasectl enroll-token list)", ErrEnrollRefused)
+	}
 	secret := newSecret(CredentialPrefix)
 	c := HostCredential{MachineID: machineID, Hash: hashToken(secret), Enrolled: fromMS(ms(now))}
 	err := db.tx(ctx, "enroll host", func(tx *sql.Tx) error {
