@@ -116,7 +116,7 @@ func TestEnrollmentRequired(t *testing.T) {
 		t.Fatalf("a forged request changed the enrolled host's record:\n%+v\n%+v", before, after)
 	}
 	evs := s.Events(t, a.MachineID)
-	if len(evs) == 0 || evs[len(evs)-1].Result != int(omaha.EventResultError) || evs[len(evs)-1].TargetVersion != "" {
+	if last := len(evs) - 1; last < 0 || evs[last].Result != int(omaha.EventResultError) || evs[last].TargetVersion != "" || evs[last].Version != "0.0.1" {
 		t.Fatalf("forged event as recorded: %+v", evs)
 	}
 	// The real host's failure counts.

@@ -130,7 +130,7 @@ func (s *Server) answer(r *http.Request, resp *omaha.Response, os *omaha.OS, who
 		if !tr.trusted {
 			scratch := in
 			row := applyEvent(&scratch, ev, now)
-			row.GroupID, row.TargetVersion = g.ID, ""
+			row.GroupID, row.Version, row.TargetVersion = g.ID, a.Version, ""
 			evs = append(evs, row)
 			s.m.untrusted.WithLabelValues("event").Inc()
 			continue
