@@ -23,3 +23,10 @@ func (c *Client) RevokeEnrollToken(ctx context.Context, app, id string) (EnrollT
 	var out EnrollToken
 	return out, c.send(ctx, http.MethodDelete, appPath(app, "enroll-tokens", id), struct{}{}, &out)
 }
+
+// UnenrollHost deletes a host's credential: it must enroll again before a group that requires
+// enrollment trusts it.
+func (c *Client) UnenrollHost(ctx context.Context, app, machineID string) (HostCredential, error) {
+	var out HostCredential
+	return out, c.send(ctx, http.MethodDelete, appPath(app, "hosts", machineID, "credential"), struct{}{}, &out)
+}

@@ -204,6 +204,15 @@ type EnrollToken struct {
 	Created time.Time `json:"created"`
 }
 
+// HostCredential describes an enrolled host's credential (never the secret).
+type HostCredential struct {
+	AppID     string    `json:"app_id"`
+	MachineID string    `json:"machine_id"`
+	GroupID   string    `json:"group_id,omitempty"`
+	TokenID   string    `json:"token_id"`
+	Enrolled  time.Time `json:"enrolled"`
+}
+
 // EnrollTokenCreated is a new enrollment token with its secret, shown only this once.
 type EnrollTokenCreated struct {
 	EnrollToken

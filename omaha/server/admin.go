@@ -113,6 +113,7 @@ func (s *Server) adminRoutes(mux *http.ServeMux) {
 	mux.Handle("GET /api/v1/apps/{app}/enroll-tokens", s.api(s.listEnrollTokens))
 	mux.Handle("POST /api/v1/apps/{app}/enroll-tokens", s.change("enroll-token.create", js, s.createEnrollToken))
 	mux.Handle("DELETE /api/v1/apps/{app}/enroll-tokens/{token}", s.change("enroll-token.revoke", js, s.revokeEnrollToken))
+	mux.Handle("DELETE /api/v1/apps/{app}/hosts/{machine}/credential", s.change("host.unenroll", js, s.unenrollHost))
 	mux.Handle("/api/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such API endpoint: "+r.Method+" "+r.URL.Path)
 	}))
@@ -514,14 +515,22 @@ func (s *Server) events(r *http.Request, f store.EventFilter) (any, error) {
 	return out, err
 }
 
+// machineParam returns the app and machine id of a route under /apps/{app}/…/{machine}.
+func machineParam(r *http.Request) (app, machine string, err error) {
+	if app, err = appParam(r); err != nil {
+		return "", "", err
+	}
+	machine = r.PathValue("machine")
+	if err := omaha.CheckMachineID(machine); err != nil {
+		return "", "", badRequest("%v", err)
+	}
+	return app, machine, nil
+}
+
 func (s *Server) machineEvents(w http.ResponseWriter, r *http.Request) (any, error) {
-	id, err := appParam(r)
+	id, m, err := machineParam(r)
 	if err != nil {
 		return nil, err
-	}
-	m := r.PathValue("machine")
-	if err := omaha.CheckMachineID(m); err != nil {
-		return nil, badRequest("%v", err)
 	}
 	return s.events(r, store.EventFilter{AppID: id, MachineID: m})
 }

@@ -46,25 +46,48 @@ type credEntry struct {
 // from the database when a presented credential does not match), so that a check-in in a group
 // requiring enrollment costs a hash and a map lookup.
 type hostCreds struct {
-	mu     sync.RWMutex
-	m      map[instKey]credEntry
-	misses map[instKey]time.Time // machines looked up and not matched, and when
+	mu      sync.RWMutex
+	m       map[instKey]credEntry
+	misses  map[instKey]time.Time // machines looked up and not matched, and when
+	version int64                 // the store's CredentialsVersion m was loaded at
 }
 
-func (c *hostCreds) put(hc store.HostCredential) {
-	var e credEntry
+func entryOf(hc store.HostCredential) credEntry {
+	e := credEntry{group: hc.GroupID}
 	if b, err := hex.DecodeString(hc.Hash); err == nil && len(b) == len(e.hash) {
 		copy(e.hash[:], b)
 	}
-	e.group = hc.GroupID
+	return e
+}
+
+func (c *hostCreds) put(hc store.HostCredential) {
 	k := instKey{hc.AppID, hc.MachineID}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.m == nil {
 		c.m = map[instKey]credEntry{}
 	}
-	c.m[k] = e
+	c.m[k] = entryOf(hc)
 	delete(c.misses, k)
+}
+
+func (c *hostCreds) remove(k instKey) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.m, k)
+}
+
+// replace swaps in a whole new set of credentials, loaded at version.
+func (c *hostCreds) replace(m map[instKey]credEntry, version int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.m, c.version = m, version
+}
+
+func (c *hostCreds) loadedAt() int64 {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.version
 }
 
 func (c *hostCreds) get(k instKey) (credEntry, bool) {
@@ -88,10 +111,25 @@ func (c *hostCreds) recheck(k instKey, now time.Time) bool {
 	return true
 }
 
-func (s *Server) preloadCredentials(ctx context.Context) error {
-	if err := s.db.EachHostCredential(ctx, s.creds.put); err != nil {
+// reloadCredentials loads every host credential again when a credential was deleted (here or
+// through another server sharing the database) since the last load, or when force is set. A
+// credential enrolled meanwhile and missed by the load is read again at its host's next check.
+func (s *Server) reloadCredentials(ctx context.Context, force bool) error {
+	v, err := s.db.CredentialsVersion(ctx)
+	if err != nil {
+		return err
+	}
+	if !force && v == s.creds.loadedAt() {
+		return nil
+	}
+	m := map[instKey]credEntry{}
+	start := time.Now()
+	err = s.db.EachHostCredential(ctx, func(hc store.HostCredential) { m[instKey{hc.AppID, hc.MachineID}] = entryOf(hc) })
+	s.m.observeDB("load_credentials", start)
+	if err != nil {
 		return fmt.Errorf("server: load host credentials: %w", err)
 	}
+	s.creds.replace(m, v)
 	return nil
 }
 
@@ -208,7 +246,22 @@ func (s *Server) handleEnroll(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, omaha.EnrollResponse{AppID: hc.AppID, MachineID: hc.MachineID, GroupID: hc.GroupID, Credential: secret})
 }
 
-// Admin API for enrollment tokens.
+// Admin API for enrollment tokens and host credentials.
+
+// unenrollHost serves DELETE /api/v1/apps/{app}/hosts/{machine}/credential.
+func (s *Server) unenrollHost(w http.ResponseWriter, r *http.Request) (any, error) {
+	id, m, err := machineParam(r)
+	if err != nil {
+		return nil, err
+	}
+	noteOf(r).setTarget(id, "hosts", m)
+	hc, err := s.db.UnenrollHost(r.Context(), id, m)
+	if err != nil {
+		return nil, err
+	}
+	s.creds.remove(instKey{id, m})
+	return admin.HostCredential{AppID: hc.AppID, MachineID: hc.MachineID, GroupID: hc.GroupID, TokenID: hc.TokenID, Enrolled: hc.Enrolled}, nil
+}
 
 func toEnrollToken(t store.EnrollToken) admin.EnrollToken {
 	return admin.EnrollToken{ID: t.ID, AppID: t.AppID, GroupID: t.GroupID, Name: t.Name, MaxUses: t.MaxUses, Uses: t.Uses,

@@ -14,6 +14,8 @@ import (
 	"github.com/twinslot/twinslot/omaha/admin"
 	"github.com/twinslot/twinslot/omaha/omahatest"
 	"github.com/twinslot/twinslot/omaha/server"
+	"github.com/twinslot/twinslot/payload"
+	"github.com/twinslot/twinslot/payload/payloadtest"
 )
 
 // enrolledHost returns a twinslot agent host of group that enrolled with token.
@@ -370,5 +372,73 @@ func TestEnrollEndpoint(t *testing.T) {
 	}
 	if e := page.Entries[2]; e.Target != "apps/"+s.App+"/hosts/"+m || !strings.Contains(e.Who, tok2.ID) {
 		t.Fatalf("enrollment audit entry %+v", e)
+	}
+}
+
+// TestUnenroll: deleting a host's credential makes a group that requires enrollment stop
+// trusting it at once; enrolling again restores it; the audit log records it.
+func TestUnenroll(t *testing.T) {
+	s, key := setup(t)
+	s.Publish(t, "stable", s.BuildPayload(t, "1.1.0", key))
+	s.CreateGroup(t, "fleet", "stable", admin.Policy{Enabled: true, RequireEnrollment: true})
+	tok := enrollToken(t, s, admin.EnrollTokenCreate{})
+	h := enrolledHost(t, s, "fleet", tok.Secret)
+	if h.Check(t) == nil {
+		t.Fatal("no offer to an enrolled host")
+	}
+	ctx := t.Context()
+	hc, err := s.Admin.UnenrollHost(ctx, s.App, h.MachineID)
+	if err != nil || hc.MachineID != h.MachineID || hc.TokenID != tok.ID {
+		t.Fatalf("unenroll: %+v, %v", hc, err)
+	}
+	if h.Check(t) != nil {
+		t.Fatal("an unenrolled host was offered the update")
+	}
+	if _, err := s.Admin.UnenrollHost(ctx, s.App, h.MachineID); !errors.Is(err, admin.ErrNotFound) {
+		t.Fatalf("unenroll twice: %v", err)
+	}
+	if _, err := s.Admin.UnenrollHost(ctx, s.App, "nope"); !errors.Is(err, admin.ErrBadRequest) {
+		t.Fatalf("unenroll a bad machine id: %v", err)
+	}
+	h.Credential = enroll(t, s, tok.Secret, h.MachineID)
+	if h.Check(t) == nil {
+		t.Fatal("no offer after enrolling again")
+	}
+	page, err := s.Admin.Audit(ctx, admin.AuditQuery{Target: "apps/" + s.App + "/hosts/" + h.MachineID})
+	if err != nil || len(page.Entries) != 3 || page.Entries[1].Action != "host.unenroll" {
+		t.Fatalf("audit of the host: %+v, %v", page.Entries, err)
+	}
+}
+
+// TestEnrollReplicasPostgres: two servers on one database. A host enrolled through A is trusted
+// by B (which reads the credential it does not know); unenrolled through A, B stops trusting it
+// once it polls the credentials version.
+func TestEnrollReplicasPostgres(t *testing.T) {
+	dsn := omahatest.PostgresDSN(t)
+	poll := omahatest.WithConfig(func(c *server.Config) { c.CachePoll = 10 * time.Millisecond })
+	a := omahatest.New(t, omahatest.WithDSN(dsn), poll)
+	key := payloadtest.NewKey(t, "")
+	a.CreateApp(t, payload.DefaultAppID, payloadtest.TrustRoot(t, 1, 0, key))
+	a.Publish(t, "stable", a.BuildPayload(t, "1.1.0", key))
+	a.CreateGroup(t, "fleet", "stable", admin.Policy{Enabled: true, RequireEnrollment: true})
+	b := omahatest.New(t, omahatest.WithDSN(dsn), poll) // started with the app and group in place
+	b.App = a.App
+	tok := enrollToken(t, a, admin.EnrollTokenCreate{})
+	h := enrolledHost(t, a, "fleet", tok.Secret)
+	hb := b.Host(t, "fleet", "1.0.0")
+	hb.MachineID, hb.Updater, hb.Credential = h.MachineID, h.Updater, h.Credential
+	if hb.Check(t) == nil {
+		t.Fatal("replica B did not trust a host enrolled through A")
+	}
+	if _, err := a.Admin.UnenrollHost(t.Context(), a.App, h.MachineID); err != nil {
+		t.Fatal(err)
+	}
+	trusted := true
+	for i := 0; i < 500 && trusted; i++ {
+		time.Sleep(10 * time.Millisecond)
+		trusted = hb.Check(t) != nil
+	}
+	if trusted {
+		t.Fatal("replica B kept trusting a host unenrolled through A")
 	}
 }

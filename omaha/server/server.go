@@ -156,7 +156,7 @@ func New(ctx context.Context, c Config) (*Server, error) {
 	if err := s.rec.preload(ctx, c.DB); err != nil {
 		return nil, err
 	}
-	if err := s.preloadCredentials(ctx); err != nil {
+	if err := s.reloadCredentials(ctx, true); err != nil {
 		return nil, err
 	}
 
@@ -166,6 +166,9 @@ func New(ctx context.Context, c Config) (*Server, error) {
 	s.wg.Go(func() { s.rec.run(bg, flushCtx) })
 	s.wg.Go(func() {
 		s.every(bg, orDefault(c.CachePoll, DefaultCachePoll), "reload catalog", func(ctx context.Context) error { return s.refresh(ctx, false) })
+	})
+	s.wg.Go(func() {
+		s.every(bg, orDefault(c.CachePoll, DefaultCachePoll), "reload host credentials", func(ctx context.Context) error { return s.reloadCredentials(ctx, false) })
 	})
 	if every := orDefault(c.AutoPromoteEvery, DefaultAutoPromoteEvery); every > 0 {
 		s.wg.Go(func() { s.every(bg, every, "automatic promotion", s.autoPromoteOnce) })

@@ -249,3 +249,41 @@ func (db *DB) EachHostCredential(ctx context.Context, fn func(HostCredential)) e
 	}
 	return nil
 }
+
+// UnenrollHost deletes the credential of a machine: the host must enroll again before a group
+// that requires enrollment trusts it. It bumps the credentials version (CredentialsVersion), by
+// which other servers sharing the database learn that their cached credentials are stale.
+func (db *DB) UnenrollHost(ctx context.Context, appID, machineID string) (HostCredential, error) {
+	var c HostCredential
+	err := db.tx(ctx, "unenroll host", func(tx *sql.Tx) error {
+		var err error
+		c, err = scanCredential(tx.QueryRowContext(ctx, `SELECT `+credCols+` FROM host_credentials WHERE app_id = $1 AND machine_id = $2`, appID, machineID))
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("host %s of app %s is not enrolled: %w", machineID, appID, ErrNotFound)
+		}
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM host_credentials WHERE app_id = $1 AND machine_id = $2`, appID, machineID); err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `INSERT INTO meta (key, value) VALUES ('credentials', 1)
+ON CONFLICT (key) DO UPDATE SET value = meta.value + 1`)
+		return err
+	})
+	return c, err
+}
+
+// CredentialsVersion returns a number that changes whenever a host credential is deleted
+// (UnenrollHost); 0 before the first.
+func (db *DB) CredentialsVersion(ctx context.Context) (int64, error) {
+	var v int64
+	err := db.r.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = 'credentials'`).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("store: credentials version: %w", err)
+	}
+	return v, nil
+}

@@ -108,6 +108,26 @@ func testEnrollment(t *testing.T, e env) {
 	if err != nil || len(ts) != 2 || ts[0].Uses+ts[1].Uses != 3 {
 		t.Fatalf("tokens = %+v, %v", ts, err)
 	}
+
+	// Unenrolling deletes the credential and bumps the credentials version.
+	if v, err := db.CredentialsVersion(ctx); err != nil || v != 0 {
+		t.Fatalf("CredentialsVersion before = %d, %v", v, err)
+	}
+	if c, err := db.UnenrollHost(ctx, appID, machine(2)); err != nil || c.MachineID != machine(2) {
+		t.Fatalf("UnenrollHost = %+v, %v", c, err)
+	}
+	if _, err := db.HostCredential(ctx, appID, machine(2)); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("credential after unenroll: %v", err)
+	}
+	if _, err := db.UnenrollHost(ctx, appID, machine(2)); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("unenroll twice: %v", err)
+	}
+	if _, err := db.UnenrollHost(ctx, appID, machine(0)); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := db.CredentialsVersion(ctx); err != nil || v != 2 {
+		t.Fatalf("CredentialsVersion after two = %d, %v", v, err)
+	}
 }
 
 // testGrantStartTimeout: a grant whose host did not report 13/1 within the group's grant start

@@ -101,3 +101,23 @@ func (c *cmd) enrollTokenRevoke(ctx context.Context, stdio cli.IO, args []string
 		return err
 	})
 }
+
+func (c *cmd) unenroll(ctx context.Context, stdio cli.IO, args []string) error {
+	fs := stdio.FlagSet("releasectl unenroll", "MACHINE-ID", `Delete a host's credential (a decommissioned or compromised host): groups with
+--require-enrollment stop trusting it at once (other omahad replicas within --cache-poll), until
+it enrolls again with a valid token.`)
+	k := c.connFlags(fs, true)
+	pos, err := cli.Parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := cli.NArgs(pos, 1, 1, "the host's MACHINE-ID"); err != nil {
+		return err
+	}
+	return do(c, stdio, k, func(cl *admin.Client, app string) (admin.HostCredential, error) {
+		return cl.UnenrollHost(ctx, app, pos[0])
+	}, func(w io.Writer, h admin.HostCredential) error {
+		_, err := fmt.Fprintf(w, "host %s unenrolled (enrolled %s with token %s)\n", h.MachineID, h.Enrolled.Format(time.RFC3339), h.TokenID)
+		return err
+	})
+}

@@ -40,6 +40,12 @@ func TestEnrollTokens(t *testing.T) {
 	if !regexp.MustCompile(`(?m)^`+id+`\s+rack 4\s+.*1 of 5 uses`).MatchString(out) || strings.Contains(out, "ts-enroll-") {
 		t.Fatalf("enroll-token list:\n%s", out)
 	}
+	if out := f.ok(t, "unenroll", strings.Repeat("ab", 16)); !strings.Contains(out, "host "+strings.Repeat("ab", 16)+" unenrolled") {
+		t.Fatalf("unenroll: %q", out)
+	}
+	if code, _, errs := f.run(t, "unenroll", strings.Repeat("ab", 16)); code == 0 || !strings.Contains(errs, "not enrolled") {
+		t.Fatalf("unenroll twice: %d %q", code, errs)
+	}
 	if out := f.ok(t, "enroll-token", "revoke", id); !strings.Contains(out, "enrollment token "+id+" revoked") {
 		t.Fatalf("revoke: %q", out)
 	}

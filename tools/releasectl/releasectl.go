@@ -104,6 +104,7 @@ func (c *cmd) commands() []cli.Command {
 		{Name: "gate", Summary: "manage promotion gates", Sub: c.gateCommands()},
 		{Name: "audit", Summary: "list who changed what on the server, when and from where", Run: c.audit},
 		{Name: "enroll-token", Summary: "manage the tokens hosts enroll with (groups with --require-enrollment)", Sub: c.enrollTokenCommands()},
+		{Name: "unenroll", Summary: "delete a host's credential: it must enroll again to be trusted", Run: c.unenroll},
 		{Name: "mirror", Summary: "follow an upstream Omaha server and republish what it offers here", Run: c.mirror},
 	}
 }
