@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
 	"slices"
 	"sync"
+	"sync/atomic"
 )
 
 // scanTarget marks the chunks whose bytes are already at their place in the target. It reads
@@ -47,11 +49,32 @@ func (in *installer) scanTarget(ctx context.Context) error {
 	})
 }
 
+// Sampling of the active slot before indexing it (see copyFromActive), in the manifest's largest
+// chunks (256 KiB by default): activeSamples evenly spread windows of activeSampleChunks (1 MiB),
+// which must cut at least activeSampleMinChunks (4 MiB) of non-zero data for "no chunk in common"
+// to stand for the whole slot (a mostly empty filesystem samples mostly zeros). Slots shorter
+// than activeSamples·activeSampleMinSpan windows are indexed whole.
+const (
+	activeSamples         = 16
+	activeSampleChunks    = 4
+	activeSampleMinChunks = 16
+	activeSampleMinSpan   = 4
+)
+
+// span is a range [start, end) of the active slot.
+type span struct{ start, end int64 }
+
 // copyFromActive cuts the active slot with the manifest's chunking and copies every chunk whose
 // hash a missing chunk wants into the target (the hash was just computed over the bytes written).
-// The slot is cut in Workers segments in parallel: content-defined boundaries re-synchronise a
-// chunk or two after a segment start, so at most a few chunks per segment are missed (and then
-// fetched).
+//
+// It first cuts activeSamples windows spread over the slot. An active slot that holds a related
+// image (a delta's base) has chunks in common with the payload all over it; one that holds an
+// unrelated image (a full install) has none, and cutting all of it would cost about as much CPU
+// as decoding and hashing the whole payload. So when the windows cut enough non-zero data
+// (activeSampleMinChunks) and found no wanted chunk, the rest is not cut. Otherwise
+// the whole slot is cut in Workers segments, in parallel. Each span is read a little past its
+// end (activeOverlap): content-defined boundaries re-synchronise a few chunks after where a
+// cutter starts, so the chunks a span's cutter misses at its start are found by the span before.
 func (in *installer) copyFromActive(ctx context.Context) error {
 	w := in.newWanted()
 	if w.left == 0 {
@@ -61,25 +84,63 @@ func (in *installer) copyFromActive(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
 	w.stop = cancel
-	var once sync.Once
-	var first error
-	fail := func(err error) { once.Do(func() { first = err; cancel() }) }
-	segments := int64(in.o.Workers)
-	segLen := max(in.dst.ActiveSize/segments, int64(in.m.Chunking.maxLen())*4)
-	var wg sync.WaitGroup
-	for start := int64(0); start < in.dst.ActiveSize; start += segLen {
-		n := min(segLen, in.dst.ActiveSize-start)
-		wg.Go(func() {
-			if err := in.scanActive(ctx, start, n, w); err != nil && ctx.Err() == nil {
-				fail(err)
-			}
-		})
+	size := in.dst.ActiveSize
+	maxLen := int64(in.m.Chunking.maxLen())
+	window := activeSampleChunks * maxLen
+	var samples []span
+	if step := size / activeSamples; step >= activeSampleMinSpan*window {
+		for k := range int64(activeSamples) {
+			s := k*step + (step-window)/2
+			samples = append(samples, span{s, s + window})
+		}
 	}
-	wg.Wait()
-	if first != nil {
-		return first
+	// The whole slot in Workers segments: few cutter starts, so few chunks depend on the
+	// overlap (the windows are cut again; the chunks found there are not copied twice).
+	var whole []span
+	segLen := max(size/int64(in.o.Workers), 4*maxLen)
+	for start := int64(0); start < size; start += segLen {
+		whole = append(whole, span{start, min(start+segLen, size)})
+	}
+	if len(samples) > 0 {
+		found, data, err := in.scanSpans(ctx, samples, 0, w)
+		if err != nil {
+			return err
+		}
+		if parent.Err() != nil {
+			return parent.Err()
+		}
+		if ctx.Err() != nil {
+			return nil // everything wanted was found
+		}
+		if found == 0 && data >= activeSampleMinChunks*maxLen {
+			in.log.Info("active slot shares no chunk with the payload in the sampled windows; not indexing the rest",
+				"windows", len(samples), "sampled_data_bytes", data)
+			return nil
+		}
+	}
+	if _, _, err := in.scanSpans(ctx, whole, in.activeOverlap(), w); err != nil {
+		return err
 	}
 	return parent.Err() // our own early stop (all found) is not an error
+}
+
+// scanSpans cuts the spans of the active slot (each read on overlap bytes past its end) on
+// Workers goroutines, copying wanted chunks to
+// the target. It returns how many distinct wanted chunks it found and how many bytes of non-zero
+// chunks it cut. Once everything wanted was found (ctx cancelled by w.stop) it stops, without
+// error.
+func (in *installer) scanSpans(ctx context.Context, spans []span, overlap int64, w *wanted) (found, data int64, err error) {
+	var nf, nd atomic.Int64
+	err = in.parallel(ctx, len(spans), func(_, i int) error {
+		f, d, err := in.scanActive(ctx, spans[i], overlap, w)
+		nf.Add(f)
+		nd.Add(d)
+		return err
+	})
+	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	return nf.Load(), nd.Load(), err
 }
 
 // wanted is what the active-slot scan looks for: the missing non-zero chunks sorted by hash
@@ -143,20 +204,29 @@ func (w *wanted) take(sum [32]byte) []int32 {
 	return w.byHash[lo:hi]
 }
 
-// scanActive cuts [start, start+n) of the active slot and copies wanted chunks to the target.
-func (in *installer) scanActive(ctx context.Context, start, n int64, w *wanted) error {
-	cut, err := in.m.Chunking.newCutter(io.NewSectionReader(in.dst.Active, start, n))
+// scanActive cuts sp of the active slot (reading on overlap bytes past its end) and copies
+// wanted chunks to the target. It returns the distinct wanted chunks it found and the bytes of
+// the non-zero chunks it cut. A cancelled ctx stops it without error.
+func (in *installer) scanActive(ctx context.Context, sp span, overlap int64, w *wanted) (found, data int64, err error) {
+	if c := in.m.Chunking; c.Algorithm == ChunkingFixed {
+		sp.start -= sp.start % int64(c.Size) // fixed chunks only match at their own boundaries
+	}
+	end := min(sp.end+overlap, in.dst.ActiveSize)
+	cut, err := in.m.Chunking.newCutter(io.NewSectionReader(in.dst.Active, sp.start, end-sp.start))
 	if err != nil {
-		return err
+		return 0, 0, err
 	}
 	buf := make([]byte, in.m.Chunking.maxLen())
 	for ctx.Err() == nil {
 		b, err := cut.Next(buf)
 		if err == io.EOF {
-			return nil
+			return found, data, nil
 		}
 		if err != nil {
-			return fmt.Errorf("read active slot: %w", err)
+			return found, data, fmt.Errorf("read active slot: %w", err)
+		}
+		if !allZero(b) {
+			data += int64(len(b))
 		}
 		if !w.mayWant(probe(b)) {
 			continue // cannot be a wanted chunk; skip the SHA-256
@@ -165,11 +235,12 @@ func (in *installer) scanActive(ctx context.Context, start, n int64, w *wanted) 
 		if len(idx) == 0 {
 			continue
 		}
+		found++
 		crc := crc32.Checksum(b, castagnoli)
 		for _, i := range idx {
 			c := in.m.Chunks[i]
 			if err := in.write(b, c.Offset); err != nil {
-				return err
+				return found, data, err
 			}
 			in.need[i] = false
 			in.placed.mark(int(i), crc)
@@ -177,5 +248,9 @@ func (in *installer) scanActive(ctx context.Context, start, n int64, w *wanted) 
 			in.addDone(int64(c.Length))
 		}
 	}
-	return nil
+	return found, data, nil
 }
+
+// activeOverlap is how far past its end a span of the active slot is cut: a few of the largest
+// chunks, enough for the cutter of the next span to be in step with the image's boundaries.
+func (in *installer) activeOverlap() int64 { return 8 * int64(in.m.Chunking.maxLen()) }

@@ -1,0 +1,101 @@
+package payload_test
+
+import (
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/twinslot/twinslot/partition"
+	"github.com/twinslot/twinslot/payload"
+	"github.com/twinslot/twinslot/payload/payloadtest"
+	"github.com/twinslot/twinslot/testimages"
+)
+
+// BenchmarkApply is what 'payload apply' does on a host, the path the README's figures are of:
+// a full install of an unrelated /usr image over loopback HTTP into the inactive slot of a GPT
+// disk whose active slot holds the old image (scans of both slots included), beside the raw
+// limit measured in the same run on the same stored bytes (SHA-256 + zstd decode on all cores,
+// no I/O). %-of-raw-par is the figure (target ≥ 70). Run one size with
+// -bench 'Apply/256MiB'; add -cpuprofile/-blockprofile to see where the time goes.
+func BenchmarkApply(b *testing.B) {
+	for _, size := range []int64{256 << 20, 2 << 30} {
+		b.Run(fmt.Sprintf("%dMiB", size>>20), func(b *testing.B) {
+			if testing.Short() {
+				b.Skip("big benchmark; skipped under -short")
+			}
+			benchApply(b, size)
+		})
+	}
+}
+
+func benchApply(b *testing.B, size int64) {
+	dir := benchDir(b)
+	tmp := b.TempDir()
+	base := usrImage(b, dir, testimages.UsrOptions{Version: "500.0.0", Size: size})
+	full := usrImage(b, dir, testimages.UsrOptions{Version: "501.0.0", Size: size})
+	p := buildBench(b, tmp, full, payloadtest.Options("501.0.0"))
+	data := storedData(b, p)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f, err := os.Open(p.path)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		defer f.Close()
+		http.ServeContent(w, r, "p.tsp", time.Time{}, f)
+	}))
+	defer srv.Close()
+	diskSize := (max(3*size+3<<20, testimages.MinDiskSize) + 1<<20 - 1) / (1 << 20) * (1 << 20)
+	diskPath := filepath.Join(tmp, "disk.img")
+	var res *payload.Result
+	var elapsed, rawPar time.Duration
+	for b.Loop() {
+		b.StopTimer()
+		os.Remove(diskPath)
+		if err := testimages.BuildDisk(b.Context(), diskPath, testimages.DiskOptions{Size: diskSize, Usr: base}); err != nil {
+			b.Fatal(err)
+		}
+		w, _ := rawLimit(b, p, data, runtime.GOMAXPROCS(0))
+		rawPar += w
+		d, err := partition.Open(diskPath)
+		if err != nil {
+			b.Fatal(err)
+		}
+		active, err := d.SlotByLabel("USR-A")
+		if err != nil {
+			b.Fatal(err)
+		}
+		target, err := d.Other(active)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		start := time.Now()
+		r, err := payload.Install(b.Context(), payload.FromURL(srv.URL, nil), payload.Target{
+			Slot: d.SlotIO(target), Size: target.Size, Active: d.SlotReader(active), ActiveSize: active.Size,
+		}, payload.InstallOptions{Trust: p.trust, BeforeWrite: func() error { return d.BeginInstall(target) }})
+		if err == nil {
+			err = d.Sync()
+		}
+		elapsed += time.Since(start)
+		b.StopTimer()
+		if err != nil {
+			b.Fatal(err)
+		}
+		d.Close()
+		res = r
+		b.StartTimer()
+	}
+	n := float64(b.N)
+	image := float64(p.m.ImageSize) * n
+	b.ReportMetric(image/elapsed.Seconds()/1e6, "MB/s")
+	b.ReportMetric(image/rawPar.Seconds()/1e6, "raw-par-MB/s")
+	b.ReportMetric(100*rawPar.Seconds()/elapsed.Seconds(), "%-of-raw-par")
+	b.ReportMetric(float64(res.Requests), "requests")
+	b.Logf("phases of the last run: %v; reused active %d, fetched %d", res.Phases, res.BytesReusedActive, res.BytesFetched)
+}
