@@ -2,8 +2,6 @@ package payload_test
 
 import (
 	"fmt"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -40,15 +38,7 @@ func benchApply(b *testing.B, size int64) {
 	full := usrImage(b, dir, testimages.UsrOptions{Version: "501.0.0", Size: size})
 	p := buildBench(b, tmp, full, payloadtest.Options("501.0.0"))
 	data := storedData(b, p)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		f, err := os.Open(p.path)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return
-		}
-		defer f.Close()
-		http.ServeContent(w, r, "p.tsp", time.Time{}, f)
-	}))
+	srv := serveBench(p)
 	defer srv.Close()
 	diskSize := (max(3*size+3<<20, testimages.MinDiskSize) + 1<<20 - 1) / (1 << 20) * (1 << 20)
 	diskPath := filepath.Join(tmp, "disk.img")

@@ -169,17 +169,7 @@ func benchInstall(b *testing.B, p *benchPayload, dir string, viaHTTP bool) {
 	st, _ := pf.Stat()
 	var src func() payload.Source
 	if viaHTTP {
-		// Serve as omahad does (a file opened per request): net/http then sends ranges with
-		// sendfile, so the server's share of cpu-s/op is what a real server would cost.
-		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			f, err := os.Open(p.path)
-			if err != nil {
-				http.Error(w, err.Error(), http.StatusInternalServerError)
-				return
-			}
-			defer f.Close()
-			http.ServeContent(w, r, "p.tsp", time.Time{}, f)
-		}))
+		srv := serveBench(p)
 		defer srv.Close()
 		src = func() payload.Source { return payload.FromURL(srv.URL, srv.Client()) }
 	} else {
@@ -235,6 +225,20 @@ func benchInstall(b *testing.B, p *benchPayload, dir string, viaHTTP bool) {
 	b.ReportMetric(100*max(raw, disk).Seconds()/elapsed.Seconds(), "%-of-limit")
 	b.ReportMetric(float64(res.Requests), "requests")
 	b.Logf("phases of the last run: %v", res.Phases)
+}
+
+// serveBench serves p's file as omahad does (a file opened per request): net/http then sends
+// ranges with sendfile, so the server's share of the CPU is what a real server would cost.
+func serveBench(p *benchPayload) *httptest.Server {
+	return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f, err := os.Open(p.path)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		defer f.Close()
+		http.ServeContent(w, r, "p.tsp", time.Time{}, f)
+	}))
 }
 
 func benchSize(b *testing.B) int64 {
