@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twinslot/twinslot/payload"
 	"github.com/twinslot/twinslot/payload/payloadtest"
 	"github.com/twinslot/twinslot/testimages"
 )
@@ -68,7 +69,9 @@ func childPeakRSS(b *testing.B, bin string, args ...string) (int64, []byte, erro
 
 // BenchmarkApplyRSS runs the built 'payload apply' binary as a child process on a 6 GiB disk
 // (2 GiB slots) with a 2 GiB /usr image and reports the child's peak RSS (target ≤ 64 MiB), for a
-// full install (nothing reusable) and for a delta (5% of the files changed).
+// full install (nothing reusable), for a delta (5% of the files changed), and for a full install
+// whose manifest has nearly the most chunks a payload may have (MaxChunks), where the chunk table
+// weighs most.
 func BenchmarkApplyRSS(b *testing.B) {
 	if testing.Short() {
 		b.Skip("big benchmark; skipped under -short")
@@ -91,10 +94,23 @@ func BenchmarkApplyRSS(b *testing.B) {
 
 	k := payloadtest.NewKey(b, "")
 	trust := payloadtest.WriteTrustRoot(b, tmp, payloadtest.TrustRoot(b, 1, 0, k))
-	for _, tc := range []struct{ name, image string }{{"full", full}, {"delta-0.05", delta}} {
+	// Runs of zeros are one chunk each, so 13 KiB chunks of this image (a quarter zeros) come to
+	// nearly MaxChunks.
+	maxChunks := payload.FixedChunking(13 << 10)
+	for _, tc := range []struct {
+		name, image string
+		chunking    *payload.Chunking
+	}{{"full", full, nil}, {"delta-0.05", delta, nil}, {"max-chunks", full, &maxChunks}} {
 		b.Run(tc.name, func(b *testing.B) {
 			p := filepath.Join(tmp, tc.name+".tsp")
-			payloadtest.BuildFile(b, tc.image, p, payloadtest.Options("300.1"), k)
+			o := payloadtest.Options("300.1")
+			if tc.chunking != nil {
+				o.Chunking = *tc.chunking
+			}
+			m := payloadtest.BuildFile(b, tc.image, p, o, k)
+			if tc.chunking != nil && len(m.Chunks) < payload.MaxChunks*9/10 {
+				b.Fatalf("%s: %d chunks, want nearly MaxChunks (%d)", tc.name, len(m.Chunks), payload.MaxChunks)
+			}
 			var rss int64
 			var elapsed time.Duration
 			for b.Loop() {
@@ -116,6 +132,7 @@ func BenchmarkApplyRSS(b *testing.B) {
 			}
 			b.ReportMetric(float64(rss)/(1<<20), "peak-RSS-MiB")
 			b.ReportMetric(float64(slot)*float64(b.N)/elapsed.Seconds()/1e6, "slot-MB/s")
+			b.ReportMetric(float64(len(m.Chunks)), "chunks")
 		})
 	}
 }
