@@ -59,7 +59,7 @@ bench:
 # server, interleaved rounds, outputs checked byte for byte; one table with the machine's raw
 # limit (testimages/benchpeers). casync, zchunk and GNU time are installed from Debian when
 # missing (as root). BENCH_PEERS_SIZE=1GiB or 2GiB for the large runs; images are kept in
-# $(BIN)/benchpeers and reused.
+# $(BIN)/peers-data and reused.
 BENCH_PEERS_APT  := casync zchunk time
 BENCH_PEERS_SIZE ?= 256MiB
 BENCH_PEERS_FLAGS ?=
@@ -74,7 +74,7 @@ bench-peers:
 	@mkdir -p $(BIN)
 	$(GO) build -o $(BIN)/payload ./tools/cmd/payload
 	$(GO) build -o $(BIN)/benchpeers ./testimages/cmd/benchpeers
-	$(BIN)/benchpeers -payload $(BIN)/payload -dir $(BIN)/benchpeers -size $(BENCH_PEERS_SIZE) $(BENCH_PEERS_FLAGS)
+	$(BIN)/benchpeers -payload $(BIN)/payload -dir $(BIN)/peers-data -size $(BENCH_PEERS_SIZE) $(BENCH_PEERS_FLAGS)
 
 fuzz:
 	@for p in $$($(GO) list ./...); do \

@@ -22,7 +22,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fs.PrintDefaults()
 	}
 	o := Options{Log: stderr}
-	dir := fs.String("dir", "bin/benchpeers", "work `directory` (images and stores are kept and reused)")
+	dir := fs.String("dir", "bin/peers-data", "work `directory` (images and stores are kept and reused)")
 	size := fs.String("size", "256MiB", "/usr image size, e.g. 256MiB, 1GiB, 2GiB")
 	seed := fs.Uint64("seed", 1, "content seed: the same seed builds the same files")
 	rounds := fs.Int("rounds", DefaultRounds, "interleaved rounds")
