@@ -329,8 +329,19 @@ type InstanceFilter struct {
 	GroupID string
 	Version string
 	State   State
-	After   string // machine id to continue after (pagination)
-	Limit   int    // 0 = DefaultLimit
+	// Search matches machine ids and aliases that contain it, ignoring case.
+	Search string
+	After  string // machine id to continue after (pagination)
+	Limit  int    // 0 = DefaultLimit
+}
+
+// MaxSearchLen bounds InstanceFilter.Search.
+const MaxSearchLen = 128
+
+// likePattern returns a LIKE pattern (escape character '\') matching strings that contain
+// the lower-case s.
+func likePattern(s string) string {
+	return "%" + strings.NewReplacer(`\`, `\\`, "%", `\%`, "_", `\_`).Replace(strings.ToLower(s)) + "%"
 }
 
 // Listing limits.
@@ -351,9 +362,13 @@ func limit(n int) int {
 
 // Instances lists instances ordered by machine id.
 func (db *DB) Instances(ctx context.Context, f InstanceFilter) ([]Instance, error) {
+	if len(f.Search) > MaxSearchLen {
+		return nil, invalidf("instance search longer than %d bytes", MaxSearchLen)
+	}
 	rows, err := db.r.QueryContext(ctx, `SELECT `+instCols+` FROM instances
 WHERE ($1 = '' OR app_id = $1) AND ($2 = '' OR group_id = $2) AND ($3 = '' OR version = $3) AND ($4 = '' OR state = $4) AND machine_id > $5
-ORDER BY machine_id, app_id LIMIT $6`, f.AppID, f.GroupID, f.Version, string(f.State), f.After, limit(f.Limit))
+	AND ($7 = '' OR lower(machine_id) LIKE $8 ESCAPE '\' OR lower(alias) LIKE $8 ESCAPE '\')
+ORDER BY machine_id, app_id LIMIT $6`, f.AppID, f.GroupID, f.Version, string(f.State), f.After, limit(f.Limit), f.Search, likePattern(f.Search))
 	if err != nil {
 		return nil, fmt.Errorf("store: list instances: %w", err)
 	}

@@ -135,6 +135,8 @@ func conformance(t *testing.T, open opener) {
 		{"Waves", testWaves},
 		{"Enrollment", testEnrollment},
 		{"GrantStartTimeout", testGrantStartTimeout},
+		{"History", testHistory},
+		{"SearchInstances", testSearchInstances},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
