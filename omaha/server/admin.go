@@ -106,7 +106,9 @@ func (s *Server) adminRoutes(mux *http.ServeMux) {
 	mux.Handle("GET /api/v1/apps/{app}/groups/{group}", s.api(s.getGroup))
 	mux.Handle("PATCH /api/v1/apps/{app}/groups/{group}", s.change("group.update", js, s.updateGroup))
 	mux.Handle("GET /api/v1/apps/{app}/instances", s.api(s.listInstances))
+	mux.Handle("GET /api/v1/apps/{app}/instances/{machine}", s.api(s.getInstance))
 	mux.Handle("GET /api/v1/apps/{app}/instances/{machine}/events", s.api(s.machineEvents))
+	mux.Handle("GET /api/v1/apps/{app}/history", s.api(s.history))
 	mux.Handle("GET /api/v1/apps/{app}/events", s.api(s.listEvents))
 	mux.Handle("GET /api/v1/apps/{app}/status", s.api(s.status))
 	mux.Handle("GET /api/v1/audit", s.api(s.listAudit))
@@ -476,7 +478,7 @@ func (s *Server) listInstances(w http.ResponseWriter, r *http.Request) (any, err
 	if err != nil {
 		return nil, err
 	}
-	f := store.InstanceFilter{AppID: id, Version: q.Get("version"), State: store.State(q.Get("state")), After: q.Get("after"), Limit: n}
+	f := store.InstanceFilter{AppID: id, Version: q.Get("version"), State: store.State(q.Get("state")), Search: q.Get("q"), After: q.Get("after"), Limit: n}
 	if ref := q.Get("group"); ref != "" {
 		g, err := s.findGroup(r, id, ref)
 		if err != nil {
@@ -572,22 +574,34 @@ func (s *Server) appStatus(r *http.Request, id string) (admin.Status, error) {
 		return st, err
 	}
 	for _, g := range gs {
-		gst := admin.GroupStatus{Group: toGroup(g), Counts: []admin.Count{}}
-		for _, c := range counts {
-			if c.GroupID == g.ID {
-				gst.Counts = append(gst.Counts, admin.Count{Version: c.Version, State: string(c.State), N: c.N})
-				gst.Instances += c.N
-			}
+		gst := admin.GroupStatus{Group: toGroup(g)}
+		gst.Counts = ofGroup(counts, g.ID, func(c store.Count) (string, admin.Count) {
+			return c.GroupID, admin.Count{Version: c.Version, State: string(c.State), N: c.N}
+		})
+		for _, c := range gst.Counts {
+			gst.Instances += c.N
 		}
-		for _, f := range fails {
-			if f.GroupID == g.ID {
-				gst.Failures = append(gst.Failures, admin.Failures{TargetVersion: f.TargetVersion, Failed: f.Failed, RolledBack: f.RolledBack})
-			}
+		if fs := ofGroup(fails, g.ID, func(f store.Failures) (string, admin.Failures) {
+			return f.GroupID, admin.Failures{TargetVersion: f.TargetVersion, Failed: f.Failed, RolledBack: f.RolledBack}
+		}); len(fs) > 0 {
+			gst.Failures = fs
 		}
 		gst.Rollout = s.rolloutStatus(g, s.now())
 		st.Groups = append(st.Groups, gst)
 	}
 	return st, nil
+}
+
+// ofGroup converts the rows of rows that belong to group id (conv returns a row's group and
+// its conversion), in order; never nil, so that JSON says [] rather than null.
+func ofGroup[T, U any](rows []T, id string, conv func(T) (string, U)) []U {
+	out := []U{}
+	for _, r := range rows {
+		if g, u := conv(r); g == id {
+			out = append(out, u)
+		}
+	}
+	return out
 }
 
 func (s *Server) status(w http.ResponseWriter, r *http.Request) (any, error) {

@@ -16,6 +16,20 @@ import (
 //go:embed dashboard.html
 var dashboardHTML string
 
+// The dashboard's script and style sheet, served as files of their own so that the page's
+// Content-Security-Policy can forbid inline scripts and styles.
+var (
+	//go:embed dashboard.js
+	dashboardJS []byte
+	//go:embed dashboard.css
+	dashboardCSS []byte
+)
+
+// dashboardCSP lets the dashboard run only its own script and style sheet and talk only to
+// omahad, and keeps it out of frames (its buttons change things: no clickjacking).
+const dashboardCSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; " +
+	"form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+
 // dashboardFailures is how many recent failure events the dashboard lists per app.
 const dashboardFailures = 20
 
@@ -25,6 +39,7 @@ const dashboardAudit = 20
 var dashboardTmpl = template.Must(template.New("dashboard").Funcs(template.FuncMap{
 	"duration": func(d admin.Duration) string { return time.Duration(d).String() },
 	"source":   store.SourceChannel,
+	"next":     nextChannel,
 	"limit": func(n int64) string {
 		if n < 0 {
 			return "any"
@@ -44,10 +59,36 @@ type dashboardApp struct {
 	admin.Status
 	Failures []admin.Event
 	Gates    []admin.Gate
+	// Offered maps a channel to the version it offers (the newest of its boards'), which a
+	// group's promote button moves to the next channel.
+	Offered map[string]string
 }
 
-// handleDashboard serves the read-only HTML overview: per app its channels, per group the
-// policy and counts by version and state, and recent failures and rollbacks.
+// nextChannel is the channel after channel in promotion order ("" for the last).
+func nextChannel(channel string) string {
+	for _, c := range store.Channels {
+		if store.SourceChannel(c) == channel {
+			return c
+		}
+	}
+	return ""
+}
+
+// staticFile serves an embedded file of the dashboard. It holds no data, so it needs no token.
+func staticFile(contentType string, b []byte) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", contentType)
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		w.Header().Set("Cache-Control", "no-cache")
+		w.Write(b)
+	}
+}
+
+// handleDashboard serves the HTML overview: per app its channels and gates, per group the
+// policy, why it is halted, counts by version and state, and recent failures and rollbacks.
+// dashboard.js adds the charts (GET …/history), the instance search and history, and the
+// pause, resume and promote buttons, which call the JSON API with a bearer token the operator
+// types in (kept in the tab's sessionStorage), never with the Basic credentials or a cookie.
 func (s *Server) handleDashboard(w http.ResponseWriter, r *http.Request) {
 	data := struct {
 		Now   time.Time
@@ -75,7 +116,14 @@ func (s *Server) handleDashboard(w http.ResponseWriter, r *http.Request) {
 			s.fail(w, r, err)
 			return
 		}
-		da := dashboardApp{Status: st}
+		da := dashboardApp{Status: st, Offered: map[string]string{}}
+		for _, c := range st.Channels {
+			for _, p := range c.Packages {
+				if CompareVersions(p.Version, da.Offered[c.Name]) > 0 {
+					da.Offered[c.Name] = p.Version
+				}
+			}
+		}
 		for _, g := range gates {
 			da.Gates = append(da.Gates, toGate(g))
 		}
@@ -99,5 +147,9 @@ func (s *Server) handleDashboard(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Content-Security-Policy", dashboardCSP)
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.Header().Set("Referrer-Policy", "no-referrer")
+	w.Header().Set("Cache-Control", "no-store")
 	w.Write(b.Bytes())
 }

@@ -224,6 +224,8 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /metrics", s.m.handler())
 	mux.HandleFunc("GET /healthz", s.handleHealth)
 	mux.Handle("GET /{$}", s.auth(store.RoleReadOnly, "", http.HandlerFunc(s.handleDashboard)))
+	mux.Handle("GET /dashboard.js", staticFile("text/javascript; charset=utf-8", dashboardJS))
+	mux.Handle("GET /dashboard.css", staticFile("text/css; charset=utf-8", dashboardCSS))
 	s.adminRoutes(mux)
 	return s.m.instrument(mux)
 }
