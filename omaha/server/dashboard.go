@@ -59,8 +59,8 @@ type dashboardApp struct {
 	admin.Status
 	Failures []admin.Event
 	Gates    []admin.Gate
-	// Offered maps a channel to the version it offers (the newest of its boards'), which a
-	// group's promote button moves to the next channel.
+	// Offered maps a channel to the version it offers (the newest of its boards'): a group's
+	// promote button moves it to the next channel when that one offers another version.
 	Offered map[string]string
 }
 
@@ -119,7 +119,7 @@ func (s *Server) handleDashboard(w http.ResponseWriter, r *http.Request) {
 		da := dashboardApp{Status: st, Offered: map[string]string{}}
 		for _, c := range st.Channels {
 			for _, p := range c.Packages {
-				if CompareVersions(p.Version, da.Offered[c.Name]) > 0 {
+				if cur := da.Offered[c.Name]; cur == "" || CompareVersions(p.Version, cur) > 0 {
 					da.Offered[c.Name] = p.Version
 				}
 			}

@@ -286,6 +286,26 @@ async function search(form, after) {
   more.querySelector("button").onclick = () => search(form, next);
 }
 
+function eventText(e) {
+  return e.description + (e.previous_version ? ` (from ${e.previous_version})` : "");
+}
+
+// runs folds consecutive events (newest first) that say the same thing, such as a host's
+// routine check-ins, into one row each: {first, last, n}.
+function runs(evs) {
+  const out = [];
+  for (const e of evs) {
+    const r = out[out.length - 1];
+    if (r && eventText(r.last) === eventText(e) && r.last.version === e.version && r.last.target_version === e.target_version) {
+      r.first = e;
+      r.n++;
+    } else {
+      out.push({ first: e, last: e, n: 1 });
+    }
+  }
+  return out;
+}
+
 async function openInstance(section, machine) {
   const app = section.dataset.app;
   const box = section.querySelector("div.instance");
@@ -309,8 +329,10 @@ async function openInstance(section, machine) {
   const dl = el("table", { class: "facts" }, ...facts.map(([k, v]) => el("tr", {}, el("th", {}, k), el("td", {}, String(v)))));
   const hist = el("table", { class: "events" },
     el("tr", {}, el("th", {}, "time"), el("th", {}, "event"), el("th", {}, "running"), el("th", {}, "target")),
-    ...evs.map(e => el("tr", {}, el("td", {}, when(e.at)), el("td", {}, e.description + (e.previous_version ? ` (from ${e.previous_version})` : "")),
-      el("td", {}, e.version), el("td", {}, e.target_version || ""))));
+    ...runs(evs).map(r => el("tr", {},
+      el("td", {}, r.n > 1 ? `${when(r.first.at)} … ${when(r.last.at)}` : when(r.last.at)),
+      el("td", {}, eventText(r.last) + (r.n > 1 ? ` × ${r.n}` : "")),
+      el("td", {}, r.last.version), el("td", {}, r.last.target_version || ""))));
   if (evs.length === 0) hist.append(el("tr", {}, el("td", { colspan: "4", class: "muted" }, "no events recorded")));
   const close = el("button", { type: "button" }, "Close");
   close.addEventListener("click", () => { box.hidden = true; });
