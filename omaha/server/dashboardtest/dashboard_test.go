@@ -36,7 +36,8 @@ const (
 // fleet starts omahad with a small fleet and six days of history, on a clock that runs from
 // six days ago to now in 3-hour rounds in which every host checks in: 1.0.0 on stable; 1.1.0
 // published to beta and promoted to stable on day 2; stable hosts take it one after another
-// (three never do); canary-1 fails it on day 4, which halts the canary group.
+// (three never do); canary-1 fails it on day 4, which halts the canary group. At the end 1.2.0
+// reaches beta, and stable gets a gate of one day's soak.
 func fleet(t *testing.T) (*omahatest.Server, map[string]*omahatest.Host) {
 	const rounds, round = 48, 3 * time.Hour
 	var behind atomic.Int64 // how far the server's clock is behind the real one
@@ -80,6 +81,11 @@ func fleet(t *testing.T) (*omahatest.Server, map[string]*omahatest.Host) {
 			}
 		}
 		behind.Add(-int64(round))
+	}
+	// 1.2.0 just reached beta; stable's gate wants it to soak there for a day.
+	s.Publish(t, "beta", s.BuildPayload(t, "1.2.0", key))
+	if _, err := s.Admin.SetGate(t.Context(), s.App, admin.Gate{Channel: "stable", MinSoak: admin.Duration(24 * time.Hour), MaxFailures: -1, MaxRollbacks: -1}); err != nil {
+		t.Fatal(err)
 	}
 	s.Flush(t)
 	if g, err := s.Admin.Group(t.Context(), s.App, "canary"); err != nil || g.Policy.Enabled {
@@ -164,6 +170,24 @@ func TestDashboardInChromium(t *testing.T) {
 	}
 	shot(t, b, dir, "dashboard.png")
 
+	// A read-only token can sign in and read, but its changes are refused and the page says so.
+	do("sign in read-only",
+		chromedp.SendKeys(chromedp.CSS("#token"), s.ReadOnlyToken),
+		chromedp.Click(chromedp.CSS("#signin")),
+		chromedp.WaitVisible(chromedp.CSS("#signout")),
+		chromedp.WaitEnabled(chromedp.CSS(stable+` button[data-action="pause"]`)),
+		chromedp.Click(chromedp.CSS(stable+` button[data-action="pause"]`)),
+		chromedp.WaitVisible(chromedp.CSS("#confirm[open]")),
+		chromedp.Click(chromedp.CSS("#confirm-ok")),
+		chromedp.WaitVisible(chromedp.CSS("#flash.error")))
+	if got := strs(`[document.getElementById("flash").textContent]`); !strings.Contains(got[0], "read-only") {
+		t.Errorf("after a read-only pause the page says %q, want the refusal", got[0])
+	}
+	if g, err := s.Admin.Group(t.Context(), s.App, "stable"); err != nil || !g.Policy.Enabled {
+		t.Fatalf("stable after a read-only pause: %+v, %v; want enabled", g.Policy, err)
+	}
+	do("sign out", chromedp.Click(chromedp.CSS("#signout")), chromedp.WaitVisible(chromedp.CSS("#token")))
+
 	do("sign in",
 		chromedp.SendKeys(chromedp.CSS("#token"), s.AdminToken),
 		chromedp.Click(chromedp.CSS("#signin")),
@@ -193,6 +217,35 @@ func TestDashboardInChromium(t *testing.T) {
 	if e.Action != "group.update" || e.Who != "omahatest admin" || !strings.HasSuffix(e.Target, "/groups/stable") ||
 		!strings.Contains(detail.String(), `{"request":{"enabled":false}}`) || !strings.HasPrefix(e.Remote, "127.0.0.1") {
 		t.Errorf("newest audit entry = %s %s %s %s from %s; want the dashboard's pause of stable by the admin token from 127.0.0.1", e.Who, e.Action, e.Target, detail.String(), e.Remote)
+	}
+
+	// Promote 1.2.0 from beta: the gate refuses (it has not soaked), the dialog lists its checks
+	// and asks for a reason to override, and the override is recorded with it.
+	promote := `tr.group[data-name="beta"] button[data-action="promote"]`
+	do("click promote", chromedp.Click(chromedp.CSS(promote)), chromedp.WaitVisible(chromedp.CSS("#confirm[open]")),
+		chromedp.Click(chromedp.CSS("#confirm-ok")),
+		chromedp.WaitVisible(chromedp.CSS("#confirm-gates li")), chromedp.WaitVisible(chromedp.CSS("#confirm-reason")))
+	if got := strs(`[...document.querySelectorAll("#confirm-gates li")].map(li => li.textContent)`); !slices.ContainsFunc(got, func(s string) bool {
+		return strings.HasPrefix(s, "FAILS") && strings.Contains(s, "soak")
+	}) {
+		t.Errorf("the gate's checks in the dialog: %q, want the failed soak", got)
+	}
+	shot(t, b, dir, "gate.png")
+	const reason = "fix for a remote crash, signed off by security"
+	do("override the gate",
+		chromedp.SendKeys(chromedp.CSS("#confirm-reason"), reason),
+		chromedp.Click(chromedp.CSS("#confirm-ok")),
+		chromedp.WaitNotPresent(chromedp.CSS(promote)), // the page reloads: stable offers 1.2.0 too
+		chromedp.WaitReady(chromedp.CSS(`body[data-ready="true"]`)))
+	st := s.Status(t)
+	for _, c := range st.Channels {
+		if c.Name == "stable" && c.Packages["amd64-usr"].Version != "1.2.0" {
+			t.Errorf("stable after the override offers %q, want 1.2.0", c.Packages["amd64-usr"].Version)
+		}
+	}
+	if page, err = s.Admin.Audit(ctx, admin.AuditQuery{Limit: 1}); err != nil || len(page.Entries) != 1 ||
+		page.Entries[0].Action != "promote" || !strings.Contains(string(page.Entries[0].Detail), reason) {
+		t.Errorf("newest audit entry after the override: %+v, %v; want the forced promotion with its reason", page.Entries, err)
 	}
 
 	want := hosts["web-2"].MachineID
