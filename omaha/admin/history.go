@@ -11,6 +11,10 @@ type History struct {
 	Since   time.Time `json:"since"`
 	Bucket  Duration  `json:"bucket"`
 	Buckets int       `json:"buckets"`
+	// CountedFrom is the start of the first bucket counted: Since, or later when the range
+	// holds more check-ins than the server reads for one answer (200,000); the buckets before it
+	// are not counted (ask for a shorter range).
+	CountedFrom time.Time `json:"counted_from"`
 	// Truncated says the server left out points beyond its limit: ask for fewer buckets.
 	Truncated bool           `json:"truncated,omitempty"`
 	Groups    []GroupHistory `json:"groups"`

@@ -115,12 +115,19 @@ function drawChart(cell, gh, hist, colors) {
   for (const s of slots) top = Math.max(top, s.reduce((a, p) => a + p.hosts, 0));
   cell.replaceChildren();
   if (top === 0) {
-    cell.append(el("span", { class: "muted" }, "no check-ins in this range"));
+    cell.append(el("span", { class: "muted" }, since < new Date(hist.counted_from).getTime()
+      ? "too many check-ins in this range to count: choose a shorter one" : "no check-ins in this range"));
     return;
   }
   const chart = svg("svg", { width, height, viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": "hosts per version over time" });
   chart.append(svg("rect", { x: 0, y: 0, width, height, fill: "#fbfbfb", stroke: "#ddd" }));
   const w = width / n;
+  // Slots before counted_from were not counted (the range holds more check-ins than the
+  // server reads for one answer): grey, and said below.
+  const uncounted = Math.min(n, Math.max(0, Math.round((new Date(hist.counted_from).getTime() - since) / bucketMS)));
+  if (uncounted > 0) {
+    chart.append(svg("rect", { x: 0, y: 0, width: (uncounted * w).toFixed(2), height, fill: "#e4e4e4" }));
+  }
   slots.forEach((s, i) => {
     let y = height;
     for (const p of s) {
@@ -139,6 +146,9 @@ function drawChart(cell, gh, hist, colors) {
     legend.append(el("span", {}, el("i", { class: "swatch-" + palette.indexOf(colors.get(v)) }), v));
   }
   legend.append(el("span", { class: "muted" }, `max ${top} host(s); ${when(hist.since)} → now`));
+  if (uncounted > 0) {
+    legend.append(el("span", { class: "muted" }, `grey: not counted (too many check-ins before ${when(hist.counted_from)}; choose a shorter range)`));
+  }
   cell.append(chart, legend);
 }
 

@@ -69,7 +69,7 @@ func TestDashboardAPI(t *testing.T) {
 		}
 	}
 	want := []string{"stable 0s 1.0.0 3", "stable 2h0m0s 1.0.0 4", "stable 2h0m0s 1.1.0 1"}
-	if len(hist.Groups) != 1 || hist.Buckets != 3 || time.Duration(hist.Bucket) != time.Hour || strings.Join(got, "; ") != strings.Join(want, "; ") {
+	if len(hist.Groups) != 1 || hist.Buckets != 3 || !hist.CountedFrom.Equal(hist.Since) || time.Duration(hist.Bucket) != time.Hour || strings.Join(got, "; ") != strings.Join(want, "; ") {
 		t.Errorf("history = %+v\npoints %q\nwant %q", hist, got, want)
 	}
 	for _, bad := range []string{"range=0s", "range=3000h", "range=x", "buckets=0", "buckets=100000", "group=nope"} {

@@ -48,13 +48,14 @@ func (s *Server) history(w http.ResponseWriter, r *http.Request) (any, error) {
 	}
 	// The last bucket is the one now falls in; buckets start on multiples of their width.
 	f.Since = s.now().UTC().Truncate(f.Bucket).Add(f.Bucket - f.Bucket*time.Duration(buckets))
-	points, truncated, err := s.db.VersionHistory(r.Context(), f)
+	h, err := s.db.VersionHistory(r.Context(), f)
 	if err != nil {
 		return nil, err
 	}
-	out := admin.History{Since: f.Since, Bucket: admin.Duration(f.Bucket), Buckets: buckets, Truncated: truncated, Groups: []admin.GroupHistory{}}
+	out := admin.History{Since: f.Since, Bucket: admin.Duration(f.Bucket), Buckets: buckets, CountedFrom: h.CountedFrom,
+		Truncated: h.Truncated, Groups: []admin.GroupHistory{}}
 	for _, g := range gs {
-		out.Groups = append(out.Groups, admin.GroupHistory{GroupID: g.ID, Group: g.Name, Points: ofGroup(points, g.ID,
+		out.Groups = append(out.Groups, admin.GroupHistory{GroupID: g.ID, Group: g.Name, Points: ofGroup(h.Points, g.ID,
 			func(p store.VersionPoint) (string, admin.VersionPoint) {
 				return p.GroupID, admin.VersionPoint{At: p.Start, Version: p.Version, Hosts: p.Hosts}
 			})})

@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"errors"
+	"path/filepath"
 	"reflect"
 	"testing"
 	"time"
@@ -30,26 +31,35 @@ func testHistory(t *testing.T, e env) {
 		t.Fatal(err)
 	}
 	f := store.HistoryFilter{AppID: appID, GroupID: stable.ID, Since: t0, Bucket: time.Hour, Buckets: 2}
-	got, truncated, err := db.VersionHistory(ctx, f)
+	got, err := db.VersionHistory(ctx, f)
 	want := []store.VersionPoint{
 		{stable.ID, t0, "1.0.0", 2},
 		{stable.ID, t0.Add(time.Hour), "1.0.0", 1},
 		{stable.ID, t0.Add(time.Hour), "1.1.0", 1},
 	}
-	if err != nil || truncated || !reflect.DeepEqual(got, want) {
-		t.Fatalf("VersionHistory(stable) = %+v, %v, %v\nwant %+v", got, truncated, err, want)
+	if err != nil || got.Truncated || !got.CountedFrom.Equal(t0) || !reflect.DeepEqual(got.Points, want) {
+		t.Fatalf("VersionHistory(stable) = %+v, %v\nwant %+v", got, err, want)
 	}
 	f.GroupID = ""
-	got, _, err = db.VersionHistory(ctx, f)
-	if err != nil || len(got) != 4 {
+	got, err = db.VersionHistory(ctx, f)
+	if err != nil || len(got.Points) != 4 {
 		t.Fatalf("VersionHistory(every group) = %+v, %v; want the 3 points of stable and 1 of beta", got, err)
+	}
+	// Over the event limit, the oldest buckets are left out whole: the range holds 6 events
+	// (of every group); the 4th newest is in the first bucket, so the newest 3 count, from the
+	// second bucket on.
+	f.GroupID, f.Buckets, f.MaxEvents = stable.ID, 3, 3
+	got, err = db.VersionHistory(ctx, f)
+	want = want[1:]
+	if err != nil || !got.CountedFrom.Equal(t0.Add(time.Hour)) || !reflect.DeepEqual(got.Points, want) {
+		t.Fatalf("VersionHistory(3 events at most) = %+v, %v\nwant from %v: %+v", got, err, t0.Add(time.Hour), want)
 	}
 	for _, bad := range []store.HistoryFilter{
 		{AppID: appID, Since: t0, Bucket: time.Hour, Buckets: 0},
 		{AppID: appID, Since: t0, Bucket: time.Hour, Buckets: store.MaxHistoryBuckets + 1},
 		{AppID: appID, Since: t0, Bucket: 0, Buckets: 10},
 	} {
-		if _, _, err := db.VersionHistory(ctx, bad); !errors.Is(err, store.ErrInvalid) {
+		if _, err := db.VersionHistory(ctx, bad); !errors.Is(err, store.ErrInvalid) {
 			t.Errorf("VersionHistory(%+v) = %v, want ErrInvalid", bad, err)
 		}
 	}
@@ -99,5 +109,50 @@ func testSearchInstances(t *testing.T, e env) {
 	long := make([]byte, store.MaxSearchLen+1)
 	if _, err := db.Instances(ctx, store.InstanceFilter{AppID: appID, Search: string(long)}); !errors.Is(err, store.ErrInvalid) {
 		t.Errorf("an over-long search: %v, want ErrInvalid", err)
+	}
+}
+
+// BenchmarkVersionHistory measures the dashboard's chart query over a week of check-ins of
+// 2,000 hosts every 45 minutes (448,000 events, more than MaxHistoryEvents), on SQLite.
+func BenchmarkVersionHistory(b *testing.B) {
+	ctx := b.Context()
+	db, err := store.Open(ctx, filepath.Join(b.TempDir(), "omaha.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.CreateApp(ctx, store.App{ID: appID, Name: "twinslot", Trust: []byte(trust1)}, t0); err != nil {
+		b.Fatal(err)
+	}
+	gs, err := db.Groups(ctx, appID)
+	if err != nil {
+		b.Fatal(err)
+	}
+	const hosts, every, week = 2000, 45 * time.Minute, 7 * 24 * time.Hour
+	var evs []store.Event
+	for at := time.Duration(0); at < week; at += every {
+		for m := range hosts {
+			v := "1.0.0"
+			if time.Duration(m)*week/hosts < at {
+				v = "1.1.0"
+			}
+			evs = append(evs, store.Event{AppID: appID, MachineID: machine(m), GroupID: gs[m%len(gs)].ID, Type: 3, Result: 2, Version: v, At: t0.Add(at)})
+		}
+		if len(evs) >= 20000 {
+			if _, err := db.WriteCheckins(ctx, store.Batch{Events: evs}); err != nil {
+				b.Fatal(err)
+			}
+			evs = evs[:0]
+		}
+	}
+	if _, err := db.WriteCheckins(ctx, store.Batch{Events: evs}); err != nil {
+		b.Fatal(err)
+	}
+	f := store.HistoryFilter{AppID: appID, Since: t0, Bucket: week / 48, Buckets: 48}
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := db.VersionHistory(ctx, f); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
