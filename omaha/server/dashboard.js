@@ -190,6 +190,44 @@ function compareVersions(a, b) {
   return 0;
 }
 
+// --- waves ---------------------------------------------------------------------------------
+
+// loadWaves fills each group's waves cell from the status JSON: the group's wave plan
+// (policy.waves, e.g. "1%:1h,10%:2h,100%"), office hours, and where the rollout of its
+// channel's newest version stands (rollout: wave i of n, its share, when the next opens, or why
+// it is held). A group without waves keeps "one wave".
+async function loadWaves(section) {
+  let st;
+  try {
+    st = await api("GET", `/api/v1/apps/${enc(section.dataset.app)}/status`);
+  } catch (e) {
+    return; // the cells keep their text; the page's own numbers are there
+  }
+  for (const gs of st.groups || []) {
+    const row = section.querySelector(`tr.group[data-group="${CSS.escape(gs.group.id)}"]`);
+    const p = gs.group.policy || {}, r = gs.rollout;
+    if (!row || (!p.waves && !p.office_hours && !r)) continue;
+    const cell = row.querySelector("td.waves");
+    const lines = [];
+    if (r && r.waves > 0) {
+      lines.push(el("strong", {}, `wave ${r.wave + 1} of ${r.waves}`), ` (${r.share_percent}% of hosts)` + (r.version ? ` for ${r.version}` : ""));
+      if (r.held) lines.push(el("br"), el("span", { class: r.held === "soaking" ? "" : "paused" }, r.held));
+      if (r.next_at) lines.push(el("br"), `next wave ${when(r.next_at)}`);
+      const bar = svg("svg", { width: 120, height: 8, role: "img", "aria-label": "wave progress" });
+      bar.append(svg("rect", { x: 0, y: 0, width: 120, height: 8, fill: "#e4e4e4" }),
+        svg("rect", { x: 0, y: 0, width: (1.2 * r.share_percent).toFixed(1), height: 8, fill: "#2ca02c" }));
+      lines.push(el("br"), bar);
+    }
+    if (p.waves) lines.push(el("br"), el("span", { class: "muted" }, `plan ${p.waves}`));
+    if (p.office_hours) {
+      lines.push(el("br"), el("span", { class: "muted" }, `office hours ${p.office_hours}`));
+      if (r) lines.push(" ", el("span", { class: r.office_hours_open ? "enabled" : "paused" }, r.office_hours_open ? "(open now)" : "(closed now)"));
+    }
+    if (lines[0] && lines[0].tagName === "BR") lines.shift();
+    cell.replaceChildren(...lines);
+  }
+}
+
 // --- actions -------------------------------------------------------------------------------
 
 // ask shows the confirmation dialog and resolves to the reason typed (when force is asked
@@ -363,6 +401,7 @@ document.addEventListener("DOMContentLoaded", () => {
     const form = section.querySelector("form.search");
     form.addEventListener("submit", ev => { ev.preventDefault(); search(form, ""); });
     loadCharts(section);
+    loadWaves(section);
   }
   showLogin();
   document.body.dataset.ready = "true";
