@@ -258,6 +258,7 @@ type InstanceQuery struct {
 	Group   string // id or name
 	Version string
 	State   string
+	Search  string // part of a machine id or alias, any case
 	After   string // machine id to continue after
 	Limit   int
 }
@@ -265,7 +266,7 @@ type InstanceQuery struct {
 // Instances lists hosts of an app, ordered by machine id.
 func (c *Client) Instances(ctx context.Context, app string, q InstanceQuery) ([]Instance, error) {
 	v := url.Values{}
-	for k, s := range map[string]string{"group": q.Group, "version": q.Version, "state": q.State, "after": q.After} {
+	for k, s := range map[string]string{"group": q.Group, "version": q.Version, "state": q.State, "q": q.Search, "after": q.After} {
 		if s != "" {
 			v.Set(k, s)
 		}

@@ -1,6 +1,11 @@
 package admin
 
-import "time"
+import (
+	"context"
+	"net/url"
+	"strconv"
+	"time"
+)
 
 // History is how many hosts of each group ran each version over time (GET
 // /api/v1/apps/{app}/history?range=168h&buckets=48&group=…): the range ending now is cut into
@@ -32,4 +37,34 @@ type VersionPoint struct {
 	At      time.Time `json:"at"`
 	Version string    `json:"version"`
 	Hosts   int64     `json:"hosts"`
+}
+
+// HistoryQuery selects a History: the Range ending now (0 = 7 days) in Buckets buckets (0 =
+// the server's default), of one group (id or name; "" = every group).
+type HistoryQuery struct {
+	Range   time.Duration
+	Buckets int
+	Group   string
+}
+
+// History returns how many hosts of each group ran each version over time.
+func (c *Client) History(ctx context.Context, app string, q HistoryQuery) (History, error) {
+	v := url.Values{}
+	if q.Range > 0 {
+		v.Set("range", q.Range.String())
+	}
+	if q.Buckets > 0 {
+		v.Set("buckets", strconv.Itoa(q.Buckets))
+	}
+	if q.Group != "" {
+		v.Set("group", q.Group)
+	}
+	var out History
+	return out, c.get(ctx, appPath(app, "history"), v, &out)
+}
+
+// Instance returns one host of an app.
+func (c *Client) Instance(ctx context.Context, app, machineID string) (Instance, error) {
+	var out Instance
+	return out, c.get(ctx, appPath(app, "instances", machineID), nil, &out)
 }

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/url"
 	"regexp"
 	"strings"
 	"testing"
@@ -57,10 +56,10 @@ func TestDashboardAPI(t *testing.T) {
 	stray.Event(t, omaha.EventTypeUpdateComplete, omaha.EventResultError, omaha.ErrorCodeInstallDeviceOpenError)
 	s.Flush(t)
 
-	base := "/api/v1/apps/" + s.App
-	var hist admin.History
-	if code := getJSON(t, s, base+"/history?range=3h&buckets=3&group=stable", &hist); code != http.StatusOK {
-		t.Fatalf("history: %d", code)
+	ctx, base := t.Context(), "/api/v1/apps/"+s.App
+	hist, err := s.Admin.History(ctx, s.App, admin.HistoryQuery{Range: 3 * time.Hour, Buckets: 3, Group: "stable"})
+	if err != nil {
+		t.Fatalf("history: %v", err)
 	}
 	var got []string
 	for _, g := range hist.Groups {
@@ -79,20 +78,24 @@ func TestDashboardAPI(t *testing.T) {
 		}
 	}
 
-	var found []admin.Instance
-	if code := getJSON(t, s, base+"/instances?q=web-1", &found); code != http.StatusOK || len(found) != 1 || found[0].MachineID != hosts[1].MachineID {
-		t.Errorf("search web-1: %d %+v", code, found)
+	found, err := s.Admin.Instances(ctx, s.App, admin.InstanceQuery{Search: "web-1"})
+	if err != nil || len(found) != 1 || found[0].MachineID != hosts[1].MachineID {
+		t.Errorf("search web-1: %+v, %v", found, err)
 	}
-	q := url.Values{"q": {hosts[0].MachineID[8:20]}, "version": {"1.1.0"}}
-	if code := getJSON(t, s, base+"/instances?"+q.Encode(), &found); code != http.StatusOK || len(found) != 1 || found[0].Alias != "Web-0" {
-		t.Errorf("search by machine id and version: %d %+v", code, found)
+	found, err = s.Admin.Instances(ctx, s.App, admin.InstanceQuery{Search: hosts[0].MachineID[8:20], Version: "1.1.0"})
+	if err != nil || len(found) != 1 || found[0].Alias != "Web-0" {
+		t.Errorf("search by machine id and version: %+v, %v", found, err)
 	}
-	var one admin.Instance
-	if code := getJSON(t, s, base+"/instances/"+hosts[2].MachineID, &one); code != http.StatusOK || one.Alias != "Web-2" || one.Group != "stable" {
-		t.Errorf("instance: %d %+v", code, one)
+	var v any
+	if code := getJSON(t, s, base+"/instances?q="+strings.Repeat("x", 129), &v); code != http.StatusBadRequest {
+		t.Errorf("an over-long search: %d, want 400", code)
 	}
-	if code := getJSON(t, s, base+"/instances/"+omahatest.NewMachineID(), &one); code != http.StatusNotFound {
-		t.Errorf("unknown instance: %d, want 404", code)
+	one, err := s.Admin.Instance(ctx, s.App, hosts[2].MachineID)
+	if err != nil || one.Alias != "Web-2" || one.Group != "stable" {
+		t.Errorf("instance: %+v, %v", one, err)
+	}
+	if _, err := s.Admin.Instance(ctx, s.App, omahatest.NewMachineID()); err == nil || !strings.Contains(err.Error(), "not found") {
+		t.Errorf("unknown instance: %v, want not found", err)
 	}
 
 	body, resp := get(t, s, s.URL+"/", http.Header{"Authorization": {basic(s.ReadOnlyToken)}})

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
@@ -108,10 +109,12 @@ func artifacts(t *testing.T) string {
 	return dir
 }
 
-// TestDashboardInChromium pauses a group from the dashboard in a real browser: open the page,
-// sign in with an admin token, click Pause, confirm; the admin API then shows the group paused
-// and the audit log the change under that token. It then searches a host by alias and opens
-// its history. The page must reach nothing but omahad and throw no script error.
+// TestDashboardInChromium runs a rollout from the dashboard in a real browser: open the page;
+// a read-only token's pause is refused and says so; sign in with an admin token, click Pause,
+// confirm, and the admin API then shows the group paused and the audit log the change under
+// that token; promote past a failing gate with a reason; search a host by alias and open its
+// history. The page must reach nothing but omahad, throw no script error and break nothing of
+// its Content-Security-Policy (which refuses an injected inline script).
 func TestDashboardInChromium(t *testing.T) {
 	dashboardtest.Chromium(t) // skips early, before building the fleet
 	s, hosts := fleet(t)
@@ -160,11 +163,30 @@ func TestDashboardInChromium(t *testing.T) {
 		return v
 	}
 
+	// Record every Content-Security-Policy violation of every page load, across reloads.
+	if _, err := chromedp.Call(b.Ctx, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: `
+document.addEventListener("securitypolicyviolation", e => {
+  const v = JSON.parse(sessionStorage.getItem("test.csp") || "[]");
+  v.push(e.violatedDirective + " " + e.blockedURI);
+  sessionStorage.setItem("test.csp", JSON.stringify(v));
+});`}); err != nil {
+		t.Fatal(err)
+	}
+	violations := func() []string {
+		return strs(`JSON.parse(sessionStorage.getItem("test.csp") || "[]")`)
+	}
+
 	stable := `tr.group[data-name="stable"]`
 	do("open the dashboard",
 		chromedp.Navigate(s.URL+"/"),
 		chromedp.WaitReady(chromedp.CSS(`body[data-ready="true"]`)),
 		chromedp.WaitVisible(chromedp.CSS(stable+` td.chart svg`)))
+	// The page's policy holds: an inline script is refused (and seen by the recorder).
+	do("inject an inline script", chromedp.Evaluate[chromedp.Void](`{ const s = document.createElement("script"); s.textContent = "document.title = 'pwned'"; document.body.append(s); }`))
+	if v := violations(); len(v) == 0 || !strings.HasPrefix(v[0], "script-src") {
+		t.Errorf("an inline script was not refused by the CSP: violations %q", v)
+	}
+	do("clear the violations", chromedp.Evaluate[chromedp.Void](`sessionStorage.removeItem("test.csp")`))
 	if got := strs(`[...document.querySelectorAll("tr.group[data-name=canary] td.policy")].map(e => e.textContent)`); len(got) != 1 || !strings.Contains(got[0], "HALTED") {
 		t.Errorf("canary's policy cell = %q, want HALTED with its reason", got)
 	}
@@ -207,11 +229,11 @@ func TestDashboardInChromium(t *testing.T) {
 	if err != nil || g.Policy.Enabled {
 		t.Fatalf("stable after the click: %+v, %v; want paused", g.Policy, err)
 	}
-	page, err := s.Admin.Audit(ctx, admin.AuditQuery{})
-	if err != nil || len(page.Entries) == 0 {
-		t.Fatalf("audit: %+v, %v", page, err)
+	audit, err := s.Admin.Audit(ctx, admin.AuditQuery{})
+	if err != nil || len(audit.Entries) == 0 {
+		t.Fatalf("audit: %+v, %v", audit, err)
 	}
-	e := page.Entries[0]
+	e := audit.Entries[0]
 	var detail bytes.Buffer
 	json.Compact(&detail, e.Detail)
 	if e.Action != "group.update" || e.Who != "omahatest admin" || !strings.HasSuffix(e.Target, "/groups/stable") ||
@@ -243,9 +265,9 @@ func TestDashboardInChromium(t *testing.T) {
 			t.Errorf("stable after the override offers %q, want 1.2.0", c.Packages["amd64-usr"].Version)
 		}
 	}
-	if page, err = s.Admin.Audit(ctx, admin.AuditQuery{Limit: 1}); err != nil || len(page.Entries) != 1 ||
-		page.Entries[0].Action != "promote" || !strings.Contains(string(page.Entries[0].Detail), reason) {
-		t.Errorf("newest audit entry after the override: %+v, %v; want the forced promotion with its reason", page.Entries, err)
+	if audit, err = s.Admin.Audit(ctx, admin.AuditQuery{Limit: 1}); err != nil || len(audit.Entries) != 1 ||
+		audit.Entries[0].Action != "promote" || !strings.Contains(string(audit.Entries[0].Detail), reason) {
+		t.Errorf("newest audit entry after the override: %+v, %v; want the forced promotion with its reason", audit.Entries, err)
 	}
 
 	want := hosts["web-2"].MachineID
@@ -290,6 +312,9 @@ func TestDashboardInChromium(t *testing.T) {
 		t.Errorf("history of web-2 = %q, want %q", got, wantRows)
 	}
 
+	if v := violations(); len(v) > 0 {
+		t.Errorf("the dashboard broke its own Content-Security-Policy: %q", v)
+	}
 	if out := b.Outside(); len(out) > 0 {
 		t.Errorf("the page tried to reach beyond omahad: %q", out)
 	}
