@@ -26,8 +26,10 @@
 //	POST   /api/v1/apps/{app}/groups                      Group → Group
 //	GET    /api/v1/apps/{app}/groups/{group}              Group ({group} = id or name)
 //	PATCH  /api/v1/apps/{app}/groups/{group}              GroupChange → Group
-//	GET    /api/v1/apps/{app}/instances?group=&version=&state=&after=&limit=   []Instance
+//	GET    /api/v1/apps/{app}/instances?group=&version=&state=&q=&after=&limit=   []Instance (q: part of a machine id or alias)
+//	GET    /api/v1/apps/{app}/instances/{machine}         Instance
 //	GET    /api/v1/apps/{app}/instances/{machine}/events  []Event
+//	GET    /api/v1/apps/{app}/history?range=&buckets=&group=   History (hosts per version over time)
 //	GET    /api/v1/apps/{app}/events?failures=1&limit=    []Event
 //	GET    /api/v1/apps/{app}/status                      Status
 //

@@ -1,5 +1,5 @@
 // Package server is omahad, the twinslot update server: the Omaha endpoint hosts check in
-// with, payload downloads, the JSON admin API (package admin), a read-only dashboard,
+// with, payload downloads, the JSON admin API (package admin), the dashboard,
 // Prometheus metrics and a health check: Config, New and Serve. The command line is package
 // omaha/omahad.
 //
@@ -9,7 +9,10 @@
 //	GET  /packages/{sha256}/{name}    a published payload file (or, when name is one of its
 //	                                  extras, that extra): Range, If-Range, ETag = the file's sha256
 //	     /api/v1/…                    the admin API (bearer tokens; see package admin)
-//	GET  /                            the dashboard (token as HTTP Basic password, any user)
+//	GET  /                            the dashboard (token as HTTP Basic password, any user);
+//	                                  its changes go through the admin API with a bearer token
+//	GET  /dashboard.js, /dashboard.css its script and style sheet (no data, no token), under
+//	                                  the page's Content-Security-Policy (script-src 'self')
 //	GET  /metrics                     Prometheus
 //	GET  /healthz                     200 "ok" when the database answers and the queue has room
 //
