@@ -38,7 +38,7 @@ const (
 // six days ago to now in 3-hour rounds in which every host checks in: 1.0.0 on stable; 1.1.0
 // published to beta and promoted to stable on day 2; stable hosts take it one after another
 // (three never do); canary-1 fails it on day 4, which halts the canary group. At the end 1.2.0
-// reaches beta, and stable gets a gate of one day's soak.
+// reaches beta, stable gets a gate of one day's soak, and its rollouts go in waves.
 func fleet(t *testing.T) (*omahatest.Server, map[string]*omahatest.Host) {
 	const rounds, round = 48, 3 * time.Hour
 	var behind atomic.Int64 // how far the server's clock is behind the real one
@@ -83,6 +83,9 @@ func fleet(t *testing.T) (*omahatest.Server, map[string]*omahatest.Host) {
 		}
 		behind.Add(-int64(round))
 	}
+	// stable rolls out in waves from now on.
+	waves := "20%:1h,50%:2h,100%"
+	s.UpdateGroup(t, "stable", admin.GroupChange{Waves: &waves})
 	// 1.2.0 just reached beta; stable's gate wants it to soak there for a day.
 	s.Publish(t, "beta", s.BuildPayload(t, "1.2.0", key))
 	if _, err := s.Admin.SetGate(t.Context(), s.App, admin.Gate{Channel: "stable", MinSoak: admin.Duration(24 * time.Hour), MaxFailures: -1, MaxRollbacks: -1}); err != nil {
@@ -181,6 +184,11 @@ document.addEventListener("securitypolicyviolation", e => {
 		chromedp.Navigate(s.URL+"/"),
 		chromedp.WaitReady(chromedp.CSS(`body[data-ready="true"]`)),
 		chromedp.WaitVisible(chromedp.CSS(stable+` td.chart svg`)))
+	do("wait for the waves", chromedp.WaitVisible(chromedp.CSS(stable+` td.waves svg`)))
+	if got := strs(`[document.querySelector("tr.group[data-name=stable] td.waves").textContent]`); !strings.Contains(got[0], "wave 1 of 3 (20% of hosts) for 1.1.0") ||
+		!strings.Contains(got[0], "plan 20%:1h,50%:2h,100%") {
+		t.Errorf("stable's waves cell = %q, want wave 1 of 3 of its plan", got[0])
+	}
 	// The page's policy holds: an inline script is refused (and seen by the recorder).
 	do("inject an inline script", chromedp.Evaluate[chromedp.Void](`{ const s = document.createElement("script"); s.textContent = "document.title = 'pwned'"; document.body.append(s); }`))
 	if v := violations(); len(v) == 0 || !strings.HasPrefix(v[0], "script-src") {
@@ -215,10 +223,11 @@ document.addEventListener("securitypolicyviolation", e => {
 		chromedp.Click(chromedp.CSS("#signin")),
 		chromedp.WaitVisible(chromedp.CSS("#signout")),
 		chromedp.WaitEnabled(chromedp.CSS(stable+` button[data-action="pause"]`)))
+	// The README's picture: the top of the window as a signed-in operator sees it.
+	do("scroll to the top", chromedp.Evaluate[chromedp.Void](`window.scrollTo(0, 0)`))
+	write(t, b, dir, "readme.png", chromedp.CaptureScreenshot())
 	do("click pause", chromedp.Click(chromedp.CSS(stable+` button[data-action="pause"]`)), chromedp.WaitVisible(chromedp.CSS("#confirm[open]")))
 	shot(t, b, dir, "confirm.png")
-	// The README's picture: the window as the operator sees it, the dialog over the groups.
-	write(t, b, dir, "readme.png", chromedp.CaptureScreenshot())
 	do("confirm", chromedp.Click(chromedp.CSS("#confirm-ok")),
 		// The page reloads after the change: stable then offers Resume.
 		chromedp.WaitVisible(chromedp.CSS(stable+` button[data-action="resume"]`)))

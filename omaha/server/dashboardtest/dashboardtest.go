@@ -58,7 +58,7 @@ func NewBrowser(t testing.TB, origin, user, pass string, budget time.Duration) *
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(exe),
 		chromedp.UserDataDir(filepath.Join(t.TempDir(), "profile")),
-		chromedp.WindowSize(1400, 1000),
+		chromedp.WindowSize(1400, 1200),
 		// Nothing but the server: every other name resolves to nothing, no proxy.
 		chromedp.Flag("host-resolver-rules", "MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"),
 		chromedp.Flag("no-proxy-server", true),
