@@ -128,8 +128,9 @@ func TestDashboardInChromium(t *testing.T) {
 		mu         sync.Mutex
 		exceptions []string
 	)
+	thrown := chromedp.Events(b.Ctx, runtime.ExceptionThrown) // subscribed from here on
 	go func() {
-		for ev, err := range chromedp.Events(b.Ctx, runtime.ExceptionThrown) {
+		for ev, err := range thrown {
 			if err != nil {
 				return
 			}
@@ -195,6 +196,22 @@ document.addEventListener("securitypolicyviolation", e => {
 		t.Errorf("an inline script was not refused by the CSP: violations %q", v)
 	}
 	do("clear the violations", chromedp.Evaluate[chromedp.Void](`sessionStorage.removeItem("test.csp")`))
+	// And a script error is seen.
+	do("throw from a timer", chromedp.Evaluate[chromedp.Void](`setTimeout(() => { throw new Error("test error") }, 0)`))
+	for deadline := time.Now().Add(step); ; time.Sleep(50 * time.Millisecond) {
+		mu.Lock()
+		n := len(exceptions)
+		mu.Unlock()
+		if n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a script error thrown in the page was not seen")
+		}
+	}
+	mu.Lock()
+	exceptions = nil
+	mu.Unlock()
 	if got := strs(`[...document.querySelectorAll("tr.group[data-name=canary] td.policy")].map(e => e.textContent)`); len(got) != 1 || !strings.Contains(got[0], "HALTED") {
 		t.Errorf("canary's policy cell = %q, want HALTED with its reason", got)
 	}
