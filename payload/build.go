@@ -35,6 +35,11 @@ type BuildOptions struct {
 	Workers int
 	// Progress, if set, is called with image bytes done so far.
 	Progress func(done, total int64)
+	// DeltaFrom lists older images (at most MaxDeltas) to add a delta section for each: a host
+	// whose active slot holds one of them fetches only that section (format version 2). Their
+	// ops are compressed at DeltaLevel (default zstd.SpeedBestCompression).
+	DeltaFrom  []DeltaBase
+	DeltaLevel zstd.EncoderLevel
 }
 
 // Build reads the size-byte image from image and writes an unsigned payload to path (through a
@@ -67,6 +72,12 @@ func Build(ctx context.Context, image io.ReaderAt, size int64, o BuildOptions, p
 	}
 	if size <= 0 || size > MaxImageSize {
 		return nil, fmt.Errorf("build: image size %d outside 1..%d", size, int64(MaxImageSize))
+	}
+	if len(o.DeltaFrom) > MaxDeltas {
+		return nil, fmt.Errorf("build: %d delta bases exceed the limit %d", len(o.DeltaFrom), MaxDeltas)
+	}
+	if o.DeltaLevel == 0 {
+		o.DeltaLevel = zstd.SpeedBestCompression
 	}
 	m := &Manifest{
 		FormatVersion: FormatVersion, AppID: o.AppID, Board: o.Board, Version: o.Version,
@@ -122,6 +133,9 @@ func (z zeroSums) sum(n uint32) ([32]byte, uint32) {
 
 func build(ctx context.Context, image io.ReaderAt, size int64, o BuildOptions, m *Manifest, out *os.File) error {
 	h := header{Version: FormatVersion, EnvelopeArea: uint32(o.EnvelopeArea)}
+	if len(o.DeltaFrom) > 0 {
+		h.Version, m.FormatVersion = FormatVersionDelta, FormatVersionDelta
+	}
 	if _, err := out.Seek(h.dataOffset(), io.SeekStart); err != nil {
 		return err
 	}
@@ -257,6 +271,18 @@ func build(ctx context.Context, image io.ReaderAt, size int64, o BuildOptions, m
 	}
 	if imgOff != size {
 		return fmt.Errorf("read %d image bytes, want %d", imgOff, size)
+	}
+	// The delta sections follow the chunks' stored bytes in the data section.
+	do := o
+	do.Level = o.DeltaLevel
+	for _, base := range o.DeltaFrom {
+		ref, err := writeDelta(ctx, image, size, chunks, base, do, w)
+		if err != nil {
+			return err
+		}
+		ref.Offset = dataOff
+		dataOff += ref.Length
+		m.Deltas = append(m.Deltas, ref)
 	}
 	table := marshalTable(chunks)
 	if _, err := w.Write(table); err != nil {

@@ -13,6 +13,10 @@ const (
 	// FormatVersion is the version of the container layout (header, envelope area, data, table)
 	// and of the manifest schema. Readers refuse other versions.
 	FormatVersion = 1
+	// FormatVersionDelta is the version of a payload that carries delta sections (delta.go): the
+	// same layout, and a manifest that lists them. A payload without them stays version 1, so
+	// that older installers read it; readers accept both.
+	FormatVersionDelta = 2
 	// HeaderSize is the fixed header length in bytes.
 	HeaderSize = 48
 	// TableEntrySize is the length of one chunk-table record in bytes.
@@ -113,8 +117,8 @@ func parseHeader(b []byte) (header, error) {
 	h.EnvelopeArea = binary.BigEndian.Uint32(b[16:])
 	h.DataLen = binary.BigEndian.Uint64(b[24:])
 	h.TableLen = binary.BigEndian.Uint64(b[32:])
-	if h.Version != FormatVersion {
-		return h, reject(ReasonMalformed, "format version %d is not supported (this build reads version %d); update the updater", h.Version, FormatVersion)
+	if h.Version != FormatVersion && h.Version != FormatVersionDelta {
+		return h, reject(ReasonMalformed, "format version %d is not supported (this build reads versions %d and %d); update the updater", h.Version, FormatVersion, FormatVersionDelta)
 	}
 	if h.Flags != 0 || !allZero(b[20:24]) || !allZero(b[40:48]) {
 		return h, reject(ReasonMalformed, "reserved header bits are set")

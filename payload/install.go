@@ -47,6 +47,10 @@ type Target struct {
 	// Active is the running slot, read-only; nil disables reuse from it.
 	Active     io.ReaderAt
 	ActiveSize int64
+	// ActiveVersion is the version the active slot runs (its os-release VERSION_ID). When the
+	// payload carries a delta section built from that version, Install fetches only that
+	// section; "" disables delta sections.
+	ActiveVersion string
 }
 
 // Progress is a snapshot of an install.
@@ -87,6 +91,8 @@ type InstallOptions struct {
 	// unbootable (partition BeginInstall) only when it is really about to change; an error
 	// aborts the install with nothing written.
 	BeforeWrite func() error
+	// NoDelta makes Install ignore the payload's delta sections (the chunk path only).
+	NoDelta bool
 }
 
 // Result summarises a finished install.
@@ -103,6 +109,10 @@ type Result struct {
 	// Phases is the time spent in each phase ("verify", "scan-target", "index-active", "fetch",
 	// "rehash" (the read-back still running after the last write), "sync").
 	Phases map[string]time.Duration
+	// DeltaBase is the base version whose delta section was installed; "" for the chunk path.
+	DeltaBase string
+	// DeltaFallback says why a delta section was abandoned for the chunk path, if it was.
+	DeltaFallback string
 }
 
 // BytesReused is the image bytes that needed no download.
@@ -194,22 +204,44 @@ func (in *installer) run(ctx context.Context) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	m, err := f.Verify(in.o.Trust, in.o.Expect)
+	m, err := f.verifyManifest(in.o.Trust, in.o.Expect)
 	if err != nil {
 		return nil, err
 	}
 	in.m = m
-	meta := int64(HeaderSize) + int64(f.hdr.EnvelopeArea) + int64(f.hdr.TableLen)
 	if m.ImageSize > in.dst.Size {
 		return nil, reject(ReasonImageTooLarge, "image of %d bytes does not fit the %d-byte slot", m.ImageSize, in.dst.Size)
 	}
-	in.log.Info("payload verified", "version", m.Version, "board", m.Board, "image_bytes", m.ImageSize, "chunks", len(m.Chunks))
-
-	// From here on the target may be written.
 	in.writeback = writebackStarter(in.dst.Slot)
 	if in.o.BeforeWrite != nil {
 		in.dst.Slot = &hookedSlot{Slot: in.dst.Slot, hook: in.o.BeforeWrite}
 	}
+	var fallback string
+	if d, ok := in.pickDelta(m); ok {
+		// The delta path needs no chunk table. From here on the target may be written.
+		meta, err := in.runDelta(ctx, f, d)
+		switch {
+		case err == nil:
+			return in.finish(ctx, meta, d.BaseVersion, "")
+		case !errors.Is(err, errDeltaSource):
+			return nil, err
+		}
+		fallback = err.Error()
+		in.log.Warn("delta section abandoned, installing by chunks", "base", d.BaseVersion, "err", err)
+		in.setPhase("verify")
+		// The chunk path counts the image again; bytes fetched and written stay counted.
+		in.done.Store(0)
+		in.reusedT.Store(0)
+		in.reusedA.Store(0)
+		in.zero.Store(0)
+	}
+	if err := f.readTable(m); err != nil {
+		return nil, err
+	}
+	meta := int64(HeaderSize) + int64(f.hdr.EnvelopeArea) + int64(f.hdr.TableLen)
+	in.log.Info("payload verified", "version", m.Version, "board", m.Board, "image_bytes", m.ImageSize, "chunks", len(m.Chunks))
+
+	// From here on the target may be written.
 	in.need = make([]bool, len(m.Chunks))
 	in.placed = newPlacement(len(m.Chunks))
 	if err := in.checkZeroChunks(); err != nil {
@@ -247,6 +279,18 @@ func (in *installer) run(ctx context.Context) (*Result, error) {
 	if err := <-hashed; err != nil {
 		return nil, err
 	}
+	return in.finish(ctx, meta, "", fallback)
+}
+
+// finish syncs the target once, after the last write and check, and sums the install up.
+func (in *installer) finish(ctx context.Context, meta int64, deltaBase, fallback string) (*Result, error) {
+	m := in.m
+	if deltaBase != "" && in.o.RehashImage {
+		in.setPhase("rehash")
+		if err := in.rehashImage(ctx); err != nil {
+			return nil, err
+		}
+	}
 	// One sync, after the last write (the read-back may have written zero chunks).
 	in.setPhase("sync")
 	if s, ok := in.dst.Slot.(interface{ Sync() error }); ok {
@@ -266,6 +310,8 @@ func (in *installer) run(ctx context.Context) (*Result, error) {
 		Requests:          int(in.requests.Load()),
 		Duration:          in.o.Now().Sub(in.start),
 		Phases:            in.phases,
+		DeltaBase:         deltaBase,
+		DeltaFallback:     fallback,
 	}
 	in.log.Info("payload installed", "version", m.Version, "reused_target", res.BytesReusedTarget,
 		"reused_active", res.BytesReusedActive, "fetched", res.BytesFetched, "written", res.BytesWritten, "duration", res.Duration)

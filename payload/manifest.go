@@ -85,6 +85,8 @@ type Manifest struct {
 	TableSize       int64     `json:"tableSize"`
 	TableSHA256     Digest    `json:"tableSha256"`
 	DataSize        int64     `json:"dataSize"`
+	// Deltas lists the delta sections (format version 2 only; see delta.go).
+	Deltas []DeltaRef `json:"deltas,omitempty"`
 
 	// Chunks is the decoded chunk table. It is filled by File.Verify (after the table matched
 	// TableSHA256) and is not part of the JSON.
@@ -112,8 +114,16 @@ func parseManifest(b []byte) (*Manifest, error) {
 }
 
 func (m *Manifest) check() error {
-	if m.FormatVersion != FormatVersion {
-		return reject(ReasonMalformed, "manifest format version %d is not supported (want %d)", m.FormatVersion, FormatVersion)
+	switch {
+	case m.FormatVersion != FormatVersion && m.FormatVersion != FormatVersionDelta:
+		return reject(ReasonMalformed, "manifest format version %d is not supported (this build reads %d and %d); update the updater",
+			m.FormatVersion, FormatVersion, FormatVersionDelta)
+	case m.FormatVersion == FormatVersion && len(m.Deltas) > 0:
+		return reject(ReasonMalformed, "a version %d manifest lists delta sections (they need version %d)", FormatVersion, FormatVersionDelta)
+	case m.FormatVersion == FormatVersionDelta && len(m.Deltas) == 0:
+		return reject(ReasonMalformed, "a version %d manifest lists no delta section (payloads without them are version %d)", FormatVersionDelta, FormatVersion)
+	case len(m.Deltas) > MaxDeltas:
+		return reject(ReasonLengthOverflow, "%d delta sections exceed the limit %d", len(m.Deltas), MaxDeltas)
 	}
 	for _, f := range []struct{ name, v string }{{"appId", m.AppID}, {"board", m.Board}, {"version", m.Version}} {
 		if err := checkField(f.name, f.v); err != nil {
@@ -132,6 +142,11 @@ func (m *Manifest) check() error {
 	}
 	if err := m.Chunking.check(); err != nil {
 		return rejectErr(ReasonMalformed, err, "manifest chunking")
+	}
+	for i, d := range m.Deltas {
+		if err := d.check(i, m.DataSize); err != nil {
+			return err
+		}
 	}
 	return nil
 }

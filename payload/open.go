@@ -197,6 +197,19 @@ const tablePiece = 1 << 20
 // chunk table and checks it against the signed hash. It returns the manifest with Chunks filled.
 // Every refusal is a *RejectError.
 func (f *File) Verify(t *TrustRoot, want Expect) (*Manifest, error) {
+	m, err := f.verifyManifest(t, want)
+	if err != nil {
+		return nil, err
+	}
+	if err := f.readTable(m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// verifyManifest checks the envelope against the trust root and the manifest against want and
+// the header, without reading the chunk table (a delta install does not need it).
+func (f *File) verifyManifest(t *TrustRoot, want Expect) (*Manifest, error) {
 	if t == nil {
 		return nil, fmt.Errorf("verify payload: no trust root given (refusing to skip verification)")
 	}
@@ -221,6 +234,14 @@ func (f *File) Verify(t *TrustRoot, want Expect) (*Manifest, error) {
 		return nil, reject(ReasonMalformed, "header section lengths (data %d, table %d) differ from the signed manifest (data %d, table %d)",
 			f.hdr.DataLen, f.hdr.TableLen, m.DataSize, m.TableSize)
 	}
+	if int(f.hdr.Version) != m.FormatVersion {
+		return nil, reject(ReasonMalformed, "header format version %d differs from the signed manifest's %d", f.hdr.Version, m.FormatVersion)
+	}
+	return m, nil
+}
+
+// readTable reads the chunk table of m, checks it against the signed hash and fills m.Chunks.
+func (f *File) readTable(m *Manifest) error {
 	// The table is read, hashed and parsed a piece at a time: a reader never holds the table's
 	// bytes beside its chunks. Nothing parsed is used unless the whole table matched its hash.
 	h := sha256.New()
@@ -230,7 +251,7 @@ func (f *File) Verify(t *TrustRoot, want Expect) (*Manifest, error) {
 	for done := int64(0); done < int64(f.hdr.TableLen); {
 		b := piece[:min(int64(len(piece)), int64(f.hdr.TableLen)-done)]
 		if err := f.readAt(b, f.hdr.tableOffset()+done); err != nil {
-			return nil, fmt.Errorf("read chunk table: %w", err)
+			return fmt.Errorf("read chunk table: %w", err)
 		}
 		h.Write(b)
 		if parseErr == nil {
@@ -239,17 +260,17 @@ func (f *File) Verify(t *TrustRoot, want Expect) (*Manifest, error) {
 		done += int64(len(b))
 	}
 	if Digest(h.Sum(nil)) != m.TableSHA256 {
-		return nil, reject(ReasonChunkTableMismatch, "chunk table does not match the signed hash %s", m.TableSHA256)
+		return reject(ReasonChunkTableMismatch, "chunk table does not match the signed hash %s", m.TableSHA256)
 	}
 	if parseErr != nil {
-		return nil, parseErr
+		return parseErr
 	}
 	chunks, err := p.finish()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	m.Chunks = chunks
-	return m, nil
+	return nil
 }
 
 // verifySignatures counts distinct, valid, trusted, non-revoked keys over the DSSE PAE.

@@ -54,8 +54,15 @@ func (p twinslotPeer) prepare(ctx context.Context, c Case) error {
 		return b.keysErr
 	}
 	return b.once(b.path(b.tsp(c)), func(tmp string) error {
-		if err := run(ctx, b.dir, b.o.Payload, "build", "--image", c.image, "--version", "bench."+c.Name, "--board", board,
-			"--security-version", "1", "-o", tmp); err != nil {
+		argv := []string{b.o.Payload, "build", "--image", c.image, "--version", "bench." + c.Name, "--board", board,
+			"--security-version", "1", "-o", tmp}
+		if !c.Full {
+			// A release ships with a delta section from the release before it: a host running
+			// the base fetches only that section. The full case stands for a host that runs
+			// none of the payload's bases.
+			argv = append(argv, "--delta-from", b.base)
+		}
+		if err := run(ctx, b.dir, argv...); err != nil {
 			return err
 		}
 		return run(ctx, b.dir, b.o.Payload, "sign", "--key", key, tmp)

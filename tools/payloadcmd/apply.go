@@ -41,6 +41,10 @@ type applyResult struct {
 	// Phases is the seconds each phase of the install took (verify, scan-target, index-active,
 	// fetch, rehash, sync): where an install's time goes.
 	Phases map[string]float64 `json:"phases"`
+	// Delta is the base version whose delta section was installed ("" for the chunk path);
+	// DeltaFallback why a delta section was abandoned for the chunk path.
+	Delta         string `json:"delta,omitempty"`
+	DeltaFallback string `json:"deltaFallback,omitempty"`
 }
 
 func (c *cmd) apply(ctx context.Context, stdio cli.IO, args []string) error {
@@ -65,6 +69,7 @@ none with --disk unless --esp is given.`)
 	app := fs.String("app", payload.DefaultAppID, "required app id")
 	floor := fs.Uint64("floor", 0, "lowest security version accepted (besides the trust root's)")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
+	noDelta := fs.Bool("no-delta", false, "ignore the payload's delta sections: reuse and fetch by chunks only")
 	arg, err := parseOne(fs, args, "payload file or URL")
 	if err != nil {
 		return err
@@ -121,8 +126,9 @@ none with --disk unless --esp is given.`)
 	start := c.env.Now()
 	res, err := payload.Install(ctx, src, payload.Target{
 		Slot: slot, Size: target.Size,
-		Active: d.SlotReader(active), ActiveSize: active.Size,
+		Active: d.SlotReader(active), ActiveSize: active.Size, ActiveVersion: rel.Version,
 	}, payload.InstallOptions{
+		NoDelta: *noDelta,
 		Trust:  tr,
 		Expect: payload.Expect{AppID: *app, Board: rel.Board, Floor: *floor},
 		Now:    c.env.Now,
@@ -164,7 +170,7 @@ none with --disk unless --esp is given.`)
 		ImageBytes: res.Manifest.ImageSize, ReusedTarget: res.BytesReusedTarget, ReusedActive: res.BytesReusedActive,
 		ZeroBytes: res.BytesZero, FetchedBytes: res.BytesFetched, MetadataBytes: res.BytesMetadata,
 		WrittenBytes: res.BytesWritten, Requests: res.Requests, Seconds: c.env.Now().Sub(start).Seconds(),
-		Phases: map[string]float64{},
+		Phases: map[string]float64{}, Delta: res.DeltaBase, DeltaFallback: res.DeltaFallback,
 	}
 	for p, d := range res.Phases {
 		out.Phases[p] = d.Seconds()

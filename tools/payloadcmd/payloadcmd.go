@@ -17,6 +17,7 @@ import (
 
 	"github.com/sigstore/sigstore/pkg/signature"
 	"github.com/sigstore/sigstore/pkg/signature/kms"
+	"github.com/twinslot/twinslot/partition/slotrelease"
 	"github.com/twinslot/twinslot/payload"
 	"github.com/twinslot/twinslot/tools/cli"
 	"github.com/twinslot/twinslot/tools/progress"
@@ -270,6 +271,9 @@ func (c *cmd) build(ctx context.Context, stdio cli.IO, args []string) error {
 	level := fs.String("level", "", "zstd level: fastest, default, better or best (default: the library's default)")
 	area := fs.Int("envelope-area", 0, "bytes reserved for the signed envelope (default: the library's default)")
 	out := fs.String("o", "", "output payload file")
+	var deltaFrom multiFlag
+	fs.Var(&deltaFrom, "delta-from", "an older /usr `image` (OLD.img, or OLD.img=VERSION) to add a delta section for, so that hosts running it\n"+
+		"fetch only that section; repeat it for the last few releases. VERSION defaults to the image's os-release VERSION_ID")
 	pos, err := cli.Parse(fs, args)
 	if err != nil {
 		return err
@@ -300,10 +304,16 @@ func (c *cmd) build(ctx context.Context, stdio cli.IO, args []string) error {
 	if err != nil {
 		return err
 	}
+	bases, closeBases, err := openDeltaBases(deltaFrom)
+	if err != nil {
+		return err
+	}
+	defer closeBases()
 	bar := progress.New(stdio.Stderr, cli.IsTerminal(stdio.Stderr), "build", st.Size(), c.env.Now)
 	m, err := payload.Build(ctx, f, st.Size(), payload.BuildOptions{
 		AppID: *app, Board: *board, Version: *version, SecurityVersion: *secver, Created: c.env.Now(),
 		Chunking: ch, Level: lvl, EnvelopeArea: *area, Progress: func(done, _ int64) { bar.Set(done, "") },
+		DeltaFrom: bases,
 	}, *out)
 	if err != nil {
 		return err
@@ -316,7 +326,46 @@ func (c *cmd) build(ctx context.Context, stdio cli.IO, args []string) error {
 	fmt.Fprintf(stdio.Stdout, "wrote %s (unsigned): version %s, board %s, security version %d\n", *out, m.Version, m.Board, m.SecurityVersion)
 	fmt.Fprintf(stdio.Stdout, "image %s in %d chunks, payload %s (%.1f%% of the image)\nsign it: payload sign --key NAME.key %s\n",
 		progress.Bytes(m.ImageSize), m.ChunkCount, progress.Bytes(fst.Size()), 100*float64(fst.Size())/float64(m.ImageSize), *out)
+	for _, d := range m.Deltas {
+		fmt.Fprintf(stdio.Stdout, "delta section from %s: %d ops, %s\n", d.BaseVersion, d.OpCount, progress.Bytes(d.Length))
+	}
 	return nil
+}
+
+// openDeltaBases opens the --delta-from images (OLD.img or OLD.img=VERSION; the version is
+// read from the image's os-release when not given).
+func openDeltaBases(args []string) ([]payload.DeltaBase, func(), error) {
+	var files []*os.File
+	closeAll := func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}
+	var bases []payload.DeltaBase
+	for _, a := range args {
+		path, version, _ := strings.Cut(a, "=")
+		f, err := os.Open(path)
+		if err != nil {
+			closeAll()
+			return nil, nil, fmt.Errorf("--delta-from: %w", err)
+		}
+		files = append(files, f)
+		st, err := f.Stat()
+		if err != nil {
+			closeAll()
+			return nil, nil, fmt.Errorf("--delta-from: %w", err)
+		}
+		if version == "" {
+			rel, err := slotrelease.Read(f, st.Size())
+			if err != nil {
+				closeAll()
+				return nil, nil, cli.Usagef("--delta-from %s: no version given and none readable in the image (%v); pass %s=VERSION", path, err, path)
+			}
+			version = rel.Version
+		}
+		bases = append(bases, payload.DeltaBase{Image: f, Size: st.Size(), Version: version})
+	}
+	return bases, closeAll, nil
 }
 
 func (c *cmd) sign(ctx context.Context, stdio cli.IO, args []string) error {
