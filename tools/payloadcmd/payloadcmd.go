@@ -271,6 +271,7 @@ func (c *cmd) build(ctx context.Context, stdio cli.IO, args []string) error {
 	level := fs.String("level", "", "zstd level: fastest, default, better or best (default: the library's default)")
 	area := fs.Int("envelope-area", 0, "bytes reserved for the signed envelope (default: the library's default)")
 	out := fs.String("o", "", "output payload file")
+	deltaLevel := fs.String("delta-level", "", "zstd level of the delta sections: fastest, default, better or best (default: better)")
 	var deltaFrom multiFlag
 	fs.Var(&deltaFrom, "delta-from", "an older /usr `image` (OLD.img, or OLD.img=VERSION) to add a delta section for, so that hosts running it\n"+
 		"fetch only that section; repeat it for the last few releases. VERSION defaults to the image's os-release VERSION_ID")
@@ -295,6 +296,13 @@ func (c *cmd) build(ctx context.Context, stdio cli.IO, args []string) error {
 			return cli.Usagef("--level %q: want fastest, default, better or best", *level)
 		}
 	}
+	var dlvl zstd.EncoderLevel
+	if *deltaLevel != "" {
+		var ok bool
+		if ok, dlvl = zstd.EncoderLevelFromString(*deltaLevel); !ok {
+			return cli.Usagef("--delta-level %q: want fastest, default, better or best", *deltaLevel)
+		}
+	}
 	f, err := os.Open(*image)
 	if err != nil {
 		return err
@@ -313,7 +321,7 @@ func (c *cmd) build(ctx context.Context, stdio cli.IO, args []string) error {
 	m, err := payload.Build(ctx, f, st.Size(), payload.BuildOptions{
 		AppID: *app, Board: *board, Version: *version, SecurityVersion: *secver, Created: c.env.Now(),
 		Chunking: ch, Level: lvl, EnvelopeArea: *area, Progress: func(done, _ int64) { bar.Set(done, "") },
-		DeltaFrom: bases,
+		DeltaFrom: bases, DeltaLevel: dlvl,
 	}, *out)
 	if err != nil {
 		return err
