@@ -129,9 +129,9 @@ none with --disk unless --esp is given.`)
 		Active: d.SlotReader(active), ActiveSize: active.Size, ActiveVersion: rel.Version,
 	}, payload.InstallOptions{
 		NoDelta: *noDelta,
-		Trust:  tr,
-		Expect: payload.Expect{AppID: *app, Board: rel.Board, Floor: *floor},
-		Now:    c.env.Now,
+		Trust:   tr,
+		Expect:  payload.Expect{AppID: *app, Board: rel.Board, Floor: *floor},
+		Now:     c.env.Now,
 		// Only when bytes are really about to change: make the slot unbootable first, so that a
 		// half-written slot is never booted or rolled back into.
 		BeforeWrite: func() error { return d.BeginInstall(target) },
