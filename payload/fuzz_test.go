@@ -126,3 +126,46 @@ func TestAllZero(t *testing.T) {
 		}
 	}
 }
+
+// FuzzDeltaIndex feeds arbitrary delta indexes and section entries to the parser: it must never
+// panic, and what it accepts must cover the image exactly, read sources inside the base and
+// stored bytes inside the section.
+func FuzzDeltaIndex(f *testing.F) {
+	ops, d := validDelta()
+	f.Add(marshalDeltaIndex(ops), d.BaseSize, d.Length, int64(validDeltaImage))
+	f.Add(marshalDeltaIndex(ops[:1]), d.BaseSize, int64(DeltaOpSize), int64(1<<20))
+	f.Add([]byte{}, int64(1), int64(0), int64(1))
+	f.Fuzz(func(t *testing.T, index []byte, baseSize, length, imageSize int64) {
+		if len(index)%DeltaOpSize != 0 || len(index) == 0 {
+			index = append(index, make([]byte, DeltaOpSize-len(index)%DeltaOpSize)...)
+		}
+		ref := DeltaRef{BaseVersion: "1", BaseSize: baseSize, Length: length, OpCount: len(index) / DeltaOpSize}
+		m := &Manifest{FormatVersion: FormatVersionDelta, AppID: DefaultAppID, Board: "b", Version: "2", ImageSize: imageSize,
+			Chunking: DefaultChunking, ChunkCount: 1, TableSize: TableEntrySize, DataSize: max(length, 0), Deltas: []DeltaRef{ref}}
+		if err := m.check(); err != nil {
+			if _, ok := IsRejection(err); !ok {
+				t.Fatalf("not a rejection: %v", err)
+			}
+			return
+		}
+		got, err := parseDeltaIndex(index, ref, imageSize)
+		if err != nil {
+			if _, ok := IsRejection(err); !ok {
+				t.Fatalf("not a rejection: %v", err)
+			}
+			return
+		}
+		var end, data int64
+		for _, o := range got {
+			if o.Offset != end || o.Length == 0 || o.Length > MaxDeltaOpSize || o.DataOffset != data ||
+				o.SourceOffset < 0 || o.SourceOffset+int64(o.SourceLength) > baseSize {
+				t.Fatalf("accepted an inconsistent op %+v", o)
+			}
+			end += int64(o.Length)
+			data += int64(o.DataLength)
+		}
+		if end != imageSize || data+ref.indexLen() != length {
+			t.Fatalf("ops cover %d of %d and store %d of %d", end, imageSize, data, length-ref.indexLen())
+		}
+	})
+}
