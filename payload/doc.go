@@ -8,11 +8,11 @@
 // already has (in the active slot, or in the target slot from an interrupted attempt) and fetches
 // only the rest with HTTP Range requests.
 //
-// # File format, version 1 (all integers big-endian)
+// # File format, versions 1 and 2 (all integers big-endian)
 //
 //	offset  size  field
 //	0       8     magic "TWINSLOT"
-//	8       2     format version = 1 (readers refuse others)
+//	8       2     format version = 1, or 2 with delta sections (readers refuse others)
 //	10      2     flags = 0 (readers refuse others)
 //	12      4     E: envelope length in bytes (1 ≤ E ≤ A)
 //	16      4     A: envelope area length (≤ MaxEnvelopeArea = 1 MiB)
@@ -36,13 +36,16 @@
 // signs SHA-256 of the PAE (ASN.1 signature); Ed25519 signs the PAE itself. Only the manifest is
 // signed (pure Ed25519 buffers the whole message, so the image is never signed directly).
 //
-// The manifest JSON (schema version = formatVersion = 1; unknown fields are refused):
+// The manifest JSON (schema version = formatVersion = the header's version; unknown fields are
+// refused; "deltas" only, and always, in version 2):
 //
 //	{"formatVersion":1, "appId":…, "board":…, "version":…, "securityVersion":N,
 //	 "created":RFC 3339, "imageSize":bytes, "imageSha256":hex,
 //	 "chunking":{"algorithm":"rabin","min":…,"max":…,"averageBits":…,"polynomial":…}
 //	           or {"algorithm":"fixed","size":…},
-//	 "chunkCount":n, "tableSize":64·n, "tableSha256":hex, "dataSize":D}
+//	 "chunkCount":n, "tableSize":64·n, "tableSha256":hex, "dataSize":D,
+//	 "deltas":[{"baseVersion":…, "baseSize":bytes, "baseSha256":hex, "offset":…, "length":…,
+//	            "opCount":n, "indexSha256":hex}, …]}
 //
 // It binds the chunk table by hash and the section lengths by value, so every byte a host uses
 // is covered by the signature transitively. A chunk-table record (64 bytes):
@@ -60,6 +63,28 @@
 // Build writes a run of zeros as one zero chunk of up to 1 MiB (the chunker cuts zeros at its
 // minimum size; one record per cut cost a 256 MiB image a third of its table), never longer, as
 // installers read a chunk back whole into a buffer of max(1 MiB, the chunking's maximum).
+//
+// # Delta sections
+//
+// A chunk install costs every host the whole chunk table (64 bytes a chunk: 0.47 MB for a
+// 256 MiB ext4 image) and fetches a changed chunk whole even when a few bytes of it changed.
+// So a payload may also carry, for each of the last few releases (BuildOptions.DeltaFrom,
+// 'payload build --delta-from OLD.img'), a delta section inside its data section: an index of
+// ops that rebuild the image from that base — copy a base extent (coalesced up to 1 MiB), zero,
+// zstd, or patch: the target bytes compressed with zstd against the base's bytes at the same
+// place (and at the place the last copy came from, ±64 KiB) as a raw dictionary, at zstd's best
+// level — each op carrying the SHA-256 of the target extent it writes. Its byte layout and
+// limits are in delta.go. A payload with sections is version 2; one without stays version 1, so
+// older installers still read it.
+//
+// A host whose active slot runs a section's base version (Target.ActiveVersion; 'payload
+// apply' reads it from the active slot's os-release) reads no chunk table: it reads the
+// section's index (checked against the signed hash), then copies and zeroes locally and checks
+// the target extents of the stored ops (an interrupted attempt's bytes are kept), fetches the
+// stored bytes of the missing ops in coalesced Range requests, decodes, checks each op's hash,
+// writes it and reads it back. A copy or patch whose result does not match its hash means the
+// active slot is not the base: the install goes on by the chunk path, which keeps what was
+// written (Result.DeltaFallback says why).
 //
 // # Trust
 //
@@ -130,6 +155,9 @@
 //   - No byte is written to the target before the SHA-256 of its chunk matched the signed table.
 //   - Every length read from a file or a server is bounded by a named limit before use.
 //   - No byte is read back as good unless it equals what was written after its hash matched.
+//   - A delta install holds its section's index (at most MaxDeltaOps ops, about 150 bytes an
+//     op while parsing) and per worker one op's source, target and read-back (MaxDeltaDict +
+//     2·MaxDeltaOpSize) and one request (at most 4 MiB).
 //   - Memory is bounded by the chunk table (at most MaxChunks = 2^17 chunks; a payload with more
 //     is refused before its table is read, which is read and parsed 1 MiB at a time), about 36
 //     bytes a chunk for the fetch plan, and a few buffers per worker (readBufferSize,

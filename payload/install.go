@@ -55,7 +55,7 @@ type Target struct {
 
 // Progress is a snapshot of an install.
 type Progress struct {
-	Phase   string // "verify", "scan-target", "index-active", "fetch", "rehash", "sync", "done"
+	Phase   string // "verify", "scan-target", "index-active", "delta-local", "fetch", "rehash", "sync", "done"
 	Done    int64  // image bytes in place so far
 	Total   int64  // image size
 	Reused  int64  // image bytes found in the target or the active slot
