@@ -276,7 +276,7 @@ func build(ctx context.Context, image io.ReaderAt, size int64, o BuildOptions, m
 	do := o
 	do.Level = o.DeltaLevel
 	for _, base := range o.DeltaFrom {
-		ref, err := writeDelta(ctx, image, size, chunks, base, do, w)
+		ref, err := writeDelta(ctx, image, chunks, base, do, w)
 		if err != nil {
 			return err
 		}

@@ -36,9 +36,9 @@ type plannedOp struct {
 	src  int64
 }
 
-// writeDelta writes the delta section that rebuilds the size-byte target image (cut as chunks)
+// writeDelta writes the delta section that rebuilds the target image (cut as chunks)
 // from base to w, and returns its manifest entry with Offset 0.
-func writeDelta(ctx context.Context, target io.ReaderAt, size int64, chunks []Chunk, base DeltaBase, o BuildOptions, w io.Writer) (DeltaRef, error) {
+func writeDelta(ctx context.Context, target io.ReaderAt, chunks []Chunk, base DeltaBase, o BuildOptions, w io.Writer) (DeltaRef, error) {
 	ref := DeltaRef{BaseVersion: base.Version, BaseSize: base.Size}
 	if base.Size <= 0 || base.Size > MaxImageSize {
 		return ref, fmt.Errorf("delta base %s: size %d outside 1..%d", base.Version, base.Size, int64(MaxImageSize))
