@@ -108,6 +108,8 @@ func (a *Agent) download(ctx context.Context, r Record) (Event, error) {
 	dst := payload.Target{
 		Slot: d.SlotIO(t), Size: t.Size,
 		Active: d.SlotReader(booted), ActiveSize: booted.Size,
+		// The booted slot runs this version: a payload's delta section from it is all to fetch.
+		ActiveVersion: a.release.Version,
 	}
 	a.log.Info("installing", "version", att.ToVersion, "target", t.Label, "trust_root", trustPath, "floor", fl)
 	var res *payload.Result
