@@ -468,6 +468,10 @@ func printManifest(w io.Writer, j manifestJSON) {
 		fmt.Fprintf(t, "chunks\t%d\n", j.ChunkCount)
 	}
 	fmt.Fprintf(t, "payload\t%s (data %s)\n", progress.Bytes(j.FileSize), progress.Bytes(j.DataSize))
+	for _, d := range j.Deltas {
+		fmt.Fprintf(t, "delta from %s\t%d ops, %s (base %s, sha256 %s)\n", d.BaseVersion, d.OpCount, progress.Bytes(d.Length),
+			progress.Bytes(d.BaseSize), d.BaseSHA256)
+	}
 	if len(j.Signatures) == 0 {
 		fmt.Fprintf(t, "signatures\tnone\n")
 	}
