@@ -25,7 +25,7 @@ const deltaPad = 64 << 10
 
 // deltaWindow is how many ops Build encodes at once (in parallel) before it writes them: it
 // bounds the builder's memory to about deltaWindow stored ops.
-const deltaWindow = 256
+const deltaWindow = 32
 
 // plannedOp is an op before its bytes are hashed and encoded: kind 0 means "changed" (to be
 // stored as patch, zstd or raw), src then is where the matching base bytes probably are.
@@ -58,16 +58,25 @@ func writeDelta(ctx context.Context, target io.ReaderAt, chunks []Chunk, base De
 	if len(plan) > MaxDeltaOps {
 		return ref, fmt.Errorf("delta base %s: %d ops exceed the limit %d", base.Version, len(plan), MaxDeltaOps)
 	}
+	encs, err := newDeltaEncoders(o.Workers, o.Level)
+	if err != nil {
+		return ref, err
+	}
+	defer func() {
+		for _, e := range encs {
+			e.close()
+		}
+	}()
 	ops := make([]DeltaOp, len(plan))
 	var stored int64
 	for lo := 0; lo < len(plan); lo += deltaWindow {
 		hi := min(lo+deltaWindow, len(plan))
 		data := make([][]byte, hi-lo)
-		err := parallelFor(ctx, o.Workers, hi-lo, func(enc *deltaEncoder, k int) error {
+		err := parallelFor(ctx, encs, hi-lo, func(enc *deltaEncoder, k int) error {
 			op, b, err := enc.encode(target, base, plan[lo+k])
 			ops[lo+k], data[k] = op, b
 			return err
-		}, o.Level)
+		})
 		if err != nil {
 			return ref, fmt.Errorf("delta base %s: %w", base.Version, err)
 		}
@@ -181,8 +190,8 @@ func planDelta(ctx context.Context, target io.ReaderAt, chunks []Chunk, base Del
 
 // deltaEncoder is one build worker's state.
 type deltaEncoder struct {
-	level zstd.EncoderLevel
-	plain *zstd.Encoder
+	plain *zstd.Encoder // zstd alone
+	patch *zstd.Encoder // zstd against a raw dictionary (set for each op)
 	tbuf  []byte
 	dict  []byte
 }
@@ -223,13 +232,12 @@ func (e *deltaEncoder) encode(target io.ReaderAt, base DeltaBase, p plannedOp) (
 		if err := readFull(base.Image, d, lo); err != nil {
 			return op, nil, fmt.Errorf("read base image at %d: %w", lo, err)
 		}
-		enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(e.level), zstd.WithEncoderConcurrency(1),
-			zstd.WithEncoderCRC(false), zstd.WithEncoderDictRaw(0, d))
-		if err != nil {
+		// A new dictionary each time (a new *dict: the encoder rebuilds its tables), one
+		// encoder per worker (a best-level encoder allocates tens of MB).
+		if err := e.patch.ResetWithOptions(nil, zstd.WithEncoderDictRaw(0, d)); err != nil {
 			return op, nil, err
 		}
-		z := enc.EncodeAll(t, nil)
-		enc.Close()
+		z := e.patch.EncodeAll(t, nil)
 		if len(z) < len(best) {
 			best, op.Kind, op.SourceOffset, op.SourceLength = z, DeltaPatch, lo, uint32(hi-lo)
 		}
@@ -238,21 +246,40 @@ func (e *deltaEncoder) encode(target io.ReaderAt, base DeltaBase, p plannedOp) (
 	return op, best, nil
 }
 
-// parallelFor runs f(enc, i) for i in [0, n) on workers goroutines, each with its own encoder,
-// and returns the first error.
-func parallelFor(ctx context.Context, workers, n int, f func(enc *deltaEncoder, i int) error, level zstd.EncoderLevel) error {
+// newDeltaEncoders makes one encoder pair per worker: a best-level encoder allocates tens of
+// MB, so they live as long as the section's build.
+func newDeltaEncoders(workers int, level zstd.EncoderLevel) ([]*deltaEncoder, error) {
+	var encs []*deltaEncoder
+	opts := []zstd.EOption{zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(1), zstd.WithEncoderCRC(false)}
+	for range max(workers, 1) {
+		plain, err := zstd.NewWriter(nil, opts...)
+		if err != nil {
+			return nil, err
+		}
+		patch, err := zstd.NewWriter(nil, append(opts, zstd.WithEncoderDictRaw(0, make([]byte, 64)))...)
+		if err != nil {
+			plain.Close()
+			return nil, err
+		}
+		encs = append(encs, &deltaEncoder{plain: plain, patch: patch, tbuf: make([]byte, MaxDeltaOpSize), dict: make([]byte, MaxDeltaOpSize+2*deltaPad)})
+	}
+	return encs, nil
+}
+
+func (e *deltaEncoder) close() {
+	e.plain.Close()
+	e.patch.Close()
+}
+
+// parallelFor runs f(enc, i) for i in [0, n), each encoder on its own goroutine, and returns
+// the first error.
+func parallelFor(ctx context.Context, encs []*deltaEncoder, n int, f func(enc *deltaEncoder, i int) error) error {
 	var mu sync.Mutex
 	next := 0
 	var first error
 	var wg sync.WaitGroup
-	for range min(workers, n) {
-		plain, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(1), zstd.WithEncoderCRC(false))
-		if err != nil {
-			return err
-		}
-		enc := &deltaEncoder{level: level, plain: plain, tbuf: make([]byte, MaxDeltaOpSize), dict: make([]byte, MaxDeltaOpSize+2*deltaPad)}
+	for _, enc := range encs[:min(len(encs), n)] {
 		wg.Go(func() {
-			defer plain.Close()
 			for {
 				mu.Lock()
 				i := next
