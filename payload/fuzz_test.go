@@ -26,6 +26,9 @@ func goldenSeed(t testing.TB) ([]byte, *TrustRoot) {
 func FuzzEnvelope(f *testing.F) {
 	golden, tr := goldenSeed(f)
 	f.Add(golden)
+	if v2, err := os.ReadFile(filepath.Join("testdata", "v2-delta.tsp")); err == nil {
+		f.Add(v2) // signed by another key: refused, after its manifest and sections were parsed
+	}
 	f.Add(golden[:HeaderSize])
 	f.Add(golden[:len(golden)/2])
 	short := bytes.Clone(golden[:HeaderSize+4096])
