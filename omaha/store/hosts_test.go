@@ -2,12 +2,10 @@ package store_test
 
 import (
 	"errors"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/twinslot/twinslot/omaha/omahatest"
 	"github.com/twinslot/twinslot/omaha/store"
 )
 
@@ -185,33 +183,12 @@ func TestMigrateEnrollment(t *testing.T) {
 	for _, backend := range []string{"sqlite", "postgres"} {
 		t.Run(backend, func(t *testing.T) {
 			ctx := t.Context()
-			dsn := filepath.Join(t.TempDir(), "omaha.db")
-			if backend == "postgres" {
-				dsn = omahatest.PostgresDSN(t)
-			}
-			old, err := store.OpenAt(ctx, dsn, 5)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, q := range []string{
-				`INSERT INTO apps (id, name, trust, created) VALUES ('` + appID + `', 'twinslot', '{}', 1)`,
-				`INSERT INTO channels (app_id, name, external_url) VALUES ('` + appID + `', 'stable', '')`,
-				`INSERT INTO update_groups (id, app_id, name, channel, enabled, max_updates, period_ms, timeout_ms, created, updated)
-VALUES ('7d6cbd21-57dc-4f32-b7fe-857d7e6e600c', '` + appID + `', 'stable', 'stable', TRUE, 5, 3600000, 3600000, 1, 1)`,
-			} {
-				if err := old.Exec(ctx, q); err != nil {
-					t.Fatalf("%s: %v", q, err)
-				}
-			}
-			old.Close()
-			db, err := store.Open(ctx, dsn)
-			if err != nil {
-				t.Fatalf("upgrade: %v", err)
-			}
-			defer db.Close()
-			if m, err := db.Migrations(ctx); err != nil || m[7] != "host enrollment" {
-				t.Fatalf("migrations = %v, %v", m, err)
-			}
+			db := upgraded(t, backend, 5, []stmt{
+				{`INSERT INTO apps (id, name, trust, created) VALUES ($1, 'twinslot', '{}', 1)`, []any{appID}},
+				{`INSERT INTO channels (app_id, name, external_url) VALUES ($1, 'stable', '')`, []any{appID}},
+				{`INSERT INTO update_groups (id, app_id, name, channel, enabled, max_updates, period_ms, timeout_ms, created, updated)
+VALUES ('7d6cbd21-57dc-4f32-b7fe-857d7e6e600c', $1, 'stable', 'stable', TRUE, 5, 3600000, 3600000, 1, 1)`, []any{appID}},
+			}, 7, "host enrollment")
 			gs, err := db.Groups(ctx, appID)
 			if err != nil || len(gs) != 1 || gs[0].Policy.RequireEnrollment || gs[0].Policy.Anonymous != "" ||
 				gs[0].Policy.GrantStartTimeout != 0 || gs[0].Policy.MaxUpdates != 5 {

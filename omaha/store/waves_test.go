@@ -3,14 +3,12 @@ package store_test
 import (
 	"errors"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 	_ "time/tzdata" // office hours in named zones on a machine without tzdata
 
-	"github.com/twinslot/twinslot/omaha/omahatest"
 	"github.com/twinslot/twinslot/omaha/store"
 )
 
@@ -291,38 +289,17 @@ func TestMigrateWaves(t *testing.T) {
 	for _, backend := range []string{"sqlite", "postgres"} {
 		t.Run(backend, func(t *testing.T) {
 			ctx := t.Context()
-			dsn := filepath.Join(t.TempDir(), "omaha.db")
-			if backend == "postgres" {
-				dsn = omahatest.PostgresDSN(t)
-			}
-			old, err := store.OpenAt(ctx, dsn, 5)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, q := range []string{
-				`INSERT INTO apps (id, name, trust, created) VALUES ('` + appID + `', 'twinslot', '', 1)`,
-				`INSERT INTO channels (app_id, name, external_url) VALUES ('` + appID + `', 'stable', '')`,
-				`INSERT INTO update_groups (id, app_id, name, channel, enabled, max_updates, period_ms, timeout_ms, created, updated)
-VALUES ('7d6cbd21-57dc-4f32-b7fe-857d7e6e600c', '` + appID + `', 'stable', 'stable', TRUE, 0, 3600000, 3600000, 1, 1)`,
-			} {
-				if err := old.Exec(ctx, q); err != nil {
-					t.Fatalf("%s: %v", q, err)
-				}
-			}
-			old.Close()
-			db, err := store.Open(ctx, dsn)
-			if err != nil {
-				t.Fatalf("upgrade: %v", err)
-			}
-			defer db.Close()
-			if m, err := db.Migrations(ctx); err != nil || m[6] != "waves and office hours" {
-				t.Fatalf("migrations = %v, %v", m, err)
-			}
+			db := upgraded(t, backend, 5, []stmt{
+				{`INSERT INTO apps (id, name, trust, created) VALUES ($1, 'twinslot', '', 1)`, []any{appID}},
+				{`INSERT INTO channels (app_id, name, external_url) VALUES ($1, 'stable', '')`, []any{appID}},
+				{`INSERT INTO update_groups (id, app_id, name, channel, enabled, max_updates, period_ms, timeout_ms, created, updated)
+VALUES ('7d6cbd21-57dc-4f32-b7fe-857d7e6e600c', $1, 'stable', 'stable', TRUE, 0, 3600000, 3600000, 1, 1)`, []any{appID}},
+			}, 6, "waves and office hours")
 			g := groupByName(t, db, "stable")
 			if g.Policy.Waves != "" || g.Policy.OfficeHours != "" {
 				t.Fatalf("policy after the upgrade = %+v", g.Policy)
 			}
-			g, err = db.UpdateGroup(ctx, appID, g.ID, func(g *store.Group) { g.Policy.Waves, g.Policy.OfficeHours = "5%:1h,100%", "09:00-17:00" }, t0)
+			g, err := db.UpdateGroup(ctx, appID, g.ID, func(g *store.Group) { g.Policy.Waves, g.Policy.OfficeHours = "5%:1h,100%", "09:00-17:00" }, t0)
 			if err != nil || g.Policy.Waves != "5%:1h,100%" || g.Policy.OfficeHours != "09:00-17:00" {
 				t.Fatalf("set waves after the upgrade = %+v, %v", g.Policy, err)
 			}
