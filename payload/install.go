@@ -313,8 +313,15 @@ func (in *installer) finish(ctx context.Context, meta int64, deltaBase, fallback
 		DeltaBase:         deltaBase,
 		DeltaFallback:     fallback,
 	}
-	in.log.Info("payload installed", "version", m.Version, "reused_target", res.BytesReusedTarget,
-		"reused_active", res.BytesReusedActive, "fetched", res.BytesFetched, "written", res.BytesWritten, "duration", res.Duration)
+	attrs := []any{"version", m.Version, "reused_target", res.BytesReusedTarget,
+		"reused_active", res.BytesReusedActive, "fetched", res.BytesFetched, "written", res.BytesWritten, "duration", res.Duration}
+	if deltaBase != "" {
+		attrs = append(attrs, "delta", deltaBase)
+	}
+	if fallback != "" {
+		attrs = append(attrs, "delta_fallback", fallback)
+	}
+	in.log.Info("payload installed", attrs...)
 	return res, nil
 }
 

@@ -143,14 +143,37 @@ func TestOverlay(t *testing.T) {
 	}
 }
 
-func TestResumed(t *testing.T) {
-	feed := func(lines ...string) *console {
-		c := newConsole(io.Discard)
-		for _, l := range lines {
-			c.Write([]byte(l + "\n"))
-		}
-		return c
+// feed is a console that has printed lines.
+func feed(lines ...string) *console {
+	c := newConsole(io.Discard)
+	for _, l := range lines {
+		c.Write([]byte(l + "\n"))
 	}
+	return c
+}
+
+func TestByDelta(t *testing.T) {
+	const head = `[ 90.2] updated[384]: time=x level=INFO msg="payload installed" version=1.0.3 reused_target=0 reused_active=9 fetched=7 written=16 duration=1s`
+	for _, tc := range []struct {
+		name, line, want string
+	}{
+		{"none", `[ 90.2] updated[384]: time=x level=INFO msg="agent starting"`, "no finished install of 1.0.3"},
+		{"by chunks", head, "did not use the delta section from 1.0.2"},
+		{"other base", head + " delta=1.0.1", "did not use the delta section from 1.0.2"},
+		{"fell back", head + ` delta_fallback="payload: delta copy …"`, "fell back to the chunk path"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := byDelta(feed(tc.line), "1.0.3", "1.0.2"); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("byDelta() = %v, want %q", err, tc.want)
+			}
+		})
+	}
+	if err := byDelta(feed(head+" delta=1.0.2"), "1.0.3", "1.0.2"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestResumed(t *testing.T) {
 	start := `[ 26.1] updated[384]: time=x level=INFO msg="agent starting" slot=USR-A recorded_state=DOWNLOADING state=DOWNLOADING`
 	fresh := `[ 26.1] updated[384]: time=x level=INFO msg="agent starting" slot=USR-A recorded_state=IDLE state=IDLE`
 	done := `[ 80.6] updated[384]: time=x level=INFO msg="payload installed" version=1.0.1 reused_target=568761305 reused_active=0 fetched=101574956 written=1`

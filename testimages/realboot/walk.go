@@ -314,7 +314,7 @@ func (w *walk) run(ctx context.Context) error {
 	err = w.waitEvent(ctx, b3, "3/2", func(e admin.Event) bool { return e.Type == 3 && e.Result == 2 && e.Version == V2 })
 	w.check("c", "omahad received 3/2 for v2", err)
 	w.check("c", "the slot is committed (USR-B S=1)", w.waitSlots(ctx, b3, slotWant{"USR-B", 2, 0, true}))
-	w.check("c", "the etcd lock is released after the health gate", w.waitHolder(ctx, b3, false))
+	w.check("c", "the etcd lock is released after the health gate", w.waitHolder(ctx, b3, false, ""))
 	b3.Gate = "passed"
 
 	// d: a broken v3 goes out; the host installs it into USR-A and reboots.
@@ -329,6 +329,7 @@ func (w *walk) run(ctx context.Context) error {
 	}
 	w.finish(b3, "")
 	w.check("c", "the anti-rollback floor in the guest's TPM advanced to v2's security version", w.expectFloor(ctx, sec2))
+	w.check("d", "v3 came by its delta section from v2, not by chunks", byDelta(b3.con, V3, V2))
 	w.check("d", "v3 installed into USR-A (P=2 T=1 S=0), USR-B the committed fallback", w.expectSlots(
 		slotWant{"USR-A", 2, 1, false}, slotWant{"USR-B", 1, 0, true}))
 
@@ -360,7 +361,9 @@ func (w *walk) run(ctx context.Context) error {
 		expect("initrd marker", r["marker"], marker(V2))))
 	err = w.waitEvent(ctx, b5, "3/0/44", func(e admin.Event) bool { return e.Type == 3 && e.Result == 0 && e.ErrorCode == 44 })
 	w.check("d", "omahad received 3/0 error 44 (rollback)", err)
-	w.check("d", "the host keeps its etcd lock (rolled-back)", w.expectHolder(ctx, true, locksmith.HolderRolledBack))
+	// locksmithd marks the slot once it reads the agent's boot status, which may come after the
+	// agent's 3/0/44 reached omahad.
+	w.check("d", "the host keeps its etcd lock (rolled-back)", w.waitHolder(ctx, b5, true, locksmith.HolderRolledBack))
 	w.check("d", "the server halted the group", w.waitHalted(ctx))
 	b5.Gate = "rolled back"
 	b5.run.Kill()
@@ -457,8 +460,13 @@ func (w *walk) build(ctx context.Context) error {
 			w.disk = filepath.Join(out, "disk.img")
 		}
 		p := filepath.Join(w.o.Dir, v.version+".tsp")
-		if err := w.tool(ctx, "payload", "build", "--image", w.usr[v.version], "--version", v.version, "--board", Board,
-			"--security-version", fmt.Sprint(v.sec), "-o", p); err != nil {
+		build := []string{"build", "--image", w.usr[v.version], "--version", v.version, "--board", Board,
+			"--security-version", fmt.Sprint(v.sec), "-o", p}
+		if v.version == V3 {
+			// v3 carries a delta section from v2, the version the host runs when it is offered.
+			build = append(build, "--delta-from", w.usr[V2]+"="+V2)
+		}
+		if err := w.tool(ctx, "payload", build...); err != nil {
 			return err
 		}
 		if err := w.tool(ctx, "payload", "sign", "--key", w.key, p); err != nil {
@@ -647,9 +655,11 @@ func (w *walk) expectHolder(ctx context.Context, held bool, state locksmith.Hold
 	return nil
 }
 
-func (w *walk) waitHolder(ctx context.Context, b *Boot, held bool) error {
+// waitHolder polls expectHolder until it holds, for up to 3 minutes while boot b runs.
+func (w *walk) waitHolder(ctx context.Context, b *Boot, held bool, state locksmith.HolderState) error {
 	return poll(ctx, 3*time.Minute, b.run.Done(), "the etcd lock", func() (bool, error) {
-		return w.expectHolder(ctx, held, "") == nil, nil
+		err := w.expectHolder(ctx, held, state)
+		return err == nil, err
 	})
 }
 
@@ -754,6 +764,21 @@ func (w *walk) waitSlots(ctx context.Context, b *Boot, want ...slotWant) error {
 		return last
 	}
 	return err
+}
+
+// byDelta checks, from the agent's log on the console, that version was installed by its
+// payload's delta section from base, without falling back to the chunk path.
+func byDelta(c *console, version, base string) error {
+	for _, l := range c.Grep(`msg="payload installed" version=` + version + " ") {
+		switch {
+		case strings.Contains(l, "delta_fallback="):
+			return fmt.Errorf("the install fell back to the chunk path: %s", l)
+		case strings.Contains(l, " delta="+base):
+			return nil
+		}
+		return fmt.Errorf("the install did not use the delta section from %s: %s", base, l)
+	}
+	return fmt.Errorf("no finished install of %s on the console", version)
 }
 
 // resumeFacts are what the agent said on the console about a resumed install.
