@@ -769,16 +769,17 @@ func (w *walk) waitSlots(ctx context.Context, b *Boot, want ...slotWant) error {
 // byDelta checks, from the agent's log on the console, that version was installed by its
 // payload's delta section from base, without falling back to the chunk path.
 func byDelta(c *console, version, base string) error {
-	for _, l := range c.Grep(`msg="payload installed" version=` + version + " ") {
-		switch {
-		case strings.Contains(l, "delta_fallback="):
-			return fmt.Errorf("the install fell back to the chunk path: %s", l)
-		case strings.Contains(l, " delta="+base):
-			return nil
-		}
+	lines := c.Grep(`msg="payload installed" version=` + version + " ")
+	if len(lines) == 0 {
+		return fmt.Errorf("no finished install of %s on the console", version)
+	}
+	switch l := lines[len(lines)-1]; {
+	case strings.Contains(l, "delta_fallback="):
+		return fmt.Errorf("the install fell back to the chunk path: %s", l)
+	case !strings.Contains(l, " delta="+base):
 		return fmt.Errorf("the install did not use the delta section from %s: %s", base, l)
 	}
-	return fmt.Errorf("no finished install of %s on the console", version)
+	return nil
 }
 
 // resumeFacts are what the agent said on the console about a resumed install.
