@@ -402,44 +402,35 @@ func (s *Server) updateGroup(w http.ResponseWriter, r *http.Request) (any, error
 	}
 	noteOf(r).setTarget(id, "groups", g.Name)
 	g, err = s.db.UpdateGroup(r.Context(), id, g.ID, func(g *store.Group) {
-		if ch.Channel != nil {
-			g.Channel = *ch.Channel
-		}
-		if ch.Enabled != nil {
-			g.Policy.Enabled = *ch.Enabled
-		}
-		if ch.MaxUpdates != nil {
-			g.Policy.MaxUpdates = *ch.MaxUpdates
-		}
-		if ch.Period != nil {
-			g.Policy.Period = time.Duration(*ch.Period)
-		}
-		if ch.UpdateTimeout != nil {
-			g.Policy.UpdateTimeout = time.Duration(*ch.UpdateTimeout)
-		}
-		if ch.HaltOnFailures != nil {
-			g.Policy.HaltOnFailures = *ch.HaltOnFailures
-		}
-		if ch.DisablePayloadBackoff != nil {
-			g.Policy.DisablePayloadBackoff = *ch.DisablePayloadBackoff
-		}
-		if ch.Waves != nil {
-			g.Policy.Waves = *ch.Waves
-		}
-		if ch.OfficeHours != nil {
-			g.Policy.OfficeHours = *ch.OfficeHours
-		}
-		if ch.RequireEnrollment != nil {
-			g.Policy.RequireEnrollment = *ch.RequireEnrollment
-		}
-		if ch.Anonymous != nil {
-			g.Policy.Anonymous = *ch.Anonymous
-		}
-		if ch.GrantStartTimeout != nil {
-			g.Policy.GrantStartTimeout = time.Duration(*ch.GrantStartTimeout)
-		}
+		apply(&g.Channel, ch.Channel)
+		p := &g.Policy
+		apply(&p.Enabled, ch.Enabled)
+		apply(&p.MaxUpdates, ch.MaxUpdates)
+		applyDuration(&p.Period, ch.Period)
+		applyDuration(&p.UpdateTimeout, ch.UpdateTimeout)
+		apply(&p.HaltOnFailures, ch.HaltOnFailures)
+		apply(&p.DisablePayloadBackoff, ch.DisablePayloadBackoff)
+		apply(&p.Waves, ch.Waves)
+		apply(&p.OfficeHours, ch.OfficeHours)
+		apply(&p.RequireEnrollment, ch.RequireEnrollment)
+		apply(&p.Anonymous, ch.Anonymous)
+		applyDuration(&p.GrantStartTimeout, ch.GrantStartTimeout)
 	}, s.now())
 	return toGroup(g), err
+}
+
+// apply sets *dst to *change when a group change names the field (non-nil).
+func apply[T any](dst *T, change *T) {
+	if change != nil {
+		*dst = *change
+	}
+}
+
+// applyDuration is apply for a duration of the admin API.
+func applyDuration(dst *time.Duration, change *admin.Duration) {
+	if change != nil {
+		*dst = time.Duration(*change)
+	}
 }
 
 func (s *Server) toInstance(in store.Instance) admin.Instance {

@@ -155,6 +155,14 @@ func given(fs *flag.FlagSet) map[string]bool {
 	return set
 }
 
+// ifGiven is v when the flag name was set on the command line, else nil (no change).
+func ifGiven[T any](set map[string]bool, name string, v *T) *T {
+	if !set[name] {
+		return nil
+	}
+	return v
+}
+
 func (c *cmd) groupCreate(ctx context.Context, stdio cli.IO, args []string) error {
 	fs := stdio.FlagSet("releasectl group create", "--name N --channel C [policy flags]",
 		"Create a group. Hosts join it by setting GROUP=<name or id> in update.conf.")
@@ -198,42 +206,19 @@ func (c *cmd) groupUpdate(ctx context.Context, stdio cli.IO, args []string) erro
 		return err
 	}
 	set := given(fs)
-	var ch admin.GroupChange
-	if set["channel"] {
-		ch.Channel = pf.channel
-	}
-	if set["enabled"] {
-		ch.Enabled = pf.enabled
-	}
-	if set["max-updates"] {
-		ch.MaxUpdates = pf.max
-	}
-	if set["period"] {
-		ch.Period = (*admin.Duration)(pf.period)
-	}
-	if set["update-timeout"] {
-		ch.UpdateTimeout = (*admin.Duration)(pf.timeout)
-	}
-	if set["halt-on-failures"] {
-		ch.HaltOnFailures = pf.halt
-	}
-	if set["disable-payload-backoff"] {
-		ch.DisablePayloadBackoff = pf.backoff
-	}
-	if set["waves"] {
-		ch.Waves = pf.waves
-	}
-	if set["office-hours"] {
-		ch.OfficeHours = pf.office
-	}
-	if set["require-enrollment"] {
-		ch.RequireEnrollment = pf.requireEnroll
-	}
-	if set["anonymous"] {
-		ch.Anonymous = pf.anonymous
-	}
-	if set["grant-start-timeout"] {
-		ch.GrantStartTimeout = (*admin.Duration)(pf.grantStart)
+	ch := admin.GroupChange{
+		Channel:               ifGiven(set, "channel", pf.channel),
+		Enabled:               ifGiven(set, "enabled", pf.enabled),
+		MaxUpdates:            ifGiven(set, "max-updates", pf.max),
+		Period:                (*admin.Duration)(ifGiven(set, "period", pf.period)),
+		UpdateTimeout:         (*admin.Duration)(ifGiven(set, "update-timeout", pf.timeout)),
+		HaltOnFailures:        ifGiven(set, "halt-on-failures", pf.halt),
+		DisablePayloadBackoff: ifGiven(set, "disable-payload-backoff", pf.backoff),
+		Waves:                 ifGiven(set, "waves", pf.waves),
+		OfficeHours:           ifGiven(set, "office-hours", pf.office),
+		RequireEnrollment:     ifGiven(set, "require-enrollment", pf.requireEnroll),
+		Anonymous:             ifGiven(set, "anonymous", pf.anonymous),
+		GrantStartTimeout:     (*admin.Duration)(ifGiven(set, "grant-start-timeout", pf.grantStart)),
 	}
 	if ch == (admin.GroupChange{}) {
 		return cli.Usagef("nothing to change: give at least one of --channel, --enabled, --max-updates, --period, --update-timeout, --halt-on-failures, --disable-payload-backoff, --waves, --office-hours, --require-enrollment, --anonymous, --grant-start-timeout")
