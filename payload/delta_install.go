@@ -279,8 +279,5 @@ func (in *installer) rehashImage(ctx context.Context) error {
 		h.Write(b)
 		off += int64(len(b))
 	}
-	if got := Digest(h.Sum(nil)); got != in.m.ImageSHA256 {
-		return reject(ReasonImageHash, "slot holds %s after install, manifest says %s; the slot device may be failing", got, in.m.ImageSHA256)
-	}
-	return nil
+	return in.checkImageHash(h)
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"hash"
 	"hash/crc32"
 	"io"
 	"sync"
@@ -80,12 +81,7 @@ func (in *installer) rehash(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		var got Digest
-		copy(got[:], h.Sum(nil))
-		if got != in.m.ImageSHA256 {
-			return reject(ReasonImageHash, "slot holds %s after install, manifest says %s; the slot device may be failing", got, in.m.ImageSHA256)
-		}
-		return nil
+		return in.checkImageHash(h)
 	}
 	// The chunk checks need no order: spans go to Workers readers, so the read-back still to do
 	// after the last write runs on every core.
@@ -122,6 +118,15 @@ func (in *installer) rehash(ctx context.Context) error {
 		}
 	}
 	return err
+}
+
+// checkImageHash compares h, the SHA-256 of the whole slot as read back, with the manifest's
+// image hash.
+func (in *installer) checkImageHash(h hash.Hash) error {
+	if got := Digest(h.Sum(nil)); got != in.m.ImageSHA256 {
+		return reject(ReasonImageHash, "slot holds %s after install, manifest says %s; the slot device may be failing", got, in.m.ImageSHA256)
+	}
+	return nil
 }
 
 // eachSpan calls f(i, j) for consecutive runs of chunks [i, j) in image order, each as soon as
