@@ -1,11 +1,9 @@
 package updated_test
 
 import (
-	"bytes"
 	"log/slog"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/twinslot/twinslot/omaha/admin"
@@ -26,24 +24,6 @@ func enrolledServer(t *testing.T, rel *release) *omahatest.Server {
 }
 
 func ptr[T any](v T) *T { return &v }
-
-// syncBuffer is a log sink the agent's goroutine writes while the test reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestEnrollment: an agent with ENROLLMENT_TOKEN in update.conf enrolls at its first check,
 // keeps the credential in its state directory (0600) and sends it, so the group that requires
@@ -89,7 +69,7 @@ func TestEnrollmentRefused(t *testing.T) {
 	rel.install(t, h)
 	s := enrolledServer(t, rel)
 	h.writeConf(s.UpdateURL, updated.ConfEnrollmentToken+"=ts-enroll-madeup")
-	var logs syncBuffer
+	var logs omahatest.SyncBuffer
 	cfg := fast
 	cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 	r := h.start(s.UpdateURL, cfg, 0)

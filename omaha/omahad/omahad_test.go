@@ -11,31 +11,13 @@ import (
 	"regexp"
 	"runtime/debug"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/twinslot/twinslot/omaha/omahad"
+	"github.com/twinslot/twinslot/omaha/omahatest"
 	"github.com/twinslot/twinslot/omaha/store"
 )
-
-// syncBuffer is a bytes.Buffer safe for the server's log goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func run(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
@@ -109,7 +91,7 @@ func TestMainTokens(t *testing.T) {
 func TestMainServe(t *testing.T) {
 	dir := t.TempDir()
 	ctx, cancel := context.WithCancel(t.Context())
-	var logs syncBuffer
+	var logs omahatest.SyncBuffer
 	done := make(chan int)
 	go func() {
 		done <- omahad.Main(ctx, []string{"--listen", "127.0.0.1:0", "--db", filepath.Join(dir, "o.db"), "--store", filepath.Join(dir, "p"),

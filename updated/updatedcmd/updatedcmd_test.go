@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -45,18 +44,6 @@ func fakeRoot(t testing.TB, diskPath string, rel testimages.Release, machineID s
 	}
 	return root
 }
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 // fixture is a test disk booted on 1.0.0 (built with o1), a fake root, and the real update
 // server publishing 2.0.0 (built from o1's image with o2) signed for the trust root in etc.
@@ -107,7 +94,7 @@ func TestDaemon(t *testing.T) {
 	dir, disk, root, etc, conf := f.dir, f.disk, f.root, f.etc, f.conf
 	bus := dbustest.New(t)
 
-	var stderr syncBuffer
+	var stderr omahatest.SyncBuffer
 	dctx, cancel := context.WithCancel(ctx)
 	done := make(chan int, 1)
 	go func() {
@@ -203,7 +190,7 @@ func TestDaemonESP(t *testing.T) {
 	os.MkdirAll(filepath.Join(espDir, "twinslot"), 0o755)
 	os.WriteFile(filepath.Join(espDir, "twinslot", "vmlinuz-a"), []byte("kernel 1.0.0\n"), 0o644)
 
-	var stderr syncBuffer
+	var stderr omahatest.SyncBuffer
 	dctx, cancel := context.WithCancel(ctx)
 	done := make(chan int, 1)
 	go func() {
