@@ -56,8 +56,14 @@ func (in *installer) writeAt(b []byte, off int64) error {
 	if _, err := in.dst.Slot.WriteAt(b, off); err != nil {
 		return fmt.Errorf("write target slot at %d: %w", off, err)
 	}
-	in.written.Add(int64(len(b)))
+	in.addWritten(int64(len(b)))
 	return nil
+}
+
+// addWritten counts n more bytes written to the target.
+func (in *installer) addWritten(n int64) {
+	after := in.written.Add(n)
+	in.bg.wrote(after-n, after)
 }
 
 // stored is one stored range to fetch and the chunks its decoded bytes become: c is the first

@@ -14,8 +14,9 @@ import (
 )
 
 // Slot is the target slot: read (to find chunks an interrupted attempt already wrote, and for the
-// final read-back) and written. If it also has Sync() error, Install calls it once, after the last
-// write and the read-back. If it has StartWriteback(off, n int64), Install calls it for each range
+// final read-back) and written. If it also has Sync() error, Install calls it after the last
+// write and the read-back, and also while it writes, from another goroutine, every 64 MiB
+// written (an error of any call fails the install). If it has StartWriteback(off, n int64), Install calls it for each range
 // as soon as it is written, so that the device writes while the install goes on and a resumed
 // install after a power cut finds what was written (a hint: it must not wait, and its errors are
 // the final Sync's); an *os.File gets this through sync_file_range on Linux.
@@ -144,6 +145,7 @@ type installer struct {
 
 	need      []bool             // need[i]: chunk i is not yet in place
 	writeback func(off, n int64) // starts writing a checked range to the device; nil if unsupported
+	bg        *bgSync            // syncs the target while the install goes on; nil if it has no Sync
 	placed    *placement
 	start     time.Time
 
@@ -215,6 +217,10 @@ func (in *installer) run(ctx context.Context) (*Result, error) {
 	in.writeback = writebackStarter(in.dst.Slot)
 	if in.o.BeforeWrite != nil {
 		in.dst.Slot = &hookedSlot{Slot: in.dst.Slot, hook: in.o.BeforeWrite}
+	}
+	if s, ok := in.dst.Slot.(interface{ Sync() error }); ok {
+		in.bg = startBgSync(s.Sync)
+		defer in.bg.stop()
 	}
 	var fallback string
 	if d, ok := in.pickDelta(m); ok {
@@ -291,8 +297,12 @@ func (in *installer) finish(ctx context.Context, meta int64, deltaBase, fallback
 			return nil, err
 		}
 	}
-	// One sync, after the last write (the read-back may have written zero chunks).
+	// The last sync, after the last write (the read-back may have written zero chunks); the
+	// background syncs made the rest durable while the install went on.
 	in.setPhase("sync")
+	if err := in.bg.stop(); err != nil {
+		return nil, fmt.Errorf("sync target slot: %w", err)
+	}
 	if s, ok := in.dst.Slot.(interface{ Sync() error }); ok {
 		if err := s.Sync(); err != nil {
 			return nil, fmt.Errorf("sync target slot: %w", err)
