@@ -12,12 +12,12 @@ var bgSyncEvery int64 = 64 << 20
 // decode them, the final sync had been 20–25% of a 256 MiB install (BenchmarkApply). Its first
 // error is kept for the final sync, because an fsync error is reported to one caller only.
 type bgSync struct {
-	sync func() error
-	kick chan struct{}
-	done chan struct{}
-	once sync.Once
-	mu   sync.Mutex
-	err  error
+	sync    func() error
+	kick    chan struct{}
+	done    chan struct{}
+	mu      sync.Mutex
+	stopped bool  // kick is closed
+	err     error // the first failed sync's
 }
 
 func startBgSync(sync func() error) *bgSync {
@@ -37,9 +37,15 @@ func startBgSync(sync func() error) *bgSync {
 	return s
 }
 
-// wrote notes that the install's written bytes went from before to after.
+// wrote notes that the install's written bytes went from before to after. After stop it does
+// nothing.
 func (s *bgSync) wrote(before, after int64) {
 	if s == nil || before/bgSyncEvery == after/bgSyncEvery {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped {
 		return
 	}
 	select {
@@ -53,7 +59,12 @@ func (s *bgSync) stop() error {
 	if s == nil {
 		return nil
 	}
-	s.once.Do(func() { close(s.kick) })
+	s.mu.Lock()
+	if !s.stopped {
+		s.stopped = true
+		close(s.kick)
+	}
+	s.mu.Unlock()
 	<-s.done
 	s.mu.Lock()
 	defer s.mu.Unlock()
