@@ -288,7 +288,8 @@ func (in *installer) run(ctx context.Context) (*Result, error) {
 	return in.finish(ctx, meta, "", fallback)
 }
 
-// finish syncs the target once, after the last write and check, and sums the install up.
+// finish waits for the background syncs, syncs the target after the last write and check, and
+// sums the install up.
 func (in *installer) finish(ctx context.Context, meta int64, deltaBase, fallback string) (*Result, error) {
 	m := in.m
 	if deltaBase != "" && in.o.RehashImage {
