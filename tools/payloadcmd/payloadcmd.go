@@ -271,7 +271,7 @@ func (c *cmd) build(ctx context.Context, stdio cli.IO, args []string) error {
 	level := fs.String("level", "", "zstd level: fastest, default, better or best (default: the library's default)")
 	area := fs.Int("envelope-area", 0, "bytes reserved for the signed envelope (default: the library's default)")
 	out := fs.String("o", "", "output payload file")
-	deltaLevel := fs.String("delta-level", "", "zstd level of the delta sections: fastest, default, better or best (default: better)")
+	deltaLevel := fs.String("delta-level", "", "zstd level of the delta sections: fastest, default, better or best (default: best)")
 	var deltaFrom multiFlag
 	fs.Var(&deltaFrom, "delta-from", "an older /usr `image` (OLD.img, or OLD.img=VERSION) to add a delta section for, so that hosts running it\n"+
 		"fetch only that section; repeat it for the last few releases. VERSION defaults to the image's os-release VERSION_ID")
@@ -289,19 +289,13 @@ func (c *cmd) build(ctx context.Context, stdio cli.IO, args []string) error {
 	if err != nil {
 		return cli.Usagef("%v", err)
 	}
-	var lvl zstd.EncoderLevel
-	if *level != "" {
-		var ok bool
-		if ok, lvl = zstd.EncoderLevelFromString(*level); !ok {
-			return cli.Usagef("--level %q: want fastest, default, better or best", *level)
-		}
+	lvl, err := parseLevel("level", *level)
+	if err != nil {
+		return err
 	}
-	var dlvl zstd.EncoderLevel
-	if *deltaLevel != "" {
-		var ok bool
-		if ok, dlvl = zstd.EncoderLevelFromString(*deltaLevel); !ok {
-			return cli.Usagef("--delta-level %q: want fastest, default, better or best", *deltaLevel)
-		}
+	dlvl, err := parseLevel("delta-level", *deltaLevel)
+	if err != nil {
+		return err
 	}
 	f, err := os.Open(*image)
 	if err != nil {
@@ -340,33 +334,46 @@ func (c *cmd) build(ctx context.Context, stdio cli.IO, args []string) error {
 	return nil
 }
 
+// parseLevel parses the zstd level of flag name ("" is the library's default, 0).
+func parseLevel(name, v string) (zstd.EncoderLevel, error) {
+	if v == "" {
+		return 0, nil
+	}
+	ok, lvl := zstd.EncoderLevelFromString(v)
+	if !ok {
+		return 0, cli.Usagef("--%s %q: want fastest, default, better or best", name, v)
+	}
+	return lvl, nil
+}
+
 // openDeltaBases opens the --delta-from images (OLD.img or OLD.img=VERSION; the version is
-// read from the image's os-release when not given).
-func openDeltaBases(args []string) ([]payload.DeltaBase, func(), error) {
+// read from the image's os-release when not given). On an error it closes what it opened.
+func openDeltaBases(args []string) (bases []payload.DeltaBase, closeAll func(), err error) {
 	var files []*os.File
-	closeAll := func() {
+	closeAll = func() {
 		for _, f := range files {
 			f.Close()
 		}
 	}
-	var bases []payload.DeltaBase
+	defer func() {
+		if err != nil {
+			closeAll()
+		}
+	}()
 	for _, a := range args {
 		path, version, _ := strings.Cut(a, "=")
 		f, err := os.Open(path)
 		if err != nil {
-			closeAll()
 			return nil, nil, fmt.Errorf("--delta-from: %w", err)
 		}
 		files = append(files, f)
 		st, err := f.Stat()
 		if err != nil {
-			closeAll()
 			return nil, nil, fmt.Errorf("--delta-from: %w", err)
 		}
 		if version == "" {
 			rel, err := slotrelease.Read(f, st.Size())
 			if err != nil {
-				closeAll()
 				return nil, nil, cli.Usagef("--delta-from %s: no version given and none readable in the image (%v); pass %s=VERSION", path, err, path)
 			}
 			version = rel.Version
