@@ -7,7 +7,6 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"io"
-	"sync"
 
 	"github.com/klauspost/compress/zstd"
 )
@@ -72,8 +71,8 @@ func writeDelta(ctx context.Context, target io.ReaderAt, chunks []Chunk, base De
 	for lo := 0; lo < len(plan); lo += deltaWindow {
 		hi := min(lo+deltaWindow, len(plan))
 		data := make([][]byte, hi-lo)
-		err := parallelFor(ctx, encs, hi-lo, func(enc *deltaEncoder, k int) error {
-			op, b, err := enc.encode(target, base, plan[lo+k])
+		err := parallelFor(ctx, len(encs), hi-lo, func(w, k int) error {
+			op, b, err := encs[w].encode(target, base, plan[lo+k])
 			ops[lo+k], data[k] = op, b
 			return err
 		})
@@ -269,48 +268,6 @@ func newDeltaEncoders(workers int, level zstd.EncoderLevel) ([]*deltaEncoder, er
 func (e *deltaEncoder) close() {
 	e.plain.Close()
 	e.patch.Close()
-}
-
-// parallelFor runs f(enc, i) for i in [0, n), each encoder on its own goroutine, and returns
-// the first error.
-func parallelFor(ctx context.Context, encs []*deltaEncoder, n int, f func(enc *deltaEncoder, i int) error) error {
-	var mu sync.Mutex
-	next := 0
-	var first error
-	var wg sync.WaitGroup
-	for _, enc := range encs[:min(len(encs), n)] {
-		wg.Go(func() {
-			for {
-				mu.Lock()
-				i := next
-				next++
-				stop := first != nil || i >= n
-				mu.Unlock()
-				if stop {
-					return
-				}
-				err := ctx.Err()
-				if err == nil {
-					err = f(enc, i)
-				}
-				if err != nil {
-					mu.Lock()
-					first = cmpErr(first, err)
-					mu.Unlock()
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	return first
-}
-
-func cmpErr(a, b error) error {
-	if a != nil {
-		return a
-	}
-	return b
 }
 
 // zeroSHA is the SHA-256 of n zero bytes.

@@ -383,15 +383,22 @@ func (in *installer) missing() int {
 	return n
 }
 
-// parallel runs f(i) for i in [0, n) on the workers, stopping at the first error.
+// parallel runs f(w, i) for i in [0, n) on the install's workers (see parallelFor).
 func (in *installer) parallel(ctx context.Context, n int, f func(w, i int) error) error {
+	return parallelFor(ctx, in.o.Workers, n, f)
+}
+
+// parallelFor runs f(w, i) for i in [0, n) on at most workers goroutines (w is the goroutine's
+// number, for per-worker state), stopping at the first error, which it returns; a cancelled
+// ctx stops it with ctx's error.
+func parallelFor(ctx context.Context, workers, n int, f func(w, i int) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var next atomic.Int64
 	var once sync.Once
 	var first error
 	var wg sync.WaitGroup
-	for w := range min(in.o.Workers, max(n, 1)) {
+	for w := range min(workers, max(n, 1)) {
 		wg.Go(func() {
 			for {
 				i := int(next.Add(1) - 1)
