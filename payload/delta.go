@@ -186,12 +186,8 @@ func parseDeltaIndex(b []byte, d DeltaRef, imageSize int64) ([]DeltaOp, error) {
 		default:
 			return nil, reject(ReasonMalformed, "delta op %d has unknown kind %d", i, o.Kind)
 		}
-		if maxSrc > 0 {
-			if o.SourceLength == 0 || o.SourceLength > maxSrc {
-				return nil, reject(ReasonLengthOverflow, "delta op %d (%s): source length %d outside 1..%d", i, o.Kind, o.SourceLength, maxSrc)
-			}
-		} else if o.SourceLength != wantSrc {
-			return nil, reject(ReasonMalformed, "delta op %d (%s): source length %d, want %d", i, o.Kind, o.SourceLength, wantSrc)
+		if err := checkOpLen(i, o.Kind, "source", o.SourceLength, wantSrc, maxSrc); err != nil {
+			return nil, err
 		}
 		if o.SourceLength == 0 && src != 0 {
 			return nil, reject(ReasonMalformed, "delta op %d (%s) has a source offset but no source", i, o.Kind)
@@ -199,12 +195,8 @@ func parseDeltaIndex(b []byte, d DeltaRef, imageSize int64) ([]DeltaOp, error) {
 		if src > uint64(d.BaseSize) || uint64(o.SourceLength) > uint64(d.BaseSize)-src {
 			return nil, reject(ReasonLengthOverflow, "delta op %d: source [%d,+%d) outside the %d-byte base image", i, src, o.SourceLength, d.BaseSize)
 		}
-		if maxData > 0 {
-			if o.DataLength == 0 || o.DataLength > maxData {
-				return nil, reject(ReasonLengthOverflow, "delta op %d (%s): stored length %d outside 1..%d", i, o.Kind, o.DataLength, maxData)
-			}
-		} else if o.DataLength != wantData {
-			return nil, reject(ReasonMalformed, "delta op %d (%s): stored length %d, want %d", i, o.Kind, o.DataLength, wantData)
+		if err := checkOpLen(i, o.Kind, "stored", o.DataLength, wantData, maxData); err != nil {
+			return nil, err
 		}
 		if int64(o.DataLength) > d.Length-d.indexLen()-data {
 			return nil, reject(ReasonLengthOverflow, "delta op %d: stored bytes end past the %d-byte section", i, d.Length)
@@ -224,4 +216,17 @@ func parseDeltaIndex(b []byte, d DeltaRef, imageSize int64) ([]DeltaOp, error) {
 		return nil, reject(ReasonMalformed, "delta ops store %d bytes, the section holds %d besides its index", data, d.Length-d.indexLen())
 	}
 	return ops, nil
+}
+
+// checkOpLen checks the what ("source", "stored") length got of op i: within 1..maxLen when
+// maxLen > 0, else exactly want.
+func checkOpLen(i int, k DeltaKind, what string, got, want, maxLen uint32) error {
+	if maxLen > 0 {
+		if got == 0 || got > maxLen {
+			return reject(ReasonLengthOverflow, "delta op %d (%s): %s length %d outside 1..%d", i, k, what, got, maxLen)
+		}
+	} else if got != want {
+		return reject(ReasonMalformed, "delta op %d (%s): %s length %d, want %d", i, k, what, got, want)
+	}
+	return nil
 }
