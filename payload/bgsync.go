@@ -54,6 +54,18 @@ func (s *bgSync) wrote(before, after int64) {
 	}
 }
 
+// finish stops the background syncs and syncs once more, after the install's last write; it
+// returns the first error of any sync.
+func (s *bgSync) finish() error {
+	if s == nil {
+		return nil
+	}
+	if err := s.stop(); err != nil {
+		return err
+	}
+	return s.sync()
+}
+
 // stop waits for the sync under way and returns the first error of any; it may be called again.
 func (s *bgSync) stop() error {
 	if s == nil {

@@ -146,8 +146,9 @@
 // each request, other writes go at once. The device writes while the install goes on and what
 // was written before a power cut is there for the resumed install to reuse. The slot is also
 // synced every 64 MiB written, in the background, so that the device makes data durable while
-// the install still decodes; after the last write and check comes the last Sync. Install returns only after everything is written, read back,
-// checked and synced, so a caller marks the slot bootable only after that. Every refusal is a
+// the install still decodes; after the last write and check comes the last Sync. Install
+// returns only after everything is written, read back, checked and synced, so a caller marks
+// the slot bootable only after that. Every refusal is a
 // *RejectError (see Reason); I/O failures are plain errors.
 //
 // # Invariants

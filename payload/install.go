@@ -16,10 +16,11 @@ import (
 // Slot is the target slot: read (to find chunks an interrupted attempt already wrote, and for the
 // final read-back) and written. If it also has Sync() error, Install calls it after the last
 // write and the read-back, and also while it writes, from another goroutine, every 64 MiB
-// written (an error of any call fails the install). If it has StartWriteback(off, n int64), Install calls it for each range
-// as soon as it is written, so that the device writes while the install goes on and a resumed
-// install after a power cut finds what was written (a hint: it must not wait, and its errors are
-// the final Sync's); an *os.File gets this through sync_file_range on Linux.
+// written (an error of any call fails the install). If it has StartWriteback(off, n int64),
+// Install calls it for each range as soon as it is written, so that the device writes while the
+// install goes on and a resumed install after a power cut finds what was written (a hint: it
+// must not wait, and its errors are the final Sync's); an *os.File gets this through
+// sync_file_range on Linux.
 type Slot interface {
 	io.ReaderAt
 	io.WriterAt
@@ -301,13 +302,8 @@ func (in *installer) finish(ctx context.Context, meta int64, deltaBase, fallback
 	// The last sync, after the last write (the read-back may have written zero chunks); the
 	// background syncs made the rest durable while the install went on.
 	in.setPhase("sync")
-	if err := in.bg.stop(); err != nil {
+	if err := in.bg.finish(); err != nil {
 		return nil, fmt.Errorf("sync target slot: %w", err)
-	}
-	if s, ok := in.dst.Slot.(interface{ Sync() error }); ok {
-		if err := s.Sync(); err != nil {
-			return nil, fmt.Errorf("sync target slot: %w", err)
-		}
 	}
 	in.setPhase("done")
 	res := &Result{
