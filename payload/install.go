@@ -2,7 +2,6 @@ package payload
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -352,17 +351,12 @@ func (in *installer) writeAll(ctx context.Context, dataOff int64) error {
 // checkZeroChunks refuses a table whose zero chunks carry a hash other than that of zeros, so
 // that "all zero" can stand for "hash matches" afterwards.
 func (in *installer) checkZeroChunks() error {
-	sums := map[uint32][32]byte{}
+	zeros := zeroSums{}
 	for _, c := range in.m.Chunks {
 		if c.Encoding != EncodingZero {
 			continue
 		}
-		sum, ok := sums[c.Length]
-		if !ok {
-			sum = sha256.Sum256(make([]byte, c.Length))
-			sums[c.Length] = sum
-		}
-		if sum != c.SHA256 {
+		if sum, _ := zeros.sum(c.Length); sum != c.SHA256 {
 			return reject(ReasonChunkHash, "zero chunk at %d does not match its signed hash", c.Offset)
 		}
 	}
