@@ -34,17 +34,16 @@ func (s *Server) history(w http.ResponseWriter, r *http.Request) (any, error) {
 			return nil, badRequest("buckets %q: want 1..%d", v, store.MaxHistoryBuckets)
 		}
 	}
-	gs, err := s.db.Groups(r.Context(), id)
-	if err != nil {
-		return nil, err
-	}
 	f := store.HistoryFilter{AppID: id, Bucket: max(span/time.Duration(buckets), time.Millisecond), Buckets: buckets}
+	var gs []store.Group
 	if ref := q.Get("group"); ref != "" {
 		g, err := s.findGroup(r, id, ref)
 		if err != nil {
 			return nil, err
 		}
 		f.GroupID, gs = g.ID, []store.Group{g}
+	} else if gs, err = s.db.Groups(r.Context(), id); err != nil {
+		return nil, err
 	}
 	// The last bucket is the one now falls in; buckets start on multiples of their width.
 	f.Since = s.now().UTC().Truncate(f.Bucket).Add(f.Bucket - f.Bucket*time.Duration(buckets))
