@@ -23,8 +23,9 @@ locksmithd) and walks it through an update and a rollback, with omahad (SQLite) 
   c. locksmithd takes the etcd lock and reboots through logind; GRUB picks USR-B (tries 1 → 0
      on disk) and boots its own kernel and initrd; the health gate passes, the slot is
      committed, the lock released, the TPM floor advances, omahad gets 3/2.
-  d. A broken v3 is installed into USR-A by its delta section from v2, boots, fails its health gate; the host comes back on
-     v2, omahad gets 3/0/1001 then 3/0/44, the host keeps its lock and the group halts.
+  d. A broken v3 is installed into USR-A by its delta section from v2, boots, fails its
+     health gate; the host comes back on v2, omahad gets 3/0/1001 then 3/0/44, the host
+     keeps its lock and the group halts.
   e. USR-A is put on trial with an initrd that cannot boot: the kernel panics, panic=10
      reboots, and GRUB's tries counter alone brings USR-B back.
 
