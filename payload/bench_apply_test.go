@@ -94,18 +94,6 @@ func benchApply(b *testing.B, size int64) {
 		res = r
 		b.StartTimer()
 	}
-	n := float64(b.N)
-	image := float64(p.m.ImageSize) * n
-	b.ReportMetric(image/elapsed.Seconds()/1e6, "MB/s")
-	b.ReportMetric(image/rawPar.Seconds()/1e6, "raw-par-MB/s")
-	b.ReportMetric(100*rawPar.Seconds()/elapsed.Seconds(), "%-of-raw-par")
-	b.ReportMetric(image/disk.Seconds()/1e6, "disk-MB/s")
-	b.ReportMetric(100*disk.Seconds()/elapsed.Seconds(), "%-of-disk")
-	// CPU time is steadier than wall time on a loaded machine: what the install costs beyond
-	// decoding and hashing (the server's share included, as in BenchmarkInstallHTTP).
-	b.ReportMetric(cpu.Seconds()/n, "cpu-s/op")
-	b.ReportMetric(rawCPU.Seconds()/n, "raw-cpu-s")
-	b.ReportMetric(100*rawCPU.Seconds()/cpu.Seconds(), "%-cpu-of-raw")
-	b.ReportMetric(float64(res.Requests), "requests")
+	reportInstall(b, p.m.ImageSize, res, elapsed, cpu, rawCPU, rawPar, disk)
 	b.Logf("phases of the last run: %v; reused active %d, fetched %d", res.Phases, res.BytesReusedActive, res.BytesFetched)
 }
