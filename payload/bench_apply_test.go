@@ -20,7 +20,10 @@ import (
 // disk whose active slot holds the old image (scans of both slots included), beside the raw
 // limit measured in the same run on the same stored bytes (SHA-256 + zstd decode on all cores,
 // no I/O). %-of-raw-par is the figure (target ≥ 70); %-cpu-of-raw, the same in CPU time,
-// is steadier on a shared machine. Run one size with
+// is steadier on a shared machine. bare-%-of-raw-par is the same figure for the least any
+// installer over HTTP does (bareInstall: fetch, decode, hash, write; nothing else), and
+// %-of-bare is the install's speed beside it: the share of the gap to the raw limit that is the
+// install's own. Run one size with
 // -bench 'Apply/256MiB'; add -cpuprofile/-blockprofile to see where the time goes. With
 // TMPDIR=/dev/shm the disk image lives in memory, which takes the disk's durable write rate out
 // of the figure and leaves the install's own work.
@@ -51,7 +54,7 @@ func benchApply(b *testing.B, size int64) {
 	diskSize := (max(3*size+3<<20, testimages.MinDiskSize) + 1<<20 - 1) / (1 << 20) * (1 << 20)
 	diskPath := filepath.Join(tmp, "disk.img")
 	var res *payload.Result
-	var elapsed, rawPar, cpu, rawCPU, disk time.Duration
+	var elapsed, rawPar, cpu, rawCPU, disk, bare, bareCPU time.Duration
 	for b.Loop() {
 		b.StopTimer()
 		os.Remove(diskPath)
@@ -61,6 +64,8 @@ func benchApply(b *testing.B, size int64) {
 		w, c := rawLimit(b, p, data, runtime.GOMAXPROCS(0))
 		rawPar, rawCPU = rawPar+w, rawCPU+c
 		disk += diskLimit(b, tmp, img)
+		w, c = bareInstall(b, srv.URL, p, tmp)
+		bare, bareCPU = bare+w, bareCPU+c
 		d, err := partition.Open(diskPath)
 		if err != nil {
 			b.Fatal(err)
@@ -95,5 +100,8 @@ func benchApply(b *testing.B, size int64) {
 		b.StartTimer()
 	}
 	reportInstall(b, p.m.ImageSize, res, elapsed, cpu, rawCPU, rawPar, disk)
+	b.ReportMetric(100*rawPar.Seconds()/bare.Seconds(), "bare-%-of-raw-par")
+	b.ReportMetric(100*bare.Seconds()/elapsed.Seconds(), "%-of-bare")
+	b.ReportMetric(bareCPU.Seconds()/float64(b.N), "bare-cpu-s")
 	b.Logf("phases of the last run: %v; reused active %d, fetched %d", res.Phases, res.BytesReusedActive, res.BytesFetched)
 }
