@@ -3,6 +3,7 @@ package payload
 import (
 	"fmt"
 	"io"
+	"sync"
 
 	"github.com/restic/chunker"
 )
@@ -42,7 +43,7 @@ func (c Chunking) newCutter(r io.Reader) (cutter, error) {
 		return &fixedCutter{r: r, size: c.Size}, nil
 	case ChunkingRabin:
 		pol := chunker.Pol(c.Polynomial)
-		if !pol.Irreducible() {
+		if !irreducible(pol) {
 			return nil, fmt.Errorf("rabin polynomial %#x is not irreducible", c.Polynomial)
 		}
 		ch := chunker.NewWithBoundaries(r, pol, uint(c.Min), uint(c.Max))
@@ -50,6 +51,22 @@ func (c Chunking) newCutter(r io.Reader) (cutter, error) {
 		return &rabinCutter{c: ch}, nil
 	}
 	return nil, fmt.Errorf("unknown chunking %q", c.Algorithm)
+}
+
+// irreducibleSeen holds the polynomials found irreducible so far. The test costs most of a
+// millisecond, about as much as cutting 256 KiB, and an install cuts the active slot in many
+// short windows, each with its own cutter.
+var irreducibleSeen sync.Map // chunker.Pol → struct{}
+
+func irreducible(pol chunker.Pol) bool {
+	if _, ok := irreducibleSeen.Load(pol); ok {
+		return true
+	}
+	if !pol.Irreducible() {
+		return false
+	}
+	irreducibleSeen.Store(pol, struct{}{})
+	return true
 }
 
 type fixedCutter struct {
