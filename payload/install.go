@@ -107,8 +107,9 @@ type Result struct {
 	BytesWritten      int64 // bytes written to the target
 	Requests          int   // every Range request (or read of a file): size probe, header, envelope, table and data
 	Duration          time.Duration
-	// Phases is the time spent in each phase ("verify", "scan-target", "index-active", "fetch",
-	// "rehash" (the read-back still running after the last write), "sync").
+	// Phases is the time spent in each phase ("verify", "scan-target" (with the sampling of the
+	// active slot beside it), "index-active" (only when the samples found the payload's chunks
+	// there), "fetch", "rehash" (the read-back still running after the last write), "sync").
 	Phases map[string]time.Duration
 	// DeltaBase is the base version whose delta section was installed; "" for the chunk path.
 	DeltaBase string
@@ -334,11 +335,36 @@ func (in *installer) finish(ctx context.Context, meta int64, deltaBase, fallback
 // writeAll puts every chunk in place: kept from the target, copied from the active slot, zero,
 // or fetched.
 func (in *installer) writeAll(ctx context.Context, dataOff int64) error {
+	// The active slot's sampling only reads, so it runs beside the scan of the target, in the
+	// same phase.
 	in.setPhase("scan-target")
-	if err := in.scanTarget(ctx); err != nil {
-		return err
+	type sample struct {
+		skip bool // no active slot, or one that holds an unrelated image: not indexed
+		err  error
 	}
-	if in.dst.Active != nil && in.missing() > 0 {
+	sampled := make(chan sample, 1)
+	sctx, scancel := context.WithCancel(ctx)
+	defer scancel()
+	if in.dst.Active != nil {
+		go func() {
+			u, err := in.sampleActive(sctx)
+			sampled <- sample{u, err}
+		}()
+	} else {
+		sampled <- sample{skip: true}
+	}
+	err := in.scanTarget(ctx)
+	if err != nil {
+		scancel()
+	}
+	s := <-sampled
+	switch {
+	case err != nil:
+		return err
+	case s.err != nil:
+		return s.err
+	}
+	if !s.skip && in.missing() > 0 {
 		in.setPhase("index-active")
 		if err := in.copyFromActive(ctx); err != nil {
 			return err

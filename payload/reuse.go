@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"math/bits"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -49,13 +50,15 @@ func (in *installer) scanTarget(ctx context.Context) error {
 	})
 }
 
-// Sampling of the active slot before indexing it (see copyFromActive), in the manifest's largest
-// chunks (256 KiB by default): activeSamples evenly spread windows of activeSampleChunks (1 MiB),
-// which must cut at least activeSampleMinChunks (4 MiB) of non-zero data for "no chunk in common"
-// to stand for the whole slot (a mostly empty filesystem samples mostly zeros). Slots shorter
-// than activeSamples·activeSampleMinSpan windows are indexed whole.
+// Sampling of the active slot before indexing it (see sampleActive), in the manifest's largest
+// chunks (256 KiB by default): up to activeSamples evenly spread windows of activeSampleChunks
+// (1 MiB), cut Workers at a time until they found a chunk of the payload or cut
+// activeSampleMinChunks (4 MiB) of non-zero data without finding one, which is when "no chunk in
+// common" stands for the whole slot (a mostly empty filesystem samples mostly zeros). Slots
+// shorter than activeSamples·activeSampleMinSpan windows are indexed whole.
 const (
-	activeSamples         = 16
+	activeSamplesLog2     = 4 // activeSamples is a power of two for the bit-reversed order
+	activeSamples         = 1 << activeSamplesLog2
 	activeSampleChunks    = 4
 	activeSampleMinChunks = 16
 	activeSampleMinSpan   = 4
@@ -64,19 +67,61 @@ const (
 // span is a range [start, end) of the active slot.
 type span struct{ start, end int64 }
 
-// copyFromActive cuts the active slot with the manifest's chunking and copies every chunk whose
-// hash a missing chunk wants into the target (the hash was just computed over the bytes written).
-//
-// It first cuts activeSamples windows spread over the slot. An active slot that holds a related
-// image (a delta's base) has chunks in common with the payload all over it; one that holds an
-// unrelated image (a full install) has none, and cutting all of it would cost about as much CPU
-// as decoding and hashing the whole payload. So when the windows cut enough non-zero data
-// (activeSampleMinChunks) and found no wanted chunk, the rest is not cut. Otherwise
-// the whole slot is cut in Workers segments, in parallel. Each span is read a little past its
-// end (activeOverlap): content-defined boundaries re-synchronise a few chunks after where a
-// cutter starts, so the chunks a span's cutter misses at its start are found by the span before.
+// sampleActive tells whether the active slot holds an image unrelated to the payload, by cutting
+// a few windows spread over it (at most activeSamples). An active slot that holds a related image (a delta's
+// base) has chunks in common with the payload all over it; one that holds an unrelated image (a
+// full install) has none, and cutting all of it would cost about as much CPU as decoding and
+// hashing the whole payload. So when the windows cut enough non-zero data
+// (activeSampleMinChunks) and found no chunk of the payload, the slot is unrelated. It only
+// reads the active slot and copies nothing, so it runs beside scanTarget; the windows of a
+// related slot are cut again by copyFromActive.
+func (in *installer) sampleActive(ctx context.Context) (unrelated bool, err error) {
+	maxLen := int64(in.m.Chunking.maxLen())
+	window := activeSampleChunks * maxLen
+	step := in.dst.ActiveSize / activeSamples
+	if step < activeSampleMinSpan*window {
+		return false, nil // too short to sample: indexed whole
+	}
+	// The windows in bit-reversed order (0, 8, 4, 12, 2, …): every prefix is spread over the
+	// whole slot, and the sampling stops as soon as it can decide.
+	samples := make([]span, activeSamples)
+	for j := range samples {
+		k := int64(bits.Reverse32(uint32(j)) >> (32 - activeSamplesLog2))
+		s := k*step + (step-window)/2
+		samples[j] = span{s, s + window}
+	}
+	w := in.newWanted(false)
+	w.countOnly = true
+	var found, data int64
+	for len(samples) > 0 {
+		batch := samples[:min(in.o.Workers, len(samples))]
+		samples = samples[len(batch):]
+		f, d, err := in.scanSpans(ctx, batch, 0, w)
+		if err == nil {
+			err = ctx.Err() // scanSpans takes a cancelled ctx for "all found"; here it is a stop
+		}
+		if err != nil {
+			return false, err
+		}
+		if found, data = found+f, data+d; found > 0 {
+			return false, nil
+		}
+		if data >= activeSampleMinChunks*maxLen {
+			in.log.Info("active slot shares no chunk with the payload in the sampled windows; not indexing the rest",
+				"windows", activeSamples-len(samples), "sampled_data_bytes", data)
+			return true, nil
+		}
+	}
+	return false, nil // too little data in the windows to tell (a mostly empty filesystem)
+}
+
+// copyFromActive cuts the whole active slot with the manifest's chunking, in Workers segments in
+// parallel, and copies every chunk whose hash a missing chunk wants into the target (the hash
+// was just computed over the bytes written). Each segment is read a little past its end
+// (activeOverlap): content-defined boundaries re-synchronise a few chunks after where a cutter
+// starts, so the chunks a segment's cutter misses at its start are found by the one before.
 func (in *installer) copyFromActive(ctx context.Context) error {
-	w := in.newWanted()
+	w := in.newWanted(true)
 	if w.left == 0 {
 		return nil
 	}
@@ -85,38 +130,11 @@ func (in *installer) copyFromActive(ctx context.Context) error {
 	defer cancel()
 	w.stop = cancel
 	size := in.dst.ActiveSize
-	maxLen := int64(in.m.Chunking.maxLen())
-	window := activeSampleChunks * maxLen
-	var samples []span
-	if step := size / activeSamples; step >= activeSampleMinSpan*window {
-		for k := range int64(activeSamples) {
-			s := k*step + (step-window)/2
-			samples = append(samples, span{s, s + window})
-		}
-	}
-	// The whole slot in Workers segments: few cutter starts, so few chunks depend on the
-	// overlap (the windows are cut again; the chunks found there are not copied twice).
+	// Few segments: few cutter starts, so few chunks depend on the overlap.
 	var whole []span
-	segLen := max(size/int64(in.o.Workers), 4*maxLen)
+	segLen := max(size/int64(in.o.Workers), 4*int64(in.m.Chunking.maxLen()))
 	for start := int64(0); start < size; start += segLen {
 		whole = append(whole, span{start, min(start+segLen, size)})
-	}
-	if len(samples) > 0 {
-		found, data, err := in.scanSpans(ctx, samples, 0, w)
-		if err != nil {
-			return err
-		}
-		if parent.Err() != nil {
-			return parent.Err()
-		}
-		if ctx.Err() != nil {
-			return nil // everything wanted was found
-		}
-		if found == 0 && data >= activeSampleMinChunks*maxLen {
-			in.log.Info("active slot shares no chunk with the payload in the sampled windows; not indexing the rest",
-				"windows", len(samples), "sampled_data_bytes", data)
-			return nil
-		}
 	}
 	if _, _, err := in.scanSpans(ctx, whole, in.activeOverlap(), w); err != nil {
 		return err
@@ -125,8 +143,7 @@ func (in *installer) copyFromActive(ctx context.Context) error {
 }
 
 // scanSpans cuts the spans of the active slot (each read on overlap bytes past its end) on
-// Workers goroutines, copying wanted chunks to
-// the target. It returns how many distinct wanted chunks it found and how many bytes of non-zero
+// Workers goroutines, copying wanted chunks to the target (unless w.countOnly). It returns how many distinct wanted chunks it found and how many bytes of non-zero
 // chunks it cut. Once everything wanted was found (ctx cancelled by w.stop) it stops, without
 // error.
 func (in *installer) scanSpans(ctx context.Context, spans []span, overlap int64, w *wanted) (found, data int64, err error) {
@@ -153,13 +170,16 @@ type wanted struct {
 	taken  []bool // taken[k]: byHash[k]'s hash was found (guarded by mu)
 	left   int    // distinct hashes not yet found (guarded by mu)
 	stop   func() // called once nothing is left
+	// countOnly: the scan counts the wanted chunks it finds and copies none (sampleActive).
+	countOnly bool
 }
 
-func (in *installer) newWanted() *wanted {
+// newWanted indexes the payload's non-zero chunks, only those not yet in place if onlyMissing.
+func (in *installer) newWanted(onlyMissing bool) *wanted {
 	chunks := in.m.Chunks
 	w := &wanted{chunks: chunks}
 	for i, c := range chunks {
-		if in.need[i] && c.Encoding != EncodingZero {
+		if (!onlyMissing || in.need[i]) && c.Encoding != EncodingZero {
 			w.byHash = append(w.byHash, int32(i))
 			w.probes = append(w.probes, c.Probe)
 		}
@@ -236,6 +256,9 @@ func (in *installer) scanActive(ctx context.Context, sp span, overlap int64, w *
 			continue
 		}
 		found++
+		if w.countOnly {
+			continue
+		}
 		crc := crc32.Checksum(b, castagnoli)
 		for _, i := range idx {
 			c := in.m.Chunks[i]
