@@ -51,7 +51,8 @@
 // is covered by the signature transitively. A chunk-table record (64 bytes):
 //
 //	0   8  image offset (chunks are contiguous from 0 and cover imageSize exactly)
-//	8   4  length (1..MaxChunkSize = 16 MiB)
+//	8   4  length (1..MaxChunkSize = 16 MiB; at most the chunking's largest chunk, for a zero
+//	       chunk max(1 MiB, that))
 //	12  1  encoding: 0 zero (nothing stored), 1 raw, 2 zstd (one frame)
 //	13  3  reserved = 0
 //	16  8  data offset, relative to the data section
@@ -62,7 +63,8 @@
 // Stored ranges lie inside the data section and may be shared: identical chunks are stored once.
 // Build writes a run of zeros as one zero chunk of up to 1 MiB (the chunker cuts zeros at its
 // minimum size; one record per cut cost a 256 MiB image a third of its table), never longer, as
-// installers read a chunk back whole into a buffer of max(1 MiB, the chunking's maximum).
+// installers read a chunk back whole into a buffer of max(1 MiB, the chunking's maximum); they
+// refuse a table with a longer chunk (ReasonLengthOverflow) before writing anything.
 //
 // # Delta sections
 //

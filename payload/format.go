@@ -212,7 +212,7 @@ func marshalTable(chunks []Chunk) []byte {
 // parseTable decodes and checks a chunk table: chunks are in image order, contiguous, non-empty,
 // cover exactly [0, imageSize), and each stored range lies inside a data section of dataLen bytes
 // with a length that fits its encoding.
-func parseTable(b []byte, imageSize int64, dataLen uint64) ([]Chunk, error) {
+func parseTable(b []byte, imageSize int64, dataLen uint64, chunking Chunking) ([]Chunk, error) {
 	if len(b)%TableEntrySize != 0 {
 		return nil, reject(ReasonMalformed, "chunk table length %d is not a multiple of %d", len(b), TableEntrySize)
 	}
@@ -220,7 +220,7 @@ func parseTable(b []byte, imageSize int64, dataLen uint64) ([]Chunk, error) {
 	if n > MaxChunks {
 		return nil, reject(ReasonLengthOverflow, "%d chunks exceed the limit %d", n, MaxChunks)
 	}
-	p := newTableParser(n, imageSize, dataLen)
+	p := newTableParser(n, imageSize, dataLen, chunking)
 	if err := p.add(b); err != nil {
 		return nil, err
 	}
@@ -232,12 +232,17 @@ func parseTable(b []byte, imageSize int64, dataLen uint64) ([]Chunk, error) {
 type tableParser struct {
 	imageSize int64
 	dataLen   uint64
-	next      int64
-	chunks    []Chunk
+	// maxData and maxZero are the longest data and zero chunks the manifest's chunking makes
+	// (Build joins zeros up to maxZeroChunk): the installer's buffers are sized by them.
+	maxData, maxZero uint32
+	next             int64
+	chunks           []Chunk
 }
 
-func newTableParser(n int, imageSize int64, dataLen uint64) *tableParser {
-	return &tableParser{imageSize: imageSize, dataLen: dataLen, chunks: make([]Chunk, 0, n)}
+func newTableParser(n int, imageSize int64, dataLen uint64, chunking Chunking) *tableParser {
+	maxData := uint32(chunking.maxLen())
+	return &tableParser{imageSize: imageSize, dataLen: dataLen, maxData: maxData, maxZero: max(maxData, maxZeroChunk),
+		chunks: make([]Chunk, 0, n)}
 }
 
 // add decodes whole entries; len(b) must be a multiple of TableEntrySize.
@@ -292,6 +297,13 @@ func (p *tableParser) entry(e []byte) error {
 		}
 	default:
 		return reject(ReasonMalformed, "chunk %d has unknown encoding %d", i, c.Encoding)
+	}
+	limit := p.maxData
+	if c.Encoding == EncodingZero {
+		limit = p.maxZero
+	}
+	if c.Length > limit {
+		return reject(ReasonLengthOverflow, "chunk %d is %d bytes, longer than the manifest's chunking makes them (%d)", i, c.Length, limit)
 	}
 	c.Offset = p.next
 	c.DataOffset = int64(doff)

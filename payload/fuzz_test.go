@@ -77,11 +77,11 @@ func FuzzManifest(f *testing.F) {
 			}
 			return
 		}
-		chunks, err := parseTable(table, m.ImageSize, uint64(m.DataSize))
+		chunks, err := parseTable(table, m.ImageSize, uint64(m.DataSize), m.Chunking)
 		// Verify parses the table a piece at a time: pieces of any whole number of entries
 		// must give what the whole table gives.
 		if len(table)%TableEntrySize == 0 && len(table)/TableEntrySize <= MaxChunks {
-			p := newTableParser(len(table)/TableEntrySize, m.ImageSize, uint64(m.DataSize))
+			p := newTableParser(len(table)/TableEntrySize, m.ImageSize, uint64(m.DataSize), m.Chunking)
 			var perr error
 			for rest, k := table, 1; len(rest) > 0 && perr == nil; k = k%7 + 1 {
 				n := min(len(rest), k*TableEntrySize)

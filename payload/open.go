@@ -245,7 +245,7 @@ func (f *File) readTable(m *Manifest) error {
 	// The table is read, hashed and parsed a piece at a time: a reader never holds the table's
 	// bytes beside its chunks. Nothing parsed is used unless the whole table matched its hash.
 	h := sha256.New()
-	p := newTableParser(m.ChunkCount, m.ImageSize, f.hdr.DataLen)
+	p := newTableParser(m.ChunkCount, m.ImageSize, f.hdr.DataLen, m.Chunking)
 	var parseErr error
 	piece := make([]byte, min(int64(f.hdr.TableLen), tablePiece))
 	for done := int64(0); done < int64(f.hdr.TableLen); {

@@ -505,3 +505,61 @@ func TestAppIDForms(t *testing.T) {
 		t.Fatalf("build with app id flatcar: %v", err)
 	}
 }
+
+// A signed table whose chunks are longer than the manifest's chunking makes them (a data chunk
+// past its largest, a zero chunk past max(1 MiB, its largest)) is refused before anything is
+// written: the installer's buffers are sized by the chunking.
+func TestInstallRefusesChunksLongerThanTheChunking(t *testing.T) {
+	k := payloadtest.NewKey(t, "")
+	data := payloadtest.Image(4<<20, 41)
+	for i := range data {
+		if data[i] == 0 {
+			data[i] = 1 // no zero chunk among the data chunks
+		}
+	}
+	for _, tc := range []struct {
+		name  string
+		image []byte
+	}{
+		{"data chunk", data},
+		{"zero chunk", append(make([]byte, 2<<20), data...)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// Built with 2 MiB fixed chunks, then signed with a manifest that says 1 MiB.
+			opts := payloadtest.Options("1.0.0")
+			opts.Chunking = payload.FixedChunking(2 << 20)
+			p := filepath.Join(t.TempDir(), "p.tsp")
+			payloadtest.BuildBytes(t, tc.image, p, opts)
+			b, err := os.ReadFile(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b = envelopeEdit(func(env map[string]any) {
+				var m map[string]any
+				body, _ := base64Decode(env["payload"].(string))
+				json.Unmarshal(body, &m)
+				m["chunking"] = map[string]any{"algorithm": payload.ChunkingFixed, "size": 1 << 20}
+				nb, _ := json.Marshal(m)
+				env["payload"] = base64Encode(nb)
+			})(b)
+			if err := os.WriteFile(p, b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			payloadtest.Sign(t, p, k)
+			b, err = os.ReadFile(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			slot := newMemSlot(8 << 20)
+			_, err = payload.Install(t.Context(), payload.FromFile(bytes.NewReader(b), int64(len(b))),
+				payload.Target{Slot: slot, Size: int64(len(slot.b)), Active: bytes.NewReader(data), ActiveSize: int64(len(data))},
+				payload.InstallOptions{Trust: payloadtest.TrustRoot(t, 1, 0, k), Retry: noWait})
+			if !errors.Is(err, payload.ErrLengthOverflow) {
+				t.Fatalf("install: %v, want %v", err, payload.ErrLengthOverflow)
+			}
+			if slot.writes != 0 {
+				t.Fatalf("%d writes before the table was refused", slot.writes)
+			}
+		})
+	}
+}
