@@ -120,9 +120,10 @@
 // one sequential read of the active slot, cut in parallel segments, hashing only chunks whose
 // probe matches a wanted chunk; its memory is the missing chunks' indices sorted by hash and
 // their probes sorted (about 9 bytes a chunk, no maps). Cutting costs about as much CPU as
-// decoding and hashing the payload, so 16 windows spread over the slot (1 MiB each by default)
-// are cut first: when they hold non-zero data but no wanted chunk (the active slot holds an
-// unrelated image: a full install), the rest is not cut.
+// decoding and hashing the payload, so up to 16 windows spread over the slot (1 MiB each by
+// default) are cut first, beside the scan of the target, one per core at a time until one holds
+// a chunk of the payload or 4 MiB of non-zero data held none: then the active slot holds an
+// unrelated image (a full install) and the rest is not cut.
 //
 // # Install
 //
@@ -132,7 +133,8 @@
 // slot (found by cutting the active slot with the manifest's chunking), else fetches the stored
 // bytes — neighbouring stored ranges coalesced into requests of at most InstallOptions.MaxRequest,
 // several in flight, retried with jittered backoff and resumed after a cut — decodes, hashes and
-// only then writes, in batches of neighbouring chunks. Each fetch worker decodes stored chunks
+// only then writes, in batches of neighbouring chunks of up to 256 KiB (small enough to be still
+// in the core's cache when they are hashed and copied). Each fetch worker decodes stored chunks
 // straight from its read buffer, so both cores decode and hash while the others read and write.
 //
 // The final read-back trails the writes on every core: each chunk, once in place, is read back
