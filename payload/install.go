@@ -441,8 +441,8 @@ const (
 	// writeBatchSize bounds how many decoded bytes of neighbouring chunks a fetch worker gathers
 	// into one write (a batch holds at least the chunking's largest chunk). Small enough that a
 	// batch is still in the core's cache when it is hashed, checksummed and copied into the page
-	// cache: with 1 MiB batches a 2 GiB install took 20-30% more CPU and ran at 0.50-0.53 of the
-	// raw limit instead of 0.66-0.73 (BenchmarkApply, interleaved rounds).
+	// cache: with 1 MiB batches a 2 GiB install usually took 20-30% more CPU and ran at
+	// 0.50-0.60 of the raw limit instead of 0.58-0.73 (BenchmarkApply, interleaved rounds).
 	writeBatchSize = 256 << 10
 	// readBufferSize is a fetch worker's read buffer: stored chunks that fit are decoded straight
 	// from it (no copy), and a local file is read with one pread per readBufferSize.

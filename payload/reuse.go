@@ -18,7 +18,7 @@ import (
 // only the first ProbeSize bytes of a region whose probe does not match, and nothing of zero
 // chunks (the read-back settles them). On a device whose cache is cold this is one small read
 // per chunk (32768 for a 2 GiB image), bound by the device's latency rather than the CPU, so it
-// keeps targetScanReaders reads in flight: twice as fast as two on this machine's virtual disk.
+// keeps targetScanReaders reads in flight (on a virtual disk, about twice as fast as two).
 func (in *installer) scanTarget(ctx context.Context) error {
 	probes := make([][ProbeSize]byte, max(in.o.Workers, targetScanReaders))
 	chunkBufs := make([][]byte, len(probes)) // made on a reader's first probe that matches
@@ -75,10 +75,10 @@ const (
 type span struct{ start, end int64 }
 
 // sampleActive tells whether the active slot holds an image unrelated to the payload, by cutting
-// a few windows spread over it (at most activeSamples). An active slot that holds a related image (a delta's
-// base) has chunks in common with the payload all over it; one that holds an unrelated image (a
-// full install) has none, and cutting all of it would cost about as much CPU as decoding and
-// hashing the whole payload. So when the windows cut enough non-zero data
+// a few windows spread over it (at most activeSamples). An active slot that holds a related
+// image (a delta's base) has chunks in common with the payload all over it; one that holds an
+// unrelated image (a full install) has none, and cutting all of it would cost about as much CPU
+// as decoding and hashing the whole payload. So when the windows cut enough non-zero data
 // (activeSampleMinChunks) and found no chunk of the payload, the slot is unrelated. It only
 // reads the active slot and copies nothing, so it runs beside scanTarget; the windows of a
 // related slot are cut again by copyFromActive.
@@ -150,9 +150,9 @@ func (in *installer) copyFromActive(ctx context.Context) error {
 }
 
 // scanSpans cuts the spans of the active slot (each read on overlap bytes past its end) on
-// Workers goroutines, copying wanted chunks to the target (unless w.countOnly). It returns how many distinct wanted chunks it found and how many bytes of non-zero
-// chunks it cut. Once everything wanted was found (ctx cancelled by w.stop) it stops, without
-// error.
+// Workers goroutines, copying wanted chunks to the target (unless w.countOnly). It returns how
+// many distinct wanted chunks it found and how many bytes of non-zero chunks it cut. Once
+// everything wanted was found (ctx cancelled by w.stop) it stops, without error.
 func (in *installer) scanSpans(ctx context.Context, spans []span, overlap int64, w *wanted) (found, data int64, err error) {
 	var nf, nd atomic.Int64
 	err = in.parallel(ctx, len(spans), func(_, i int) error {
