@@ -210,8 +210,8 @@ func marshalTable(chunks []Chunk) []byte {
 }
 
 // parseTable decodes and checks a chunk table: chunks are in image order, contiguous, non-empty,
-// cover exactly [0, imageSize), and each stored range lies inside a data section of dataLen bytes
-// with a length that fits its encoding.
+// no longer than chunking makes them, cover exactly [0, imageSize), and each stored range lies
+// inside a data section of dataLen bytes with a length that fits its encoding.
 func parseTable(b []byte, imageSize int64, dataLen uint64, chunking Chunking) ([]Chunk, error) {
 	if len(b)%TableEntrySize != 0 {
 		return nil, reject(ReasonMalformed, "chunk table length %d is not a multiple of %d", len(b), TableEntrySize)
