@@ -63,50 +63,26 @@ func rawLimit(b *testing.B, p *benchPayload, data []byte, workers int) (wall, cp
 	b.Helper()
 	var next atomic.Int64
 	work := func() error {
-		dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1))
+		d, err := newBenchDecoder(p)
 		if err != nil {
 			return err
 		}
-		defer dec.Close()
-		out := make([]byte, 0, p.m.Chunking.Max+p.m.Chunking.Size)
+		defer d.close()
 		for {
 			i := int(next.Add(1) - 1)
 			if i >= len(p.m.Chunks) {
 				return nil
 			}
 			c := p.m.Chunks[i]
-			stored := data[c.DataOffset : c.DataOffset+int64(c.DataLength)]
-			var plain []byte
-			switch c.Encoding {
-			case payload.EncodingZstd:
-				if plain, err = dec.DecodeAll(stored, out[:0]); err != nil {
-					return err
-				}
-			case payload.EncodingRaw:
-				plain = stored
-			default:
+			if c.Encoding == payload.EncodingZero {
 				continue // zero chunks are neither decoded nor hashed from data
 			}
-			if sha256.Sum256(plain) != c.SHA256 {
-				return fmt.Errorf("raw limit: chunk %d: hash mismatch", i)
+			if _, err := d.plain(c, data[c.DataOffset:c.DataOffset+int64(c.DataLength)]); err != nil {
+				return err
 			}
 		}
 	}
-	errs := make(chan error, workers)
-	var r0, r1 syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &r0)
-	start := time.Now()
-	for range workers {
-		go func() { errs <- work() }()
-	}
-	for range workers {
-		if err := <-errs; err != nil {
-			b.Fatal(err)
-		}
-	}
-	wall = time.Since(start)
-	syscall.Getrusage(syscall.RUSAGE_SELF, &r1)
-	return wall, rusageCPU(r0, r1)
+	return timeWorkers(b, workers, work)
 }
 
 // bareInstall is the least any installer of p over HTTP does, measured to put the 70% target
@@ -140,12 +116,11 @@ func bareInstall(b *testing.B, url string, p *benchPayload, dir string) (wall, c
 	defer f.Close()
 	var next atomic.Int64
 	work := func() error {
-		dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1))
+		d, err := newBenchDecoder(p)
 		if err != nil {
 			return err
 		}
-		defer dec.Close()
-		out := make([]byte, 0, p.m.Chunking.Max+p.m.Chunking.Size)
+		defer d.close()
 		buf := make([]byte, 8<<20)
 		for {
 			g := int(next.Add(1) - 1)
@@ -169,14 +144,9 @@ func bareInstall(b *testing.B, url string, p *benchPayload, dir string) (wall, c
 				return err
 			}
 			for _, c := range groups[g] {
-				plain := buf[c.DataOffset-first.DataOffset:][:c.DataLength]
-				if c.Encoding == payload.EncodingZstd {
-					if plain, err = dec.DecodeAll(plain, out[:0]); err != nil {
-						return err
-					}
-				}
-				if sha256.Sum256(plain) != c.SHA256 {
-					return fmt.Errorf("bare install: chunk at %d: hash mismatch", c.Offset)
+				plain, err := d.plain(c, buf[c.DataOffset-first.DataOffset:][:c.DataLength])
+				if err != nil {
+					return err
 				}
 				if _, err := f.WriteAt(plain, c.Offset); err != nil {
 					return err
@@ -184,7 +154,45 @@ func bareInstall(b *testing.B, url string, p *benchPayload, dir string) (wall, c
 			}
 		}
 	}
-	workers := 2 * runtime.GOMAXPROCS(0)
+	return timeWorkers(b, 2*runtime.GOMAXPROCS(0), work)
+}
+
+// benchDecoder decodes and checks stored chunks of one payload, one goroutine's worth.
+type benchDecoder struct {
+	dec *zstd.Decoder
+	out []byte
+}
+
+func newBenchDecoder(p *benchPayload) (*benchDecoder, error) {
+	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1))
+	if err != nil {
+		return nil, err
+	}
+	return &benchDecoder{dec: dec, out: make([]byte, 0, p.m.Chunking.Max+p.m.Chunking.Size)}, nil
+}
+
+func (d *benchDecoder) close() { d.dec.Close() }
+
+// plain returns the decoded bytes of non-zero chunk c, stored as stored, after checking their
+// SHA-256 (valid until the next call).
+func (d *benchDecoder) plain(c payload.Chunk, stored []byte) ([]byte, error) {
+	plain := stored
+	if c.Encoding == payload.EncodingZstd {
+		var err error
+		if plain, err = d.dec.DecodeAll(stored, d.out[:0]); err != nil {
+			return nil, err
+		}
+	}
+	if sha256.Sum256(plain) != c.SHA256 {
+		return nil, fmt.Errorf("chunk at %d: hash mismatch", c.Offset)
+	}
+	return plain, nil
+}
+
+// timeWorkers runs work on the given number of goroutines and returns the wall time and the CPU
+// time of the whole process meanwhile; an error of any fails the benchmark.
+func timeWorkers(b *testing.B, workers int, work func() error) (wall, cpu time.Duration) {
+	b.Helper()
 	errs := make(chan error, workers)
 	var r0, r1 syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &r0)
