@@ -28,6 +28,10 @@ func (c Chunking) maxLen() int {
 	return c.Max
 }
 
+// maxZeroLen is the largest zero chunk a table with chunking c may hold: Build joins runs of
+// zeros up to maxZeroChunk, and a fixed chunk of zeros may be longer.
+func (c Chunking) maxZeroLen() int { return max(c.maxLen(), maxZeroChunk) }
+
 // cutter cuts a stream into chunks. Next copies the next chunk into buf (cap ≥ maxLen) and
 // returns it, or returns io.EOF at the end.
 type cutter interface {

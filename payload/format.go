@@ -233,16 +233,15 @@ type tableParser struct {
 	imageSize int64
 	dataLen   uint64
 	// maxData and maxZero are the longest data and zero chunks the manifest's chunking makes
-	// (Build joins zeros up to maxZeroChunk): the installer's buffers are sized by them.
+	// (Chunking.maxLen, maxZeroLen): the installer's buffers are sized by them.
 	maxData, maxZero uint32
 	next             int64
 	chunks           []Chunk
 }
 
 func newTableParser(n int, imageSize int64, dataLen uint64, chunking Chunking) *tableParser {
-	maxData := uint32(chunking.maxLen())
-	return &tableParser{imageSize: imageSize, dataLen: dataLen, maxData: maxData, maxZero: max(maxData, maxZeroChunk),
-		chunks: make([]Chunk, 0, n)}
+	return &tableParser{imageSize: imageSize, dataLen: dataLen, maxData: uint32(chunking.maxLen()),
+		maxZero: uint32(chunking.maxZeroLen()), chunks: make([]Chunk, 0, n)}
 }
 
 // add decodes whole entries; len(b) must be a multiple of TableEntrySize.

@@ -68,7 +68,8 @@ var errRehashStopped = errors.New("read-back stopped")
 // and read back again. With InstallOptions.RehashImage it also hashes the whole slot with SHA-256
 // and compares it with the manifest's image hash.
 func (in *installer) rehash(ctx context.Context) error {
-	bufLen := max(rehashBufferSize, in.m.Chunking.maxLen())
+	// A span holds at least one chunk of any kind the table may hold (see tableParser).
+	bufLen := max(rehashBufferSize, in.m.Chunking.maxZeroLen())
 	if in.o.RehashImage {
 		// One goroutine: the image hash needs the bytes in order.
 		h := sha256.New()
