@@ -62,12 +62,7 @@ func storedData(b *testing.B, p *benchPayload) []byte {
 func rawLimit(b *testing.B, p *benchPayload, data []byte, workers int) (wall, cpu time.Duration) {
 	b.Helper()
 	var next atomic.Int64
-	work := func() error {
-		d, err := newBenchDecoder(p)
-		if err != nil {
-			return err
-		}
-		defer d.close()
+	work := func(d *benchDecoder) error {
 		for {
 			i := int(next.Add(1) - 1)
 			if i >= len(p.m.Chunks) {
@@ -82,7 +77,7 @@ func rawLimit(b *testing.B, p *benchPayload, data []byte, workers int) (wall, cp
 			}
 		}
 	}
-	return timeWorkers(b, workers, work)
+	return timeWorkers(b, p, workers, work)
 }
 
 // bareInstall is the least any installer of p over HTTP does, measured to put the 70% target
@@ -115,12 +110,7 @@ func bareInstall(b *testing.B, url string, p *benchPayload, dir string) (wall, c
 	defer os.Remove(f.Name())
 	defer f.Close()
 	var next atomic.Int64
-	work := func() error {
-		d, err := newBenchDecoder(p)
-		if err != nil {
-			return err
-		}
-		defer d.close()
+	work := func(d *benchDecoder) error {
 		buf := make([]byte, 8<<20)
 		for {
 			g := int(next.Add(1) - 1)
@@ -154,7 +144,7 @@ func bareInstall(b *testing.B, url string, p *benchPayload, dir string) (wall, c
 			}
 		}
 	}
-	return timeWorkers(b, 2*runtime.GOMAXPROCS(0), work)
+	return timeWorkers(b, p, 2*runtime.GOMAXPROCS(0), work)
 }
 
 // benchDecoder decodes and checks stored chunks of one payload, one goroutine's worth.
@@ -189,16 +179,25 @@ func (d *benchDecoder) plain(c payload.Chunk, stored []byte) ([]byte, error) {
 	return plain, nil
 }
 
-// timeWorkers runs work on the given number of goroutines and returns the wall time and the CPU
-// time of the whole process meanwhile; an error of any fails the benchmark.
-func timeWorkers(b *testing.B, workers int, work func() error) (wall, cpu time.Duration) {
+// timeWorkers runs work on the given number of goroutines, each with its own decoder for p's
+// chunks, and returns the wall time and the CPU time of the whole process meanwhile; an error
+// of any fails the benchmark.
+func timeWorkers(b *testing.B, p *benchPayload, workers int, work func(*benchDecoder) error) (wall, cpu time.Duration) {
 	b.Helper()
 	errs := make(chan error, workers)
 	var r0, r1 syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &r0)
 	start := time.Now()
 	for range workers {
-		go func() { errs <- work() }()
+		go func() {
+			d, err := newBenchDecoder(p)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer d.close()
+			errs <- work(d)
+		}()
 	}
 	for range workers {
 		if err := <-errs; err != nil {
