@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"hash"
 	"io"
 	"os"
 	"runtime"
@@ -124,11 +125,40 @@ type zeroSum struct {
 func (z zeroSums) sum(n uint32) ([32]byte, uint32) {
 	v, ok := z[n]
 	if !ok {
-		b := make([]byte, n)
-		v = zeroSum{sha256.Sum256(b), probe(b)}
+		var h zeroHasher
+		h.hashTo(n)
+		v = zeroSum{h.sum(), probe(zeroBlock[:min(n, ProbeSize)])}
 		z[n] = v
 	}
 	return v.sha, v.probe
+}
+
+// zeroBlock is what runs of zeros are hashed from.
+var zeroBlock [64 << 10]byte
+
+// zeroHasher hashes a growing run of zeros: the sums of several lengths cost one pass over the
+// longest of them.
+type zeroHasher struct {
+	h hash.Hash
+	n uint32
+}
+
+// hashTo extends the run to n zeros (n is at least the length so far).
+func (z *zeroHasher) hashTo(n uint32) {
+	if z.h == nil {
+		z.h = sha256.New()
+	}
+	for z.n < n {
+		k := min(n-z.n, uint32(len(zeroBlock)))
+		z.h.Write(zeroBlock[:k])
+		z.n += k
+	}
+}
+
+// sum is the SHA-256 of the run so far.
+func (z *zeroHasher) sum() (s [32]byte) {
+	z.h.Sum(s[:0])
+	return s
 }
 
 func build(ctx context.Context, image io.ReaderAt, size int64, o BuildOptions, m *Manifest, out *os.File) error {

@@ -1,12 +1,14 @@
 package payload
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -375,14 +377,26 @@ func (in *installer) writeAll(ctx context.Context, dataOff int64) error {
 }
 
 // checkZeroChunks refuses a table whose zero chunks carry a hash other than that of zeros, so
-// that "all zero" can stand for "hash matches" afterwards.
+// that "all zero" can stand for "hash matches" afterwards. It goes through them from the
+// shortest, so it hashes as many zeros as the longest once, whatever their lengths.
 func (in *installer) checkZeroChunks() error {
-	zeros := zeroSums{}
-	for _, c := range in.m.Chunks {
-		if c.Encoding != EncodingZero {
-			continue
+	chunks := in.m.Chunks
+	var zeros []int32
+	for i, c := range chunks {
+		if c.Encoding == EncodingZero {
+			zeros = append(zeros, int32(i))
 		}
-		if sum, _ := zeros.sum(c.Length); sum != c.SHA256 {
+	}
+	slices.SortFunc(zeros, func(a, b int32) int { return cmp.Compare(chunks[a].Length, chunks[b].Length) })
+	var h zeroHasher
+	var sum [32]byte
+	for k, i := range zeros {
+		c := chunks[i]
+		if k == 0 || c.Length != chunks[zeros[k-1]].Length {
+			h.hashTo(c.Length)
+			sum = h.sum()
+		}
+		if sum != c.SHA256 {
 			return reject(ReasonChunkHash, "zero chunk at %d does not match its signed hash", c.Offset)
 		}
 	}
