@@ -125,12 +125,17 @@ type zeroSum struct {
 func (z zeroSums) sum(n uint32) ([32]byte, uint32) {
 	v, ok := z[n]
 	if !ok {
-		var h zeroHasher
-		h.hashTo(n)
-		v = zeroSum{h.sum(), probe(zeroBlock[:min(n, ProbeSize)])}
+		v = zeroSum{zeroSHA(n), probe(zeroBlock[:min(n, ProbeSize)])}
 		z[n] = v
 	}
 	return v.sha, v.probe
+}
+
+// zeroSHA is the SHA-256 of n zero bytes.
+func zeroSHA(n uint32) [32]byte {
+	var h zeroHasher
+	h.hashTo(n)
+	return h.sum()
 }
 
 // zeroBlock is what runs of zeros are hashed from.

@@ -269,8 +269,3 @@ func (e *deltaEncoder) close() {
 	e.plain.Close()
 	e.patch.Close()
 }
-
-// zeroSHA is the SHA-256 of n zero bytes.
-func zeroSHA(n uint32) [32]byte {
-	return sha256.Sum256(make([]byte, n))
-}
