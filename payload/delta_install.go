@@ -173,7 +173,7 @@ func (in *installer) put(w *deltaWorker, b []byte, off int64) error {
 		return fmt.Errorf("read back target slot at %d: %w", off, err)
 	}
 	if !bytes.Equal(back, b) {
-		return fmt.Errorf("target slot at %d reads back other bytes than were written: the device loses or misplaces writes", off)
+		return reject(ReasonImageHash, "the slot reads back other bytes at %d than were written there; the slot device may be failing", off)
 	}
 	return nil
 }

@@ -72,6 +72,16 @@ func TestDelta(t *testing.T) {
 	t.Run("install", func(t *testing.T) { testDeltaInstall(t, f) })
 	t.Run("fallback", func(t *testing.T) { testDeltaFallback(t, f) })
 	t.Run("corrupt", func(t *testing.T) { testDeltaCorrupt(t, f) })
+	t.Run("slot that loses writes", func(t *testing.T) {
+		// As on the chunk path (TestInstallReadBack): an image-hash rejection, which the agent
+		// reports as a verification failure of the new slot, not as a download error.
+		slot := &flakySlot{memSlot: newMemSlot(len(f.new)), flipAt: int64(len(f.new) / 3)}
+		res, err := payload.Install(t.Context(), payload.FromFile(bytes.NewReader(f.file), int64(len(f.file))),
+			payload.Target{Slot: slot, Size: int64(len(f.new)), Active: bytes.NewReader(f.old), ActiveSize: int64(len(f.old)), ActiveVersion: "1.0.0"}, f.opts())
+		if !errors.Is(err, payload.ErrImageHash) {
+			t.Fatalf("got %v, %+v; want image-hash", err, res)
+		}
+	})
 }
 
 func testDeltaInstall(t *testing.T, f *deltaFixture) {
