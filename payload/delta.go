@@ -133,13 +133,7 @@ func (o DeltaOp) marshal(b []byte) {
 	copy(b[32:64], o.SHA256[:])
 }
 
-func marshalDeltaIndex(ops []DeltaOp) []byte {
-	b := make([]byte, len(ops)*DeltaOpSize)
-	for i, o := range ops {
-		o.marshal(b[i*DeltaOpSize:])
-	}
-	return b
-}
+func marshalDeltaIndex(ops []DeltaOp) []byte { return marshalEntries(ops, DeltaOpSize) }
 
 // parseDeltaIndex decodes and checks the index of section d of a payload whose image has
 // imageSize bytes: ops contiguous from 0 covering the image, lengths within their limits and

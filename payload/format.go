@@ -201,10 +201,13 @@ func (c Chunk) marshal(b []byte) {
 	copy(b[32:64], c.SHA256[:])
 }
 
-func marshalTable(chunks []Chunk) []byte {
-	b := make([]byte, len(chunks)*TableEntrySize)
-	for i, c := range chunks {
-		c.marshal(b[i*TableEntrySize:])
+func marshalTable(chunks []Chunk) []byte { return marshalEntries(chunks, TableEntrySize) }
+
+// marshalEntries encodes fixed-size entries (chunk table entries, delta ops) one after another.
+func marshalEntries[T interface{ marshal([]byte) }](entries []T, size int) []byte {
+	b := make([]byte, len(entries)*size)
+	for i, e := range entries {
+		e.marshal(b[i*size:])
 	}
 	return b
 }
