@@ -39,6 +39,16 @@ func buildBench(b *testing.B, dir, image string, o payload.BuildOptions) *benchP
 	return &benchPayload{image: image, path: p, m: m, key: k, trust: payloadtest.TrustRoot(b, 1, 0, k)}
 }
 
+// dataOffset is where p's data section starts in its file (the table follows it, last).
+func (p *benchPayload) dataOffset(b *testing.B) int64 {
+	b.Helper()
+	st, err := os.Stat(p.path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return st.Size() - p.m.TableSize - p.m.DataSize
+}
+
 // storedData reads p's data section into memory.
 func storedData(b *testing.B, p *benchPayload) []byte {
 	b.Helper()
@@ -47,9 +57,8 @@ func storedData(b *testing.B, p *benchPayload) []byte {
 		b.Fatal(err)
 	}
 	defer f.Close()
-	st, _ := f.Stat()
 	data := make([]byte, p.m.DataSize)
-	if _, err := f.ReadAt(data, st.Size()-p.m.TableSize-p.m.DataSize); err != nil {
+	if _, err := f.ReadAt(data, p.dataOffset(b)); err != nil {
 		b.Fatal(err)
 	}
 	return data
@@ -87,11 +96,7 @@ func rawLimit(b *testing.B, p *benchPayload, data []byte, workers int) (wall, cp
 // no sync, no progress. It returns the wall time and the process's CPU time meanwhile.
 func bareInstall(b *testing.B, url string, p *benchPayload, dir string) (wall, cpu time.Duration) {
 	b.Helper()
-	st, err := os.Stat(p.path)
-	if err != nil {
-		b.Fatal(err)
-	}
-	dataOff := st.Size() - p.m.TableSize - p.m.DataSize
+	dataOff := p.dataOffset(b)
 	// Stored neighbours in groups of up to 8 MiB (chunks may share stored bytes).
 	chunks := slices.DeleteFunc(slices.Clone(p.m.Chunks), func(c payload.Chunk) bool { return c.Encoding == payload.EncodingZero })
 	slices.SortFunc(chunks, func(a, b payload.Chunk) int { return cmp.Compare(a.DataOffset, b.DataOffset) })
