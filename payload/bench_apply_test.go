@@ -24,7 +24,8 @@ import (
 // installer over HTTP does (bareInstall: fetch, decode, hash, write; nothing else), and
 // %-of-bare is the install's speed beside it: the share of the gap to the raw limit that is the
 // install's own. Run one size with
-// -bench 'Apply/256MiB'; add -cpuprofile/-blockprofile to see where the time goes. With
+// -bench 'Apply/256MiB'; add -cpuprofile/-blockprofile to see where the time goes (each step
+// carries a profiler label: -tagfocus step=install, raw, bare or server). With
 // TMPDIR=/dev/shm the disk image lives in memory, which takes the disk's durable write rate out
 // of the figure and leaves the install's own work.
 func BenchmarkApply(b *testing.B) {
@@ -85,12 +86,15 @@ func benchApply(b *testing.B, size int64) {
 		var r0, r1 syscall.Rusage
 		syscall.Getrusage(syscall.RUSAGE_SELF, &r0)
 		start := time.Now()
-		r, err := payload.Install(b.Context(), payload.FromURL(srv.URL, nil), payload.Target{
-			Slot: d.SlotIO(target), Size: target.Size, Active: d.SlotReader(active), ActiveSize: active.Size,
-		}, payload.InstallOptions{Trust: p.trust, BeforeWrite: func() error { return d.BeginInstall(target) }})
-		if err == nil {
-			err = d.Sync()
-		}
+		var r *payload.Result
+		labelled("install", func() {
+			r, err = payload.Install(b.Context(), payload.FromURL(srv.URL, nil), payload.Target{
+				Slot: d.SlotIO(target), Size: target.Size, Active: d.SlotReader(active), ActiveSize: active.Size,
+			}, payload.InstallOptions{Trust: p.trust, BeforeWrite: func() error { return d.BeginInstall(target) }})
+			if err == nil {
+				err = d.Sync()
+			}
+		})
 		elapsed += time.Since(start)
 		syscall.Getrusage(syscall.RUSAGE_SELF, &r1)
 		cpu += rusageCPU(r0, r1)

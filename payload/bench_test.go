@@ -2,6 +2,7 @@ package payload_test
 
 import (
 	"cmp"
+	"context"
 	"crypto/sha256"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"sync/atomic"
 	"syscall"
@@ -86,7 +88,7 @@ func rawLimit(b *testing.B, p *benchPayload, data []byte, workers int) (wall, cp
 			}
 		}
 	}
-	return timeWorkers(b, p, workers, work)
+	return timeWorkers(b, p, "raw", workers, work)
 }
 
 // bareInstall is the least any installer of p over HTTP does, measured to put the 70% target
@@ -149,7 +151,7 @@ func bareInstall(b *testing.B, url string, p *benchPayload, dir string) (wall, c
 			}
 		}
 	}
-	return timeWorkers(b, p, 2*runtime.GOMAXPROCS(0), work)
+	return timeWorkers(b, p, "bare", 2*runtime.GOMAXPROCS(0), work)
 }
 
 // benchDecoder decodes and checks stored chunks of one payload, one goroutine's worth.
@@ -186,23 +188,25 @@ func (d *benchDecoder) plain(c payload.Chunk, stored []byte) ([]byte, error) {
 
 // timeWorkers runs work on the given number of goroutines, each with its own decoder for p's
 // chunks, and returns the wall time and the CPU time of the whole process meanwhile; an error
-// of any fails the benchmark.
-func timeWorkers(b *testing.B, p *benchPayload, workers int, work func(*benchDecoder) error) (wall, cpu time.Duration) {
+// of any fails the benchmark. The goroutines carry the profiler label step (see labelled).
+func timeWorkers(b *testing.B, p *benchPayload, step string, workers int, work func(*benchDecoder) error) (wall, cpu time.Duration) {
 	b.Helper()
 	errs := make(chan error, workers)
 	var r0, r1 syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &r0)
 	start := time.Now()
 	for range workers {
-		go func() {
-			d, err := newBenchDecoder(p)
-			if err != nil {
-				errs <- err
-				return
-			}
-			defer d.close()
-			errs <- work(d)
-		}()
+		labelled(step, func() {
+			go func() {
+				d, err := newBenchDecoder(p)
+				if err != nil {
+					errs <- err
+					return
+				}
+				defer d.close()
+				errs <- work(d)
+			}()
+		})
 	}
 	for range workers {
 		if err := <-errs; err != nil {
@@ -348,16 +352,26 @@ func reportInstall(b *testing.B, imageSize int64, res *payload.Result, elapsed, 
 
 // serveBench serves p's file as omahad does (a file opened per request): net/http then sends
 // ranges with sendfile, so the server's share of the CPU is what a real server would cost.
-func serveBench(p *benchPayload) *httptest.Server {
-	return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		f, err := os.Open(p.path)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return
-		}
-		defer f.Close()
-		http.ServeContent(w, r, "p.tsp", time.Time{}, f)
-	}))
+// serveBench serves p over loopback HTTP; its goroutines carry the profiler label step=server.
+func serveBench(p *benchPayload) (srv *httptest.Server) {
+	labelled("server", func() {
+		srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			f, err := os.Open(p.path)
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+				return
+			}
+			defer f.Close()
+			http.ServeContent(w, r, "p.tsp", time.Time{}, f)
+		}))
+	})
+	return srv
+}
+
+// labelled runs f with the profiler label step=step, which the goroutines f starts inherit: a
+// benchmark's -cpuprofile then splits by step (go tool pprof -tagfocus step=install).
+func labelled(step string, f func()) {
+	pprof.Do(context.Background(), pprof.Labels("step", step), func(context.Context) { f() })
 }
 
 func benchSize(b *testing.B) int64 {
