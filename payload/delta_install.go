@@ -77,6 +77,9 @@ func (in *installer) runDelta(ctx context.Context, f *File, d DeltaRef) (meta in
 	if err != nil {
 		return 0, err
 	}
+	if err := checkZeroOps(ops); err != nil {
+		return 0, err
+	}
 	idx = nil
 	meta = int64(HeaderSize) + int64(f.hdr.EnvelopeArea) + d.indexLen()
 	in.log.Info("installing by delta section", "base", d.BaseVersion, "ops", len(ops), "section_bytes", d.Length)
@@ -119,6 +122,14 @@ func (in *installer) runDelta(ctx context.Context, f *File, d DeltaRef) (meta in
 		return meta, err
 	}
 	return meta, nil
+}
+
+// checkZeroOps refuses an index whose zero ops carry a hash other than that of zeros, so that
+// "all zero" can stand for "hash matches" when they are settled.
+func checkZeroOps(ops []DeltaOp) error {
+	return checkZeroSums("delta zero op", ops, func(op *DeltaOp) (bool, int64, uint32, [32]byte) {
+		return op.Kind == DeltaZero, op.Offset, op.Length, op.SHA256
+	})
 }
 
 // deltaLocal settles a copy or zero op and reports whether a stored op still needs its bytes.

@@ -2,9 +2,13 @@ package payload_test
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
@@ -72,6 +76,7 @@ func TestDelta(t *testing.T) {
 	t.Run("install", func(t *testing.T) { testDeltaInstall(t, f) })
 	t.Run("fallback", func(t *testing.T) { testDeltaFallback(t, f) })
 	t.Run("corrupt", func(t *testing.T) { testDeltaCorrupt(t, f) })
+	t.Run("zero op signed with another hash", func(t *testing.T) { testDeltaZeroOpHash(t, f) })
 	t.Run("slot that loses writes", func(t *testing.T) {
 		// As on the chunk path (TestInstallReadBack): an image-hash rejection, which the agent
 		// reports as a verification failure of the new slot, not as a download error.
@@ -189,5 +194,52 @@ func testDeltaCorrupt(t *testing.T, f *deltaFixture) {
 	_, err = payload.Install(t.Context(), payload.FromFile(bytes.NewReader(bad), int64(len(bad))), f.target(newMemSlot(len(f.new)), "1.0.0"), f.opts())
 	if !errors.Is(err, payload.ErrChunkTableMismatch) {
 		t.Fatalf("changed index: %v", err)
+	}
+}
+
+// testDeltaZeroOpHash: a signed index whose zero op carries a hash other than that of zeros is
+// refused before anything is written (zeros are settled by "all zero", not by their hash).
+func testDeltaZeroOpHash(t *testing.T, f *deltaFixture) {
+	pf, err := payload.Open(bytes.NewReader(f.file), int64(len(f.file)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := f.m.Deltas[1]
+	index := int64(payload.HeaderSize+pf.EnvelopeArea()) + d.Offset + d.Length - int64(d.OpCount)*payload.DeltaOpSize
+	bad := bytes.Clone(f.file)
+	ops := bad[index : index+int64(d.OpCount)*payload.DeltaOpSize]
+	k := 0
+	for k < d.OpCount && payload.DeltaKind(ops[k*payload.DeltaOpSize]) != payload.DeltaZero {
+		k++
+	}
+	if k == d.OpCount {
+		t.Fatal("the fixture's delta section has no zero op")
+	}
+	ops[k*payload.DeltaOpSize+32] ^= 1
+	sum := sha256.Sum256(ops)
+	bad = envelopeEdit(func(env map[string]any) {
+		var m map[string]any
+		body, _ := base64Decode(env["payload"].(string))
+		json.Unmarshal(body, &m)
+		m["deltas"].([]any)[1].(map[string]any)["indexSha256"] = hex.EncodeToString(sum[:])
+		nb, _ := json.Marshal(m)
+		env["payload"] = base64Encode(nb)
+		env["signatures"] = []any{}
+	})(bad)
+	p := filepath.Join(t.TempDir(), "p.tsp")
+	if err := os.WriteFile(p, bad, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	payloadtest.Sign(t, p, f.key)
+	if bad, err = os.ReadFile(p); err != nil {
+		t.Fatal(err)
+	}
+	slot := newMemSlot(len(f.new))
+	_, err = payload.Install(t.Context(), payload.FromFile(bytes.NewReader(bad), int64(len(bad))), f.target(slot, "1.0.0"), f.opts())
+	if !errors.Is(err, payload.ErrChunkHash) || !strings.Contains(err.Error(), "delta zero op at ") {
+		t.Fatalf("got %v, want a chunk-hash rejection of a delta zero op", err)
+	}
+	if slot.writes != 0 {
+		t.Fatalf("%d writes before the index was refused", slot.writes)
 	}
 }

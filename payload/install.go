@@ -377,27 +377,36 @@ func (in *installer) writeAll(ctx context.Context, dataOff int64) error {
 }
 
 // checkZeroChunks refuses a table whose zero chunks carry a hash other than that of zeros, so
-// that "all zero" can stand for "hash matches" afterwards. It goes through them from the
-// shortest, so it hashes as many zeros as the longest once, whatever their lengths.
+// that "all zero" can stand for "hash matches" afterwards.
 func (in *installer) checkZeroChunks() error {
-	chunks := in.m.Chunks
-	var zeros []int32
-	for i, c := range chunks {
-		if c.Encoding == EncodingZero {
+	return checkZeroSums("zero chunk", in.m.Chunks, func(c *Chunk) (bool, int64, uint32, [32]byte) {
+		return c.Encoding == EncodingZero, c.Offset, c.Length, c.SHA256
+	})
+}
+
+// checkZeroSums refuses, by the image offset of the shortest, the extents of a signed table
+// (named what; ext tells of each whether it is stored as zeros, where it is, its length and
+// signed hash) stored as zeros whose signed hash is not that of zeros. It goes through them from
+// the shortest, so it hashes as many zeros as the longest once, whatever their lengths.
+func checkZeroSums[T any](what string, table []T, ext func(*T) (zero bool, off int64, length uint32, sum [32]byte)) error {
+	var zeros []int32 // 4 bytes an extent: a table may hold 2^20 of them
+	for i := range table {
+		if z, _, _, _ := ext(&table[i]); z {
 			zeros = append(zeros, int32(i))
 		}
 	}
-	slices.SortFunc(zeros, func(a, b int32) int { return cmp.Compare(chunks[a].Length, chunks[b].Length) })
+	length := func(i int32) uint32 { _, _, n, _ := ext(&table[i]); return n }
+	slices.SortFunc(zeros, func(a, b int32) int { return cmp.Compare(length(a), length(b)) })
 	var h zeroHasher
 	var sum [32]byte
-	for k, i := range zeros {
-		c := chunks[i]
-		if k == 0 || c.Length != chunks[zeros[k-1]].Length {
-			h.hashTo(c.Length)
+	for _, i := range zeros {
+		_, off, n, want := ext(&table[i])
+		if n != h.n || h.h == nil {
+			h.hashTo(n)
 			sum = h.sum()
 		}
-		if sum != c.SHA256 {
-			return reject(ReasonChunkHash, "zero chunk at %d does not match its signed hash", c.Offset)
+		if sum != want {
+			return reject(ReasonChunkHash, "%s at %d does not match its signed hash", what, off)
 		}
 	}
 	return nil
