@@ -1,6 +1,7 @@
 package payload
 
 import (
+	"crypto/sha256"
 	"errors"
 	"testing"
 )
@@ -9,7 +10,7 @@ import (
 func validDelta() ([]DeltaOp, DeltaRef) {
 	ops := []DeltaOp{
 		{Kind: DeltaCopy, Length: 1 << 20, SourceOffset: 4096, SourceLength: 1 << 20},
-		{Kind: DeltaZero, Length: 1 << 19},
+		{Kind: DeltaZero, Length: 1 << 19, SHA256: sha256.Sum256(make([]byte, 1<<19))},
 		{Kind: DeltaPatch, Length: 1 << 19, SourceOffset: 1 << 20, SourceLength: 1 << 20, DataLength: 100},
 		{Kind: DeltaZstd, Length: 1 << 19, DataLength: 200},
 		{Kind: DeltaRaw, Length: 1 << 19, DataLength: 1 << 19},

@@ -2,6 +2,7 @@ package payload
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
 	"os"
 	"path/filepath"
@@ -169,6 +170,24 @@ func FuzzDeltaIndex(f *testing.F) {
 		}
 		if end != imageSize || data+ref.indexLen() != length {
 			t.Fatalf("ops cover %d of %d and store %d of %d", end, imageSize, data, length-ref.indexLen())
+		}
+		if err := checkZeroOps(got); err != nil {
+			if _, ok := IsRejection(err); !ok {
+				t.Fatalf("not a rejection: %v", err)
+			}
+			return
+		}
+		zeroSum := map[uint32][32]byte{}
+		for _, o := range got {
+			if o.Kind != DeltaZero {
+				continue
+			}
+			if _, ok := zeroSum[o.Length]; !ok {
+				zeroSum[o.Length] = sha256.Sum256(make([]byte, o.Length))
+			}
+			if o.SHA256 != zeroSum[o.Length] {
+				t.Fatalf("accepted zero op %+v whose hash is not that of zeros", o)
+			}
 		}
 	})
 }
