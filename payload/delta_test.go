@@ -179,19 +179,25 @@ func testDeltaFallback(t *testing.T, f *deltaFixture) {
 	}
 }
 
-// A section whose index or stored bytes were changed after signing is refused, and nothing
-// unverified reaches the slot.
-func testDeltaCorrupt(t *testing.T, f *deltaFixture) {
+// index returns where the index of delta section k lies in the payload file, and its length.
+func (f *deltaFixture) index(t *testing.T, k int) (off, n int64) {
+	t.Helper()
 	pf, err := payload.Open(bytes.NewReader(f.file), int64(len(f.file)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := f.m.Deltas[1]
-	dataOff := int64(payload.HeaderSize + pf.EnvelopeArea())
-	index := dataOff + d.Offset + d.Length - int64(d.OpCount)*payload.DeltaOpSize
+	d := f.m.Deltas[k]
+	n = int64(d.OpCount) * payload.DeltaOpSize
+	return int64(payload.HeaderSize+pf.EnvelopeArea()) + d.Offset + d.Length - n, n
+}
+
+// A section whose index or stored bytes were changed after signing is refused, and nothing
+// unverified reaches the slot.
+func testDeltaCorrupt(t *testing.T, f *deltaFixture) {
+	index, _ := f.index(t, 1)
 	bad := bytes.Clone(f.file)
 	bad[index+40] ^= 1
-	_, err = payload.Install(t.Context(), payload.FromFile(bytes.NewReader(bad), int64(len(bad))), f.target(newMemSlot(len(f.new)), "1.0.0"), f.opts())
+	_, err := payload.Install(t.Context(), payload.FromFile(bytes.NewReader(bad), int64(len(bad))), f.target(newMemSlot(len(f.new)), "1.0.0"), f.opts())
 	if !errors.Is(err, payload.ErrChunkTableMismatch) {
 		t.Fatalf("changed index: %v", err)
 	}
@@ -200,14 +206,10 @@ func testDeltaCorrupt(t *testing.T, f *deltaFixture) {
 // testDeltaZeroOpHash: a signed index whose zero op carries a hash other than that of zeros is
 // refused before anything is written (zeros are settled by "all zero", not by their hash).
 func testDeltaZeroOpHash(t *testing.T, f *deltaFixture) {
-	pf, err := payload.Open(bytes.NewReader(f.file), int64(len(f.file)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	index, n := f.index(t, 1)
 	d := f.m.Deltas[1]
-	index := int64(payload.HeaderSize+pf.EnvelopeArea()) + d.Offset + d.Length - int64(d.OpCount)*payload.DeltaOpSize
 	bad := bytes.Clone(f.file)
-	ops := bad[index : index+int64(d.OpCount)*payload.DeltaOpSize]
+	ops := bad[index : index+n]
 	k := 0
 	for k < d.OpCount && payload.DeltaKind(ops[k*payload.DeltaOpSize]) != payload.DeltaZero {
 		k++
@@ -231,7 +233,8 @@ func testDeltaZeroOpHash(t *testing.T, f *deltaFixture) {
 		t.Fatal(err)
 	}
 	payloadtest.Sign(t, p, f.key)
-	if bad, err = os.ReadFile(p); err != nil {
+	bad, err := os.ReadFile(p)
+	if err != nil {
 		t.Fatal(err)
 	}
 	slot := newMemSlot(len(f.new))
