@@ -31,8 +31,9 @@
 //	409 failed_lock_semaphore_full   every slot is taken: try again later (Retry-After is set);
 //	                                 a clear "not now", never a 5xx
 //	413 request_too_large            body over MaxRequestBody
-//	503 backend_unavailable          etcd did not answer in time (Retry-After is set)
-//	500 internal_error               anything else
+//	503 backend_unavailable          etcd did not answer in time, is unreachable or has no leader
+//	                                 (quorum lost): try again later (Retry-After is set)
+//	500 internal_error               anything else (e.g. etcd refused the server's credentials)
 //
 // Request bodies are read through http.MaxBytesReader with MaxRequestBody; ParseRequest, the
 // parser, is fuzzed (FuzzFleetLockRequest) from testdata/.

@@ -194,6 +194,47 @@ func TestBackendUnavailable(t *testing.T) {
 	}
 }
 
+// failingSem fails every request as *locksmith.Store does when etcd answers with an error of
+// the given cause, e.g. no leader after the cluster lost quorum.
+type failingSem struct{ cause locksmith.Cause }
+
+func (s failingSem) err(op string) error {
+	return &locksmith.EtcdError{Op: op, Group: "default", Cause: s.cause,
+		Endpoints: []string{"http://127.0.0.1:2379"}, Err: errors.New("etcdserver: " + s.cause.String())}
+}
+func (s failingSem) TryLock(context.Context, string, locksmith.Holder) (locksmith.Lock, error) {
+	return locksmith.Lock{}, s.err("take slot 0")
+}
+func (s failingSem) Unlock(context.Context, string, string, string, bool) (locksmith.Holder, error) {
+	return locksmith.Holder{}, s.err("read the group")
+}
+
+// An etcd that cannot answer now (no leader, unreachable, too slow) is the documented 503 with
+// Retry-After, on both paths; an error an operator must fix (credentials) stays a 500.
+func TestStoreErrorsByCause(t *testing.T) {
+	for _, tc := range []struct {
+		cause locksmith.Cause
+		want  reply
+	}{
+		{locksmith.CauseAuth, reply{500, fleetlock.KindInternal}},
+		{locksmith.CauseTLS, reply{500, fleetlock.KindInternal}},
+		{locksmith.CauseNoLeader, reply{503, fleetlock.KindBackendUnavailable}},
+		{locksmith.CauseUnreachable, reply{503, fleetlock.KindBackendUnavailable}},
+		{locksmith.CauseTimeout, reply{503, fleetlock.KindBackendUnavailable}},
+	} {
+		t.Run(tc.cause.String(), func(t *testing.T) {
+			srv := httptest.NewServer(fleetlock.NewServer(failingSem{tc.cause}, slog.New(slog.DiscardHandler)))
+			defer srv.Close()
+			for _, path := range []string{fleetlock.PathPreReboot, fleetlock.PathSteadyState} {
+				got, h := post(t, srv.URL, path, params("a", "default"), true)
+				if got != tc.want || (got.status == 503) != (h.Get("Retry-After") != "") {
+					t.Errorf("%s: %+v Retry-After %q, want %+v (Retry-After with 503 only)", path, got, h.Get("Retry-After"), tc.want)
+				}
+			}
+		})
+	}
+}
+
 func TestClient(t *testing.T) {
 	e := etcdtest.New(t)
 	srv := httptest.NewServer(fleetlock.NewServer(locksmith.NewStore(e.Client, "", nil), slog.New(slog.DiscardHandler)))

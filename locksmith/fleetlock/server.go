@@ -176,14 +176,32 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, p Params, err erro
 	case errors.Is(err, locksmith.ErrFull):
 		w.Header().Set("Retry-After", strconv.Itoa(int(retryAfterFull.Seconds())))
 		e = &Error{http.StatusConflict, KindSemaphoreFull, err.Error()}
-	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled):
+	case backendUnavailable(err):
 		w.Header().Set("Retry-After", strconv.Itoa(int(retryAfterBackend.Seconds())))
-		e = &Error{http.StatusServiceUnavailable, KindBackendUnavailable, "the lock store (etcd) did not answer; try again later"}
+		e = &Error{http.StatusServiceUnavailable, KindBackendUnavailable, "the lock store (etcd) is unavailable (no answer in time, unreachable or without a leader); try again later"}
 	default:
 		e = &Error{http.StatusInternalServerError, KindInternal, err.Error()}
 	}
 	s.log.Warn("fleetlock: request failed", "path", r.URL.Path, "group", p.Group, "id", p.ID, "status", e.Status, "kind", e.Kind, "err", err)
 	writeError(w, e)
+}
+
+// backendUnavailable reports whether err means etcd could not answer now (out of time, no
+// connection, or no leader because a majority of its members is down), so asking again later
+// may succeed; other store errors (credentials, TLS, corrupt keys) need an operator.
+func backendUnavailable(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return true
+	}
+	var ee *locksmith.EtcdError
+	if !errors.As(err, &ee) {
+		return false
+	}
+	switch ee.Cause {
+	case locksmith.CauseNoLeader, locksmith.CauseUnreachable, locksmith.CauseTimeout, locksmith.CauseCanceled:
+		return true
+	}
+	return false
 }
 
 func writeError(w http.ResponseWriter, e *Error) {
