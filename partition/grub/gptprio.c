@@ -27,7 +27,8 @@
  * When the chosen entry has tries > 0, tries is decremented and both GPT copies are written
  * from the copy that was read, each with fresh entry-array and header CRC32s: first the copy
  * that was not read (the backup when the primary is good; the damaged primary otherwise),
- * then the one that was, each as entry array then header. At every instant at least one copy
+ * then the one that was, each as entry array then header, and each flushed to the medium
+ * (EFI FlushBlocks) before the next is touched. At every instant at least one copy
  * is valid, and a damaged copy is repaired. With tries 0 (a successful slot) nothing is
  * written. Then DEVVAR is set to the GRUB device of the chosen partition ("hd0,gpt3") and
  * UUIDVAR to its unique partition GUID (lower case, 8-4-4-4-12).
@@ -50,6 +51,9 @@
 #include <grub/extcmd.h>
 #include <grub/i18n.h>
 #include <grub/safemath.h>
+#include <grub/efi/api.h>
+#include <grub/efi/efi.h>
+#include <grub/efi/disk.h>
 
 GRUB_MOD_LICENSE ("GPLv3+");
 
@@ -301,6 +305,33 @@ write_lbas (struct gpt_disk *d, grub_uint64_t lba, grub_size_t bytes, const grub
   return GRUB_ERR_NONE;
 }
 
+/* Asks the firmware to put the writes so far on the medium (EFI_BLOCK_IO_PROTOCOL.FlushBlocks).
+   GRUB's EFI disk driver never flushes, and a drive with a volatile write cache may store the
+   sectors of the second copy before those of the first: a power cut could then leave no valid
+   copy. A disk without a firmware handle or Block I/O protocol has nothing to flush. A failed
+   flush is only reported: failing the command would stop the boot ("no bootable /usr") on a
+   firmware that answers FlushBlocks with an error, and the writes before it did not fail. */
+static void
+flush_disk (struct gpt_disk *d)
+{
+  static grub_efi_guid_t guid = GRUB_EFI_BLOCK_IO_GUID;
+  grub_efi_handle_t h;
+  grub_efi_block_io_t *bio;
+  grub_efi_status_t st;
+
+  h = grub_efidisk_get_device_handle (d->disk);
+  if (!h)
+    return;
+  bio = grub_efi_open_protocol (h, &guid, GRUB_EFI_OPEN_PROTOCOL_GET_PROTOCOL);
+  if (!bio || !bio->flush_blocks)
+    return;
+  st = efi_call_1 (bio->flush_blocks, bio);
+  if (st != GRUB_EFI_SUCCESS)
+    grub_printf (CMD ": warning: the firmware could not flush %s (EFI status 0x%llx); a power "
+		 "cut now may need a table repair from the running system (sgdisk -e)\n",
+		 d->disk->name, (unsigned long long) st);
+}
+
 /* Entry array geometry from a header: bytes of the entries and whole sectors they fill. */
 static int
 array_geometry (struct gpt_disk *d, const grub_uint8_t *h, grub_size_t *bytes,
@@ -495,13 +526,19 @@ write_both (struct gpt_disk *d, struct gpt_copy *good)
   put_le32 (good->sector + HDR_ENTRIES_CRC, array_crc);
   put_le32 (good->sector + HDR_CRC, header_crc (good->sector, hsize));
 
+  /* Each copy reaches the medium before the other is touched. */
   err = write_lbas (d, other_entries, n << d->log_ss, good->entries);
   if (!err)
     err = write_lbas (d, other_lba, d->ss, sector);
   if (!err)
-    err = write_lbas (d, good->entries_lba, n << d->log_ss, good->entries);
+    {
+      flush_disk (d);
+      err = write_lbas (d, good->entries_lba, n << d->log_ss, good->entries);
+    }
   if (!err)
     err = write_lbas (d, good->lba, d->ss, good->sector);
+  if (!err)
+    flush_disk (d);
   grub_free (sector);
   return err;
 }
