@@ -3,28 +3,63 @@ package updated_test
 import (
 	"errors"
 	"fmt"
+	"os"
 	"reflect"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/twinslot/twinslot/updated"
 )
 
+// crash is where drive crashes the agent, once.
+type crash struct {
+	// afterPersist > 0: the afterPersist-th persisted transition (counted over all runs) is
+	// followed by a crash.
+	afterPersist int
+	// request != "": the agent is stopped while the server handles the first request that log()
+	// names so ("event 3/1"), before it answers: a SIGTERM or a power loss in the middle of a
+	// state's side effects, after those that came before the request.
+	request string
+	// power makes the crash a power loss: the host reboots.
+	power bool
+}
+
 // drive runs the host through an update until the outcome is final: the agent is restarted
-// after every crash, the host rebooted when the agent waits for a reboot or asks for one. With
-// crashAt > 0 the crashAt-th persisted transition (counted over all runs) is followed by a
-// crash; powerLoss makes that crash a power loss (the host reboots). It returns the chain of
-// persisted states and the final record.
-func drive(t *testing.T, h *host, srv *omahaServer, crashAt int, powerLoss bool) ([]updated.State, updated.Record) {
+// after every crash, the host rebooted when the agent waits for a reboot or asks for one. It
+// crashes the agent at c (the zero crash: never). It returns the chain of persisted states and
+// the final record.
+func drive(t *testing.T, h *host, srv *omahaServer, c crash) ([]updated.State, updated.Record) {
 	t.Helper()
 	var chain []updated.State
 	total, crashed := 0, false
+	var (
+		mu      sync.Mutex
+		current *run
+		stopped bool // the crash at c.request happened
+	)
+	if c.request != "" {
+		srv.set(func(s *omahaServer) {
+			s.onRequest = func(what string) {
+				mu.Lock()
+				defer mu.Unlock()
+				if what == c.request && !stopped {
+					stopped = true
+					current.cancel() // the agent never sees the answer
+				}
+			}
+		})
+	}
 	for runs := 0; runs < 12; runs++ {
 		stopAt := 0
-		if !crashed && crashAt > total {
-			stopAt = crashAt - total
+		if !crashed && c.afterPersist > total {
+			stopAt = c.afterPersist - total
 		}
+		mu.Lock()
 		r := h.start(srv.URL(), fast, stopAt)
+		current = r
+		mu.Unlock()
 		var final *updated.Record
 		reboot := false
 	loop:
@@ -43,7 +78,10 @@ func drive(t *testing.T, h *host, srv *omahaServer, crashAt int, powerLoss bool)
 				}
 			case err := <-r.done:
 				r.done <- err
-				if !errors.Is(err, errCrash) {
+				mu.Lock()
+				stoppedNow := stopped && !crashed
+				mu.Unlock()
+				if !errors.Is(err, errCrash) && !(err == nil && stoppedNow) {
 					t.Fatalf("agent failed: %v (chain %v)", err, chain)
 				}
 				// Drain what was persisted before the crash.
@@ -53,7 +91,7 @@ func drive(t *testing.T, h *host, srv *omahaServer, crashAt int, powerLoss bool)
 					chain = append(chain, rec.State)
 				}
 				crashed = true
-				reboot = powerLoss
+				reboot = c.power
 				break loop
 			case <-h.rebootCh:
 				reboot = true
@@ -111,6 +149,12 @@ func crashScenario(t *testing.T, broken bool) {
 			if slot != "USR-B" || version != "2.0.0" || !sl["USR-B"].Attr.Successful() {
 				t.Fatalf("committed, but running %s %s (%v)", slot, version, sl["USR-B"].Attr)
 			}
+			if b, _ := os.ReadFile(h.dir + "/state/floor.json"); !strings.Contains(string(b), `"floor":3`) {
+				t.Fatalf("committed 2.0.0 (security version 3), but the floor file is %q", b)
+			}
+			if log := srv(h).log(); !contains(log, "check prev=1.0.0") {
+				t.Fatalf("committed, but the update was never reported complete (previousversion=1.0.0): %v", log)
+			}
 		case outcome == updated.OutcomeRolledBack:
 			if slot != "USR-A" || version != "1.0.0" || !sl["USR-A"].Attr.Successful() {
 				t.Fatalf("rolled back, but running %s %s (%v)", slot, version, sl["USR-A"].Attr)
@@ -124,7 +168,7 @@ func crashScenario(t *testing.T, broken bool) {
 	}
 	h, s := setup(t)
 	servers[h] = s
-	normal, rec := drive(t, h, s, 0, false)
+	normal, rec := drive(t, h, s, crash{})
 	want(t, h, rec, broken)
 	t.Logf("normal chain (%d transitions): %v", len(normal), normal)
 
@@ -133,9 +177,25 @@ func crashScenario(t *testing.T, broken bool) {
 			t.Run(fmt.Sprintf("crash after %d %s power=%v", k, normal[k-1], power), func(t *testing.T) {
 				h, s := setup(t)
 				servers[h] = s
-				chain, rec := drive(t, h, s, k, power)
+				chain, rec := drive(t, h, s, crash{afterPersist: k, power: power})
 				st := normal[k-1]
 				want(t, h, rec, broken || power && (st == updated.Verifying || st == updated.Committing))
+				if !power && !reflect.DeepEqual(dedup(chain), dedup(normal)) {
+					t.Fatalf("chain %v\nwant (up to repeats) %v", chain, normal)
+				}
+			})
+		}
+	}
+	// Crashes inside a state, while its event is in flight: "event 3/1" is sent after FINALIZING
+	// flipped the GPT and before UPDATED_NEED_REBOOT is persisted, so a power loss there boots
+	// the new slot from a record still in FINALIZING.
+	for _, event := range []string{"event 13/1", "event 14/1", "event 3/1"} {
+		for _, power := range []bool{false, true} {
+			t.Run(fmt.Sprintf("crash during %s power=%v", event, power), func(t *testing.T) {
+				h, s := setup(t)
+				servers[h] = s
+				chain, rec := drive(t, h, s, crash{request: event, power: power})
+				want(t, h, rec, broken)
 				if !power && !reflect.DeepEqual(dedup(chain), dedup(normal)) {
 					t.Fatalf("chain %v\nwant (up to repeats) %v", chain, normal)
 				}

@@ -31,13 +31,16 @@
 // cut before the flip continues. FINALIZING first copies the new slot's kernel and initrd to
 // the ESP when the host has the layout (Paths.ESPDir, partition/esp), then flips; the copy
 // writes only the target slot's files, and files already in place are left alone, so
-// re-entering FINALIZING after a crash on either side of the flip is safe. A power loss while the new slot is being verified or
-// committed uses up its single try, so the host comes back on the old slot and reports a
-// rollback — the same as a new image that crashes. A slot always boots: the running slot is
-// committed before its partner is written, the partner is made unbootable (BeginInstall) only
-// when the first byte is about to be written, and MarkBad runs only after Rollback proved the
-// old slot usable (otherwise the unhealthy slot is kept and committed so the host stays
-// bootable, and the failure is reported).
+// re-entering FINALIZING after a crash on either side of the flip is safe. The record entering
+// FINALIZING already names the image the slot holds and the version to report once it is
+// committed, so a power loss right after the flip (before UPDATED_NEED_REBOOT is persisted)
+// boots the new slot on trial and commits it fully: floor, PCR and previousversion. A power
+// loss while the new slot is being verified or committed uses up its single try, so the host
+// comes back on the old slot and reports a rollback — the same as a new image that crashes. A
+// slot always boots: the running slot is committed before its partner is written, the partner
+// is made unbootable (BeginInstall) only when the first byte is about to be written, and
+// MarkBad runs only after Rollback proved the old slot usable (otherwise the unhealthy slot is
+// kept and committed so the host stays bootable, and the failure is reported).
 //
 // # Talking to the server (Flatcar's dialect, see package omaha)
 //

@@ -343,7 +343,10 @@ type omahaServer struct {
 	appStatus omaha.Status
 	// onDownload, if set, runs at each payload request, while the agent waits for the answer.
 	onDownload func()
-	requests   []*omaha.App
+	// onRequest, if set, sees each app of an Omaha request as log() describes it ("event 3/1"),
+	// while the agent waits for the answer.
+	onRequest func(what string)
+	requests  []*omaha.App
 }
 
 func newOmahaServer(t *testing.T) *omahaServer {
@@ -386,6 +389,9 @@ func (s *omahaServer) update(w http.ResponseWriter, r *http.Request) {
 			s.t.Errorf("invalid app from the agent: %v", err)
 		}
 		s.requests = append(s.requests, a)
+		if s.onRequest != nil {
+			s.onRequest(describe(a))
+		}
 		if s.appStatus != "" {
 			if a.UpdateCheck != nil {
 				resp.AddApp(a.AppID, s.appStatus).AddUpdateCheck(omaha.StatusInternalError)
@@ -444,25 +450,32 @@ func (s *omahaServer) log() []string {
 	defer s.mu.Unlock()
 	var out []string
 	for _, a := range s.requests {
-		switch {
-		case a.UpdateCheck != nil && len(a.Events) == 1 && a.Events[0].ErrorCode == omaha.ErrorCodeRollback:
-			out = append(out, "check rollback")
-		case a.UpdateCheck != nil && len(a.Events) == 1:
-			out = append(out, "check prev="+a.Events[0].PreviousVersion)
-		case a.UpdateCheck != nil:
-			out = append(out, "check")
-		case a.Ping != nil && len(a.Events) == 0:
-			out = append(out, "ping")
-		case len(a.Events) == 1:
-			e := a.Events[0]
-			if e.ErrorCode != 0 {
-				out = append(out, fmt.Sprintf("event %d/%d/%d", int(e.Type), int(e.Result), int(e.ErrorCode)))
-			} else {
-				out = append(out, fmt.Sprintf("event %d/%d", int(e.Type), int(e.Result)))
-			}
+		if d := describe(a); d != "" {
+			out = append(out, d)
 		}
 	}
 	return out
+}
+
+// describe is how log() names one app of a request; "" for a shape it does not know.
+func describe(a *omaha.App) string {
+	switch {
+	case a.UpdateCheck != nil && len(a.Events) == 1 && a.Events[0].ErrorCode == omaha.ErrorCodeRollback:
+		return "check rollback"
+	case a.UpdateCheck != nil && len(a.Events) == 1:
+		return "check prev=" + a.Events[0].PreviousVersion
+	case a.UpdateCheck != nil:
+		return "check"
+	case a.Ping != nil && len(a.Events) == 0:
+		return "ping"
+	case len(a.Events) == 1:
+		e := a.Events[0]
+		if e.ErrorCode != 0 {
+			return fmt.Sprintf("event %d/%d/%d", int(e.Type), int(e.Result), int(e.ErrorCode))
+		}
+		return fmt.Sprintf("event %d/%d", int(e.Type), int(e.Result))
+	}
+	return ""
 }
 
 // release is a signed payload of version for the host's trust root.

@@ -149,7 +149,8 @@ type Record struct {
 	Failures     int       `json:"failures"` // consecutive failed checks/attempts, for backoff
 
 	// PrevVersionPref is update_engine's "previous-version" pref: "0.0.0.0" before the first
-	// check, "" after each delivered check, the old running version after an install.
+	// check, "" after each delivered check, the old running version from the moment an install
+	// enters FINALIZING (before the flip) until a check delivers it.
 	PrevVersionPref string          `json:"prev_version_pref"`
 	Rollback        *RollbackReport `json:"rollback,omitempty"` // a rollback not yet reported
 
@@ -321,6 +322,14 @@ func Transition(r Record, ev Event) (Record, error) {
 			}
 			img := *ev.Image
 			n.Attempt.Image = &img
+			// FINALIZING makes the slot the next boot. Record what the slot holds and the version
+			// to report after the commit before that flip, so that a stop or a power loss right
+			// after it still advances the floor and reports the update complete.
+			if n.SlotImages == nil {
+				n.SlotImages = make(map[string]Image)
+			}
+			n.SlotImages[n.Attempt.TargetSlot] = img
+			n.PrevVersionPref = n.Attempt.FromVersion
 			return to(Finalizing)
 		case EvFailed:
 			return n.fail(ev, to)
@@ -328,13 +337,7 @@ func Transition(r Record, ev Event) (Record, error) {
 	case Finalizing:
 		switch ev.Kind {
 		case EvInstalled:
-			a := n.Attempt
-			a.Outcome = OutcomeInstalled
-			if n.SlotImages == nil {
-				n.SlotImages = make(map[string]Image)
-			}
-			n.SlotImages[a.TargetSlot] = *a.Image
-			n.PrevVersionPref = a.FromVersion
+			n.Attempt.Outcome = OutcomeInstalled
 			return to(UpdatedNeedReboot)
 		case EvFailed:
 			return n.fail(ev, to)

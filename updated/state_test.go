@@ -218,6 +218,27 @@ func TestTransitionVerify(t *testing.T) {
 	})
 }
 
+// FINALIZING flips the GPT, then sends 3/1 and only then persists UPDATED_NEED_REBOOT. What the
+// commit of the new slot needs (its image, for the floor and the PCR, and the version to report
+// as previousversion) is in the record before the flip, so a power loss right after the flip
+// still commits the new slot fully.
+func TestTransitionPowerLossAfterFlip(t *testing.T) {
+	finalizing, _ := run(t, NewRecord(), updateEvents()[:4]...)
+	if finalizing.State != Finalizing || finalizing.PrevVersionPref != "1.0.0" || finalizing.SlotImages["USR-B"] != *image() {
+		t.Fatalf("%s: pref %q slot images %+v; want the new slot's image and 1.0.0 before the flip",
+			finalizing.State, finalizing.PrevVersionPref, finalizing.SlotImages)
+	}
+	finalizing.BootID = "boot-1"
+	trial := Resume(finalizing, BootFacts{BootID: "boot-2", Slot: "USR-B", Version: "2.0.0", Now: t0})
+	if trial.State != Verifying || trial.Boot != (BootStatus{BootVerifying, "2.0.0", "1.0.0", "USR-B"}) {
+		t.Fatalf("after the power loss: %s %+v", trial.State, trial.Boot)
+	}
+	r, _ := run(t, trial, Event{Kind: EvHealthy}, Event{Kind: EvCommitted})
+	if r.History[0].Outcome != OutcomeCommitted || r.PrevVersionPref != "1.0.0" || r.SlotImages["USR-B"].SecurityVersion != 3 {
+		t.Fatalf("history %+v pref %q slot images %+v", r.History, r.PrevVersionPref, r.SlotImages)
+	}
+}
+
 func TestResume(t *testing.T) {
 	at := func(s State, target string) Record {
 		r := NewRecord()
