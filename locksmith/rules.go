@@ -118,7 +118,12 @@ func (h Holder) Validate() error {
 	return nil
 }
 
-// ValidateID checks a holder id: 1..MaxIDLen printable characters without spaces.
+// corruptPrefix starts the id under which a slot key that cannot be read is shown (its key
+// suffix follows), so an operator can release it; no real holder id may start with it.
+const corruptPrefix = "corrupt:"
+
+// ValidateID checks a holder id: 1..MaxIDLen printable characters without spaces, not starting
+// with the prefix that names unreadable slot keys ("corrupt:").
 func ValidateID(id string) error {
 	if id == "" {
 		return errors.New("holder id is empty; pass --id or check /etc/machine-id")
@@ -128,6 +133,9 @@ func ValidateID(id string) error {
 	}
 	if strings.IndexFunc(id, func(r rune) bool { return !unicode.IsPrint(r) || unicode.IsSpace(r) }) >= 0 {
 		return fmt.Errorf("holder id %q has spaces or unprintable characters", id)
+	}
+	if strings.HasPrefix(id, corruptPrefix) {
+		return fmt.Errorf("holder id %q starts with %q, which names unreadable slot keys; use another id", id, corruptPrefix)
 	}
 	return nil
 }

@@ -121,7 +121,7 @@ func parseSlot(suffix string, kv *mvccpb.KeyValue) Slot {
 		err = sl.Holder.Validate()
 	}
 	if err != nil || sl.Index < 0 {
-		sl.Holder = Holder{Version: FormatVersion, ID: "corrupt:" + suffix, Note: fmt.Sprintf("unreadable slot key (%v)", err)}
+		sl.Holder = Holder{Version: FormatVersion, ID: corruptPrefix + suffix, Note: fmt.Sprintf("unreadable slot key (%v)", err)}
 	}
 	return sl
 }
@@ -536,9 +536,10 @@ func (s *Store) Unlock(ctx context.Context, group, requester, target string, for
 	return Holder{}, errRaces(group)
 }
 
-// slotKeyOf is the key a read slot came from (also for unreadable ones, whose id is derived).
+// slotKeyOf is the key a read slot came from (also for unreadable ones, whose id is derived;
+// ValidateID keeps real ids out of corruptPrefix).
 func (s *Store) slotKeyOf(group string, sl Slot) string {
-	if suffix, ok := strings.CutPrefix(sl.Holder.ID, "corrupt:"); ok {
+	if suffix, ok := strings.CutPrefix(sl.Holder.ID, corruptPrefix); ok {
 		return s.slotsPrefix(group) + suffix
 	}
 	return s.slotKey(group, sl.Index)

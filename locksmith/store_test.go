@@ -3,6 +3,7 @@ package locksmith_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -234,6 +235,19 @@ func TestCorruptKeys(t *testing.T) {
 	if _, err := s.Unlock(ctx, "prod/db", "op", "corrupt:0000", true); err != nil {
 		t.Fatal(err)
 	}
+	// Real ids may not take the pseudo ids' prefix: such a holder could never be released, as
+	// its id would name another key. One written before the rule is shown as unreadable.
+	if _, err := s.TryLock(ctx, "prod/db", holder("corrupt:0007")); err == nil || !strings.Contains(err.Error(), `starts with "corrupt:"`) {
+		t.Fatalf("lock with a reserved id: %v, want a refusal naming the prefix", err)
+	}
+	old := `{"version":1,"id":"corrupt:0007","acquired_at":"2026-01-01T00:00:00Z"}`
+	e.Client.Put(ctx, p+"slots/0000", old)
+	if st, _ := s.State(ctx, "prod/db"); len(st.Slots) != 1 || st.Slots[0].Holder.ID != "corrupt:0000" {
+		t.Fatalf("holder with a reserved id: %+v", st.Slots)
+	}
+	if _, err := s.Unlock(ctx, "prod/db", "op", "corrupt:0000", true); err != nil {
+		t.Fatal(err)
+	}
 	e.Client.Put(ctx, p+"config", `{"version":7,"max":100}`)
 	if _, err := s.TryLock(ctx, "prod/db", holder("a")); err == nil {
 		t.Fatal("locked under a config of an unknown version")
@@ -257,6 +271,7 @@ func TestBadInputLeavesStateAlone(t *testing.T) {
 		"bad max":        func() error { _, err := s.SetMax(ctx, "g", -1); return err }(),
 		"huge max":       func() error { _, err := s.SetMax(ctx, "g", locksmith.MaxSlots+1); return err }(),
 		"unlock nothing": func() error { _, err := s.Unlock(ctx, "g", "z", "z", false); return err }(),
+		"reserved id":    func() error { _, err := s.TryLock(ctx, "free", holder("corrupt:0000")); return err }(),
 	} {
 		if err == nil {
 			t.Errorf("%s: accepted", name)

@@ -12,7 +12,8 @@
 //	                        already holds succeeds)
 //	POST /v1/steady-state   UnlockIfHeld: give the slot back; not holding one is success too
 //
-// id is 1..256 printable characters without spaces, case-sensitive. group matches
+// id is 1..256 printable characters without spaces, case-sensitive, not starting with "corrupt:"
+// (reserved for slot keys the semaphore cannot read). group matches
 // ^[a-zA-Z0-9.-]+$ and is at most 128 bytes; it names the same semaphore group locksmithd and
 // locksmithctl use, so FleetLock clients and locksmithd hosts can share one group. FleetLock
 // clients ask again rather than wait in the semaphore's queue, so a free slot goes to hosts
@@ -24,7 +25,7 @@
 //
 //	400 invalid_fleet_lock_header    the header is missing or not "true"
 //	400 invalid_request_body         not JSON, or client_params missing
-//	400 invalid_client_id            id empty, too long or unprintable
+//	400 invalid_client_id            id empty, too long, unprintable or reserved
 //	400 invalid_group                group empty, too long or outside ^[a-zA-Z0-9.-]+$
 //	404 not_found                    another path
 //	405 method_not_allowed           not POST (Allow: POST)
