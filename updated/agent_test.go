@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twinslot/twinslot/partition"
 	"github.com/twinslot/twinslot/updated"
 )
 
@@ -131,6 +132,51 @@ func TestUnhealthyRollsBack(t *testing.T) {
 	}
 	if len(rec.History) != 1 || rec.History[0].Outcome != updated.OutcomeRolledBack || rec.History[0].ErrorCode != updated.CodeHealthGateFailed {
 		t.Fatalf("history %+v", rec.History)
+	}
+}
+
+// A slot that failed its health gate and was kept because the rollback was refused is committed
+// without advancing the floor, and no later start of the agent (in that boot or a later one)
+// raises the floor to its security version either.
+func TestKeptUnhealthyNeverRaisesFloor(t *testing.T) {
+	h, srv := scenario(t, 3, true)
+	toNeedReboot(t, h, srv)
+	d, err := partition.Open(h.disk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := d.SlotByLabel("USR-A")
+	if err == nil {
+		err = d.MarkBad(a) // the old slot can no longer be rolled back to
+	}
+	d.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.boot()
+	r := h.start(srv.URL(), fast, 0)
+	rec := waitState(t, r, "the unhealthy slot kept", func(rec updated.Record) bool {
+		return rec.State == updated.Idle && len(rec.History) > 0
+	})
+	r.stop(t)
+	if o := rec.History[len(rec.History)-1].Outcome; o != updated.OutcomeKept {
+		t.Fatalf("outcome %q, want %q", o, updated.OutcomeKept)
+	}
+	floorFile := h.dir + "/state/floor.json"
+	if b, _ := os.ReadFile(floorFile); strings.Contains(string(b), `"floor":3`) {
+		t.Fatalf("floor advanced when the unhealthy slot was kept: %s", b)
+	}
+	for _, restart := range []string{"an agent restart in the same boot", "the next boot"} {
+		if restart == "the next boot" {
+			h.boot()
+		}
+		r = h.start(srv.URL(), updated.Config{}, 0)
+		waitState(t, r, "start", func(updated.Record) bool { return true })
+		r.stop(t)
+		if b, _ := os.ReadFile(floorFile); strings.Contains(string(b), `"floor":3`) {
+			t.Fatalf("after %s the floor file is %s: raised to the security version of 2.0.0, which failed its health gate",
+				restart, strings.TrimSpace(string(b)))
+		}
 	}
 }
 

@@ -40,7 +40,8 @@
 // slot always boots: the running slot is committed before its partner is written, the partner
 // is made unbootable (BeginInstall) only when the first byte is about to be written, and
 // MarkBad runs only after Rollback proved the old slot usable (otherwise the unhealthy slot is
-// kept and committed so the host stays bootable, and the failure is reported).
+// kept and committed so the host stays bootable, and the failure is reported; a kept slot
+// never raises the anti-rollback floor).
 //
 // # Talking to the server (Flatcar's dialect, see package omaha)
 //

@@ -87,6 +87,9 @@ type Image struct {
 	Size            int64  `json:"size"`
 	BytesReused     int64  `json:"bytes_reused"`
 	BytesFetched    int64  `json:"bytes_fetched"`
+	// KeptUnhealthy: the image failed its health gate and its slot was committed anyway because
+	// the rollback was refused (OutcomeKept). It never raises the anti-rollback floor.
+	KeptUnhealthy bool `json:"kept_unhealthy,omitempty"`
 }
 
 // Failure is an error reported to the Omaha server as event 3/0.
@@ -398,6 +401,12 @@ func Transition(r Record, ev Event) (Record, error) {
 			if ev.Failure != nil {
 				f := *ev.Failure
 				n.Failure = &f
+			}
+			// The slot is committed although it failed its gate: remember that before MarkGood,
+			// so that no later start raises the floor to its security version.
+			if img, ok := n.SlotImages[n.Boot.Slot]; ok {
+				img.KeptUnhealthy = true
+				n.SlotImages[n.Boot.Slot] = img
 			}
 			return to(Committing)
 		}

@@ -215,6 +215,9 @@ func TestTransitionVerify(t *testing.T) {
 		if r.Boot.State != BootCommitted || r.History[0].Outcome != OutcomeKept || r.PrevVersionPref != "" {
 			t.Fatalf("boot %+v history %+v pref %q", r.Boot, r.History, r.PrevVersionPref)
 		}
+		if img := r.SlotImages["USR-B"]; !img.KeptUnhealthy {
+			t.Fatalf("the kept image is not marked (it would raise the floor at the next start): %+v", img)
+		}
 	})
 }
 

@@ -96,10 +96,11 @@ func (a *Agent) commit(ctx context.Context, r Record) (Event, error) {
 }
 
 // commitHousekeeping runs on a committed boot: advance the floor to the booted image's security
-// version (only ever after its health gate passed) and measure it into the PCR, once per boot.
-// Failures are logged, not fatal: the slot is committed either way, and the next start retries.
+// version (only ever after its health gate passed: never for an image kept unhealthy) and
+// measure it into the PCR, once per boot. Failures are logged, not fatal: the slot is committed
+// either way, and the next start retries.
 func (a *Agent) commitHousekeeping(ctx context.Context, r Record) {
-	if img, ok := r.SlotImages[a.booted.Label]; ok && img.Version == a.release.Version && img.SecurityVersion > 0 {
+	if img, ok := r.SlotImages[a.booted.Label]; ok && !img.KeptUnhealthy && img.Version == a.release.Version && img.SecurityVersion > 0 {
 		v, err := a.floor.Advance(ctx, img.SecurityVersion)
 		if err != nil {
 			a.log.Error("could not advance the anti-rollback floor; will retry at the next start",
