@@ -180,6 +180,65 @@ func TestKeptUnhealthyNeverRaisesFloor(t *testing.T) {
 	}
 }
 
+// A host that does not talk to a server keeps its rollback report pending. When it later boots
+// an image installed by hand (what `payload apply` does) and that image passes its health gate,
+// the boot is committed as such (BootStatus committed, so locksmithd releases its slot), not
+// taken for the old slot committed after that rollback; the report stays pending.
+func TestCommitWithUnreportedRollback(t *testing.T) {
+	h, srv := scenario(t, 3, true)
+	toNeedReboot(t, h, srv)
+	h.boot() // 2.0.0 on trial, unhealthy
+	r := h.start(srv.URL(), fast, 0)
+	<-h.rebootCh
+	r.stop(t)
+	h.writeConf("disabled") // from now on the host does not talk to the server
+	h.boot()                // back on USR-A 1.0.0
+	r = h.start(srv.URL(), fast, 0)
+	waitState(t, r, "the old slot committed", func(rec updated.Record) bool {
+		return rec.State == updated.Idle && rec.Rollback != nil
+	})
+	r.stop(t)
+
+	d, err := partition.Open(h.disk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := d.SlotByLabel("USR-B")
+	if err == nil {
+		err = d.BeginInstall(b)
+	}
+	if err == nil {
+		_, err = d.SlotWriter(b).WriteAt(image("2.1.0", false), 0)
+	}
+	if err == nil {
+		err = d.Sync()
+	}
+	if err == nil {
+		err = d.PrepareInstall(b)
+	}
+	d.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.boot()
+	if slot, v := h.running(); slot != "USR-B" || v != "2.1.0" {
+		t.Fatalf("booted %s %s, want USR-B 2.1.0", slot, v)
+	}
+	r = h.start(srv.URL(), fast, 0)
+	rec := waitState(t, r, "the hand-installed slot committed", inState(updated.Idle))
+	bs := r.agent.BootStatus()
+	r.stop(t)
+	if !h.slots()["USR-B"].Attr.Successful() {
+		t.Fatal("USR-B not marked good")
+	}
+	if bs.State != updated.BootCommitted || bs.BootedVersion != "2.1.0" {
+		t.Fatalf("USR-B 2.1.0 passed its gate and was marked good, but the boot status is %+v", bs)
+	}
+	if rec.Rollback == nil || rec.Rollback.FailedVersion != "2.0.0" {
+		t.Fatalf("the rollback report of 2.0.0 is no longer pending: %+v", rec.Rollback)
+	}
+}
+
 func TestBadVersionNotReinstalled(t *testing.T) {
 	h, srv := scenario(t, 3, true)
 	toNeedReboot(t, h, srv)

@@ -381,7 +381,10 @@ func Transition(r Record, ev Event) (Record, error) {
 	case Committing:
 		if ev.Kind == EvCommitted {
 			switch {
-			case n.Rollback != nil: // committed the old slot after a rollback
+			case n.Boot.State == BootRolledBack:
+				// This boot is the old slot after a rollback (Resume): that is what was committed.
+				// Decided from the boot, not from the report, which stays pending until a check
+				// delivers it (never, on a host that does not talk to a server).
 				n.finish(ev.Now, OutcomeRolledBack, n.Failure)
 				n.LastError = n.Failure
 			case n.Failure != nil: // kept an unhealthy slot: nothing else boots
@@ -408,6 +411,7 @@ func Transition(r Record, ev Event) (Record, error) {
 				img.KeptUnhealthy = true
 				n.SlotImages[n.Boot.Slot] = img
 			}
+			n.Boot.State = BootVerifying // this boot stays: it did not roll back
 			return to(Committing)
 		}
 	}

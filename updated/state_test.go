@@ -219,6 +219,30 @@ func TestTransitionVerify(t *testing.T) {
 			t.Fatalf("the kept image is not marked (it would raise the floor at the next start): %+v", img)
 		}
 	})
+
+	// A rollback report of an earlier attempt, never delivered (SERVER=disabled): the commit of
+	// this boot is decided from the boot, and the report stays pending for the server.
+	t.Run("earlier rollback not reported yet", func(t *testing.T) {
+		pending := booted.clone()
+		pending.Rollback = &RollbackReport{FailedVersion: "1.5.0", FellBackTo: "1.0.0"}
+		for _, tc := range []struct {
+			name    string
+			evs     []Event
+			outcome string
+		}{
+			{"healthy", []Event{{Kind: EvHealthy}, {Kind: EvCommitted}}, OutcomeCommitted},
+			{"rollback refused", []Event{{Kind: EvUnhealthy, Failure: fail(CodeHealthGateFailed)},
+				{Kind: EvRollbackRefused, Failure: fail(CodeHealthGateFailed)}, {Kind: EvCommitted}}, OutcomeKept},
+		} {
+			r, _ := run(t, pending, tc.evs...)
+			if r.Boot.State != BootCommitted || r.History[0].Outcome != tc.outcome {
+				t.Errorf("%s: boot %+v outcome %q; want committed, %q", tc.name, r.Boot, r.History[0].Outcome, tc.outcome)
+			}
+			if r.Rollback == nil || *r.Rollback != *pending.Rollback {
+				t.Errorf("%s: the pending rollback report is now %+v", tc.name, r.Rollback)
+			}
+		}
+	})
 }
 
 // FINALIZING flips the GPT, then sends 3/1 and only then persists UPDATED_NEED_REBOOT. What the

@@ -79,15 +79,15 @@ func (a *Agent) commit(ctx context.Context, r Record) (Event, error) {
 		return Event{}, fmt.Errorf("updated: commit %s: %w", booted.Label, err)
 	}
 	switch {
-	case r.Rollback != nil:
+	case r.Boot.State == BootRolledBack:
 		a.log.Error("rolled back: the new version failed; the previous version runs and is committed",
-			"failed_version", r.Rollback.FailedVersion, "running", r.Rollback.FellBackTo, "slot", booted.Label)
+			"failed_version", r.Boot.PreviousVersion, "running", r.Boot.BootedVersion, "slot", booted.Label)
 	case r.Failure != nil:
 		a.log.Error("kept an unhealthy slot: no other slot can boot", "slot", booted.Label, "error", r.Failure.Message)
 	default:
 		a.log.Info("committed", "slot", booted.Label, "version", r.Boot.BootedVersion)
 	}
-	if r.Failure == nil && r.Rollback == nil {
+	if r.Failure == nil && r.Boot.State != BootRolledBack {
 		a.commitHousekeeping(ctx, r)
 	} else {
 		a.measure(ctx, r)
