@@ -14,6 +14,8 @@
 //	<prefix>groups/<G>/config        GroupConfig as JSON: {"version":1,"max":2,"lease_ttl_seconds":0,"stale":"hold"}
 //	<prefix>groups/<G>/slots/<NNNN>  Holder as JSON: {"version":1,"id":"…","boot_id":"…","from_version":"…",
 //	                                 "to_version":"…","acquired_at":"RFC 3339",…}; NNNN is the slot index, 4 digits
+//	<prefix>groups/<G>/holders/<ID>  the slot index <ID> holds (value: decimal), written and deleted with
+//	                                 that slot in one Txn and on the slot's lease; <ID> is path-escaped
 //	<prefix>groups/<G>/queue/<ID>    a host waiting in Store.Lock (value: its id), on a lease kept alive
 //	                                 while it waits (10s TTL); the queue is ordered by CreateRevision
 //
@@ -22,19 +24,24 @@
 //
 // # Transactions
 //
-//   - Acquire (a new holder) puts slots/<i> with i < max, the lowest free index, and deletes its
-//     queue key, in one Txn that
-//     requires CreateRevision(slots/<i>) == 0 (the slot is free) and ModRevision(config) == the
-//     revision read (max did not change). While a lowered max leaves holders at indexes >= max, the
-//     Txn also requires that no key under slots/ changed since the read, so holders that were
-//     admitted under the old max are counted and nobody new is admitted until the group is under
-//     max again.
+//   - Acquire (a new holder) puts slots/<i> with i < max, the lowest free index, and holders/<ID>,
+//     and deletes its queue key, in one Txn that requires CreateRevision(slots/<i>) == 0 (the
+//     slot is free), ModRevision(config) == the revision read (max did not change) and
+//     ModRevision(holders/<ID>) == the revision read (0: absent), so two acquisitions for one id
+//     decided on different reads (locksmithctl lock, a FleetLock retry, two FleetLock servers)
+//     cannot both commit on different slots. A holders/<ID> left without its slot (by an older
+//     locksmith or a hand edit) is overwritten. While a lowered max leaves holders at indexes >=
+//     max, the Txn also requires that no key under slots/ changed since the read, so holders that
+//     were admitted under the old max are counted and nobody new is admitted until the group is
+//     under max again. No compare spans the whole group: hosts of different ids contend only for
+//     slot indexes.
 //   - Re-lock by the current holder (same id) rewrites its own slot (new boot id, versions) with
-//     ModRevision(slot) == read; it succeeds whatever max is now.
-//   - Release deletes the holder's slot with ModRevision(slot) == read. Only the holder itself may
-//     release unless the caller forces it (locksmithctl unlock ID). A Lock remembers the
-//     slot's CreateRevision as a fencing token: Store.Release and Store.Update on a Lock fail with
-//     ErrLost if the slot was broken and taken again meanwhile.
+//     ModRevision(slot) == read; it succeeds whatever max is now. It adds holders/<ID> if the
+//     slot was taken before holder keys existed.
+//   - Release deletes the holder's slot and holders/<ID> with ModRevision(slot) == read. Only the
+//     holder itself may release unless the caller forces it (locksmithctl unlock ID). A Lock
+//     remembers the slot's CreateRevision as a fencing token: Store.Release and Store.Update on a
+//     Lock fail with ErrLost if the slot was broken and taken again meanwhile.
 //   - SetMax and SetPolicy rewrite config with ModRevision(config) == read.
 //
 // # Invariant
@@ -44,6 +51,10 @@
 // under max. Proof sketch: a slot is created only by Acquire; with no holder at an index >= max
 // at read time every slot created under the same config has a distinct index < max; with one,
 // the whole-slots compare makes the Txn see the exact holder set it counted.
+//
+// One id holds at most one slot: a slot and its holders/<ID> are created, deleted (and, under
+// stale policy "expire", expired by their shared lease) together, and a new slot for <ID> is
+// created only if holders/<ID> is as the deciding read saw it, with no slot of <ID> then.
 //
 // # Stale holders
 //

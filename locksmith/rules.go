@@ -177,6 +177,10 @@ type State struct {
 	Slots []Slot
 	// Queue are the hosts waiting for a slot, first come first.
 	Queue []Waiter
+	// HolderKeys are the ModRevisions of the holders/<id> keys, by id. A holder key is written
+	// with its slot and deleted with it; an acquisition requires it unchanged, which is what
+	// keeps one id from holding two slots.
+	HolderKeys map[string]int64
 	// Revision is the etcd revision the state was read at.
 	Revision int64
 }
@@ -266,6 +270,10 @@ type AcquirePlan struct {
 	// GuardAll asks the transaction to also require that no slot changed since the read,
 	// because holders above max make the slot index alone no proof of the count.
 	GuardAll bool
+	// HolderKeyRevision is the ModRevision of id's holder key at the read, 0 when there is none.
+	// The transaction requires it unchanged, so two acquisitions for one id decided on
+	// different reads cannot both commit (each would take another free slot).
+	HolderKeyRevision int64
 }
 
 // PlanAcquire decides how id takes a slot in s. A holder re-locking its own slot always succeeds
@@ -274,7 +282,7 @@ type AcquirePlan struct {
 // id (a caller that is not queued comes after every queued one). A full group gives a *FullError.
 func PlanAcquire(s State, id string) (AcquirePlan, error) {
 	if sl, ok := s.Holding(id); ok {
-		return AcquirePlan{Index: sl.Index, Relock: true, Existing: sl}, nil
+		return AcquirePlan{Index: sl.Index, Relock: true, Existing: sl, HolderKeyRevision: s.HolderKeys[id]}, nil
 	}
 	if len(s.Slots)+s.Ahead(id) >= s.Config.Max {
 		return AcquirePlan{}, &FullError{Group: s.Group, Max: s.Config.Max, Holders: holderIDs(s.Slots), Waiting: len(s.Queue)}
@@ -285,7 +293,7 @@ func PlanAcquire(s State, id string) (AcquirePlan, error) {
 	}
 	for i := 0; i < s.Config.Max; i++ {
 		if !taken[i] {
-			return AcquirePlan{Index: i, GuardAll: s.overflow()}, nil
+			return AcquirePlan{Index: i, GuardAll: s.overflow(), HolderKeyRevision: s.HolderKeys[id]}, nil
 		}
 	}
 	// Unreachable: fewer holders than max leave a free index below max.

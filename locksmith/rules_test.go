@@ -21,6 +21,11 @@ func queued(s State, ids ...string) State {
 	return s
 }
 
+func keyed(s State, id string, rev int64) State {
+	s.HolderKeys = map[string]int64{id: rev}
+	return s
+}
+
 func TestPlanAcquire(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
@@ -45,6 +50,9 @@ func TestPlanAcquire(t *testing.T) {
 		{name: "relock when full", s: state(1, 0, "a"), id: "a", want: AcquirePlan{Index: 0, Relock: true}},
 		{name: "relock ahead of the queue", s: queued(state(1, 0, "a"), "w1"), id: "a", want: AcquirePlan{Index: 0, Relock: true}},
 		{name: "relock above lowered max", s: state(1, 0, "b", 4, "a"), id: "a", want: AcquirePlan{Index: 4, Relock: true}},
+		{name: "relock guards its holder key", s: keyed(state(2, 1, "a"), "a", 11), id: "a", want: AcquirePlan{Index: 1, Relock: true, HolderKeyRevision: 11}},
+		{name: "orphan holder key is guarded, not blocking", s: keyed(state(2, 0, "b"), "a", 7), id: "a", want: AcquirePlan{Index: 1, HolderKeyRevision: 7}},
+		{name: "another id's holder key is not ours", s: keyed(state(2), "b", 7), id: "a", want: AcquirePlan{Index: 0}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := PlanAcquire(tc.s, tc.id)

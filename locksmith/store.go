@@ -52,11 +52,13 @@ type Lock struct {
 // Token is the fencing token of this tenure: the slot key's CreateRevision.
 func (l Lock) Token() int64 { return l.Slot.CreateRevision }
 
-func (s *Store) groupPrefix(g string) string  { return s.prefix + "groups/" + url.PathEscape(g) + "/" }
-func (s *Store) configKey(g string) string    { return s.groupPrefix(g) + "config" }
-func (s *Store) slotsPrefix(g string) string  { return s.groupPrefix(g) + "slots/" }
-func (s *Store) queuePrefix(g string) string  { return s.groupPrefix(g) + "queue/" }
-func (s *Store) queueKey(g, id string) string { return s.queuePrefix(g) + url.PathEscape(id) }
+func (s *Store) groupPrefix(g string) string   { return s.prefix + "groups/" + url.PathEscape(g) + "/" }
+func (s *Store) configKey(g string) string     { return s.groupPrefix(g) + "config" }
+func (s *Store) slotsPrefix(g string) string   { return s.groupPrefix(g) + "slots/" }
+func (s *Store) queuePrefix(g string) string   { return s.groupPrefix(g) + "queue/" }
+func (s *Store) queueKey(g, id string) string  { return s.queuePrefix(g) + url.PathEscape(id) }
+func (s *Store) holdersPrefix(g string) string { return s.groupPrefix(g) + "holders/" }
+func (s *Store) holderKey(g, id string) string { return s.holdersPrefix(g) + url.PathEscape(id) }
 func (s *Store) slotKey(g string, i int) string {
 	return fmt.Sprintf("%s%04d", s.slotsPrefix(g), i)
 }
@@ -80,7 +82,7 @@ func (s *Store) read(ctx context.Context, group string, lenient bool) (State, er
 		return State{}, s.fail(ctx, group, "read the group", err)
 	}
 	st := State{Group: group, Config: DefaultConfig(), Revision: resp.Header.Revision}
-	cfgKey, slots, queue := s.configKey(group), s.slotsPrefix(group), s.queuePrefix(group)
+	cfgKey, slots, queue, holders := s.configKey(group), s.slotsPrefix(group), s.queuePrefix(group), s.holdersPrefix(group)
 	for _, kv := range resp.Kvs {
 		k := string(kv.Key)
 		switch {
@@ -102,6 +104,13 @@ func (s *Store) read(ctx context.Context, group string, lenient bool) (State, er
 		case strings.HasPrefix(k, queue):
 			if id, err := url.PathUnescape(strings.TrimPrefix(k, queue)); err == nil {
 				st.Queue = append(st.Queue, Waiter{ID: id, CreateRevision: kv.CreateRevision})
+			}
+		case strings.HasPrefix(k, holders):
+			if id, err := url.PathUnescape(strings.TrimPrefix(k, holders)); err == nil {
+				if st.HolderKeys == nil {
+					st.HolderKeys = map[string]int64{}
+				}
+				st.HolderKeys[id] = kv.ModRevision
 			}
 		}
 	}
@@ -246,10 +255,12 @@ func (s *Store) attempt(ctx context.Context, st State, h Holder, ls *leases) (lk
 	if err != nil {
 		return Lock{}, false, err
 	}
-	key := s.slotKey(group, plan.Index)
+	key, hkey := s.slotKey(group, plan.Index), s.holderKey(group, h.ID)
 	val := h
-	var cmps []clientv3.Cmp
-	var put clientv3.Op
+	// Whatever the plan, id's holder key must be as read: an acquisition for the same id
+	// that committed meanwhile (on another slot) changed it.
+	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(hkey), "=", plan.HolderKeyRevision)}
+	var ops []clientv3.Op
 	var lease clientv3.LeaseID
 	if plan.Relock {
 		old := plan.Existing.Holder
@@ -257,14 +268,22 @@ func (s *Store) attempt(ctx context.Context, st State, h Holder, ls *leases) (lk
 		val.FromVersion = orOld(val.FromVersion, old.FromVersion)
 		val.ToVersion = orOld(val.ToVersion, old.ToVersion)
 		val.Hostname = orOld(val.Hostname, old.Hostname)
-		cmps = []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", plan.Existing.ModRevision)}
-		put = clientv3.OpPut(key, mustJSON(val), clientv3.WithIgnoreLease())
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(key), "=", plan.Existing.ModRevision))
+		ops = append(ops, clientv3.OpPut(key, mustJSON(val), clientv3.WithIgnoreLease()))
+		if plan.HolderKeyRevision == 0 {
+			// A slot taken before holder keys existed: add its key, on the slot's lease.
+			var opts []clientv3.OpOption
+			if plan.Existing.Lease != 0 {
+				opts = append(opts, clientv3.WithLease(clientv3.LeaseID(plan.Existing.Lease)))
+			}
+			ops = append(ops, clientv3.OpPut(hkey, strconv.Itoa(plan.Index), opts...))
+		}
 	} else {
 		val.AcquiredAt = s.now().UTC()
-		cmps = []clientv3.Cmp{
+		cmps = append(cmps,
 			clientv3.Compare(clientv3.CreateRevision(key), "=", 0),
 			clientv3.Compare(clientv3.ModRevision(s.configKey(group)), "=", st.ConfigRevision),
-		}
+		)
 		if plan.GuardAll {
 			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(s.slotsPrefix(group)), "<", st.Revision+1).WithPrefix())
 		}
@@ -275,11 +294,11 @@ func (s *Store) attempt(ctx context.Context, st State, h Holder, ls *leases) (lk
 			}
 			opts = append(opts, clientv3.WithLease(lease))
 		}
-		put = clientv3.OpPut(key, mustJSON(val), opts...)
-	}
-	ops := []clientv3.Op{put}
-	if !plan.Relock {
-		ops = append(ops, clientv3.OpDelete(s.queueKey(group, h.ID))) // leave the queue in the same step
+		// The holder key goes with the slot, on its lease; a key left behind by a slot deleted
+		// without it (an older locksmith, a hand edit) is overwritten, as it was read.
+		ops = append(ops, clientv3.OpPut(key, mustJSON(val), opts...),
+			clientv3.OpPut(hkey, strconv.Itoa(plan.Index), opts...),
+			clientv3.OpDelete(s.queueKey(group, h.ID))) // leave the queue in the same step
 	}
 	resp, err := s.cli.Txn(leader(ctx)).If(cmps...).Then(ops...).Commit()
 	if errors.Is(err, rpctypes.ErrLeaseNotFound) {
@@ -460,7 +479,7 @@ func leader(ctx context.Context) context.Context { return clientv3.WithRequireLe
 func (s *Store) Release(ctx context.Context, lk Lock) error {
 	key := s.slotKey(lk.Group, lk.Slot.Index)
 	resp, err := s.cli.Txn(leader(ctx)).If(clientv3.Compare(clientv3.CreateRevision(key), "=", lk.Token())).
-		Then(clientv3.OpDelete(key)).Commit()
+		Then(clientv3.OpDelete(key), clientv3.OpDelete(s.holderKey(lk.Group, lk.Slot.Holder.ID))).Commit()
 	if err != nil {
 		return s.fail(ctx, lk.Group, fmt.Sprintf("release slot %d", lk.Slot.Index), err)
 	}
@@ -525,7 +544,7 @@ func (s *Store) Unlock(ctx context.Context, group, requester, target string, for
 		}
 		key := s.slotKeyOf(group, sl)
 		resp, err := s.cli.Txn(leader(ctx)).If(clientv3.Compare(clientv3.ModRevision(key), "=", sl.ModRevision)).
-			Then(clientv3.OpDelete(key)).Commit()
+			Then(clientv3.OpDelete(key), clientv3.OpDelete(s.holderKey(group, sl.Holder.ID))).Commit()
 		if err != nil {
 			return Holder{}, s.fail(ctx, group, fmt.Sprintf("release %s's slot", target), err)
 		}

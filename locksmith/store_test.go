@@ -2,6 +2,7 @@ package locksmith_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -97,6 +98,68 @@ func TestLockRelockUnlock(t *testing.T) {
 	}
 }
 
+// Each slot has a holder key naming it, created and deleted with it; a slot taken by an older
+// locksmith gets one when re-locked, and a key left without its slot does not lock its id out.
+func TestHolderKeys(t *testing.T) {
+	s, e := newStore(t)
+	ctx := t.Context()
+	p := s.GroupKeyPrefix("g")
+	key := func(id string) (string, bool) {
+		t.Helper()
+		resp, err := e.Client.Get(ctx, p+"holders/"+id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(resp.Kvs) == 0 {
+			return "", false
+		}
+		return string(resp.Kvs[0].Value), true
+	}
+	s.SetMax(ctx, "g", 3)
+	a, err := s.TryLock(ctx, "g", holder("a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.TryLock(ctx, "g", holder("b")); err != nil {
+		t.Fatal(err)
+	}
+	if v, ok := key("a"); !ok || v != "0" {
+		t.Fatalf("holder key of a: %q %v, want slot 0", v, ok)
+	}
+	if err := s.Release(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Unlock(ctx, "g", "operator", "b", true); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"a", "b"} {
+		if v, ok := key(id); ok {
+			t.Fatalf("holder key of %s left after its release: %q", id, v)
+		}
+	}
+
+	// A slot written before holder keys existed: the re-lock adds the key.
+	old := holder("old")
+	old.Version, old.AcquiredAt = locksmith.FormatVersion, time.Now().UTC()
+	oldJSON, _ := json.Marshal(old)
+	e.Client.Put(ctx, p+"slots/0002", string(oldJSON))
+	if lk, err := s.TryLock(ctx, "g", holder("old")); err != nil || lk.Slot.Index != 2 {
+		t.Fatalf("re-lock of a slot without a holder key: %+v %v", lk.Slot, err)
+	}
+	if v, ok := key("old"); !ok || v != "2" {
+		t.Fatalf("holder key after the re-lock: %q %v, want slot 2", v, ok)
+	}
+
+	// A holder key whose slot was deleted without it (by an older locksmith): its id can lock.
+	e.Client.Put(ctx, p+"holders/ghost", "1")
+	if lk, err := s.TryLock(ctx, "g", holder("ghost")); err != nil || lk.Slot.Index != 0 {
+		t.Fatalf("lock over a left-over holder key: %+v %v", lk.Slot, err)
+	}
+	if v, ok := key("ghost"); !ok || v != "0" {
+		t.Fatalf("left-over holder key not rewritten: %q %v", v, ok)
+	}
+}
+
 func TestLowerMaxKeepsHolders(t *testing.T) {
 	s, _ := newStore(t)
 	ctx := t.Context()
@@ -169,7 +232,7 @@ func TestLockWaitsForRelease(t *testing.T) {
 }
 
 func TestLeaseExpiry(t *testing.T) {
-	s, _ := newStore(t)
+	s, e := newStore(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 	if _, _, err := s.SetConfig(ctx, "g", func(c locksmith.GroupConfig) locksmith.GroupConfig {
@@ -194,6 +257,11 @@ func TestLeaseExpiry(t *testing.T) {
 	b2, err := s.TryLock(ctx, "g", holder("b"))
 	if err != nil || b2.Slot.Lease != b.Slot.Lease {
 		t.Fatalf("relock lost the lease: %+v %v", b2.Slot, err)
+	}
+	// The holder key expires with the slot: the expired holder's is gone, b's is on b's lease.
+	resp, err := e.Client.Get(ctx, s.GroupKeyPrefix("g")+"holders/", clientv3.WithPrefix())
+	if err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Key) != s.GroupKeyPrefix("g")+"holders/b" || resp.Kvs[0].Lease != b.Slot.Lease {
+		t.Fatalf("holder keys: %+v %v, want only b's, on lease %x", resp.Kvs, err, b.Slot.Lease)
 	}
 }
 
