@@ -66,8 +66,8 @@ func SectorSize(n int) Option { return func(o *options) { o.sectorSize = n } }
 // (the booted disk has mounted partitions) and never asks the kernel to re-read the table
 // (only attribute bits change). Opened read-write it takes an exclusive flock on the file,
 // waiting up to the LockWait for another holder (udev probing a block device), and fails
-// with ErrBusy when it is still held. It checks the table and fails with
-// ErrNotGPT or ErrBothTablesCorrupt when there is none to use.
+// with ErrBusy when it is still held. It checks the table and fails with ErrNotGPT,
+// ErrBothTablesCorrupt or ErrUnsupportedTable when there is none to use.
 func Open(path string, opts ...Option) (*Disk, error) {
 	o := options{sectorSize: 512}
 	for _, opt := range opts {
@@ -313,13 +313,15 @@ func (d *Disk) Repair() (bool, error) {
 
 // Health describes the two GPT copies.
 type Health struct {
-	PrimaryErr error // nil when the primary copy (LBA 1) is valid
-	BackupErr  error // nil when the backup copy (last LBA) is valid
+	PrimaryErr error // nil when the primary copy (LBA 1) is valid; wraps ErrUnsupportedTable when foreign
+	BackupErr  error // nil when the backup copy (last LBA) is valid; wraps ErrUnsupportedTable when foreign
 	InSync     bool  // both valid and identical
 	DiskGUID   string
 }
 
-// Health checks both GPT copies. A damaged copy is repaired by Repair or by the next write.
+// Health checks both GPT copies. A damaged copy is repaired by Repair or by the next write;
+// a foreign one (its error wraps ErrUnsupportedTable) makes every write fail and is never
+// written.
 func (d *Disk) Health() (Health, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()

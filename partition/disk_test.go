@@ -464,6 +464,109 @@ func TestUnsupportedLayouts(t *testing.T) {
 	}
 }
 
+// TestForeignLayoutIsNeverWritten: a valid GPT whose entry arrays are not where go-diskfs
+// writes them (sgdisk -j moves the primary array, e.g. where firmware lives in the first
+// sectors) is read from the primary, as GRUB reads it, but every write is refused with
+// ErrUnsupportedTable and the disk stays byte-identical: a "repair" would write an array
+// over sectors the table does not use.
+func TestForeignLayoutIsNeverWritten(t *testing.T) {
+	const ss, last = 512, 8<<20/512 - 1
+	for _, tc := range []struct {
+		name    string
+		make    func(t *testing.T) (path string, marker int64)
+		wantMsg string
+	}{
+		{name: "primary array at LBA 1024", wantMsg: "sgdisk -j 2", make: func(t *testing.T) (string, int64) {
+			path := imageWith(t, attr(1, 0, true), attr(2, 1, false))
+			raw := readFile(t, path)
+			copy(raw[1024*ss:], raw[2*ss:34*ss])
+			clear(raw[2*ss : 34*ss])
+			setHeaderField(raw, ss, 72, 1024)       // entry array LBA
+			setHeaderField(raw, ss, 40, 1056)       // first usable LBA
+			setHeaderField(raw, last*ss, 40, 1056)  // the backup agrees
+			copy(raw[16*ss:], "firmware at LBA 16") // where a repair would write the array
+			if err := os.WriteFile(path, raw, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			return path, 16 * ss
+		}},
+		{name: "backup array not right before the backup header", wantMsg: "sgdisk -e", make: func(t *testing.T) (string, int64) {
+			path := imageWith(t, attr(1, 0, true), attr(2, 1, false))
+			raw := readFile(t, path)
+			copy(raw[16000*ss:], raw[(last-32)*ss:last*ss])
+			clear(raw[(last-32)*ss : last*ss])
+			setHeaderField(raw, last*ss, 72, 16000)
+			setHeaderField(raw, last*ss, 48, 15999) // last usable LBA
+			setHeaderField(raw, ss, 48, 15999)
+			copy(raw[(last-20)*ss:], "data at the end of the disk")
+			if err := os.WriteFile(path, raw, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			return path, (last - 20) * ss
+		}},
+		{name: "sgdisk -j 2048", wantMsg: "sgdisk -j 2", make: func(t *testing.T) (string, int64) {
+			sgdisk, err := exec.LookPath("sgdisk")
+			if err != nil {
+				t.Skip("sgdisk not installed (apt-get install gdisk); skipping")
+			}
+			path := filepath.Join(t.TempDir(), "j.img")
+			if err := os.WriteFile(path, make([]byte, 8<<20), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			out, err := exec.CommandContext(t.Context(), sgdisk, "-j", "2048",
+				"-n", "1:4096:+1M", "-t", "1:C12A7328-F81F-11D2-BA4B-00A0C93EC93B", "-c", "1:EFI-SYSTEM",
+				"-n", "3:0:+2M", "-t", "3:"+TypeUSR, "-c", "3:USR-A", "-u", "3:"+guidA, "-A", "3:set:48", "-A", "3:set:56",
+				"-n", "4:0:+2M", "-t", "4:"+TypeUSR, "-c", "4:USR-B", "-u", "4:"+guidB, "-A", "4:set:49", "-A", "4:set:52",
+				path).CombinedOutput()
+			if err != nil {
+				t.Fatalf("sgdisk: %v\n%s", err, out)
+			}
+			patch(t, path, 16*ss, []byte("firmware at LBA 16"))
+			return path, 16 * ss
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path, marker := tc.make(t)
+			before := readFile(t, path)
+			d := openT(t, path)
+			s := slotsT(t, d)
+			if len(s) != 2 || s[0].Attr != attr(1, 0, true) || s[1].Attr != attr(2, 1, false) {
+				t.Fatalf("slots %v", s)
+			}
+			if next, _, err := Next(s); err != nil || next.Number != 4 {
+				t.Fatalf("Next: %v %v", next, err)
+			}
+			h, err := d.Health()
+			if err != nil || h.InSync || !errors.Is(errors.Join(h.PrimaryErr, h.BackupErr), ErrUnsupportedTable) {
+				t.Fatalf("health %+v %v", h, err)
+			}
+			a, b := s[0], s[1]
+			for name, op := range map[string]func() error{
+				"NextBoot":        func() error { _, err := d.NextBoot(); return err },
+				"PrepareInstall":  func() error { return d.PrepareInstall(b) },
+				"MarkGood":        func() error { return d.MarkGood(b) },
+				"MarkBad":         func() error { return d.MarkBad(b) },
+				"BeginInstall":    func() error { return d.BeginInstall(b) },
+				"Rollback":        func() error { _, err := d.Rollback(b); return err },
+				"Repair":          func() error { _, err := d.Repair(); return err },
+				"MarkGood active": func() error { return d.MarkGood(a) },
+			} {
+				err := op()
+				if !errors.Is(err, ErrUnsupportedTable) || !strings.Contains(err.Error(), tc.wantMsg) {
+					t.Errorf("%s: %v, want %v with %q", name, err, ErrUnsupportedTable, tc.wantMsg)
+				}
+			}
+			after := readFile(t, path)
+			if !bytes.Equal(after, before) {
+				t.Errorf("disk changed: bytes %v", changedRanges(before, after))
+			}
+			if !bytes.Equal(after[marker:marker+16], before[marker:marker+16]) {
+				t.Errorf("the sectors the table does not use were overwritten")
+			}
+		})
+	}
+}
+
 // TestSgdiskVerify cross-checks every state of the lifecycle with sgdisk -v.
 func TestSgdiskVerify(t *testing.T) {
 	sgdisk, err := exec.LookPath("sgdisk")

@@ -31,7 +31,8 @@ var (
 	ErrReadOnly = errors.New("disk opened read-only")
 	// ErrOutOfSlot: a SlotWriter write reaches past the end of its slot.
 	ErrOutOfSlot = errors.New("write past the end of the slot")
-	// ErrUnsupportedTable: a valid GPT whose layout this package will not rewrite.
+	// ErrUnsupportedTable: a valid GPT whose layout this package will not rewrite. The table
+	// may be read, but every write is refused and leaves the disk unchanged.
 	ErrUnsupportedTable = errors.New("unsupported GPT layout")
 )
 

@@ -173,3 +173,11 @@ func onlyAttributesChanged(t testing.TB, before, after []byte, ss int, numbers .
 		}
 	}
 }
+
+// setHeaderField sets the 64-bit field at off of the GPT header at byte hdr of raw and
+// recomputes the header CRC, as a tool that laid the table out differently would.
+func setHeaderField(raw []byte, hdr, off int, v uint64) {
+	binary.LittleEndian.PutUint64(raw[hdr+off:], v)
+	clear(raw[hdr+16 : hdr+20])
+	binary.LittleEndian.PutUint32(raw[hdr+16:], crc32.ChecksumIEEE(raw[hdr:hdr+92]))
+}

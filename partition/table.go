@@ -15,7 +15,8 @@ import (
 	"github.com/google/uuid"
 )
 
-// Limits on what is read from a disk. A header asking for more is treated as corrupt.
+// Limits on what is read from a disk. A header asking for more is a table this package does
+// not read (ErrUnsupportedTable).
 const (
 	// MaxEntries is the largest partition entry array read (UEFI requires room for 128).
 	MaxEntries = 1024
@@ -42,8 +43,9 @@ type header struct {
 	arrayCRC                uint32
 }
 
-// parseHeader checks one header sector on its own: signature, revision, size, reserved
-// field and CRC.
+// parseHeader checks one header sector on its own: signature, header size and CRC, reserved
+// field and revision. An error wrapping ErrUnsupportedTable means the header is intact (its
+// CRC checks) but of a kind this package does not read; any other error means it is damaged.
 func parseHeader(b []byte) (header, error) {
 	var h header
 	if len(b) < headerSize {
@@ -52,20 +54,24 @@ func parseHeader(b []byte) (header, error) {
 	if string(b[0:8]) != gptSignature {
 		return h, errNoSignature
 	}
-	if r := binary.LittleEndian.Uint32(b[8:12]); r != gptRevision {
-		return h, fmt.Errorf("%w: header revision %#x (want 1.0)", ErrUnsupportedTable, r)
+	n := binary.LittleEndian.Uint32(b[12:16])
+	if n < headerSize || uint64(n) > uint64(len(b)) {
+		return h, fmt.Errorf("header size %d outside %d..%d", n, headerSize, len(b))
 	}
-	if n := binary.LittleEndian.Uint32(b[12:16]); n != headerSize {
-		return h, fmt.Errorf("%w: header size %d (want %d)", ErrUnsupportedTable, n, headerSize)
-	}
-	if binary.LittleEndian.Uint32(b[20:24]) != 0 {
-		return h, errors.New("reserved header field is not zero")
-	}
-	hb := slices.Clone(b[:headerSize])
+	hb := slices.Clone(b[:n])
 	want := binary.LittleEndian.Uint32(hb[16:20])
 	clear(hb[16:20])
 	if got := crc32.ChecksumIEEE(hb); got != want {
 		return h, fmt.Errorf("header CRC %#08x does not match its content (%#08x)", want, got)
+	}
+	if binary.LittleEndian.Uint32(b[20:24]) != 0 {
+		return h, errors.New("reserved header field is not zero")
+	}
+	if r := binary.LittleEndian.Uint32(b[8:12]); r != gptRevision {
+		return h, fmt.Errorf("%w: header revision %#x (want 1.0)", ErrUnsupportedTable, r)
+	}
+	if n != headerSize {
+		return h, fmt.Errorf("%w: header size %d (want %d)", ErrUnsupportedTable, n, headerSize)
 	}
 	h.myLBA = binary.LittleEndian.Uint64(b[24:32])
 	h.altLBA = binary.LittleEndian.Uint64(b[32:40])
@@ -79,52 +85,103 @@ func parseHeader(b []byte) (header, error) {
 	return h, nil
 }
 
-// arraySectors is the length of the entry array in sectors (checkLayout guarantees it divides).
+// arraySectors is the length of the entry array in whole sectors.
 func (h header) arraySectors(ss int) uint64 {
-	return uint64(h.count) * uint64(h.entrySize) / uint64(ss)
+	return (uint64(h.count)*uint64(h.entrySize) + uint64(ss) - 1) / uint64(ss)
 }
 
-// checkLayout checks where a header says things are, for a disk whose last LBA is lastLBA.
-// These are the layouts go-diskfs writes back unchanged: 128-byte entries, the primary array
-// at LBA 2, the backup header at the last LBA with its array right before it.
-func (h header) checkLayout(ss int, lastLBA uint64, primary bool) error {
-	if h.entrySize != entrySize {
-		return fmt.Errorf("%w: entry size %d (want %d)", ErrUnsupportedTable, h.entrySize, entrySize)
+func copyName(primary bool) string {
+	if primary {
+		return "primary"
 	}
-	if h.count == 0 || h.count > MaxEntries {
-		return fmt.Errorf("entry count %d outside 1..%d", h.count, MaxEntries)
-	}
-	if uint64(h.count)*entrySize%uint64(ss) != 0 {
-		return fmt.Errorf("%w: %d entries do not fill whole %d-byte sectors", ErrUnsupportedTable, h.count, ss)
-	}
-	n := h.arraySectors(ss)
-	if lastLBA < 2*n+3 {
-		return fmt.Errorf("disk of %d sectors is too small for two %d-sector entry arrays", lastLBA+1, n)
-	}
-	backupArray := lastLBA - n
-	wantMy, wantAlt, wantArray := uint64(1), lastLBA, uint64(2)
+	return "backup"
+}
+
+// checkSound checks what every reader of a GPT (GRUB, the kernel) needs of a header found at
+// LBA 1 (primary) or at the last LBA lastLBA of the disk: that it says it is where it was
+// found, that its partner is where this package looks for it, and that its usable area and
+// its entry array lie on the disk clear of each other and of both headers. A header that
+// fails is damaged. It returns an error wrapping ErrUnsupportedTable for an entry size or
+// count this package does not read.
+func (h header) checkSound(ss int, lastLBA uint64, primary bool) error {
+	wantMy, wantAlt := uint64(1), lastLBA
 	if !primary {
-		wantMy, wantAlt, wantArray = lastLBA, 1, backupArray
+		wantMy, wantAlt = lastLBA, 1
 	}
 	switch {
 	case h.myLBA != wantMy:
 		return fmt.Errorf("header says it is at LBA %d but was read from LBA %d", h.myLBA, wantMy)
 	case h.altLBA != wantAlt:
 		return fmt.Errorf("header puts its partner at LBA %d, not at LBA %d (was the disk resized? run 'sgdisk -e' to move the backup to the end)", h.altLBA, wantAlt)
-	case h.arrayLBA != wantArray:
-		return fmt.Errorf("%w: entry array at LBA %d (want %d)", ErrUnsupportedTable, h.arrayLBA, wantArray)
-	case h.firstUsable < 2+n || h.lastUsable >= backupArray || h.firstUsable > h.lastUsable+1:
-		return fmt.Errorf("usable LBAs %d..%d overlap the GPT structures", h.firstUsable, h.lastUsable)
+	case h.count == 0:
+		return errors.New("entry count is 0")
+	case h.entrySize != entrySize:
+		return fmt.Errorf("%w: entry size %d (want %d)", ErrUnsupportedTable, h.entrySize, entrySize)
+	case h.count > MaxEntries:
+		return fmt.Errorf("%w: %d entries (at most %d are read)", ErrUnsupportedTable, h.count, MaxEntries)
+	}
+	n := h.arraySectors(ss)
+	inUsable := func(lba uint64) bool { return lba >= h.firstUsable && lba <= h.lastUsable }
+	inArray := func(lba uint64) bool { return lba >= h.arrayLBA && lba-h.arrayLBA < n }
+	switch {
+	case h.firstUsable < 2 || h.lastUsable >= lastLBA || h.firstUsable > h.lastUsable+1:
+		return fmt.Errorf("usable LBAs %d..%d are not inside the disk's LBAs 2..%d", h.firstUsable, h.lastUsable, lastLBA-1)
+	case inUsable(h.myLBA) || inUsable(h.altLBA):
+		return fmt.Errorf("usable LBAs %d..%d include a GPT header", h.firstUsable, h.lastUsable)
+	case h.arrayLBA < 2 || h.arrayLBA > lastLBA || n > lastLBA-h.arrayLBA+1:
+		return fmt.Errorf("entry array at LBA %d (%d sectors) is not inside the disk's LBAs 2..%d", h.arrayLBA, n, lastLBA)
+	case inArray(h.myLBA) || inArray(h.altLBA):
+		return fmt.Errorf("entry array at LBA %d..%d includes a GPT header", h.arrayLBA, h.arrayLBA+n-1)
+	case h.firstUsable <= h.lastUsable && h.arrayLBA <= h.lastUsable && h.firstUsable <= h.arrayLBA+n-1:
+		return fmt.Errorf("entry array at LBA %d..%d overlaps the usable LBAs %d..%d", h.arrayLBA, h.arrayLBA+n-1, h.firstUsable, h.lastUsable)
 	}
 	return nil
 }
 
-// copyState is one of the two GPT copies as found on disk.
+// checkLayout checks a sound header against the layout go-diskfs writes back unchanged:
+// 128-byte entries filling whole sectors, the primary array at LBA 2 and the backup array
+// right before the backup header, usable area clear of both. Every error wraps
+// ErrUnsupportedTable: the copy is a valid GPT, and writing ours over it would move its
+// structures onto sectors it does not use (which may hold anything).
+func (h header) checkLayout(ss int, lastLBA uint64, primary bool) error {
+	if uint64(h.count)*entrySize%uint64(ss) != 0 {
+		return fmt.Errorf("%w: the %s header's %d entries do not fill whole %d-byte sectors; twinslot does not rewrite such a table",
+			ErrUnsupportedTable, copyName(primary), h.count, ss)
+	}
+	n := h.arraySectors(ss)
+	if lastLBA < 2*n+3 {
+		return fmt.Errorf("%w: disk of %d sectors is too small for two %d-sector entry arrays", ErrUnsupportedTable, lastLBA+1, n)
+	}
+	backupArray := lastLBA - n
+	switch {
+	case primary && h.arrayLBA != 2:
+		return fmt.Errorf("%w: the primary entry array is at LBA %d, not at LBA 2 right after the primary header, so twinslot will not change this table; "+
+			"move the array with 'sgdisk -j 2' if LBAs 2..%d hold nothing else, or change the slot attributes with sgdisk -A or cgpt",
+			ErrUnsupportedTable, h.arrayLBA, 1+n)
+	case !primary && h.arrayLBA != backupArray:
+		return fmt.Errorf("%w: the backup entry array is at LBA %d, not at LBA %d right before the backup header, so twinslot will not change this table; "+
+			"run 'sgdisk -e' to rewrite the backup at the end of the disk", ErrUnsupportedTable, h.arrayLBA, backupArray)
+	case h.firstUsable < 2+n || h.lastUsable >= backupArray:
+		return fmt.Errorf("%w: the %s header's usable LBAs %d..%d overlap LBAs 2..%d or %d..%d where twinslot writes the entry arrays, so twinslot will not change this table",
+			ErrUnsupportedTable, copyName(primary), h.firstUsable, h.lastUsable, 1+n, backupArray, lastLBA-1)
+	}
+	return nil
+}
+
+// copyState is one of the two GPT copies as found on disk. A copy is valid (err nil), or
+// foreign: sound and intact but in a layout this package does not write, or damaged.
 type copyState struct {
 	hdr   header
-	array []byte
-	err   error // nil when the copy is valid
+	array []byte // the entry array, CRC-checked; nil when the copy cannot be read
+	err   error  // nil when the copy is valid
+	// foreign: the header is intact (CRC) and sound but not in the layout this package
+	// writes (err wraps ErrUnsupportedTable). Nothing is ever written over it.
+	foreign bool
 }
+
+// readable reports whether the copy's table can be read: it is valid, or foreign with an
+// intact entry array.
+func (c *copyState) readable() bool { return c.array != nil }
 
 // readCopy reads and checks the primary (at LBA 1) or the backup (at lastLBA) copy.
 func readCopy(r io.ReaderAt, ss int, lastLBA uint64, primary bool) copyState {
@@ -137,20 +194,26 @@ func readCopy(r io.ReaderAt, ss int, lastLBA uint64, primary bool) copyState {
 		return copyState{err: fmt.Errorf("read header at LBA %d: %w", lba, err)}
 	}
 	h, err := parseHeader(sec)
-	if err != nil {
-		return copyState{err: err}
+	if err == nil {
+		err = h.checkSound(ss, lastLBA, primary)
 	}
-	if err := h.checkLayout(ss, lastLBA, primary); err != nil {
+	if err != nil {
+		return copyState{hdr: h, err: err, foreign: errors.Is(err, ErrUnsupportedTable)}
+	}
+	layout := h.checkLayout(ss, lastLBA, primary)
+	arr := make([]byte, int(h.count)*entrySize)
+	if _, err = r.ReadAt(arr, int64(h.arrayLBA)*int64(ss)); err != nil {
+		err = fmt.Errorf("read entry array at LBA %d: %w", h.arrayLBA, err)
+	} else if got := crc32.ChecksumIEEE(arr); got != h.arrayCRC {
+		err = fmt.Errorf("entry array CRC %#08x does not match the header's %#08x", got, h.arrayCRC)
+	}
+	switch {
+	case err != nil && layout != nil:
+		return copyState{hdr: h, err: fmt.Errorf("%w; and its %v", layout, err), foreign: true}
+	case err != nil:
 		return copyState{hdr: h, err: err}
 	}
-	arr := make([]byte, int(h.count)*entrySize)
-	if _, err := r.ReadAt(arr, int64(h.arrayLBA)*int64(ss)); err != nil {
-		return copyState{hdr: h, err: fmt.Errorf("read entry array at LBA %d: %w", h.arrayLBA, err)}
-	}
-	if got := crc32.ChecksumIEEE(arr); got != h.arrayCRC {
-		return copyState{hdr: h, err: fmt.Errorf("entry array CRC %#08x does not match the header's %#08x", got, h.arrayCRC)}
-	}
-	return copyState{hdr: h, array: arr}
+	return copyState{hdr: h, array: arr, err: layout, foreign: layout != nil}
 }
 
 // table is one consistent reading of a disk's GPT.
@@ -163,6 +226,8 @@ type table struct {
 	use     *copyState // primary when valid, else backup
 	gt      *gpt.Table // go-diskfs' view of the same copy
 	slots   []Slot
+	// unsupported is set when a copy is foreign: the table is read but never written.
+	unsupported error
 }
 
 func (t *table) fromBackup() bool { return t.use == &t.backup }
@@ -176,7 +241,7 @@ func (t *table) inSync() bool {
 }
 
 // readTable reads and validates both GPT copies of a disk of size bytes, picks the copy to
-// use (the primary unless it is invalid, as GRUB and the kernel do) and decodes it.
+// use (the primary unless it cannot be read, as GRUB and the kernel do) and decodes it.
 func readTable(r io.ReaderAt, size int64, ss int) (*table, error) {
 	if ss < MinSectorSize || ss > MaxSectorSize || ss&(ss-1) != 0 {
 		return nil, fmt.Errorf("sector size %d is not a power of two in %d..%d", ss, MinSectorSize, MaxSectorSize)
@@ -191,14 +256,21 @@ func readTable(r io.ReaderAt, size int64, ss int) (*table, error) {
 	t.primary = readCopy(r, ss, t.lastLBA, true)
 	t.backup = readCopy(r, ss, t.lastLBA, false)
 	switch {
-	case t.primary.err == nil:
+	case t.primary.readable():
 		t.use = &t.primary
-	case t.backup.err == nil:
+	case t.backup.readable():
 		t.use = &t.backup
 	case errors.Is(t.primary.err, errNoSignature) && errors.Is(t.backup.err, errNoSignature):
 		return nil, fmt.Errorf("%w: no GPT header at LBA 1 or at the last LBA %d (blank, MBR-only or not a disk image?)", ErrNotGPT, t.lastLBA)
+	case t.primary.foreign || t.backup.foreign:
+		return nil, fmt.Errorf("%w: neither GPT copy can be read (primary: %v; backup: %v)", ErrUnsupportedTable, t.primary.err, t.backup.err)
 	default:
 		return nil, fmt.Errorf("%w: primary: %v; backup: %v — restore the disk from a known-good image", ErrBothTablesCorrupt, t.primary.err, t.backup.err)
+	}
+	for _, c := range []*copyState{&t.primary, &t.backup} {
+		if c.foreign && t.unsupported == nil {
+			t.unsupported = c.err
+		}
 	}
 	// Decode with go-diskfs. Hide the primary when it is invalid so go-diskfs reads the
 	// same copy we checked (its own checks are a subset of ours).
@@ -258,8 +330,12 @@ type write struct {
 // use only in the attribute words of the slots and in the CRCs, so nothing else on the disk
 // (names, GUIDs, unknown bits, unused entries, LBA 0) can change. The invalid copy is
 // written first, so a valid copy exists at every moment; with both valid the backup goes
-// first, as GRUB does. force writes even when nothing changed (repair).
+// first, as GRUB does. force writes even when nothing changed (repair). A table with a
+// foreign copy is never written: the error wraps ErrUnsupportedTable.
 func (t *table) plan(slots []Slot, force bool) ([]write, error) {
+	if t.unsupported != nil {
+		return nil, fmt.Errorf("%w; the GPT was not changed", t.unsupported)
+	}
 	want := slices.Clone(t.use.array)
 	for _, s := range slots {
 		off := (s.Number-1)*entrySize + attrOffset
@@ -329,6 +405,9 @@ func (t *table) checkWrites(ws []write, want []byte) ([]write, error) {
 	for _, i := range []int{1, 3} {
 		primary := i == 3
 		got, err := parseHeader(ws[i].data)
+		if err == nil {
+			err = got.checkSound(t.ss, t.lastLBA, primary)
+		}
 		if err == nil {
 			err = got.checkLayout(t.ss, t.lastLBA, primary)
 		}
