@@ -49,6 +49,9 @@ func (a *Agent) idle(ctx context.Context, r Record) (Event, error) {
 		}
 		switch {
 		case i == 1:
+			// ResetStatus forgets the backoff with the failures: the next check is due on the
+			// normal schedule again.
+			a.nextCheck = a.clk.Now().Add(a.c.Schedule.NextCheck(0, a.poll, a.rnd))
 			return Event{Kind: EvReset}, nil
 		case disabled:
 			if i == 0 {

@@ -112,6 +112,41 @@ func TestPendingReportBacksOff(t *testing.T) {
 	}
 }
 
+// ResetStatus in IDLE forgets the backoff with the failures: the next check comes on the normal
+// schedule (45 min), not when the backoff (90 min after one failure) would have allowed it.
+func TestResetForgetsBackoff(t *testing.T) {
+	h := newHost(t, "1.0.0")
+	newRelease(t, 0).install(t, h)
+	srv := newOmahaServer(t)
+	srv.set(func(s *omahaServer) { s.status = 503 })
+	h.writeConf(srv.URL())
+	r := h.start(srv.URL(), fast, 0)
+	waitState(t, r, "a failed check", func(rec updated.Record) bool { return rec.State == updated.Idle && rec.Failures == 1 })
+	if ws, err := h.clk.WaitFor(t.Context(), 1); err != nil || ws[0] != 90*time.Minute {
+		t.Fatalf("waiting %v, %v; want the 90m backoff", ws, err)
+	}
+	h.clk.Advance(10 * time.Minute)
+	srv.set(func(s *omahaServer) { s.status = 0 })
+	if err := r.agent.ResetStatus(); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, r, "the reset", func(rec updated.Record) bool { return rec.State == updated.Idle && rec.Failures == 0 })
+	ws, err := h.clk.WaitFor(t.Context(), 2) // the abandoned backoff wait and the one after the reset
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.clk.Advance(45 * time.Minute)
+	select {
+	case rec := <-r.states:
+		if rec.State != updated.CheckingForUpdate {
+			t.Fatalf("%s 45 min after the reset, want CHECKING_FOR_UPDATE", rec.State)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no check 45 min after ResetStatus (waiting %v): the backoff was not forgotten", ws)
+	}
+	r.stop(t)
+}
+
 func TestPayloadRejected(t *testing.T) {
 	rel := newRelease(t, 0)
 	dir := t.TempDir()
