@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 )
 
@@ -179,4 +181,128 @@ func TestCrashAtEveryWriteStep(t *testing.T) {
 			t.Logf("%d crash points, all left the old or the new table", cases)
 		})
 	}
+}
+
+var errEIO = errors.New("input/output error")
+
+// failDev fails one write or sync with an I/O error (the process goes on: no crash), and
+// with readsFail every read after it.
+type failDev struct {
+	f         *os.File
+	write     int // fail this write (0-based), or -1
+	sync      int // fail this sync (0-based), or -1
+	readsFail bool
+	writes    int
+	syncs     int
+	failed    bool
+}
+
+func (c *failDev) ReadAt(p []byte, off int64) (int, error) {
+	if c.failed && c.readsFail {
+		return 0, errEIO
+	}
+	return c.f.ReadAt(p, off)
+}
+
+func (c *failDev) WriteAt(p []byte, off int64) (int, error) {
+	c.writes++
+	if c.writes-1 == c.write {
+		c.failed = true
+		return 0, errEIO
+	}
+	return c.f.WriteAt(p, off)
+}
+
+func (c *failDev) Sync() error {
+	c.syncs++
+	if c.syncs-1 == c.sync {
+		c.failed = true
+		return errEIO
+	}
+	return c.f.Sync()
+}
+
+// TestFailedWriteSaysWhetherApplied fails each write and each sync of every table update
+// with an I/O error and checks that the error is a *WriteError that says what the disk
+// reads afterwards: errors.Is(err, ErrWriteApplied) exactly when the disk reads (and GRUB
+// boots) the new table, with the slot that boots next; a failure after the first copy was
+// complete must not read as "nothing changed".
+func TestFailedWriteSaysWhetherApplied(t *testing.T) {
+	for _, tc := range crashOps() {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			orig := filepath.Join(dir, "orig.img")
+			writeImage(t, orig, crashDisk, 512, seedLayout(tc.a, tc.b))
+			if tc.damage != nil {
+				tc.damage(t, orig)
+			}
+			image := readFile(t, orig)
+			oldSlots := slotsT(t, openT(t, orig, ReadOnly()))
+			full := filepath.Join(dir, "full.img")
+			if err := os.WriteFile(full, image, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			d := openT(t, full)
+			if err := tc.op(d); err != nil {
+				t.Fatal(err)
+			}
+			newSlots := slotsT(t, d)
+			d.Close()
+			applied := 0
+			for k := range 4 {
+				for _, step := range []string{"write", "sync"} {
+					name := fmt.Sprintf("%s %d", step, k+1)
+					path := filepath.Join(dir, "fail.img")
+					if err := os.WriteFile(path, image, 0o644); err != nil {
+						t.Fatal(err)
+					}
+					d := openT(t, path)
+					fd := &failDev{f: d.f, write: -1, sync: -1}
+					if step == "write" {
+						fd.write = k
+					} else {
+						fd.sync = k
+					}
+					d.dev = fd
+					err := tc.op(d)
+					d.Close()
+					var we *WriteError
+					if !errors.As(err, &we) || !errors.Is(err, errEIO) || we.ReadErr != nil {
+						t.Fatalf("%s: err = %v, want a *WriteError wrapping the I/O error", name, err)
+					}
+					got := slotsT(t, openT(t, path, ReadOnly()))
+					isNew := slices.Equal(got, newSlots)
+					if !isNew && !slices.Equal(got, oldSlots) {
+						t.Fatalf("%s: table is neither old nor new: %v", name, got)
+					}
+					if errors.Is(err, ErrWriteApplied) != isNew || we.Applied != isNew {
+						t.Fatalf("%s: disk reads the new table: %v, but the error says applied=%v: %v", name, isNew, we.Applied, err)
+					}
+					if next, _, _ := Next(got); we.Next != next {
+						t.Fatalf("%s: error says %v boots next, the disk boots %v", name, we.Next, next)
+					}
+					if want := map[bool]string{true: "took effect nonetheless", false: "did not take effect"}[isNew]; !strings.Contains(err.Error(), want) ||
+						!strings.Contains(err.Error(), we.Next.String()+" next") {
+						t.Fatalf("%s: message %q, want %q and the next slot", name, err, want)
+					}
+					if isNew {
+						applied++
+					}
+				}
+			}
+			if applied == 0 {
+				t.Fatal("no failure point left the new table in effect")
+			}
+		})
+	}
+	t.Run("table unreadable after the failure", func(t *testing.T) {
+		path := imageWith(t, attr(1, 0, true), 0)
+		d := openT(t, path)
+		d.dev = &failDev{f: d.f, write: 3, sync: -1, readsFail: true}
+		err := d.PrepareInstall(Slot{Number: 4})
+		var we *WriteError
+		if !errors.As(err, &we) || we.ReadErr == nil || errors.Is(err, ErrWriteApplied) || !strings.Contains(err.Error(), "unknown whether the change took effect") {
+			t.Fatalf("err = %v", err)
+		}
+	})
 }

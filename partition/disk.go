@@ -360,7 +360,9 @@ func (d *Disk) update(op string, s Slot, plan func([]Slot, int) ([]Slot, error))
 	return nil
 }
 
-// store writes slots into both copies, each write followed by a sync.
+// store writes slots into both copies, each write followed by a sync. When a write or sync
+// fails it reads the table back and returns a *WriteError saying whether the change is in
+// effect.
 func (d *Disk) store(t *table, slots []Slot, force bool) error {
 	if d.readOnly {
 		return ErrReadOnly
@@ -370,14 +372,37 @@ func (d *Disk) store(t *table, slots []Slot, force bool) error {
 		return err
 	}
 	for _, w := range ws {
-		if _, err := d.dev.WriteAt(w.data, w.off); err != nil {
-			return fmt.Errorf("write %s: %w", w.what, err)
+		step := "write " + w.what
+		_, err := d.dev.WriteAt(w.data, w.off)
+		if err == nil {
+			step = "sync " + w.what
+			err = d.dev.Sync()
 		}
-		if err := d.dev.Sync(); err != nil {
-			return fmt.Errorf("sync %s: %w", w.what, err)
+		if err != nil {
+			return d.writeFailed(step, err, slots)
 		}
 	}
 	return nil
+}
+
+// writeFailed reads the table back after a failed write of want and says what it holds.
+func (d *Disk) writeFailed(step string, err error, want []Slot) *WriteError {
+	we := &WriteError{Step: step, Err: err}
+	now, rerr := readTable(d.dev, d.size, d.ss)
+	if rerr != nil {
+		we.ReadErr = rerr
+		return we
+	}
+	we.Applied = true
+	for _, s := range want {
+		if c, err := find(now.slots, s.Number); err != nil || c.Attr != s.Attr {
+			we.Applied = false
+		}
+	}
+	if next, _, err := Next(now.slots); err == nil {
+		we.Next = next
+	}
+	return we
 }
 
 // current finds s in slots by number and checks it is the same partition (PARTUUID), so a

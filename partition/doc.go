@@ -54,6 +54,14 @@
 // the old or the new table readable, never neither. A damaged copy is repaired by Repair or
 // by the next write; NextBoot, like GRUB, writes only when a tries counter changes.
 //
+// A write or sync that fails with an error (an I/O error rather than a crash) returns a
+// *WriteError: the table is read back at once, and Applied, or errors.Is(err,
+// ErrWriteApplied), says whether the disk already reads the new table (a failure late in the
+// sequence leaves it in effect), with the slot that boots next. An applied change is in
+// effect, and GRUB acts on it: the caller must treat it as done, not as refused, and have the
+// stale copy repaired (Repair, or any later write). Without Applied the old table is in
+// effect; when the table cannot be read back (ReadErr) either may be.
+//
 // Open takes no O_EXCL (the booted disk has mounted partitions) and never asks the kernel to
 // re-read the table (only attributes change). A read-write Disk holds an exclusive flock on
 // the file; a second writer gets ErrBusy. Readers (ReadOnly) take no lock.

@@ -34,7 +34,52 @@ var (
 	// ErrUnsupportedTable: a valid GPT whose layout this package will not rewrite. The table
 	// may be read, but every write is refused and leaves the disk unchanged.
 	ErrUnsupportedTable = errors.New("unsupported GPT layout")
+	// ErrWriteApplied: a table write failed part-way, but the disk already reads the new
+	// table, so the change is in effect (see WriteError).
+	ErrWriteApplied = errors.New("GPT change in effect despite a failed write")
 )
+
+// WriteError says a write or sync of the GPT failed part-way (an I/O error, not a crash)
+// and what the disk reads after it, read back at once. Writes go backup then primary (or
+// primary first when it was the damaged copy), so the disk reads either the old or the new
+// table; Applied says which.
+type WriteError struct {
+	Step string // the write or sync that failed, e.g. "write primary header"
+	Err  error  // its error
+	// Applied: the disk reads the new table; GRUB boots by it. The other copy is stale or
+	// damaged until Repair or the next write repairs it. errors.Is(err, ErrWriteApplied).
+	Applied bool
+	Next    Slot  // the slot the disk boots next as it reads now (Number 0: none, or unknown)
+	ReadErr error // non-nil when the table could not be read back: Applied is unknown
+}
+
+func (e *WriteError) Error() string {
+	switch {
+	case e.ReadErr != nil:
+		return fmt.Sprintf("%s: %v; reading the table back failed too (%v), so it is unknown whether the change took effect: "+
+			"the next boot may use the old or the new table. Check the disk, then repair the GPT (Disk.Repair) and retry",
+			e.Step, e.Err, e.ReadErr)
+	case e.Applied:
+		return fmt.Sprintf("%s: %v; the change took effect nonetheless: the disk reads the new table and boots %s next. "+
+			"One GPT copy is stale or damaged: repair the GPT (Disk.Repair; the next change also does) and check the disk",
+			e.Step, e.Err, e.next())
+	}
+	return fmt.Sprintf("%s: %v; the change did not take effect: the disk boots %s next. Check the disk, then retry",
+		e.Step, e.Err, e.next())
+}
+
+func (e *WriteError) next() string {
+	if e.Next.Number == 0 {
+		return "no slot"
+	}
+	return e.Next.String()
+}
+
+// Unwrap returns the error of the failed write or sync.
+func (e *WriteError) Unwrap() error { return e.Err }
+
+// Is makes errors.Is(err, ErrWriteApplied) true when the change is in effect.
+func (e *WriteError) Is(target error) bool { return target == ErrWriteApplied && e.Applied }
 
 // SlotTooSmallError says an image of Need bytes does not fit into a slot of Have bytes.
 type SlotTooSmallError struct {
