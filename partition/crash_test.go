@@ -156,7 +156,7 @@ func TestCrashAtEveryWriteStep(t *testing.T) {
 					// After the "reboot": old or new, never anything else.
 					r := openT(t, path)
 					got := slotsT(t, r)
-					isOld, isNew := fmt.Sprint(got) == fmt.Sprint(oldSlots), fmt.Sprint(got) == fmt.Sprint(newSlots)
+					isOld, isNew := slices.Equal(got, oldSlots), slices.Equal(got, newSlots)
 					if !isOld && !isNew {
 						t.Fatalf("%s: table is neither old nor new:\n got %v\n old %v\n new %v", name, got, oldSlots, newSlots)
 					}
@@ -172,7 +172,7 @@ func TestCrashAtEveryWriteStep(t *testing.T) {
 					if h, err := r.Health(); err != nil || !h.InSync {
 						t.Fatalf("%s: after repair %+v %v", name, h, err)
 					}
-					if after := slotsT(t, r); fmt.Sprint(after) != fmt.Sprint(got) {
+					if after := slotsT(t, r); !slices.Equal(after, got) {
 						t.Fatalf("%s: repair changed the table: %v -> %v", name, got, after)
 					}
 					r.Close()
