@@ -294,7 +294,8 @@ func (d *Disk) Rollback(active Slot) (Slot, error) {
 }
 
 // Repair rewrites both GPT copies from the one in use when either is damaged or they
-// differ. It reports whether it wrote anything.
+// differ. It reports whether it wrote anything. With a copy in a layout this package does not
+// write (see Health) it writes nothing and fails with ErrUnsupportedTable.
 func (d *Disk) Repair() (bool, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()

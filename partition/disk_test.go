@@ -31,6 +31,10 @@ func TestOpenErrors(t *testing.T) {
 	patch(t, both, 512+16, []byte{0xde, 0xad})       // primary header CRC
 	patch(t, both, 8<<20-512+16, []byte{0xbe, 0xef}) // backup header CRC
 	wrongSS := freshImage(t)
+	shrunk := freshImage(t) // written for 8 MiB, cut to 6: the primary's backup is off the disk
+	if err := os.Truncate(shrunk, 6<<20); err != nil {
+		t.Fatal(err)
+	}
 
 	for _, tc := range []struct {
 		name    string
@@ -45,6 +49,7 @@ func TestOpenErrors(t *testing.T) {
 		{name: "tiny file", path: tiny, wantErr: ErrNotGPT},
 		{name: "size not a multiple of the sector", path: odd, wantErr: ErrNotGPT},
 		{name: "both copies corrupt", path: both, wantErr: ErrBothTablesCorrupt, wantMsg: "header CRC"},
+		{name: "disk smaller than the image", path: shrunk, wantErr: ErrBothTablesCorrupt, wantMsg: "outside the disk"},
 		{name: "wrong sector size", path: wrongSS, opts: []Option{SectorSize(4096)}, wantErr: ErrNotGPT},
 		{name: "bad sector size", path: wrongSS, opts: []Option{SectorSize(1000)}, wantMsg: "sector size 1000"},
 	} {
@@ -564,6 +569,59 @@ func TestForeignLayoutIsNeverWritten(t *testing.T) {
 				t.Errorf("the sectors the table does not use were overwritten")
 			}
 		})
+	}
+}
+
+// TestGrownDisk: an image written to a larger disk keeps its backup GPT at the image's old
+// end (as dd leaves it). Both copies are intact, and GRUB (which finds the backup at the
+// primary's alternate LBA) and the kernel read the table: it is read here too, not called
+// corrupt, but every write is refused with ErrUnsupportedTable, whose message starts with
+// the fix, 'sgdisk -e', and the disk is left as it was. After sgdisk -e writes work.
+func TestGrownDisk(t *testing.T) {
+	path := imageWith(t, attr(1, 0, true), attr(2, 1, false))
+	if err := os.Truncate(path, 16<<20); err != nil {
+		t.Fatal(err)
+	}
+	before := fileHash(t, path)
+	d := openT(t, path)
+	s := slotsT(t, d)
+	if len(s) != 2 || s[0].Attr != attr(1, 0, true) || s[1].Attr != attr(2, 1, false) {
+		t.Fatalf("slots %v", s)
+	}
+	h, err := d.Health()
+	if err != nil || !errors.Is(h.PrimaryErr, ErrUnsupportedTable) || !strings.Contains(h.PrimaryErr.Error(), "sgdisk -e") {
+		t.Fatalf("health %+v %v", h, err)
+	}
+	const lead = "unsupported GPT layout: run 'sgdisk -e' on this disk"
+	for name, op := range map[string]func() error{
+		"NextBoot":       func() error { _, err := d.NextBoot(); return err },
+		"PrepareInstall": func() error { return d.PrepareInstall(s[1]) },
+		"MarkGood":       func() error { return d.MarkGood(s[0]) },
+		"Repair":         func() error { _, err := d.Repair(); return err },
+	} {
+		err := op()
+		if !errors.Is(err, ErrUnsupportedTable) || errors.Is(err, ErrBothTablesCorrupt) || !strings.Contains(err.Error(), lead) {
+			t.Errorf("%s: %v, want %q", name, err, lead)
+		}
+	}
+	d.Close()
+	if fileHash(t, path) != before {
+		t.Fatal("image changed")
+	}
+
+	sgdisk, err := exec.LookPath("sgdisk")
+	if err != nil {
+		t.Skip("sgdisk not installed (apt-get install gdisk); skipping the repair with sgdisk -e")
+	}
+	if out, err := exec.CommandContext(t.Context(), sgdisk, "-e", path).CombinedOutput(); err != nil {
+		t.Fatalf("sgdisk -e: %v\n%s", err, out)
+	}
+	d = openT(t, path)
+	if next, err := d.NextBoot(); err != nil || next.Number != 4 {
+		t.Fatalf("NextBoot after sgdisk -e: %v %v", next, err)
+	}
+	if h, err := d.Health(); err != nil || !h.InSync {
+		t.Fatalf("health after sgdisk -e: %+v %v", h, err)
 	}
 }
 

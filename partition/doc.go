@@ -31,21 +31,22 @@
 // # Reading and writing the table
 //
 // Both GPT copies are read and checked on every call. A copy is damaged when it cannot be
-// read, its signature, header CRC or entry array CRC fails, or its header breaks the GPT
-// rules (it is not where it says it is, its partner or entry array is off the disk, its
-// usable area overlaps a header or its own array). A sound, intact copy in a layout go-diskfs
-// would not write back unchanged (revision other than 1.0, header size other than 92, entry
-// size other than 128, more than MaxEntries entries, entries not filling whole sectors, the
-// primary array not at LBA 2 or the backup array not right before the backup header) is
-// foreign: the table is read from it like from a valid copy, but never written. Every write,
-// Repair included, then fails with ErrUnsupportedTable, saying which layout and what to do,
-// and leaves the disk byte for byte as it was: our layout would put an entry array on sectors
-// that table does not use, which may hold anything. The primary is used when it can be read
-// (valid or foreign), else the backup, as GRUB and the kernel do. go-diskfs (partition/gpt)
-// decodes the copy in use and serialises updates. Its writes are captured,
-// checked to differ from what is on disk only in the attribute words of the slots and in
-// the CRCs (names, GUIDs, unknown bits, unused entries and LBA 0 are never touched), and
-// then replayed with an fsync after each:
+// read, its signature, header CRC or entry array CRC fails, or its header breaks the GPT rules
+// (it is not where it says it is, its partner or entry array is off the disk, its usable area
+// overlaps a header or its own array). A sound, intact copy in a layout go-diskfs would not
+// write back unchanged (revision other than 1.0, header size other than 92, entry size other
+// than 128, more than MaxEntries entries, entries not filling whole sectors, the backup header
+// not at the last LBA because the disk grew after the image was written to it (fixed by
+// 'sgdisk -e'), the primary array not at LBA 2 or the backup array not right before the backup
+// header) is foreign: the table is read from it like from a valid copy, but never written.
+// Every write, Repair included, then fails with ErrUnsupportedTable, saying which layout and
+// what to do, and leaves the disk byte for byte as it was: our layout would put an entry array
+// on sectors that table does not use, which may hold anything. The primary is used when it can
+// be read (valid or foreign), else the backup, as GRUB and the kernel do. go-diskfs
+// (partition/gpt) decodes the copy in use and serialises updates. Its writes are captured,
+// checked to differ from what is on disk only in the attribute words of the slots and in the
+// CRCs (names, GUIDs, unknown bits, unused entries and LBA 0 are never touched), and then
+// replayed with an fsync after each:
 //
 //	backup entry array, backup header, primary entry array, primary header
 //

@@ -99,20 +99,22 @@ func copyName(primary bool) string {
 
 // checkSound checks what every reader of a GPT (GRUB, the kernel) needs of a header found at
 // LBA 1 (primary) or at the last LBA lastLBA of the disk: that it says it is where it was
-// found, that its partner is where this package looks for it, and that its usable area and
-// its entry array lie on the disk clear of each other and of both headers. A header that
-// fails is damaged. It returns an error wrapping ErrUnsupportedTable for an entry size or
-// count this package does not read.
+// found, that its partner is on the disk (the primary for a backup), and that its usable
+// area and its entry array lie on the disk clear of each other and of both headers. A header
+// that fails is damaged. It returns an error wrapping ErrUnsupportedTable for an entry size
+// or count this package does not read.
 func (h header) checkSound(ss int, lastLBA uint64, primary bool) error {
-	wantMy, wantAlt := uint64(1), lastLBA
+	wantMy := uint64(1)
 	if !primary {
-		wantMy, wantAlt = lastLBA, 1
+		wantMy = lastLBA
 	}
 	switch {
 	case h.myLBA != wantMy:
 		return fmt.Errorf("header says it is at LBA %d but was read from LBA %d", h.myLBA, wantMy)
-	case h.altLBA != wantAlt:
-		return fmt.Errorf("header puts its partner at LBA %d, not at LBA %d (was the disk resized? run 'sgdisk -e' to move the backup to the end)", h.altLBA, wantAlt)
+	case primary && (h.altLBA < 2 || h.altLBA > lastLBA):
+		return fmt.Errorf("header puts the backup at LBA %d, outside the disk's LBAs 2..%d (is the disk smaller than the image written to it?)", h.altLBA, lastLBA)
+	case !primary && h.altLBA != 1:
+		return fmt.Errorf("header puts the primary at LBA %d, not at LBA 1", h.altLBA)
 	case h.count == 0:
 		return errors.New("entry count is 0")
 	case h.entrySize != entrySize:
@@ -139,8 +141,9 @@ func (h header) checkSound(ss int, lastLBA uint64, primary bool) error {
 }
 
 // checkLayout checks a sound header against the layout go-diskfs writes back unchanged:
-// 128-byte entries filling whole sectors, the primary array at LBA 2 and the backup array
-// right before the backup header, usable area clear of both. Every error wraps
+// 128-byte entries filling whole sectors, the backup header at the last LBA, the primary
+// array at LBA 2 and the backup array right before the backup header, usable area clear of
+// both. Every error wraps
 // ErrUnsupportedTable: the copy is a valid GPT, and writing ours over it would move its
 // structures onto sectors it does not use (which may hold anything).
 func (h header) checkLayout(ss int, lastLBA uint64, primary bool) error {
@@ -154,6 +157,12 @@ func (h header) checkLayout(ss int, lastLBA uint64, primary bool) error {
 	}
 	backupArray := lastLBA - n
 	switch {
+	case primary && h.altLBA != lastLBA:
+		// A disk grown after the image was written to it: GRUB and the kernel read the table
+		// (GRUB finds the backup at altLBA), but go-diskfs would write the backup at the end.
+		return fmt.Errorf("%w: run 'sgdisk -e' on this disk to move the backup GPT to its end: the primary header puts the backup at LBA %d, "+
+			"but the disk's last LBA is %d (the disk grew after the image was written to it); until then twinslot will not change this table",
+			ErrUnsupportedTable, h.altLBA, lastLBA)
 	case primary && h.arrayLBA != 2:
 		return fmt.Errorf("%w: the primary entry array is at LBA %d, not at LBA 2 right after the primary header, so twinslot will not change this table; "+
 			"move the array with 'sgdisk -j 2' if LBAs 2..%d hold nothing else, or change the slot attributes with sgdisk -A or cgpt",
