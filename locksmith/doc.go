@@ -35,8 +35,8 @@
 //     were admitted under the old max are counted and nobody new is admitted until the group is
 //     under max again. No compare spans the whole group: hosts of different ids contend only for
 //     slot indexes.
-//   - Re-lock by the current holder (same id) rewrites its own slot (new boot id, versions) with
-//     ModRevision(slot) == read; it succeeds whatever max is now. It adds holders/<ID> if the
+//   - Re-lock by the current holder (same id) rewrites its own slot (new boot id, versions; state
+//     and note are kept unless given) with ModRevision(slot) == read; it succeeds whatever max is now. It adds holders/<ID> if the
 //     slot was taken before holder keys existed.
 //   - Release deletes the holder's slot and holders/<ID> with ModRevision(slot) == read. Only the
 //     holder itself may release unless the caller forces it (locksmithctl unlock ID). A Lock

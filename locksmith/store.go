@@ -143,7 +143,8 @@ func decode(b []byte, v any) error {
 }
 
 // TryLock takes a slot in group for h.ID, or re-locks the one it holds (updating boot id and
-// versions; the acquisition time is kept). A full group gives a *FullError at once.
+// versions; the acquisition time, and the state and note unless h sets them, are kept). A full
+// group gives a *FullError at once.
 func (s *Store) TryLock(ctx context.Context, group string, h Holder) (Lock, error) {
 	lk, _, err := s.tryLock(ctx, group, h)
 	return lk, err
@@ -268,6 +269,9 @@ func (s *Store) attempt(ctx context.Context, st State, h Holder, ls *leases) (lk
 		val.FromVersion = orOld(val.FromVersion, old.FromVersion)
 		val.ToVersion = orOld(val.ToVersion, old.ToVersion)
 		val.Hostname = orOld(val.Hostname, old.Hostname)
+		// A re-lock does not undo what the holder recorded (e.g. that it rolled back).
+		val.State = HolderState(orOld(string(val.State), string(old.State)))
+		val.Note = orOld(val.Note, old.Note)
 		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(key), "=", plan.Existing.ModRevision))
 		ops = append(ops, clientv3.OpPut(key, mustJSON(val), clientv3.WithIgnoreLease()))
 		if plan.HolderKeyRevision == 0 {

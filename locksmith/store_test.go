@@ -82,9 +82,16 @@ func TestLockRelockUnlock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cur, err = s.Update(ctx, cur, func(h *locksmith.Holder) { h.State = locksmith.HolderRolledBack })
+	cur, err = s.Update(ctx, cur, func(h *locksmith.Holder) { h.State, h.Note = locksmith.HolderRolledBack, "2.0 failed" })
 	if err != nil || cur.Slot.Holder.State != locksmith.HolderRolledBack {
 		t.Fatalf("update: %v %+v", err, cur.Slot.Holder)
+	}
+	// A re-lock that names no state or note keeps them: the rollback stays on record.
+	if cur, err = s.TryLock(ctx, "g", holder("a")); err != nil || cur.Slot.Holder.State != locksmith.HolderRolledBack || cur.Slot.Holder.Note != "2.0 failed" {
+		t.Fatalf("re-lock of a rolled-back slot: %v %+v, want state and note kept", err, cur.Slot.Holder)
+	}
+	if st, _ := s.State(ctx, "g"); st.Slots[0].Holder.State != locksmith.HolderRolledBack {
+		t.Fatalf("stored holder after the re-lock: %+v", st.Slots[0].Holder)
 	}
 	if err := s.Release(ctx, cur); err != nil {
 		t.Fatal(err)

@@ -18,7 +18,9 @@
 // # The reboot path (one pass of the loop; any "no" goes back to the top)
 //
 //  1. the agent reports UPDATE_STATUS_UPDATED_NEED_REBOOT (GetStatus at start, then
-//     StatusUpdate signals); touch /run/reboot-required
+//     StatusUpdate signals); touch /run/reboot-required; if this host holds a slot it kept after
+//     a rollback (etcd-lock), do not reboot: wait until an operator frees it (status
+//     rolled-back, re-read every RetryMax)
 //  2. wait for a window (status waiting-window)
 //  3. shutdown inhibitors in block mode: postpone, re-checking, for at most InhibitMaxWait,
 //     before taking a slot (status waiting-inhibitor); then go on and say so
@@ -43,7 +45,8 @@
 //	same boot, no reboot needed any more   release (the update was undone)
 //	verifying                              wait for the next BootStatus
 //	rolled-back                            keep the slot, mark the holder rolled-back, log at error
-//	                                       level: the group stops rebooting until an operator acts
+//	                                       level: the group, this host included, stops rebooting
+//	                                       until an operator acts
 //	committed or steady, booted_version    release
 //	  = the holder's to-version (or the
 //	  holder named none)

@@ -28,6 +28,12 @@ func (d *Daemon) rebootFlow(ctx context.Context) error {
 			d.publishIdle()
 			return nil
 		}
+		// 0. A slot kept after a rollback stops this host too, until an operator frees it.
+		if wait, err := d.keptRolledBack(ctx, lock); err != nil {
+			return err
+		} else if wait {
+			continue
+		}
 		// 1. Wait for a window.
 		iv, err := d.waitWindow(ctx)
 		if errors.Is(err, errAbort) {
@@ -163,6 +169,44 @@ func (d *Daemon) waitWindow(ctx context.Context) (window.Interval, error) {
 			}
 		}
 	}
+}
+
+// keptRolledBack reports whether this host holds a slot it kept after a rollback, waiting one
+// recheck (RetryMax, jittered) or agent change if so. Rebooting on that slot for a later update
+// would lift the group's stop without anyone looking at the failure, so the host waits for an
+// operator to free it (locksmithctl unlock) like every other host of the group. When the slot
+// cannot be read it backs off: it does not reboot without knowing.
+func (d *Daemon) keptRolledBack(ctx context.Context, lock locker) (bool, error) {
+	opCtx, cancel := d.opCtx(ctx)
+	note, kept, err := lock.keptRolledBack(opCtx)
+	cancel()
+	if err != nil {
+		if ctx.Err() != nil {
+			return false, ctx.Err()
+		}
+		return true, d.backoff(ctx, d.lockErrorState(), "cannot read this host's reboot slot; not rebooting", err)
+	}
+	if !kept {
+		return false, nil
+	}
+	st, _, ch := d.snapshot()
+	detail := fmt.Sprintf("reboot into %s needed, but this host keeps its reboot slot after a rollback (%s); "+
+		"not rebooting until an operator runs locksmithctl unlock %s", st.NewVersion, note, d.cfg.MachineID)
+	if d.Status().Detail != detail {
+		d.log.Error("not rebooting: this host keeps its reboot slot after a rollback; an operator must investigate and run locksmithctl unlock "+d.cfg.MachineID,
+			"new_version", st.NewVersion, "note", note)
+	}
+	timer := d.deps.Clock.After(jitter(d.cfg.RetryMax)) // armed before the status says so
+	d.publish(StateRolledBack, detail, nil)
+	select {
+	case <-ctx.Done():
+		return false, ctx.Err()
+	case <-d.lost:
+		return false, errLost
+	case <-timer:
+	case <-ch:
+	}
+	return true, nil
 }
 
 // inhibited reports whether block inhibitors postpone the reboot now, waiting one recheck

@@ -29,6 +29,9 @@ type locker interface {
 	release(ctx context.Context) error
 	// find returns the slot this host holds from before this start, if any.
 	find(ctx context.Context) (locksmith.Holder, bool, error)
+	// keptRolledBack reports whether this host holds a slot it kept after a rollback, with the
+	// holder's note. Only an operator may free such a slot; until then the host must not reboot.
+	keptRolledBack(ctx context.Context) (note string, kept bool, err error)
 	held() bool
 	describe() string
 }
@@ -55,8 +58,9 @@ func (noLocker) release(context.Context) error                                 {
 func (noLocker) find(context.Context) (locksmith.Holder, bool, error) {
 	return locksmith.Holder{}, false, nil
 }
-func (noLocker) held() bool       { return false }
-func (noLocker) describe() string { return "none (strategy reboot)" }
+func (noLocker) keptRolledBack(context.Context) (string, bool, error) { return "", false, nil }
+func (noLocker) held() bool                                           { return false }
+func (noLocker) describe() string                                     { return "none (strategy reboot)" }
 
 // etcdLocker holds a slot of the etcd semaphore.
 type etcdLocker struct {
@@ -167,6 +171,22 @@ func (e *etcdLocker) find(ctx context.Context) (locksmith.Holder, bool, error) {
 	}
 	e.lk = &lk
 	return lk.Slot.Holder, true, nil
+}
+
+func (e *etcdLocker) keptRolledBack(ctx context.Context) (string, bool, error) {
+	lk, err := e.store.Held(ctx, e.group, e.id)
+	if errors.Is(err, locksmith.ErrNotHeld) {
+		e.lk = nil // an operator unlocked it
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, err
+	}
+	if lk.Slot.Holder.State != locksmith.HolderRolledBack {
+		return "", false, nil
+	}
+	e.lk = &lk
+	return lk.Slot.Holder.Note, true, nil
 }
 
 func (e *etcdLocker) held() bool { return e.lk != nil }
@@ -294,6 +314,10 @@ func (f *fleetLocker) write(rec rebootRecord) error {
 	}
 	return atomicfile.WriteFile(f.record, append(b, '\n'), 0o600)
 }
+
+// keptRolledBack is always false: FleetLock cannot tell whether an operator freed the slot on
+// the server, so refusing on the local record would stop this host for good.
+func (f *fleetLocker) keptRolledBack(context.Context) (string, bool, error) { return "", false, nil }
 
 func (f *fleetLocker) held() bool { return f.have }
 

@@ -393,7 +393,7 @@ func (d *Daemon) backoff(ctx context.Context, state State, what string, err erro
 	if delay > d.cfg.RetryMax || delay <= 0 {
 		delay = d.cfg.RetryMax
 	}
-	delay = time.Duration(float64(delay) * (0.8 + 0.4*rand.Float64()))
+	delay = jitter(delay)
 	next := d.deps.Clock.Now().Add(delay)
 	timer := d.deps.Clock.After(delay) // armed before the status says so: tests move a fake clock on it
 	d.publish(state, fmt.Sprintf("%s: %v; retry %d at %s", what, err, d.retries, next.Format(time.RFC3339)), func(s *Status) {
@@ -410,6 +410,11 @@ func (d *Daemon) backoff(ctx context.Context, state State, what string, err erro
 	case <-timer:
 		return nil
 	}
+}
+
+// jitter spreads d over ±20% so hosts that failed together do not retry together.
+func jitter(d time.Duration) time.Duration {
+	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
 }
 
 func (d *Daemon) opCtx(ctx context.Context) (context.Context, context.CancelFunc) {

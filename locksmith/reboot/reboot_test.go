@@ -205,6 +205,52 @@ func TestRollbackKeepsSlot(t *testing.T) {
 	}
 }
 
+// A host that rolled back keeps its slot and the group stops: the host too, when a later update
+// needs a reboot. Rebooting on the kept slot would erase the rolled-back mark and release the
+// slot after the next commit, with nobody having looked at the failure.
+func TestRolledBackHostRebootsOnlyAfterUnlock(t *testing.T) {
+	h := newHarness(t, dbusapitest.NeedReboot("2.0"), dbusapitest.Boot(reboot.BootCommitted, "1.0"))
+	r1 := h.start(h.config("boot-1"), h.deps(h.store))
+	h.waitReboot()
+	r1.stop()
+	h.updated.SetStatus(t, dbusapitest.Idle())
+	h.updated.SetBoot(t, dbusapi.BootStatus{State: reboot.BootRolledBack, BootedVersion: "1.0", PreviousVersion: "2.0", Slot: "USR-A"})
+	cfg := h.config("boot-2")
+	r2 := h.start(cfg, h.deps(h.store))
+	waitState(t, r2.d, reboot.StateRolledBack)
+
+	h.updated.SetStatus(t, dbusapitest.NeedReboot("3.0")) // the next update is installed
+	st := waitFor(t, r2.d, "refusing to reboot into 3.0", func(st reboot.Status) bool {
+		return st.State == reboot.StateRolledBack && strings.Contains(st.Detail, "reboot into 3.0 needed")
+	})
+	if !st.Holding || !strings.Contains(st.Detail, "locksmithctl unlock m1") {
+		t.Fatalf("status %+v, want it to hold the slot and name the unlock command", st)
+	}
+	ch := r2.d.Changed()
+	h.clock.Advance(2 * cfg.RetryMax) // a recheck: still kept, still no reboot
+	select {
+	case <-ch:
+	case <-time.After(guard):
+		t.Fatalf("no recheck of the kept slot: %+v", r2.d.Status())
+	}
+	if n := h.logind.Reboots(); n != 1 {
+		t.Fatalf("%d reboots, want only the one into 2.0", n)
+	}
+	if sl, ok := h.slot("m1"); !ok || sl.Holder.State != locksmith.HolderRolledBack || sl.Holder.ToVersion != "2.0" {
+		t.Fatalf("kept slot changed: %+v (held %v)", sl.Holder, ok)
+	}
+
+	// The operator has looked and frees the slot: the host takes a new one and reboots.
+	if _, err := h.store.Unlock(t.Context(), "default", "m1", "m1", false); err != nil {
+		t.Fatal(err)
+	}
+	h.clock.Advance(2 * cfg.RetryMax)
+	h.waitReboot()
+	if sl, ok := h.slot("m1"); !ok || sl.Holder.State != locksmith.HolderRebooting || sl.Holder.ToVersion != "3.0" {
+		t.Fatalf("slot after the unlock: %+v (held %v)", sl.Holder, ok)
+	}
+}
+
 func TestWindowGatesTheSlot(t *testing.T) {
 	h := newHarness(t, dbusapitest.NeedReboot("2.0"), dbusapitest.Boot(reboot.BootSteady, "1.0"))
 	cfg := h.config("boot-1")
