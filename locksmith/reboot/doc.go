@@ -27,7 +27,9 @@
 //  4. take a slot, holder value = machine id, boot id, from version (booted_version), to
 //     version (new_version); a full group waits on an etcd watch until the window closes
 //     (status waiting-slot); etcd errors retry with jittered, capped backoff and never reboot
-//     (status etcd-unavailable)
+//     (status etcd-unavailable); an acquisition that fails or is cut off (the window closed, a
+//     timeout) may still have taken the slot, so the host then gives back whatever slot it holds
+//     (unlock-if-held, retried until done) before it waits again
 //  5. re-check the window; closed: release the slot
 //  6. optional drain hook with DrainTimeout; on failure release (or proceed, by DrainFailure)
 //  7. re-check the window and the inhibitors right before rebooting; closed or blocked:

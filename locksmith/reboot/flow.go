@@ -286,6 +286,14 @@ func (d *Daemon) acquire(ctx context.Context, lock locker, iv window.Interval) e
 	err := lock.acquire(actx, d.holder(), func(detail string) {
 		d.publish(StateWaitingSlot, detail, nil)
 	})
+	if err != nil && ctx.Err() == nil {
+		// The slot may be taken all the same: a transaction (or FleetLock request) cut off by
+		// the window closing or a timeout can commit with its answer lost. Give back whatever
+		// this host holds before waiting again; releasePending retries if that fails.
+		if rerr := d.releaseIfHeld(ctx, lock); rerr != nil {
+			d.log.Warn("cannot make sure the failed acquisition left no reboot slot behind; will retry", "err", rerr)
+		}
+	}
 	if err != nil && ctx.Err() == nil && actx.Err() != nil {
 		return errAbort
 	}
@@ -308,15 +316,31 @@ func (d *Daemon) release(ctx context.Context, lock locker) {
 	d.log.Info("reboot slot released")
 }
 
+// releaseIfHeld gives back whatever slot this host holds (see locker.releaseIfHeld); a failure
+// leaves it pending for the next pass.
+func (d *Daemon) releaseIfHeld(ctx context.Context, lock locker) error {
+	opCtx, cancel := d.opCtx(ctx)
+	defer cancel()
+	if err := lock.releaseIfHeld(opCtx); err != nil {
+		d.releaseDue = true
+		return err
+	}
+	d.releaseDue = false
+	return nil
+}
+
+// releasePending retries a release that failed, as unlock-if-held, until it succeeds: the
+// daemon neither waits for a window or slot nor reboots while it may hold a slot unknowingly.
+// Each try is bounded by OpTimeout and the retries by the capped, jittered backoff.
 func (d *Daemon) releasePending(ctx context.Context) error {
 	for d.releaseDue {
-		d.releaseDue = false
-		d.release(ctx, d.lock)
-		if d.releaseDue {
-			if err := d.backoff(ctx, d.lockErrorState(), "cannot release the reboot slot", errors.New("release failed")); err != nil {
+		if err := d.releaseIfHeld(ctx, d.lock); err != nil {
+			if err := d.backoff(ctx, d.lockErrorState(), "cannot release the reboot slot", err); err != nil {
 				return err
 			}
+			continue
 		}
+		d.log.Info("pending release done: this host holds no reboot slot")
 	}
 	return nil
 }

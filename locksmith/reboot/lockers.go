@@ -27,6 +27,10 @@ type locker interface {
 	// touch records that the host holding the slot is alive (status flags unseen holders).
 	touch(ctx context.Context) error
 	release(ctx context.Context) error
+	// releaseIfHeld gives back whatever slot this host's id holds, known or not (unlock-if-held,
+	// as CoreOS locksmith does): an acquisition that failed or was cut off may have committed
+	// with its answer lost. A slot kept after a rollback stays.
+	releaseIfHeld(ctx context.Context) error
 	// find returns the slot this host holds from before this start, if any.
 	find(ctx context.Context) (locksmith.Holder, bool, error)
 	// keptRolledBack reports whether this host holds a slot it kept after a rollback, with the
@@ -55,6 +59,7 @@ func (noLocker) markRebooting(context.Context, locksmith.Holder) error         {
 func (noLocker) markRolledBack(context.Context, string) error                  { return nil }
 func (noLocker) touch(context.Context) error                                   { return nil }
 func (noLocker) release(context.Context) error                                 { return nil }
+func (noLocker) releaseIfHeld(context.Context) error                           { return nil }
 func (noLocker) find(context.Context) (locksmith.Holder, bool, error) {
 	return locksmith.Holder{}, false, nil
 }
@@ -155,6 +160,26 @@ func (e *etcdLocker) release(ctx context.Context) error {
 		return nil
 	}
 	if err := e.store.Release(ctx, *e.lk); err != nil && !errors.Is(err, locksmith.ErrLost) {
+		return err
+	}
+	e.lk = nil
+	return nil
+}
+
+func (e *etcdLocker) releaseIfHeld(ctx context.Context) error {
+	lk, err := e.store.Held(ctx, e.group, e.id)
+	if errors.Is(err, locksmith.ErrNotHeld) {
+		e.lk = nil
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if lk.Slot.Holder.State == locksmith.HolderRolledBack {
+		e.lk = &lk
+		return nil
+	}
+	if err := e.store.Release(ctx, lk); err != nil && !errors.Is(err, locksmith.ErrLost) {
 		return err
 	}
 	e.lk = nil
@@ -275,6 +300,15 @@ func (f *fleetLocker) release(ctx context.Context) error {
 		return fmt.Errorf("remove the FleetLock reboot record: %w", err)
 	}
 	return nil
+}
+
+// releaseIfHeld sends steady-state, which is unlock-if-held, unless the reboot record says the
+// host keeps its slot after a rollback.
+func (f *fleetLocker) releaseIfHeld(ctx context.Context) error {
+	if rec, ok, err := f.read(); err == nil && ok && rec.State == string(locksmith.HolderRolledBack) {
+		return nil
+	}
+	return f.release(ctx)
 }
 
 // find reads the reboot record. Without one the host may still hold a slot (taken by hand, or

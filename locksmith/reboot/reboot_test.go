@@ -4,13 +4,18 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
+	"google.golang.org/grpc"
 
 	"github.com/twinslot/twinslot/locksmith"
 	"github.com/twinslot/twinslot/locksmith/etcdtest"
@@ -290,6 +295,91 @@ func TestWindowGatesTheSlot(t *testing.T) {
 	h.noReboot()
 	h.clock.Set(time.Date(2026, 3, 9, 11, 30, 0, 0, time.UTC))
 	h.waitReboot()
+}
+
+// cutOffWindow is a Monday 10:00 window of an hour, and the moment it closes.
+func cutOffWindow(t *testing.T, cfg *reboot.Config) time.Time {
+	t.Helper()
+	var err error
+	if cfg.Windows, err = window.ParseSchedule("mon 10:00", "1h", time.UTC); err != nil {
+		t.Fatal(err)
+	}
+	return time.Date(2026, 3, 2, 11, 0, 1, 0, time.UTC)
+}
+
+// waitNextWindowWithoutSlot waits until the daemon waits for next Monday's window, then checks
+// it holds no slot meanwhile and did not reboot.
+func (h *harness) waitNextWindowWithoutSlot(r running) {
+	h.t.Helper()
+	st := waitFor(h.t, r.d, "waiting for next Monday's window", func(st reboot.Status) bool {
+		return st.State == reboot.StateWaitingWindow && strings.Contains(st.Detail, "2026-03-09")
+	})
+	h.noReboot()
+	if sl, ok := h.slot("m1"); ok || st.Holding {
+		h.t.Fatalf("waiting a week for the next window while holding slot %d in etcd (status holding %v)", sl.Index, st.Holding)
+	}
+}
+
+// The slot transaction commits, but the window closes while its answer is on the way, so the
+// caller sees a cancellation. The daemon must find and give back the slot before it waits for
+// the next window, or the group stays blocked for a week (for good if the reboot is no longer
+// needed).
+func TestAcquireCutOffLeavesNoSlot(t *testing.T) {
+	h := newHarness(t, dbusapitest.NeedReboot("2.0"), dbusapitest.Boot(reboot.BootSteady, "1.0"))
+	c := h.config("boot-1")
+	windowEnd := cutOffWindow(t, &c)
+	var armed atomic.Bool
+	armed.Store(true)
+	ecfg := h.etcd.ClientConfig(t)
+	ecfg.DialOptions = []grpc.DialOption{grpc.WithChainUnaryInterceptor(
+		func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+			err := invoker(ctx, method, req, reply, cc, opts...)
+			if tx, ok := req.(*etcdserverpb.TxnRequest); ok && err == nil && armed.Load() {
+				for _, op := range tx.Success {
+					if p := op.GetRequestPut(); p != nil && strings.Contains(string(p.Key), "/slots/") {
+						armed.Store(false)
+						h.clock.Set(windowEnd)
+						<-ctx.Done()
+						return ctx.Err() // committed, but the caller sees a cancellation
+					}
+				}
+			}
+			return err
+		})}
+	r := h.start(c, h.deps(locksmith.NewStore(h.etcd.Connect(t, ecfg), "", h.clock.Now)))
+	h.waitNextWindowWithoutSlot(r)
+	if armed.Load() {
+		t.Fatal("the slot transaction was never cut off")
+	}
+}
+
+// The same with FleetLock: the server takes the slot, but the client gives up on the answer
+// when the window closes. steady-state (unlock-if-held) gives the slot back.
+func TestFleetLockRequestCutOffLeavesNoSlot(t *testing.T) {
+	h := newHarness(t, dbusapitest.NeedReboot("2.0"), dbusapitest.Boot(reboot.BootSteady, "1.0"))
+	c := h.config("boot-1")
+	c.Strategy = updateconf.StrategyFleetLock
+	windowEnd := cutOffWindow(t, &c)
+	fl := fleetlock.NewServer(h.store, slog.New(slog.DiscardHandler))
+	var armed atomic.Bool
+	armed.Store(true)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == fleetlock.PathPreReboot && armed.CompareAndSwap(true, false) {
+			fl.ServeHTTP(httptest.NewRecorder(), r) // the slot is taken
+			h.clock.Set(windowEnd)
+			<-r.Context().Done() // the answer never leaves: the client hung up
+			return
+		}
+		fl.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	deps := h.deps(nil)
+	deps.FleetLock = &fleetlock.Client{BaseURL: srv.URL, ID: "m1", Group: "default"}
+	r := h.start(c, deps)
+	h.waitNextWindowWithoutSlot(r)
+	if armed.Load() {
+		t.Fatal("the pre-reboot request was never cut off")
+	}
 }
 
 func TestWaitsForASlotByWatch(t *testing.T) {
