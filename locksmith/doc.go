@@ -36,12 +36,14 @@
 //     under max again. No compare spans the whole group: hosts of different ids contend only for
 //     slot indexes.
 //   - Re-lock by the current holder (same id) rewrites its own slot (new boot id, versions; state
-//     and note are kept unless given) with ModRevision(slot) == read; it succeeds whatever max is now. It adds holders/<ID> if the
-//     slot was taken before holder keys existed.
-//   - Release deletes the holder's slot and holders/<ID> with ModRevision(slot) == read. Only the
-//     holder itself may release unless the caller forces it (locksmithctl unlock ID). A Lock
-//     remembers the slot's CreateRevision as a fencing token: Store.Release and Store.Update on a
-//     Lock fail with ErrLost if the slot was broken and taken again meanwhile.
+//     and note are kept unless given) with ModRevision(slot) == read; it succeeds whatever max is
+//     now. It adds holders/<ID> if the slot was taken before holder keys existed.
+//   - Release deletes the holder's slot and holders/<ID> in one Txn: Store.Release on a Lock
+//     requires CreateRevision(slot) == the Lock's token (below), Store.Unlock by id requires
+//     ModRevision(slot) == read. Only the holder itself may release unless the caller forces it
+//     (locksmithctl unlock ID). A Lock remembers the slot's CreateRevision as a fencing token:
+//     Store.Release and Store.Update on a Lock fail with ErrLost if the slot was broken and taken
+//     again meanwhile.
 //   - SetMax and SetPolicy rewrite config with ModRevision(config) == read.
 //
 // # Invariant

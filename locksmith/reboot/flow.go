@@ -157,18 +157,27 @@ func (d *Daemon) waitWindow(ctx context.Context) (window.Interval, error) {
 		timer := d.deps.Clock.After(wait)
 		_, _, ch := d.snapshot()
 		d.publish(StateWaitingWindow, detail, func(s *Status) { s.NextAttempt = iv.Start })
-		select {
-		case <-ctx.Done():
-			return window.Interval{}, ctx.Err()
-		case <-d.lost:
-			return window.Interval{}, errLost
-		case <-timer:
-		case <-ch:
-			if !d.needReboot() {
-				return window.Interval{}, errAbort
-			}
+		if err := d.await(ctx, timer, ch); err != nil {
+			return window.Interval{}, err
+		}
+		if !d.needReboot() {
+			return window.Interval{}, errAbort
 		}
 	}
+}
+
+// await waits until timer fires or the agent's status changes (ch). It returns ctx's error
+// when ctx ends first, and errLost when the slot is lost meanwhile.
+func (d *Daemon) await(ctx context.Context, timer <-chan time.Time, ch <-chan struct{}) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-d.lost:
+		return errLost
+	case <-timer:
+	case <-ch:
+	}
+	return nil
 }
 
 // keptRolledBack reports whether this host holds a slot it kept after a rollback, waiting one
@@ -198,15 +207,7 @@ func (d *Daemon) keptRolledBack(ctx context.Context, lock locker) (bool, error) 
 	}
 	timer := d.deps.Clock.After(jitter(d.cfg.RetryMax)) // armed before the status says so
 	d.publish(StateRolledBack, detail, nil)
-	select {
-	case <-ctx.Done():
-		return false, ctx.Err()
-	case <-d.lost:
-		return false, errLost
-	case <-timer:
-	case <-ch:
-	}
-	return true, nil
+	return true, d.await(ctx, timer, ch)
 }
 
 // inhibited reports whether block inhibitors postpone the reboot now, waiting one recheck
@@ -229,15 +230,7 @@ func (d *Daemon) inhibited(ctx context.Context, since *time.Time) (bool, error) 
 	timer := d.deps.Clock.After(d.cfg.InhibitRecheck)
 	_, _, ch := d.snapshot()
 	d.publish(StateWaitingInhibitor, "reboot postponed by shutdown inhibitors: "+describeInhibitors(blocked), nil)
-	select {
-	case <-ctx.Done():
-		return false, ctx.Err()
-	case <-d.lost:
-		return false, errLost
-	case <-timer:
-	case <-ch:
-	}
-	return true, nil
+	return true, d.await(ctx, timer, ch)
 }
 
 func (d *Daemon) blockers(ctx context.Context) ([]string, error) {
