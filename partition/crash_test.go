@@ -103,6 +103,31 @@ func tears(n, ss int) []int {
 	return t
 }
 
+// runCrashOp writes tc's starting disk in dir and runs tc's operation on a copy of it, with
+// prepare applied to the opened disk first; it returns the starting image and the slots before
+// and after the operation.
+func runCrashOp(t *testing.T, dir string, tc crashOp, prepare func(*Disk)) (image []byte, oldSlots, newSlots []Slot) {
+	t.Helper()
+	orig := filepath.Join(dir, "orig.img")
+	writeImage(t, orig, crashDisk, 512, seedLayout(tc.a, tc.b))
+	if tc.damage != nil {
+		tc.damage(t, orig)
+	}
+	image = readFile(t, orig)
+	oldSlots = slotsT(t, openT(t, orig, ReadOnly()))
+	full := filepath.Join(dir, "full.img")
+	if err := os.WriteFile(full, image, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := openT(t, full)
+	defer d.Close()
+	prepare(d)
+	if err := tc.op(d); err != nil {
+		t.Fatal(err)
+	}
+	return image, oldSlots, slotsT(t, d)
+}
+
 // TestCrashAtEveryWriteStep stops every table update after each of its writes (and tears
 // the write in progress at several points) and checks that the disk then reads as exactly
 // the old or the new table, that a bootable slot is chosen, that USR-A (the old slot) is
@@ -112,27 +137,9 @@ func TestCrashAtEveryWriteStep(t *testing.T) {
 	for _, tc := range crashOps() {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			orig := filepath.Join(dir, "orig.img")
-			writeImage(t, orig, crashDisk, 512, seedLayout(tc.a, tc.b))
-			if tc.damage != nil {
-				tc.damage(t, orig)
-			}
-			image := readFile(t, orig)
-			oldSlots := slotsT(t, openT(t, orig, ReadOnly()))
-
 			// The uninterrupted run gives the new state and the writes.
-			full := filepath.Join(dir, "full.img")
-			if err := os.WriteFile(full, image, 0o644); err != nil {
-				t.Fatal(err)
-			}
-			d := openT(t, full)
-			cd := &countDev{File: d.f}
-			d.dev = cd
-			if err := tc.op(d); err != nil {
-				t.Fatal(err)
-			}
-			newSlots := slotsT(t, d)
-			d.Close()
+			cd := &countDev{}
+			image, oldSlots, newSlots := runCrashOp(t, dir, tc, func(d *Disk) { cd.File = d.f; d.dev = cd })
 			if len(cd.sizes) < 4 {
 				t.Fatalf("%d writes", len(cd.sizes))
 			}
@@ -231,23 +238,7 @@ func TestFailedWriteSaysWhetherApplied(t *testing.T) {
 	for _, tc := range crashOps() {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			orig := filepath.Join(dir, "orig.img")
-			writeImage(t, orig, crashDisk, 512, seedLayout(tc.a, tc.b))
-			if tc.damage != nil {
-				tc.damage(t, orig)
-			}
-			image := readFile(t, orig)
-			oldSlots := slotsT(t, openT(t, orig, ReadOnly()))
-			full := filepath.Join(dir, "full.img")
-			if err := os.WriteFile(full, image, 0o644); err != nil {
-				t.Fatal(err)
-			}
-			d := openT(t, full)
-			if err := tc.op(d); err != nil {
-				t.Fatal(err)
-			}
-			newSlots := slotsT(t, d)
-			d.Close()
+			image, oldSlots, newSlots := runCrashOp(t, dir, tc, func(*Disk) {})
 			applied := 0
 			for k := range 4 {
 				for _, step := range []string{"write", "sync"} {

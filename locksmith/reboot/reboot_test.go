@@ -189,13 +189,20 @@ func TestRebootThenReleaseOnCommit(t *testing.T) {
 	}
 }
 
-func TestRollbackKeepsSlot(t *testing.T) {
+// rebootIntoRollback takes host m1 through a reboot into 2.0 that rolled back to 1.0: after it,
+// the agent reports the rolled-back boot and the next daemon starts on boot-2.
+func rebootIntoRollback(t *testing.T) *harness {
 	h := newHarness(t, dbusapitest.NeedReboot("2.0"), dbusapitest.Boot(reboot.BootCommitted, "1.0"))
 	r1 := h.start(h.config("boot-1"), h.deps(h.store))
 	h.waitReboot()
 	r1.stop()
 	h.updated.SetStatus(t, dbusapitest.Idle())
 	h.updated.SetBoot(t, dbusapi.BootStatus{State: reboot.BootRolledBack, BootedVersion: "1.0", PreviousVersion: "2.0", Slot: "USR-A"})
+	return h
+}
+
+func TestRollbackKeepsSlot(t *testing.T) {
+	h := rebootIntoRollback(t)
 	r2 := h.start(h.config("boot-2"), h.deps(h.store))
 	st := waitState(t, r2.d, reboot.StateRolledBack)
 	if !st.Holding || !strings.Contains(st.Detail, "2.0 failed") {
@@ -214,12 +221,7 @@ func TestRollbackKeepsSlot(t *testing.T) {
 // needs a reboot. Rebooting on the kept slot would erase the rolled-back mark and release the
 // slot after the next commit, with nobody having looked at the failure.
 func TestRolledBackHostRebootsOnlyAfterUnlock(t *testing.T) {
-	h := newHarness(t, dbusapitest.NeedReboot("2.0"), dbusapitest.Boot(reboot.BootCommitted, "1.0"))
-	r1 := h.start(h.config("boot-1"), h.deps(h.store))
-	h.waitReboot()
-	r1.stop()
-	h.updated.SetStatus(t, dbusapitest.Idle())
-	h.updated.SetBoot(t, dbusapi.BootStatus{State: reboot.BootRolledBack, BootedVersion: "1.0", PreviousVersion: "2.0", Slot: "USR-A"})
+	h := rebootIntoRollback(t)
 	cfg := h.config("boot-2")
 	r2 := h.start(cfg, h.deps(h.store))
 	waitState(t, r2.d, reboot.StateRolledBack)
