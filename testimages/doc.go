@@ -37,5 +37,6 @@
 // PrepareInstall. Boot does what GRUB does (partition.Disk.NextBoot), writes the kernel
 // command line GRUB would pass ("mount.usr=PARTUUID=…") to DISK.cmdline (CmdlinePath), which
 // stands in for /proc/cmdline when tools ask which slot of an image is booted, and reads the
-// release of the chosen slot.
+// release of the chosen slot. FailGPTWrite emulates a GPT change whose write fails with an
+// I/O error, leaving the new table in effect or not, with the error package partition returns.
 package testimages

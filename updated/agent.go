@@ -53,6 +53,10 @@ type Config struct {
 	// Install tunes payload installs (parallel requests, retries); Trust, Expect, Progress,
 	// Logger, Now and BeforeWrite are set by the agent.
 	Install payload.InstallOptions
+
+	// gpt, when set, wraps the disk the agent changes the GPT through; tests make its writes
+	// fail (export_test.go).
+	gpt func(*partition.Disk) gptWriter
 }
 
 // Agent is the update agent of one host.

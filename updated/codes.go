@@ -76,8 +76,12 @@ func installCode(err error) int {
 		return CodeDownloadWriteError
 	}
 	var pe *fs.PathError
-	if errors.As(err, &pe) {
+	var we *partition.WriteError
+	switch {
+	case errors.As(err, &pe):
 		return CodeDownloadWriteError // reading or writing the slot itself failed
+	case errors.As(err, &we):
+		return CodeDownloadWriteError // writing the GPT (BeginInstall) failed, not in effect
 	}
 	return CodeDownloadTransferError
 }

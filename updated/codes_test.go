@@ -34,6 +34,7 @@ func TestInstallCode(t *testing.T) {
 		{&partition.SlotTooSmallError{Slot: "USR-B", Need: 2, Have: 1}, CodeNewPartitionInfoError},
 		{fmt.Errorf("write: %w", partition.ErrOutOfSlot), CodeDownloadWriteError},
 		{&fs.PathError{Op: "write", Path: "/dev/vda4", Err: errors.New("i/o error")}, CodeDownloadWriteError},
+		{fmt.Errorf("before writing: %w", &partition.WriteError{Step: "write backup header", Err: errors.New("i/o error")}), CodeDownloadWriteError},
 		{errors.New("GET http://x: 503 Service Unavailable"), CodeDownloadTransferError},
 	} {
 		if got := installCode(tc.err); got != tc.want {

@@ -43,6 +43,12 @@
 // kept and committed so the host stays bootable, and the failure is reported; a kept slot
 // never raises the anti-rollback floor).
 //
+// A GPT write that fails part-way while the new table is nevertheless in effect
+// (partition.ErrWriteApplied: the disk reads it and GRUB boots by it) counts as done: the agent
+// logs a warning, tries Repair for the stale copy (the next write repairs it too) and goes on,
+// so a slot armed to boot is never reported as a failed install, and a slot marked bad stays
+// marked. Any other write failure fails the step as before.
+//
 // # Talking to the server (Flatcar's dialect, see package omaha)
 //
 // Update check = ping + updatecheck + event 3/2 with previousversion by update_engine's rule

@@ -2,6 +2,7 @@ package updated
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -25,6 +26,44 @@ func (a *Agent) openDisk() (*partition.Disk, partition.Slot, error) {
 		return nil, partition.Slot{}, err
 	}
 	return d, booted, nil
+}
+
+// gptWriter is what the agent changes the GPT through: *partition.Disk.
+type gptWriter interface {
+	BeginInstall(partition.Slot) error
+	PrepareInstall(partition.Slot) error
+	MarkGood(partition.Slot) error
+	MarkBad(partition.Slot) error
+	Rollback(active partition.Slot) (partition.Slot, error)
+	Repair() (bool, error)
+}
+
+// gpt is what the agent changes the GPT of d through.
+func (a *Agent) gpt(d *partition.Disk) gptWriter {
+	if a.c.gpt != nil {
+		return a.c.gpt(d)
+	}
+	return d
+}
+
+// inEffect returns err unless it says that a GPT change took effect although a write failed
+// part-way (partition.ErrWriteApplied): the disk reads the new table and GRUB boots by it, so
+// the change is done, and reporting it as failed would misstate what the host boots next. It
+// logs the error as a warning and tries to repair the stale copy at once; a failed repair is
+// logged, not fatal (the next change repairs it too).
+func (a *Agent) inEffect(g gptWriter, change string, err error) error {
+	if !errors.Is(err, partition.ErrWriteApplied) {
+		return err
+	}
+	a.log.Warn("a GPT write failed, but the change is in effect; going on", "change", change, "error", err)
+	switch repaired, rerr := g.Repair(); {
+	case rerr != nil:
+		a.log.Error("could not repair the GPT after the failed write; the next change repairs it, or run 'updatectl slots --repair'",
+			"error", rerr)
+	case repaired:
+		a.log.Info("repaired the GPT after the failed write")
+	}
+	return nil
 }
 
 // target is the slot to write: the partner of the booted slot, which must be committed (so
@@ -99,7 +138,8 @@ func (a *Agent) download(ctx context.Context, r Record) (Event, error) {
 	o.Expect = payload.Expect{AppID: a.c.AppID, Board: a.release.Board, Floor: fl}
 	o.Logger = a.log
 	o.Now = a.clk.Now
-	o.BeforeWrite = func() error { return d.BeginInstall(t) }
+	g := a.gpt(d)
+	o.BeforeWrite = func() error { return a.inEffect(g, "begin install into "+t.Label, g.BeginInstall(t)) }
 	o.Progress = func(p payload.Progress) {
 		if p.Total > 0 {
 			a.setProgress(float64(p.Done) / float64(p.Total))
@@ -186,7 +226,8 @@ func (a *Agent) finalize(ctx context.Context, r Record) (Event, error) {
 		}
 		return failed(CodeKernelInstall, "%v; %s is not made the next boot", err, t.Label), nil
 	}
-	if err := d.PrepareInstall(t); err != nil {
+	g := a.gpt(d)
+	if err := a.inEffect(g, "make "+t.Label+" the next boot", g.PrepareInstall(t)); err != nil {
 		return failed(CodePostinstallRunnerError, "make %s the next boot: %v", t.Label, err), nil
 	}
 	a.log.Info("the new slot boots next", "slot", t.Label, "version", r.Attempt.ToVersion)
@@ -246,7 +287,8 @@ func (a *Agent) undoInstall(ctx context.Context, r Record) (Event, error) {
 	}
 	defer d.Close()
 	if t, err := d.SlotByLabel(r.Attempt.TargetSlot); err == nil && t.Number != booted.Number && t.Attr.Priority() > 0 {
-		if err := d.MarkBad(t); err != nil {
+		g := a.gpt(d)
+		if err := a.inEffect(g, "mark "+t.Label+" bad", g.MarkBad(t)); err != nil {
 			return Event{}, fmt.Errorf("updated: reset: %w", err)
 		}
 		a.log.Info("cancelled the installed update; the running slot boots next", "cancelled_slot", t.Label)

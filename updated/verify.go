@@ -73,7 +73,8 @@ func (a *Agent) commit(ctx context.Context, r Record) (Event, error) {
 	if err != nil {
 		return Event{}, fmt.Errorf("updated: commit: open the disk: %w", err)
 	}
-	err = d.MarkGood(booted)
+	g := a.gpt(d)
+	err = a.inEffect(g, "mark "+booted.Label+" good", g.MarkGood(booted))
 	d.Close()
 	if err != nil {
 		return Event{}, fmt.Errorf("updated: commit %s: %w", booted.Label, err)
@@ -148,7 +149,9 @@ func (a *Agent) rollBack(ctx context.Context, r Record) (Event, error) {
 	if err != nil {
 		return Event{}, fmt.Errorf("updated: roll back: open the disk: %w", err)
 	}
-	next, err := d.Rollback(booted)
+	g := a.gpt(d)
+	next, err := g.Rollback(booted)
+	err = a.inEffect(g, "roll back from "+booted.Label, err)
 	if errors.Is(err, partition.ErrRollbackRefused) {
 		d.Close()
 		a.log.Error("cannot roll back; keeping the running slot so the host stays bootable", "error", err)
@@ -159,7 +162,7 @@ func (a *Agent) rollBack(ctx context.Context, r Record) (Event, error) {
 		return Event{Kind: EvRollbackRefused, Failure: &Failure{Code: CodeHealthGateFailed, Message: msg + "; rollback refused: " + err.Error()}}, nil
 	}
 	if err == nil {
-		err = d.MarkBad(booted)
+		err = a.inEffect(g, "mark "+booted.Label+" bad", g.MarkBad(booted))
 	}
 	d.Close()
 	if err != nil {

@@ -1,0 +1,56 @@
+package testimages
+
+import (
+	"fmt"
+	"os"
+	"syscall"
+
+	"github.com/twinslot/twinslot/partition"
+)
+
+// FailGPTWrite emulates a change of d's GPT (write: d.PrepareInstall(s), say) whose write
+// fails with an I/O error, and returns the *partition.WriteError that package partition
+// returns for it, so that callers' tests can check what they do with each outcome.
+//
+// With applied, the last write of the sequence fails (the primary header, after the backup
+// and the primary entry array): write runs, then the old primary header is put back, so the
+// primary is damaged (its entry array no longer matches its header) and the disk reads the new
+// table from the backup, as GRUB does: errors.Is(err, partition.ErrWriteApplied). Repair, or
+// the next change, rewrites the primary. Without applied, the first write (the backup entry
+// array) fails: write does not run and the disk is unchanged.
+//
+// An error of write itself is returned as it is.
+func FailGPTWrite(d *partition.Disk, applied bool, write func() error) error {
+	we := &partition.WriteError{Step: "write backup entry array", Err: syscall.EIO}
+	if applied {
+		f, err := os.OpenFile(d.Path(), os.O_RDWR, 0)
+		if err != nil {
+			return fmt.Errorf("fail GPT write: %w", err)
+		}
+		defer f.Close()
+		ss := int64(d.SectorSize())
+		hdr := make([]byte, ss)
+		if _, err := f.ReadAt(hdr, ss); err != nil {
+			return fmt.Errorf("fail GPT write: read the primary header: %w", err)
+		}
+		if err := write(); err != nil {
+			return err
+		}
+		if _, err := f.WriteAt(hdr, ss); err != nil {
+			return fmt.Errorf("fail GPT write: put back the primary header: %w", err)
+		}
+		if err := f.Sync(); err != nil {
+			return fmt.Errorf("fail GPT write: %w", err)
+		}
+		we.Step, we.Applied = "write primary header", true
+	}
+	slots, err := d.Slots()
+	if err != nil {
+		we.Applied, we.ReadErr = false, err
+		return we
+	}
+	if next, _, err := partition.Next(slots); err == nil {
+		we.Next = next
+	}
+	return we
+}
