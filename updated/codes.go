@@ -70,7 +70,8 @@ func installCode(err error) int {
 	case errors.Is(err, partition.ErrSlotTooSmall):
 		return CodeNewPartitionInfoError
 	case errors.Is(err, partition.ErrBusy), errors.Is(err, partition.ErrNotGPT),
-		errors.Is(err, partition.ErrBothTablesCorrupt), errors.Is(err, partition.ErrUnknownSlot):
+		errors.Is(err, partition.ErrBothTablesCorrupt), errors.Is(err, partition.ErrUnsupportedTable),
+		errors.Is(err, partition.ErrUnknownSlot):
 		return CodeInstallDeviceOpenError
 	case errors.Is(err, partition.ErrOutOfSlot):
 		return CodeDownloadWriteError

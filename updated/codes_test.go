@@ -31,6 +31,10 @@ func TestInstallCode(t *testing.T) {
 		{&payload.RejectError{Reason: payload.ReasonImageHash}, CodeNewRootfsVerificationError},
 		{fmt.Errorf("install: %w", &payload.RejectError{Reason: payload.ReasonContentRange}), CodeDownloadTransferError},
 		{fmt.Errorf("open: %w", partition.ErrBusy), CodeInstallDeviceOpenError},
+		{fmt.Errorf("begin install: %w", partition.ErrBothTablesCorrupt), CodeInstallDeviceOpenError},
+		// A valid GPT in a layout partition does not write (sgdisk -j 2048, a grown disk): the
+		// install device cannot be changed, as with a corrupt table.
+		{fmt.Errorf("before writing: begin install into USR-B: %w", partition.ErrUnsupportedTable), CodeInstallDeviceOpenError},
 		{&partition.SlotTooSmallError{Slot: "USR-B", Need: 2, Have: 1}, CodeNewPartitionInfoError},
 		{fmt.Errorf("write: %w", partition.ErrOutOfSlot), CodeDownloadWriteError},
 		{&fs.PathError{Op: "write", Path: "/dev/vda4", Err: errors.New("i/o error")}, CodeDownloadWriteError},

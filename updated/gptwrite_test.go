@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"log/slog"
+	"os"
 	"reflect"
 	"strings"
 	"sync"
@@ -240,4 +241,26 @@ func TestLaterGPTWritesInEffect(t *testing.T) {
 			t.Fatalf("booted %s after the update was cancelled", slot)
 		}
 	})
+}
+
+// TestForeignGPTRefused: on a disk grown after the image was written (a valid GPT whose backup
+// is not at the end), partition refuses every write; the install fails before any byte is
+// written, as an install device error whose message says what to run.
+func TestForeignGPTRefused(t *testing.T) {
+	h, srv := scenario(t, 3, false)
+	st, err := os.Stat(h.disk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(h.disk, st.Size()+1<<20); err != nil {
+		t.Fatal(err)
+	}
+	before := fileHash(t, h.disk)
+	rec := failOnce(t, h, srv)
+	if rec.LastError.Code != updated.CodeInstallDeviceOpenError || !strings.Contains(rec.LastError.Message, "sgdisk -e") {
+		t.Fatalf("last error %+v, want code %d naming sgdisk -e", rec.LastError, updated.CodeInstallDeviceOpenError)
+	}
+	if fileHash(t, h.disk) != before {
+		t.Fatal("the foreign disk was written")
+	}
 }
