@@ -57,11 +57,11 @@ func (e *WriteError) Error() string {
 	switch {
 	case e.ReadErr != nil:
 		return fmt.Sprintf("%s: %v; reading the table back failed too (%v), so it is unknown whether the change took effect: "+
-			"the next boot may use the old or the new table. Check the disk, then repair the GPT (Disk.Repair) and retry",
+			"the next boot may use the old or the new table. Check the disk, then repair the GPT ('updatectl slots --repair') and retry",
 			e.Step, e.Err, e.ReadErr)
 	case e.Applied:
 		return fmt.Sprintf("%s: %v; the change took effect nonetheless: the disk reads the new table and boots %s next. "+
-			"One GPT copy is stale or damaged: repair the GPT (Disk.Repair; the next change also does) and check the disk",
+			"One GPT copy is stale or damaged: repair the GPT ('updatectl slots --repair'; the next change also does) and check the disk",
 			e.Step, e.Err, e.next())
 	}
 	return fmt.Sprintf("%s: %v; the change did not take effect: the disk boots %s next. Check the disk, then retry",

@@ -3,8 +3,10 @@
 // This package holds the slot commands; other commands (status, check, watch, history,
 // download) are added as further entries of Commands, each in its own file:
 //
-//	updatectl slots [--disk PATH] [--json]      partition number, label, PARTUUID, priority,
-//	                                            tries, successful, version, active, next boot
+//	updatectl slots [--disk PATH] [--repair] [--json]   partition number, label, PARTUUID,
+//	                                            priority, tries, successful, version, active,
+//	                                            next boot, GPT copies; --repair rewrites a
+//	                                            damaged copy (refused for a foreign layout)
 //	updatectl mark-good [--disk PATH] [--slot S]  commit the booted slot (S=1, T=0, top priority)
 //	updatectl rollback [--disk PATH] [--slot S]   make the other slot boot next, if it is good
 //

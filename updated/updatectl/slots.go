@@ -13,7 +13,7 @@ import (
 
 func slotCommands(env Env) []cli.Command {
 	return []cli.Command{
-		{Name: "slots", Summary: "list the /usr slots: priority, tries, successful, version, active, next boot", Run: env.runSlots},
+		{Name: "slots", Summary: "list the /usr slots: priority, tries, successful, version, active, next boot; --repair the GPT", Run: env.runSlots},
 		{Name: "mark-good", Summary: "commit the booted slot: successful, no tries, top priority", Run: env.runMarkGood},
 		{Name: "rollback", Summary: "make the other slot boot next, if it booted successfully before", Run: env.runRollback},
 	}
@@ -56,22 +56,52 @@ type SlotInfo struct {
 
 // SlotsReport is the output of `updatectl slots --json`.
 type SlotsReport struct {
-	Disk      string     `json:"disk"`
-	PrimaryOK bool       `json:"gpt_primary_ok"`
-	BackupOK  bool       `json:"gpt_backup_ok"`
-	InSync    bool       `json:"gpt_in_sync"`
-	Active    string     `json:"active,omitempty"` // label of the booted slot, if known
-	Next      string     `json:"next,omitempty"`   // label of the slot the next boot picks
-	NextError string     `json:"next_error,omitempty"`
-	Slots     []SlotInfo `json:"slots"`
+	Disk      string `json:"disk"`
+	PrimaryOK bool   `json:"gpt_primary_ok"`
+	BackupOK  bool   `json:"gpt_backup_ok"`
+	// PrimaryError and BackupError say why a copy is not ok: damaged (repaired by the next
+	// change or --repair), or valid in a layout twinslot does not write ("unsupported GPT
+	// layout: run 'sgdisk …'"), which makes every change fail until it is fixed.
+	PrimaryError string `json:"gpt_primary_error,omitempty"`
+	BackupError  string `json:"gpt_backup_error,omitempty"`
+	// UnsupportedLayout: a copy is valid but in a layout twinslot does not write (its error
+	// wraps partition.ErrUnsupportedTable).
+	UnsupportedLayout bool `json:"gpt_unsupported_layout,omitempty"`
+	InSync            bool `json:"gpt_in_sync"`
+	// Repair is what --repair did: "repaired", "not-needed", "refused" (a copy in a layout
+	// twinslot does not write) or "failed"; RepairError why it was refused or failed.
+	Repair      string     `json:"repair,omitempty"`
+	RepairError string     `json:"repair_error,omitempty"`
+	Active      string     `json:"active,omitempty"` // label of the booted slot, if known
+	Next        string     `json:"next,omitempty"`   // label of the slot the next boot picks
+	NextError   string     `json:"next_error,omitempty"`
+	Slots       []SlotInfo `json:"slots"`
 }
 
+// What --repair did (SlotsReport.Repair).
+const (
+	RepairDone      = "repaired"
+	RepairNotNeeded = "not-needed"
+	RepairRefused   = "refused"
+	RepairFailed    = "failed"
+)
+
 func (env Env) runSlots(ctx context.Context, stdio cli.IO, args []string) error {
-	fs := stdio.FlagSet("updatectl slots", "[--disk PATH] [--json]", `
+	fs := stdio.FlagSet("updatectl slots", "[--disk PATH] [--repair] [--json]", `
 List the /usr slots of the disk holding the booted /usr (or of --disk): partition number,
 label, PARTUUID, priority, tries left, successful, the version in its filesystem, which
-slot is booted and which one the next boot picks (GRUB's gptprio.next).`)
+slot is booted and which one the next boot picks (GRUB's gptprio.next), and the state of
+the two GPT copies (primary at the start of the disk, backup at its end).
+
+A damaged or stale GPT copy is rewritten by the next change of the slots (an install,
+mark-good, rollback); --repair rewrites it now, from the copy in use, changing nothing
+else, and then lists the slots. A GPT that is valid but in a layout twinslot does not
+write (its entry array elsewhere than at LBA 2, a disk grown after the image was written
+to it) is never written: --repair refuses, with the error saying what to run (sgdisk -j 2,
+sgdisk -e), and every change fails the same way until that is done. Exit status 1 when
+the repair was refused or failed.`)
 	disk := fs.String("disk", "", "disk or image `path` (default: the disk holding the booted /usr)")
+	repair := fs.Bool("repair", false, "rewrite a damaged or stale GPT copy from the one in use (opens the disk read-write)")
 	asJSON := fs.Bool("json", false, "print JSON")
 	pos, err := cli.Parse(fs, args)
 	if err != nil {
@@ -84,20 +114,62 @@ slot is booted and which one the next boot picks (GRUB's gptprio.next).`)
 	if err != nil {
 		return err
 	}
-	d, err := partition.Open(t.Disk, partition.ReadOnly())
+	var opts []partition.Option
+	if !*repair {
+		opts = append(opts, partition.ReadOnly())
+	}
+	d, err := partition.Open(t.Disk, opts...)
 	if err != nil {
 		return err
 	}
 	defer d.Close()
+	var what string
+	var repairErr error
+	if *repair {
+		what, repairErr = repairGPT(d)
+	}
 	rep, err := report(d, t)
 	if err != nil {
 		return err
 	}
-	if *asJSON {
-		return cli.PrintJSON(stdio.Stdout, rep)
+	rep.Repair = what
+	if repairErr != nil {
+		rep.RepairError = repairErr.Error()
 	}
-	printReport(stdio, rep, t)
-	return nil
+	if *asJSON {
+		err = cli.PrintJSON(stdio.Stdout, rep)
+	} else {
+		printRepair(stdio, rep)
+		printReport(stdio, rep, t)
+	}
+	if err == nil {
+		err = repairErr
+	}
+	return err
+}
+
+// repairGPT runs Repair on d and says what it did (RepairDone, …) and, when it did not repair
+// a copy that needed it, why.
+func repairGPT(d *partition.Disk) (string, error) {
+	repaired, err := d.Repair()
+	switch {
+	case errors.Is(err, partition.ErrUnsupportedTable):
+		return RepairRefused, fmt.Errorf("updatectl slots --repair refused to write: %w", err)
+	case err != nil:
+		return RepairFailed, fmt.Errorf("updatectl slots --repair: %w", err)
+	case repaired:
+		return RepairDone, nil
+	}
+	return RepairNotNeeded, nil
+}
+
+func printRepair(stdio cli.IO, rep SlotsReport) {
+	switch rep.Repair {
+	case RepairDone:
+		fmt.Fprintf(stdio.Stdout, "repaired the GPT of %s: both copies now hold the table in use\n", rep.Disk)
+	case RepairNotNeeded:
+		fmt.Fprintf(stdio.Stdout, "the GPT of %s needs no repair: both copies are valid and identical\n", rep.Disk)
+	}
 }
 
 func report(d *partition.Disk, t target) (SlotsReport, error) {
@@ -109,7 +181,14 @@ func report(d *partition.Disk, t target) (SlotsReport, error) {
 	if err != nil {
 		return SlotsReport{}, err
 	}
-	rep := SlotsReport{Disk: d.Path(), PrimaryOK: h.PrimaryErr == nil, BackupOK: h.BackupErr == nil, InSync: h.InSync}
+	rep := SlotsReport{Disk: d.Path(), PrimaryOK: h.PrimaryErr == nil, BackupOK: h.BackupErr == nil, InSync: h.InSync,
+		UnsupportedLayout: errors.Is(h.PrimaryErr, partition.ErrUnsupportedTable) || errors.Is(h.BackupErr, partition.ErrUnsupportedTable)}
+	if h.PrimaryErr != nil {
+		rep.PrimaryError = h.PrimaryErr.Error()
+	}
+	if h.BackupErr != nil {
+		rep.BackupError = h.BackupErr.Error()
+	}
 	active, haveActive := active(t, d)
 	if haveActive {
 		rep.Active = active.Label
@@ -145,12 +224,22 @@ func printReport(stdio cli.IO, rep SlotsReport, t target) {
 	w := stdio.Stdout
 	fmt.Fprintf(w, "disk %s", rep.Disk)
 	switch {
+	case rep.UnsupportedLayout:
+		// Never "the next change repairs it": every change is refused until the layout is fixed.
+		fmt.Fprintf(w, " (GPT: primary ok=%v, backup ok=%v — in a layout twinslot does not write: every change of the slots fails until it is fixed)\n", rep.PrimaryOK, rep.BackupOK)
+		if rep.PrimaryError != "" {
+			fmt.Fprintf(w, "GPT primary: %s\n", rep.PrimaryError)
+		}
+		if rep.BackupError != "" {
+			fmt.Fprintf(w, "GPT backup: %s\n", rep.BackupError)
+		}
 	case !rep.PrimaryOK || !rep.BackupOK:
-		fmt.Fprintf(w, " (GPT: primary ok=%v, backup ok=%v — the next change repairs it)", rep.PrimaryOK, rep.BackupOK)
+		fmt.Fprintf(w, " (GPT: primary ok=%v, backup ok=%v — the next change repairs it, or run 'updatectl slots --repair')\n", rep.PrimaryOK, rep.BackupOK)
 	case !rep.InSync:
-		fmt.Fprint(w, " (GPT copies differ — the next change rewrites both)")
+		fmt.Fprint(w, " (GPT copies differ — the next change rewrites both, or run 'updatectl slots --repair')\n")
+	default:
+		fmt.Fprintln(w)
 	}
-	fmt.Fprintln(w)
 	tw := cli.Table(w)
 	fmt.Fprintln(tw, "#\tLABEL\tPARTUUID\tPRIORITY\tTRIES\tSUCCESSFUL\tVERSION\tSTATE")
 	for _, s := range rep.Slots {

@@ -221,3 +221,98 @@ func TestRollbackLeavesESP(t *testing.T) {
 		t.Fatalf("the ESP changed:\n%s\nwas\n%s", got, before)
 	}
 }
+
+// TestSlotsRepair: slots names a damaged GPT copy and how to repair it, and --repair does;
+// a foreign layout (a disk grown after the image was written) is shown with the error saying
+// what to run, never as "the next change repairs it", and --repair refuses without writing.
+func TestSlotsRepair(t *testing.T) {
+	env := Env{Host: noHost}
+	disk, _ := newDisk(t)
+	st, err := os.Stat(disk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	repairJSON := func(t *testing.T) (int, SlotsReport, string) {
+		t.Helper()
+		code, out, errs := run(t, env, "slots", "--disk", disk, "--repair", "--json")
+		var r SlotsReport
+		if err := json.Unmarshal([]byte(out), &r); err != nil {
+			t.Fatalf("--repair --json: %v in %q (stderr %q)", err, out, errs)
+		}
+		return code, r, errs
+	}
+
+	t.Run("foreign layout", func(t *testing.T) {
+		orig, _ := os.ReadFile(disk)
+		t.Cleanup(func() { os.WriteFile(disk, orig, 0o644) })
+		if err := os.Truncate(disk, st.Size()+1<<20); err != nil {
+			t.Fatal(err)
+		}
+		before, _ := os.ReadFile(disk)
+		code, out, _ := run(t, env, "slots", "--disk", disk)
+		if code != 0 || strings.Contains(out, "repairs it") || !strings.Contains(out, "GPT primary: unsupported GPT layout: run 'sgdisk -e'") ||
+			!strings.Contains(out, "every change of the slots fails until it is fixed") {
+			t.Fatalf("slots: %d\n%s", code, out)
+		}
+		r := slotsJSON(t, env, disk)
+		if r.PrimaryOK || !r.UnsupportedLayout || !strings.Contains(r.PrimaryError, "sgdisk -e") || r.BackupError == "" || r.Repair != "" {
+			t.Fatalf("slots --json: %+v", r)
+		}
+		code, out, errs := run(t, env, "slots", "--disk", disk, "--repair")
+		if code != 1 || !strings.Contains(errs, "--repair refused to write") || !strings.Contains(errs, "sgdisk -e") ||
+			strings.Contains(out, "repaired") || !strings.Contains(out, "GPT primary: unsupported GPT layout") {
+			t.Fatalf("--repair: %d\nstdout %s\nstderr %s", code, out, errs)
+		}
+		code, r, _ = repairJSON(t)
+		if code != 1 || r.Repair != RepairRefused || !strings.Contains(r.RepairError, "sgdisk -e") || !r.UnsupportedLayout {
+			t.Fatalf("--repair --json: %d %+v", code, r)
+		}
+		if after, _ := os.ReadFile(disk); !bytes.Equal(before, after) {
+			t.Fatal("the refused repair wrote to the disk")
+		}
+	})
+	t.Run("damaged primary", func(t *testing.T) {
+		f, err := os.OpenFile(disk, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = f.WriteAt([]byte{0xff}, 2*512+100*128) // an unused entry: the array CRC breaks
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		code, out, _ := run(t, env, "slots", "--disk", disk)
+		if code != 0 || !strings.Contains(out, "primary ok=false, backup ok=true — the next change repairs it, or run 'updatectl slots --repair'") {
+			t.Fatalf("slots: %d\n%s", code, out)
+		}
+		if r := slotsJSON(t, env, disk); r.PrimaryOK || r.UnsupportedLayout || !strings.Contains(r.PrimaryError, "CRC") || r.BackupError != "" {
+			t.Fatalf("slots --json: %+v", r)
+		}
+		code, out, errs := run(t, env, "slots", "--disk", disk, "--repair")
+		if code != 0 || !strings.Contains(out, "repaired the GPT of "+disk) || !regexpLine(out, "3", "USR-A", "1", "0", "yes", "1.0.0", "boots next") {
+			t.Fatalf("--repair: %d\nstdout %s\nstderr %s", code, out, errs)
+		}
+		if r := slotsJSON(t, env, disk); !r.PrimaryOK || !r.BackupOK || !r.InSync || r.PrimaryError != "" || r.Next != "USR-A" {
+			t.Fatalf("after --repair: %+v", r)
+		}
+	})
+	t.Run("nothing to repair", func(t *testing.T) {
+		before, _ := os.ReadFile(disk)
+		code, out, _ := run(t, env, "slots", "--disk", disk, "--repair")
+		if code != 0 || !strings.Contains(out, "needs no repair") {
+			t.Fatalf("--repair: %d\n%s", code, out)
+		}
+		if code, r, _ := repairJSON(t); code != 0 || r.Repair != RepairNotNeeded || r.RepairError != "" || !r.InSync {
+			t.Fatalf("--repair --json: %d %+v", code, r)
+		}
+		if after, _ := os.ReadFile(disk); !bytes.Equal(before, after) {
+			t.Fatal("--repair of a sound GPT wrote to the disk")
+		}
+	})
+	t.Run("help", func(t *testing.T) {
+		code, out, errs := run(t, env, "slots", "--help")
+		if code != 0 || !strings.Contains(out+errs, "--repair") || !strings.Contains(out+errs, "sgdisk -e") {
+			t.Fatalf("slots --help: %d\n%s%s", code, out, errs)
+		}
+	})
+}
