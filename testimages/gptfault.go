@@ -1,6 +1,7 @@
 package testimages
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"syscall"
@@ -19,7 +20,8 @@ import (
 // the next change, rewrites the primary. Without applied, the first write (the backup entry
 // array) fails: write does not run and the disk is unchanged.
 //
-// An error of write itself is returned as it is.
+// An error of write itself is returned as it is, and so is its nil when it wrote nothing (the
+// change was made before): a write that does not happen cannot fail.
 func FailGPTWrite(d *partition.Disk, applied bool, write func() error) error {
 	we := &partition.WriteError{Step: "write backup entry array", Err: syscall.EIO}
 	if applied {
@@ -35,6 +37,13 @@ func FailGPTWrite(d *partition.Disk, applied bool, write func() error) error {
 		}
 		if err := write(); err != nil {
 			return err
+		}
+		now := make([]byte, ss)
+		if _, err := f.ReadAt(now, ss); err != nil {
+			return fmt.Errorf("fail GPT write: read the primary header: %w", err)
+		}
+		if bytes.Equal(now, hdr) {
+			return nil // the change wrote nothing, so no write could fail
 		}
 		if _, err := f.WriteAt(hdr, ss); err != nil {
 			return fmt.Errorf("fail GPT write: put back the primary header: %w", err)

@@ -103,6 +103,25 @@ func (h *host) health() partition.Health {
 	return hl
 }
 
+// commitBoth makes USR-B an older committed slot (P=1 S=1) behind the running USR-A (P=2 S=1).
+func (h *host) commitBoth() {
+	h.t.Helper()
+	d, err := partition.Open(h.disk)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer d.Close()
+	for _, label := range []string{"USR-B", "USR-A"} {
+		s, err := d.SlotByLabel(label)
+		if err == nil {
+			err = d.MarkGood(s)
+		}
+		if err != nil {
+			h.t.Fatal(err)
+		}
+	}
+}
+
 const appliedWarning = "a GPT write failed, but the change is in effect"
 
 // TestInstallGPTWriteFails: an install whose GPT write fails fails only when the change is not
@@ -116,20 +135,26 @@ func TestInstallGPTWriteFails(t *testing.T) {
 		wantCode  int  // the install fails with it; 0: it succeeds
 		wantSync  bool // the GPT copies agree afterwards (repaired)
 		wantInLog string
+		// previous: USR-B holds an older committed image (P=1 S=1), as after an earlier update,
+		// so that BeginInstall changes its bits.
+		previous bool
 	}{
 		{name: "flip failed, not in effect", gpt: failingGPT{op: "PrepareInstall"}, wantCode: updated.CodePostinstallRunnerError, wantSync: true,
 			wantInLog: "the change did not take effect"},
-		{name: "begin install failed, not in effect", gpt: failingGPT{op: "BeginInstall"}, wantCode: updated.CodeDownloadWriteError, wantSync: true,
+		{name: "begin install failed, not in effect", gpt: failingGPT{op: "BeginInstall"}, previous: true, wantCode: updated.CodeDownloadWriteError, wantSync: true,
 			wantInLog: "the change did not take effect"},
 		{name: "flip failed, in effect", gpt: failingGPT{op: "PrepareInstall", applied: true}, wantSync: true,
 			wantInLog: "repaired the GPT after the failed write"},
 		{name: "flip failed, in effect, repair fails", gpt: failingGPT{op: "PrepareInstall", applied: true, repairErr: errRepair},
 			wantInLog: "updatectl slots --repair"},
-		{name: "begin install failed, in effect", gpt: failingGPT{op: "BeginInstall", applied: true}, wantSync: true,
+		{name: "begin install failed, in effect", gpt: failingGPT{op: "BeginInstall", applied: true}, previous: true, wantSync: true,
 			wantInLog: appliedWarning},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h, srv := scenario(t, 3, false)
+			if tc.previous {
+				h.commitBoth()
+			}
 			cfg, log := withFailingGPT(fast, tc.gpt)
 			r := h.start(srv.URL(), cfg, 0)
 			rec := waitState(t, r, "the install done or failed", func(rec updated.Record) bool {
@@ -147,8 +172,8 @@ func TestInstallGPTWriteFails(t *testing.T) {
 				if rec.State != updated.Idle || rec.LastError.Code != tc.wantCode {
 					t.Fatalf("%s, last error %+v; want code %d", rec.State, rec.LastError, tc.wantCode)
 				}
-				if b := h.slots()["USR-B"].Attr; b.Priority() != 0 {
-					t.Fatalf("USR-B is bootable after a failed install: %v", b)
+				if b := h.slots()["USR-B"].Attr; b.Priority() != 0 && !tc.previous || b.Priority() >= h.slots()["USR-A"].Attr.Priority() {
+					t.Fatalf("USR-B after a failed install: %v, want it unbootable or behind USR-A", b)
 				}
 				if got := srvLog[len(srvLog)-1]; !strings.HasPrefix(got, "event 3/0/") {
 					t.Fatalf("server saw %v, want a 3/0 error event last", srvLog)
