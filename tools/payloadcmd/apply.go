@@ -2,6 +2,7 @@ package payloadcmd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
 	"net/http"
@@ -45,6 +46,41 @@ type applyResult struct {
 	// DeltaFallback why a delta section was abandoned for the chunk path.
 	Delta         string `json:"delta,omitempty"`
 	DeltaFallback string `json:"deltaFallback,omitempty"`
+	// GPTWarnings: GPT writes that failed part-way but took effect (the flip, say: the new slot
+	// boots next all the same), each with whether the stale copy could be repaired.
+	GPTWarnings []string `json:"gptWarnings,omitempty"`
+}
+
+// gptWriter is what apply changes the GPT through: *partition.Disk.
+type gptWriter interface {
+	BeginInstall(partition.Slot) error
+	PrepareInstall(partition.Slot) error
+	Repair() (bool, error)
+}
+
+// gptOf is what apply changes the GPT of d through.
+func (env Env) gptOf(d *partition.Disk) gptWriter {
+	if env.gpt != nil {
+		return env.gpt(d)
+	}
+	return d
+}
+
+// inEffect returns err unless it says that a GPT change took effect although a write failed
+// part-way (partition.ErrWriteApplied): the disk reads the new table and GRUB boots by it, so
+// the change is done. It then tries to repair the stale copy and returns, as a warning, what
+// happened and what is left to do.
+func inEffect(g gptWriter, err error) (warning string, _ error) {
+	if !errors.Is(err, partition.ErrWriteApplied) {
+		return "", err
+	}
+	switch repaired, rerr := g.Repair(); {
+	case rerr != nil:
+		return fmt.Sprintf("%v. Repairing the GPT failed too (%v): once the disk is checked, run 'updatectl slots --repair' (the next change of the slots also repairs it)", err, rerr), nil
+	case repaired:
+		return fmt.Sprintf("%v. The stale GPT copy has been repaired since", err), nil
+	}
+	return err.Error(), nil
 }
 
 func (c *cmd) apply(ctx context.Context, stdio cli.IO, args []string) error {
@@ -62,7 +98,12 @@ When the ESP directory has the kernel-per-slot layout (DIR/twinslot/), the new s
 /usr/boot/vmlinuz and /usr/boot/initrd.img are copied to DIR/twinslot/vmlinuz-a|b and
 initrd-a|b before the flip; if that fails (no kernel in the image, ESP full or read-only),
 the slot is not made the next boot. The ESP is /boot when installing to the booted disk,
-none with --disk unless --esp is given.`)
+none with --disk unless --esp is given.
+
+A GPT write that fails part-way is an error, unless the change took effect all the same
+(the disk reads the new table, GRUB boots by it): then apply succeeds with a warning on
+stderr (gptWarnings in --json) and repairs the stale GPT copy, or says to run
+'updatectl slots --repair' when that fails too.`)
 	trustPath := fs.String("trust", "", "trust root file")
 	disk := fs.String("disk", "", "disk image or device to install into (default: the disk holding the booted /usr)")
 	espFlag := fs.String("esp", "", "the ESP mount point `DIR` (default: /boot on a live host, none with --disk)")
@@ -122,6 +163,16 @@ none with --disk unless --esp is given.`)
 
 	tty := cli.IsTerminal(stdio.Stderr)
 	var bar *progress.Bar
+	var gptWarnings []string
+	g := c.env.gptOf(d)
+	// A GPT change that took effect although its write failed is done: go on, and warn.
+	applied := func(err error) error {
+		w, err := inEffect(g, err)
+		if w != "" {
+			gptWarnings = append(gptWarnings, w)
+		}
+		return err
+	}
 	slot := d.SlotIO(target)
 	start := c.env.Now()
 	res, err := payload.Install(ctx, src, payload.Target{
@@ -134,7 +185,7 @@ none with --disk unless --esp is given.`)
 		Now:     c.env.Now,
 		// Only when bytes are really about to change: make the slot unbootable first, so that a
 		// half-written slot is never booted or rolled back into.
-		BeforeWrite: func() error { return d.BeginInstall(target) },
+		BeforeWrite: func() error { return applied(g.BeginInstall(target)) },
 		Progress: func(p payload.Progress) {
 			if p.Total == 0 {
 				return
@@ -162,15 +213,18 @@ none with --disk unless --esp is given.`)
 			return fmt.Errorf("%w; %s is not made the next boot", err, target.Label)
 		}
 	}
-	if err := d.PrepareInstall(target); err != nil {
+	if err := applied(g.PrepareInstall(target)); err != nil {
 		return err
+	}
+	for _, w := range gptWarnings {
+		fmt.Fprintf(stdio.Stderr, "payload apply: warning: a GPT write failed, but the change is in effect: %s\n", w)
 	}
 	out := applyResult{
 		Version: res.Manifest.Version, Board: res.Manifest.Board, Disk: diskPath, Active: active.Label, Target: target.Label, ESP: espDir,
 		ImageBytes: res.Manifest.ImageSize, ReusedTarget: res.BytesReusedTarget, ReusedActive: res.BytesReusedActive,
 		ZeroBytes: res.BytesZero, FetchedBytes: res.BytesFetched, MetadataBytes: res.BytesMetadata,
 		WrittenBytes: res.BytesWritten, Requests: res.Requests, Seconds: c.env.Now().Sub(start).Seconds(),
-		Phases: map[string]float64{}, Delta: res.DeltaBase, DeltaFallback: res.DeltaFallback,
+		Phases: map[string]float64{}, Delta: res.DeltaBase, DeltaFallback: res.DeltaFallback, GPTWarnings: gptWarnings,
 	}
 	for p, d := range res.Phases {
 		out.Phases[p] = d.Seconds()

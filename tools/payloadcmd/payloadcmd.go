@@ -17,6 +17,7 @@ import (
 
 	"github.com/sigstore/sigstore/pkg/signature"
 	"github.com/sigstore/sigstore/pkg/signature/kms"
+	"github.com/twinslot/twinslot/partition"
 	"github.com/twinslot/twinslot/partition/slotrelease"
 	"github.com/twinslot/twinslot/payload"
 	"github.com/twinslot/twinslot/tools/cli"
@@ -42,6 +43,10 @@ type Env struct {
 	// ESPDir is the running host's ESP mount point (/boot): apply's --esp default when it
 	// installs to the booted disk. Empty: no ESP unless --esp is given.
 	ESPDir string
+
+	// gpt, when set, wraps the disk apply changes the GPT through; tests make its writes fail
+	// (export_test.go).
+	gpt func(*partition.Disk) gptWriter
 }
 
 // Main is the payload command line with env's dependencies (see Main).
