@@ -63,3 +63,56 @@ func FailGPTWrite(d *partition.Disk, applied bool, write func() error) error {
 	}
 	return we
 }
+
+// FailingGPT is a disk whose GPT writes of one kind (Op: "BeginInstall", "PrepareInstall",
+// "MarkGood", "MarkBad" or "Rollback") fail with an I/O error as FailGPTWrite emulates it: with
+// Applied the new table is in effect nonetheless (partition.ErrWriteApplied), else the disk is
+// unchanged. RepairErr, when set, makes Repair fail too. The other writes go to Disk.
+type FailingGPT struct {
+	*partition.Disk
+	Op        string
+	Applied   bool
+	RepairErr error
+}
+
+func (f FailingGPT) fail(op string, write func() error) error {
+	if op != f.Op {
+		return write()
+	}
+	return FailGPTWrite(f.Disk, f.Applied, write)
+}
+
+// BeginInstall is Disk.BeginInstall, failing when Op says so.
+func (f FailingGPT) BeginInstall(s partition.Slot) error {
+	return f.fail("BeginInstall", func() error { return f.Disk.BeginInstall(s) })
+}
+
+// PrepareInstall is Disk.PrepareInstall, failing when Op says so.
+func (f FailingGPT) PrepareInstall(s partition.Slot) error {
+	return f.fail("PrepareInstall", func() error { return f.Disk.PrepareInstall(s) })
+}
+
+// MarkGood is Disk.MarkGood, failing when Op says so.
+func (f FailingGPT) MarkGood(s partition.Slot) error {
+	return f.fail("MarkGood", func() error { return f.Disk.MarkGood(s) })
+}
+
+// MarkBad is Disk.MarkBad, failing when Op says so.
+func (f FailingGPT) MarkBad(s partition.Slot) error {
+	return f.fail("MarkBad", func() error { return f.Disk.MarkBad(s) })
+}
+
+// Rollback is Disk.Rollback, failing when Op says so.
+func (f FailingGPT) Rollback(s partition.Slot) (partition.Slot, error) {
+	var next partition.Slot
+	err := f.fail("Rollback", func() (err error) { next, err = f.Disk.Rollback(s); return err })
+	return next, err
+}
+
+// Repair is Disk.Repair, or RepairErr when set.
+func (f FailingGPT) Repair() (bool, error) {
+	if f.RepairErr != nil {
+		return false, f.RepairErr
+	}
+	return f.Disk.Repair()
+}

@@ -1,91 +1,26 @@
 package updated_test
 
 import (
-	"bytes"
 	"errors"
 	"log/slog"
 	"os"
 	"reflect"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/twinslot/twinslot/omaha/omahatest"
 	"github.com/twinslot/twinslot/partition"
 	"github.com/twinslot/twinslot/testimages"
 	"github.com/twinslot/twinslot/updated"
 )
 
-// failingGPT is the disk with the write of one kind of GPT change (op: "PrepareInstall",
-// "MarkBad", …) failing with an I/O error, as testimages.FailGPTWrite emulates it: with
-// applied the new table is in effect nonetheless (partition.ErrWriteApplied), else the disk
-// is unchanged. repairErr, when set, makes Repair fail too.
-type failingGPT struct {
-	*partition.Disk
-	op        string
-	applied   bool
-	repairErr error
-}
-
-func (f failingGPT) fail(op string, write func() error) error {
-	if op != f.op {
-		return write()
-	}
-	return testimages.FailGPTWrite(f.Disk, f.applied, write)
-}
-
-func (f failingGPT) BeginInstall(s partition.Slot) error {
-	return f.fail("BeginInstall", func() error { return f.Disk.BeginInstall(s) })
-}
-
-func (f failingGPT) PrepareInstall(s partition.Slot) error {
-	return f.fail("PrepareInstall", func() error { return f.Disk.PrepareInstall(s) })
-}
-
-func (f failingGPT) MarkGood(s partition.Slot) error {
-	return f.fail("MarkGood", func() error { return f.Disk.MarkGood(s) })
-}
-
-func (f failingGPT) MarkBad(s partition.Slot) error {
-	return f.fail("MarkBad", func() error { return f.Disk.MarkBad(s) })
-}
-
-func (f failingGPT) Rollback(s partition.Slot) (partition.Slot, error) {
-	var next partition.Slot
-	err := f.fail("Rollback", func() (err error) { next, err = f.Disk.Rollback(s); return err })
-	return next, err
-}
-
-func (f failingGPT) Repair() (bool, error) {
-	if f.repairErr != nil {
-		return false, f.repairErr
-	}
-	return f.Disk.Repair()
-}
-
-// withFailingGPT is cfg with the agent's GPT writes going through failingGPT, and the log.
-func withFailingGPT(cfg updated.Config, f failingGPT) (updated.Config, *syncBuffer) {
+// withFailingGPT is cfg with the agent's GPT writes going through testimages.FailingGPT, and the log.
+func withFailingGPT(cfg updated.Config, f testimages.FailingGPT) (updated.Config, *omahatest.SyncBuffer) {
 	updated.WrapGPT(&cfg, func(d *partition.Disk) updated.GPTWriter { f.Disk = d; return f })
-	log := &syncBuffer{}
+	log := &omahatest.SyncBuffer{}
 	cfg.Logger = slog.New(slog.NewTextHandler(log, nil))
 	return cfg, log
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // health reads the state of the host disk's GPT copies.
@@ -131,7 +66,7 @@ func TestInstallGPTWriteFails(t *testing.T) {
 	errRepair := errors.New("repair: input/output error")
 	for _, tc := range []struct {
 		name      string
-		gpt       failingGPT
+		gpt       testimages.FailingGPT
 		wantCode  int  // the install fails with it; 0: it succeeds
 		wantSync  bool // the GPT copies agree afterwards (repaired)
 		wantInLog string
@@ -139,15 +74,15 @@ func TestInstallGPTWriteFails(t *testing.T) {
 		// so that BeginInstall changes its bits.
 		previous bool
 	}{
-		{name: "flip failed, not in effect", gpt: failingGPT{op: "PrepareInstall"}, wantCode: updated.CodePostinstallRunnerError, wantSync: true,
+		{name: "flip failed, not in effect", gpt: testimages.FailingGPT{Op: "PrepareInstall"}, wantCode: updated.CodePostinstallRunnerError, wantSync: true,
 			wantInLog: "the change did not take effect"},
-		{name: "begin install failed, not in effect", gpt: failingGPT{op: "BeginInstall"}, previous: true, wantCode: updated.CodeDownloadWriteError, wantSync: true,
+		{name: "begin install failed, not in effect", gpt: testimages.FailingGPT{Op: "BeginInstall"}, previous: true, wantCode: updated.CodeDownloadWriteError, wantSync: true,
 			wantInLog: "the change did not take effect"},
-		{name: "flip failed, in effect", gpt: failingGPT{op: "PrepareInstall", applied: true}, wantSync: true,
+		{name: "flip failed, in effect", gpt: testimages.FailingGPT{Op: "PrepareInstall", Applied: true}, wantSync: true,
 			wantInLog: "repaired the GPT after the failed write"},
-		{name: "flip failed, in effect, repair fails", gpt: failingGPT{op: "PrepareInstall", applied: true, repairErr: errRepair},
+		{name: "flip failed, in effect, repair fails", gpt: testimages.FailingGPT{Op: "PrepareInstall", Applied: true, RepairErr: errRepair},
 			wantInLog: "updatectl slots --repair"},
-		{name: "begin install failed, in effect", gpt: failingGPT{op: "BeginInstall", applied: true}, previous: true, wantSync: true,
+		{name: "begin install failed, in effect", gpt: testimages.FailingGPT{Op: "BeginInstall", Applied: true}, previous: true, wantSync: true,
 			wantInLog: appliedWarning},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -205,7 +140,7 @@ func TestLaterGPTWritesInEffect(t *testing.T) {
 		h, srv := scenario(t, 3, false)
 		toNeedReboot(t, h, srv)
 		h.boot()
-		cfg, log := withFailingGPT(fast, failingGPT{op: "MarkGood", applied: true})
+		cfg, log := withFailingGPT(fast, testimages.FailingGPT{Op: "MarkGood", Applied: true})
 		r := h.start(srv.URL(), cfg, 0)
 		rec := waitState(t, r, "committed", func(rec updated.Record) bool { return rec.Boot.State == updated.BootCommitted })
 		r.stop(t)
@@ -221,7 +156,7 @@ func TestLaterGPTWritesInEffect(t *testing.T) {
 			h, srv := scenario(t, 3, true)
 			toNeedReboot(t, h, srv)
 			h.boot()
-			cfg, log := withFailingGPT(fast, failingGPT{op: op, applied: true})
+			cfg, log := withFailingGPT(fast, testimages.FailingGPT{Op: op, Applied: true})
 			r := h.start(srv.URL(), cfg, 0)
 			select {
 			case <-h.rebootCh:
@@ -246,7 +181,7 @@ func TestLaterGPTWritesInEffect(t *testing.T) {
 	}
 	t.Run("reset", func(t *testing.T) {
 		h, srv := scenario(t, 3, false)
-		cfg, log := withFailingGPT(fast, failingGPT{op: "MarkBad", applied: true})
+		cfg, log := withFailingGPT(fast, testimages.FailingGPT{Op: "MarkBad", Applied: true})
 		r := h.start(srv.URL(), cfg, 0)
 		waitState(t, r, "NEED_REBOOT", inState(updated.UpdatedNeedReboot))
 		if err := r.agent.ResetStatus(); err != nil {

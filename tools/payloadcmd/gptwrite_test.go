@@ -13,46 +13,13 @@ import (
 	"github.com/twinslot/twinslot/tools/payloadcmd"
 )
 
-// failingGPT is the disk with the write of one GPT change (op: "BeginInstall" or
-// "PrepareInstall") failing with an I/O error, as testimages.FailGPTWrite emulates it: with
-// applied the new table is in effect nonetheless, else the disk is unchanged. repairErr, when
-// set, makes Repair fail too.
-type failingGPT struct {
-	*partition.Disk
-	op        string
-	applied   bool
-	repairErr error
-}
-
-func (f failingGPT) fail(op string, write func() error) error {
-	if op != f.op {
-		return write()
-	}
-	return testimages.FailGPTWrite(f.Disk, f.applied, write)
-}
-
-func (f failingGPT) BeginInstall(s partition.Slot) error {
-	return f.fail("BeginInstall", func() error { return f.Disk.BeginInstall(s) })
-}
-
-func (f failingGPT) PrepareInstall(s partition.Slot) error {
-	return f.fail("PrepareInstall", func() error { return f.Disk.PrepareInstall(s) })
-}
-
-func (f failingGPT) Repair() (bool, error) {
-	if f.repairErr != nil {
-		return false, f.repairErr
-	}
-	return f.Disk.Repair()
-}
-
 // TestApplyGPTWriteFails: a GPT write of apply that fails part-way fails apply when the change
 // is not in effect; when it took effect (the flip: the new slot boots next all the same) apply
 // succeeds, warns on stderr and in --json, and repairs the stale copy or says how to.
 func TestApplyGPTWriteFails(t *testing.T) {
 	for _, tc := range []struct {
 		name       string
-		gpt        failingGPT
+		gpt        testimages.FailingGPT
 		json       bool
 		previous   bool // USR-B holds an older committed image (P=1 S=1), so BeginInstall changes its bits
 		wantCode   int
@@ -60,18 +27,18 @@ func TestApplyGPTWriteFails(t *testing.T) {
 		wantBoot   string // the slot the next boot picks
 		wantSync   bool   // the GPT copies agree afterwards
 	}{
-		{name: "flip failed, not in effect", gpt: failingGPT{op: "PrepareInstall"}, wantCode: 1,
+		{name: "flip failed, not in effect", gpt: testimages.FailingGPT{Op: "PrepareInstall"}, wantCode: 1,
 			wantStderr: []string{"write backup entry array", "did not take effect"}, wantBoot: "USR-A", wantSync: true},
-		{name: "begin install failed, not in effect", gpt: failingGPT{op: "BeginInstall"}, previous: true, wantCode: 1,
+		{name: "begin install failed, not in effect", gpt: testimages.FailingGPT{Op: "BeginInstall"}, previous: true, wantCode: 1,
 			wantStderr: []string{"did not take effect"}, wantBoot: "USR-A", wantSync: true},
-		{name: "flip failed, in effect", gpt: failingGPT{op: "PrepareInstall", applied: true},
+		{name: "flip failed, in effect", gpt: testimages.FailingGPT{Op: "PrepareInstall", Applied: true},
 			wantStderr: []string{"payload apply: warning: a GPT write failed, but the change is in effect", "took effect nonetheless",
 				"boots USR-B (#4) next", "has been repaired since"}, wantBoot: "USR-B", wantSync: true},
-		{name: "flip failed, in effect, json", gpt: failingGPT{op: "PrepareInstall", applied: true}, json: true,
+		{name: "flip failed, in effect, json", gpt: testimages.FailingGPT{Op: "PrepareInstall", Applied: true}, json: true,
 			wantStderr: []string{"payload apply: warning:", "has been repaired since"}, wantBoot: "USR-B", wantSync: true},
-		{name: "flip failed, in effect, repair fails", gpt: failingGPT{op: "PrepareInstall", applied: true, repairErr: errors.New("input/output error")},
+		{name: "flip failed, in effect, repair fails", gpt: testimages.FailingGPT{Op: "PrepareInstall", Applied: true, RepairErr: errors.New("input/output error")},
 			wantStderr: []string{"payload apply: warning:", "Repairing the GPT failed too", "run 'updatectl slots --repair'"}, wantBoot: "USR-B"},
-		{name: "begin install failed, in effect", gpt: failingGPT{op: "BeginInstall", applied: true}, previous: true,
+		{name: "begin install failed, in effect", gpt: testimages.FailingGPT{Op: "BeginInstall", Applied: true}, previous: true,
 			wantStderr: []string{"payload apply: warning:", "has been repaired since"}, wantBoot: "USR-B", wantSync: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
