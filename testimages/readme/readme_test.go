@@ -40,6 +40,7 @@ var notRun = map[string]string{
 	"bin/payload build --image bin/os-1.0.1/usr.img --version 1.0.1 --board amd64-usr -o p.tsp": "builds from mkimage os's output, which this test does not make; the same command on a test image runs above",
 	"updatectl status | watch | check --wait | history | reset":                                 "talks to the running updated on the system D-Bus; updated/updatedcmd and updatectl's tests run them against a private bus",
 	"updatectl slots":                                                "reads the booted disk of the host (no --disk); updatectl's tests run it on images",
+	"updatectl slots --repair":                                       "rewrites the booted disk's GPT (no --disk); updatectl's TestSlotsRepair runs it on images",
 	"updatectl mark-good | rollback":                                 "changes the booted disk of the host; updatectl's tests run them on images",
 	"updatectl download --to p.tsp":                                  "reads this host's /etc/twinslot/update.conf, machine-id and os-release; updatectl's tests run it with --config",
 	"payload apply --trust trust.json p.tsp":                         "installs into the booted disk of the host (no --disk); payload apply's tests run it with --disk",
