@@ -14,6 +14,7 @@ import (
 	"io"
 	"os"
 	"slices"
+	"strings"
 
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
 	"github.com/sigstore/sigstore/pkg/signature"
@@ -186,8 +187,8 @@ func (t *TrustRoot) check() error {
 		}
 	}
 	for _, r := range t.Revoked {
-		if len(r) != 64 {
-			return fmt.Errorf("trust root: revoked id %q is not a 64-hex-character key id", r)
+		if !isKeyID(r) {
+			return fmt.Errorf("trust root: revoked id %q is not a key id (64 lower-case hex characters, as 'payload keygen' prints it)", r)
 		}
 	}
 	switch {
@@ -225,8 +226,11 @@ func (t *TrustRoot) Save(path string) error {
 	})
 }
 
-// Revoke adds id to the revoked list (idempotent).
+// Revoke adds id to the revoked list (idempotent). The id is taken in either case and stored in
+// lower case, the form KeyID returns and verification compares against; an id that is not 64 hex
+// characters makes the trust root invalid (Marshal and Save refuse it).
 func (t *TrustRoot) Revoke(id string) {
+	id = strings.ToLower(id)
 	if !slices.Contains(t.Revoked, id) {
 		t.Revoked = append(t.Revoked, id)
 	}
@@ -242,3 +246,17 @@ func (t *TrustRoot) key(id string) *TrustedKey {
 }
 
 func (t *TrustRoot) revoked(id string) bool { return slices.Contains(t.Revoked, id) }
+
+// isKeyID reports whether s has the form of a KeyID: 64 lower-case hex characters. Key ids are
+// compared as strings, so an id in another case would name no key.
+func isKeyID(s string) bool {
+	if len(s) != 2*sha256.Size {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}

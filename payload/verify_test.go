@@ -329,6 +329,9 @@ func TestTrustRoot(t *testing.T) {
 		{"zero threshold", `{"version":1,"keys":[{"id":"` + a.ID + `","publicKey":` + jsonString(a.PublicPEM) + `}],"threshold":0}`},
 		{"duplicate key", `{"version":1,"keys":[{"id":"` + a.ID + `","publicKey":` + jsonString(a.PublicPEM) + `},{"id":"` + a.ID + `","publicKey":` + jsonString(a.PublicPEM) + `}],"threshold":1}`},
 		{"not a key", `{"version":1,"keys":[{"id":"x","publicKey":"hello"}],"threshold":1}`},
+		// Key ids are compared as strings: an upper-case id would revoke nothing.
+		{"revoked id in upper case", `{"version":1,"keys":[{"id":"` + a.ID + `","publicKey":` + jsonString(a.PublicPEM) + `},{"id":"` + b.ID + `","publicKey":` + jsonString(b.PublicPEM) + `}],"threshold":1,"revoked":["` + strings.ToUpper(a.ID) + `"]}`},
+		{"revoked id not hex", `{"version":1,"keys":[{"id":"` + a.ID + `","publicKey":` + jsonString(a.PublicPEM) + `}],"threshold":1,"revoked":["` + strings.Repeat("z", 64) + `"]}`},
 	}
 	for _, tc := range bad {
 		t.Run(tc.name, func(t *testing.T) {
@@ -336,6 +339,33 @@ func TestTrustRoot(t *testing.T) {
 				t.Fatal("accepted")
 			}
 		})
+	}
+}
+
+// TestRevokeIDCase: Revoke takes a key id in upper case (as an operator may paste it) and the key
+// is refused after a save and load; an id that is not hex makes the trust root unsavable rather
+// than revoking nothing.
+func TestRevokeIDCase(t *testing.T) {
+	f := newFixture(t)
+	tr := payloadtest.TrustRoot(t, 1, 0, f.old, f.new)
+	tr.Revoke(strings.ToUpper(f.old.ID))
+	js, err := tr.Marshal()
+	if err != nil {
+		t.Fatalf("marshal: %v", err)
+	}
+	back, err := payload.ParseTrustRoot(js)
+	if err != nil {
+		t.Fatalf("parse: %v", err)
+	}
+	oldOnly := f.variant(t, "oldonly", nil, f.old)
+	if _, err := verifyPath(oldOnly, back, payload.Expect{}); !errors.Is(err, payload.ErrRevokedKey) {
+		t.Fatalf("payload signed only by the key revoked in upper case: %v, want revoked", err)
+	}
+
+	notHex := payloadtest.TrustRoot(t, 1, 0, f.old)
+	notHex.Revoke(strings.Repeat("z", 64))
+	if _, err := notHex.Marshal(); err == nil || !strings.Contains(err.Error(), "hex") {
+		t.Fatalf("marshal with revoked id zzzz…: %v, want a refusal naming hex", err)
 	}
 }
 

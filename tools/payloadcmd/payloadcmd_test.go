@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -118,6 +119,28 @@ func TestReleaseFlow(t *testing.T) {
 	}
 }
 
+// TestTrustInitRevokeUpperCase: 'trust init --revoke ID' with the id in upper case revokes the
+// key: a payload signed only by it is refused.
+func TestTrustInitRevokeUpperCase(t *testing.T) {
+	dir := t.TempDir()
+	at := func(n string) string { return filepath.Join(dir, n) }
+	if err := os.WriteFile(at("usr.img"), payloadtest.Image(1<<20, 3), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := mustRun(t, "keygen", "-o", at("old"))
+	m := regexp.MustCompile(`key id ([0-9a-f]{64})`).FindStringSubmatch(r.stdout)
+	if m == nil {
+		t.Fatalf("keygen printed no key id: %s", r.stdout)
+	}
+	mustRun(t, "keygen", "-o", at("new"))
+	mustRun(t, "trust", "init", "--key", at("old.pub"), "--key", at("new.pub"), "--revoke", strings.ToUpper(m[1]), "-o", at("trust.json"))
+	mustRun(t, "build", "--image", at("usr.img"), "--version", "1.0.0", "--board", "amd64-usr", "-o", at("p.tsp"))
+	mustRun(t, "sign", "--key", at("old.key"), at("p.tsp"))
+	if r := run(t, "verify", "--trust", at("trust.json"), at("p.tsp")); r.code != 1 || !strings.Contains(r.stderr, "revoked") {
+		t.Fatalf("verify a payload signed only by the key revoked in upper case: %+v", r)
+	}
+}
+
 func TestBadInputLeavesFilesAlone(t *testing.T) {
 	dir := t.TempDir()
 	at := func(n string) string { return filepath.Join(dir, n) }
@@ -142,6 +165,7 @@ func TestBadInputLeavesFilesAlone(t *testing.T) {
 		{"build without version", []string{"build", "--image", junk, "--board", "b", "-o", at("x")}, 2, "required"},
 		{"build bad chunking", []string{"build", "--image", junk, "--version", "1", "--board", "b", "--chunking", "magic", "-o", at("x")}, 2, "chunking"},
 		{"trust init threshold too high", []string{"trust", "init", "--key", at("k.pub"), "--threshold", "2", "-o", at("t2.json")}, 1, "threshold"},
+		{"trust init revoke not hex", []string{"trust", "init", "--key", at("k.pub"), "--revoke", strings.Repeat("z", 64), "-o", at("t3.json")}, 1, "hex"},
 		{"unknown command", []string{"frobnicate"}, 2, "unknown command"},
 	}
 	for _, tc := range tests {
@@ -155,7 +179,7 @@ func TestBadInputLeavesFilesAlone(t *testing.T) {
 	if fileSum(t, junk) != before {
 		t.Fatal("junk payload was modified")
 	}
-	for _, n := range []string{"x", "t2.json"} {
+	for _, n := range []string{"x", "t2.json", "t3.json"} {
 		if _, err := os.Stat(at(n)); err == nil {
 			t.Errorf("%s was written on bad input", n)
 		}
