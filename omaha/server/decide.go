@@ -2,7 +2,6 @@ package server
 
 import (
 	"cmp"
-	"strconv"
 	"strings"
 	"time"
 
@@ -50,18 +49,32 @@ func compareFields(a, b string) int {
 	return cmp.Compare(len(fa), len(fb))
 }
 
+// compareField orders two fields of a version: all-digit fields as numbers of any length (by
+// length once leading zeros are gone, then digit by digit), below all other fields, which
+// compare as text.
 func compareField(a, b string) int {
-	na, ea := strconv.ParseUint(a, 10, 64)
-	nb, eb := strconv.ParseUint(b, 10, 64)
+	da, db := allDigits(a), allDigits(b)
 	switch {
-	case ea == nil && eb == nil:
-		return cmp.Compare(na, nb)
-	case ea == nil:
+	case da && db:
+		a, b = strings.TrimLeft(a, "0"), strings.TrimLeft(b, "0")
+		if c := cmp.Compare(len(a), len(b)); c != 0 {
+			return c
+		}
+	case da:
 		return -1
-	case eb == nil:
+	case db:
 		return 1
 	}
 	return strings.Compare(a, b)
+}
+
+func allDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return s != ""
 }
 
 // inProgress reports whether s is a state between a grant and the host running the new version.

@@ -27,7 +27,13 @@ func TestCompareVersions(t *testing.T) {
 		{"1.0.0+x", "1.0.0", 0},
 		{"1.0.0-rc.1+x", "1.0.0", -1},
 		{"1.0.a", "1.0.1", 1},
-		{"18446744073709551616", "1", 1}, // beyond uint64: compared as text, above numbers
+		// Numeric fields of any length (versions are up to 64 characters), leading zeros aside.
+		{"18446744073709551616", "1", 1},
+		{"1.99999999999999999999", "1.100000000000000000000", -1},
+		{"1.0.0-rc.99999999999999999999", "1.0.0-rc.100000000000000000000", -1},
+		{"1.0100000000000000000000", "1.100000000000000000000", 0},
+		{"1.007", "1.7", 0},
+		{"1.100000000000000000000", "1.a", -1},
 	} {
 		if got := CompareVersions(tc.a, tc.b); got != tc.want {
 			t.Errorf("CompareVersions(%q, %q) = %d, want %d", tc.a, tc.b, got, tc.want)
