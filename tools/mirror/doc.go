@@ -18,6 +18,8 @@
 //   - Nothing is published unless every file of the offer has exactly the offered size and
 //     hashes; a mismatch is an *IntegrityError naming the file, what was expected and what
 //     arrived, and the bad file is deleted so the next attempt fetches it anew.
+//   - A twinslot payload whose manifest names another version, board or app than the offer is
+//     refused before it is uploaded: the upload itself moves the local channel.
 //   - Files are downloaded under DIR/partial/<sha256> and renamed into
 //     DIR/packages/<app>/<board>/<version>/<name> only once verified.
 //   - A transient failure (upstream unreachable, HTTP 5xx, a cut download) is retried with a

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 
+	"github.com/twinslot/twinslot/omaha"
 	"github.com/twinslot/twinslot/omaha/admin"
 	"github.com/twinslot/twinslot/payload"
 )
@@ -63,7 +64,14 @@ func (l AdminLocal) Publish(ctx context.Context, o *Offer, paths []string) error
 	return fmt.Errorf("local server: %s is neither a twinslot payload nor a Flatcar (CrAU) payload", o.Files[0].Name)
 }
 
+// publishTwinslot uploads the payload, which the server verifies against the app's trust root
+// and then points the local channel at. The upload moves the channel in the same request, so
+// the payload's manifest is checked against the offer first: bytes of another version, board
+// or app never reach the server.
 func (l AdminLocal) publishTwinslot(ctx context.Context, o *Offer, path string) error {
+	if err := checkManifest(o, path); err != nil {
+		return err
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return err
@@ -80,6 +88,27 @@ func (l AdminLocal) publishTwinslot(ctx context.Context, o *Offer, path string) 
 	if p.Version != o.Version || p.Board != o.Pair.Board {
 		return fmt.Errorf("local server: published %s for %s, but the upstream offered it as %s for %s: check the upstream's packages",
 			p.Version, p.Board, o.Version, o.Pair.Board)
+	}
+	return nil
+}
+
+// checkManifest refuses a twinslot payload whose manifest names another app, board or version
+// than the upstream offered. The manifest is read without checking its signature: that is safe
+// only because a match is never trusted here, the server verifies the same bytes before it
+// publishes anything; a mismatch is refused whether or not the signature is good.
+func checkManifest(o *Offer, path string) error {
+	f, err := payload.OpenFile(path)
+	if err != nil {
+		return fmt.Errorf("nothing was published: open %s: %w", o.Files[0].Name, err)
+	}
+	defer f.Close()
+	m, err := f.Unverified()
+	if err != nil {
+		return fmt.Errorf("nothing was published: %s: %w", o.Files[0].Name, err)
+	}
+	if app, err := omaha.ParseAppID(m.AppID); err != nil || app != o.Pair.App || m.Board != o.Pair.Board || m.Version != o.Version {
+		return fmt.Errorf("nothing was published: %s holds %s for board %s (app %s), but the upstream offered it as %s for board %s (app %s): check the upstream's packages",
+			o.Files[0].Name, m.Version, m.Board, m.AppID, o.Version, o.Pair.Board, o.Pair.App)
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package mirror_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -388,6 +389,55 @@ func TestMirrorWrongHash(t *testing.T) {
 		t.Fatalf("the bad download was kept: %v", ents)
 	}
 	if st := m.Stats(); st.IntegrityErrors != 1 || st.Published != 0 || st.Pairs[w.cfg.Pairs[0].String()].LastError == "" {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// lieVersion rewrites the manifest version of the upstream's Omaha answers: the upstream offers
+// the bytes of one version under another version's name.
+func lieVersion(from, to string) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+			if !strings.HasPrefix(r.URL.Path, "/v1/update") {
+				next.ServeHTTP(rw, r)
+				return
+			}
+			rec := httptest.NewRecorder()
+			next.ServeHTTP(rec, r)
+			b := bytes.ReplaceAll(rec.Body.Bytes(), []byte(`version="`+from+`"`), []byte(`version="`+to+`"`))
+			for k, v := range rec.Header() {
+				if k != "Content-Length" {
+					rw.Header()[k] = v
+				}
+			}
+			rw.WriteHeader(rec.Code)
+			rw.Write(b)
+		})
+	}
+}
+
+// TestMirrorManifestMismatch: the upstream offers "3.0.0" but serves the validly signed 1.0.0
+// payload. The round fails before anything reaches the local server: the local stable channel
+// keeps 2.0.0 (a publish would have moved it back to 1.0.0) and no package is created.
+func TestMirrorManifestMismatch(t *testing.T) {
+	w := newWorld(t, lieVersion("1.0.0", "3.0.0"))
+	w.local.Publish(t, "stable", w.local.BuildPayload(t, "2.0.0", w.key))
+	w.up.Publish(t, "beta", w.up.BuildPayload(t, "1.0.0", w.key))
+	m := w.mirror(t)
+	err := m.Once(t.Context())
+	if err == nil {
+		t.Fatal("round succeeded")
+	}
+	if got, _ := w.localStable(t); got.Version != "2.0.0" {
+		t.Fatalf("the round failed (%v), but the local stable channel now carries %s (was 2.0.0)", err, got.Version)
+	}
+	if ps, err := w.local.Admin.Packages(t.Context(), app); err != nil || len(ps) != 1 {
+		t.Fatalf("local packages %+v, %v; want only 2.0.0", ps, err)
+	}
+	if !strings.Contains(err.Error(), "nothing was published") || !strings.Contains(err.Error(), "holds 1.0.0") {
+		t.Fatalf("want a refusal naming the payload's version, got %v", err)
+	}
+	if st := m.Stats(); st.Published != 0 || st.PublishFailures != 1 {
 		t.Fatalf("stats %+v", st)
 	}
 }
