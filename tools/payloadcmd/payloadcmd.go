@@ -355,14 +355,15 @@ func parseLevel(name, v string) (zstd.EncoderLevel, error) {
 // read from the image's os-release when not given). On an error it closes what it opened.
 func openDeltaBases(args []string) (bases []payload.DeltaBase, closeAll func(), err error) {
 	var files []*os.File
-	closeAll = func() {
+	closeFiles := func() {
 		for _, f := range files {
 			f.Close()
 		}
 	}
+	// Not closeAll: every error return sets that named result to nil.
 	defer func() {
 		if err != nil {
-			closeAll()
+			closeFiles()
 		}
 	}()
 	for _, a := range args {
@@ -385,7 +386,7 @@ func openDeltaBases(args []string) (bases []payload.DeltaBase, closeAll func(), 
 		}
 		bases = append(bases, payload.DeltaBase{Image: f, Size: st.Size(), Version: version})
 	}
-	return bases, closeAll, nil
+	return bases, closeFiles, nil
 }
 
 func (c *cmd) sign(ctx context.Context, stdio cli.IO, args []string) error {

@@ -186,6 +186,60 @@ func TestBadInputLeavesFilesAlone(t *testing.T) {
 	}
 }
 
+// TestBuildDeltaFromUnreadable: a --delta-from image that cannot be opened or has no version is
+// an error naming the flag (not a panic), whether or not other bases were opened before it, and
+// no payload is written.
+func TestBuildDeltaFromUnreadable(t *testing.T) {
+	dir := t.TempDir()
+	at := func(n string) string { return filepath.Join(dir, n) }
+	if err := os.WriteFile(at("usr.img"), payloadtest.Image(1<<20, 3), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name  string
+		bases []string
+		code  int
+		want  string
+	}{
+		{"missing", []string{at("missing.img")}, 1, "--delta-from"},
+		{"missing after an opened one", []string{at("usr.img") + "=1.0.0", at("missing.img")}, 1, "--delta-from"},
+		{"no version", []string{at("usr.img") + "=1.0.0", at("usr.img")}, 2, "no version given"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			defer func() {
+				if p := recover(); p != nil {
+					t.Fatalf("payload build --delta-from panicked: %v", p)
+				}
+			}()
+			args := []string{"build", "--image", at("usr.img"), "--version", "2.0.0", "--board", "amd64-usr", "-o", at("p.tsp")}
+			for _, b := range tc.bases {
+				args = append(args, "--delta-from", b)
+			}
+			before := openFiles()
+			r := run(t, args...)
+			if r.code != tc.code || !strings.Contains(r.stderr, tc.want) {
+				t.Fatalf("exit %d stderr %q; want exit %d containing %q", r.code, r.stderr, tc.code, tc.want)
+			}
+			if after := openFiles(); after != before {
+				t.Errorf("%d files open after the failed build, %d before: the opened bases were not closed", after, before)
+			}
+			if _, err := os.Stat(at("p.tsp")); err == nil {
+				t.Fatal("p.tsp was written")
+			}
+		})
+	}
+}
+
+// openFiles counts the test process's open file descriptors (-1 where /proc is missing).
+func openFiles() int {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return -1
+	}
+	return len(ents)
+}
+
 func TestHelpEverywhere(t *testing.T) {
 	for _, args := range [][]string{{"--help"}, {"keygen", "--help"}, {"trust", "init", "--help"}, {"build", "--help"},
 		{"sign", "--help"}, {"verify", "--help"}, {"inspect", "--help"}} {
