@@ -12,12 +12,12 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/sigstore/sigstore/pkg/signature"
 	"github.com/sigstore/sigstore/pkg/signature/kms"
 	"github.com/twinslot/twinslot/partition"
+	"github.com/twinslot/twinslot/partition/atomicfile"
 	"github.com/twinslot/twinslot/partition/slotrelease"
 	"github.com/twinslot/twinslot/payload"
 	"github.com/twinslot/twinslot/tools/cli"
@@ -127,36 +127,36 @@ func (c *cmd) keygen(ctx context.Context, stdio cli.IO, args []string) error {
 	if err != nil {
 		return err
 	}
-	files := []struct {
-		path string
-		data []byte
-		mode os.FileMode
-	}{{*out + ".key", priv, 0o600}, {*out + ".pub", pub, 0o644}}
-	// Both paths are checked before either is written, so a refusal changes nothing. A symbolic
-	// link is never followed (O_NOFOLLOW also closes the race): --force would overwrite its target.
-	for _, f := range files {
-		st, err := os.Lstat(f.path)
+	keyPath, pubPath := *out+".key", *out+".pub"
+	// Both paths are checked before either is written, so a refusal changes nothing. Anything but
+	// an absent path or a regular file is refused even with --force: a directory, a device, and a
+	// symbolic link (whose target the operator may expect to be overwritten; the rename below
+	// would replace the link itself).
+	for _, path := range []string{keyPath, pubPath} {
+		st, err := os.Lstat(path)
 		switch {
 		case errors.Is(err, os.ErrNotExist):
 		case err != nil:
 			return fmt.Errorf("keygen: %w", err)
 		case st.Mode()&os.ModeSymlink != 0:
-			return symlinkRefused(f.path)
+			return symlinkRefused(path)
+		case st.IsDir():
+			return fmt.Errorf("keygen: %s is a directory: remove it or choose another -o", path)
+		case !st.Mode().IsRegular():
+			return fmt.Errorf("keygen: %s is not a regular file: remove it or choose another -o", path)
 		case !*force:
-			return fmt.Errorf("keygen: %s exists (use --force to overwrite)", f.path)
+			return fmt.Errorf("keygen: %s exists (use --force to overwrite)", path)
 		}
 	}
-	flags := os.O_WRONLY | os.O_CREATE | os.O_EXCL | syscall.O_NOFOLLOW
-	if *force {
-		flags = os.O_WRONLY | os.O_CREATE | os.O_TRUNC | syscall.O_NOFOLLOW
+	// Each file is replaced atomically (temporary file, fsync, rename), NAME.pub first: whatever
+	// fails or crashes, NAME.key is either the old private key or the new one, never a torn file,
+	// and a new NAME.key always has its NAME.pub beside it.
+	if err := atomicfile.WriteFile(pubPath, pub, 0o644); err != nil {
+		return fmt.Errorf("keygen: %w", err)
 	}
-	for _, f := range files {
-		if err := writeFile(f.path, f.data, flags, f.mode); err != nil {
-			if errors.Is(err, syscall.ELOOP) {
-				return symlinkRefused(f.path)
-			}
-			return fmt.Errorf("keygen: %w (use --force to overwrite)", err)
-		}
+	if err := atomicfile.WriteFile(keyPath, priv, 0o600); err != nil {
+		return fmt.Errorf("keygen: wrote the new %s but not %s (%w): the two no longer belong together; fix the cause and run 'payload keygen --force -o %s' again",
+			pubPath, keyPath, err, *out)
 	}
 	fmt.Fprintf(stdio.Stdout, "wrote %s.key and %s.pub (%s)\nkey id %s\n", *out, *out, *kt, tk.ID)
 	return nil
@@ -164,26 +164,6 @@ func (c *cmd) keygen(ctx context.Context, stdio cli.IO, args []string) error {
 
 func symlinkRefused(path string) error {
 	return fmt.Errorf("keygen: %s is a symbolic link: refusing to write a key through it; remove it or choose another -o", path)
-}
-
-func writeFile(path string, data []byte, flags int, mode os.FileMode) error {
-	f, err := os.OpenFile(path, flags, mode)
-	if err != nil {
-		return err
-	}
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }
 
 func (c *cmd) trustInit(ctx context.Context, stdio cli.IO, args []string) error {

@@ -280,6 +280,68 @@ func TestSignWithKMS(t *testing.T) {
 	}
 }
 
+// TestKeygenForce: keygen --force replaces a regular NAME.key and NAME.pub with a matching pair
+// and leaves no temporary file; when either path is a directory it refuses before writing
+// anything, so the old private key survives, and the error does not ask for the --force given.
+func TestKeygenForce(t *testing.T) {
+	t.Run("replaces both", func(t *testing.T) {
+		dir := t.TempDir()
+		name := filepath.Join(dir, "k")
+		mustRun(t, "keygen", "-o", name)
+		old := fileSum(t, name+".key")
+		r := mustRun(t, "keygen", "--force", "-o", name)
+		if fileSum(t, name+".key") == old {
+			t.Fatal("k.key was not replaced")
+		}
+		pub, err := os.ReadFile(name + ".pub")
+		if err != nil {
+			t.Fatal(err)
+		}
+		tk, err := payload.NewTrustedKey(pub)
+		if err != nil || !strings.Contains(r.stdout, "key id "+tk.ID) {
+			t.Fatalf("k.pub (id %s, %v) is not the key keygen printed: %s", tk.ID, err, r.stdout)
+		}
+		if st, err := os.Stat(name + ".key"); err != nil || st.Mode().Perm() != 0o600 {
+			t.Fatalf("k.key: %v %v", st.Mode(), err)
+		}
+		if ents, _ := os.ReadDir(dir); len(ents) != 2 {
+			t.Fatalf("files after keygen --force: %v", ents)
+		}
+	})
+	for _, ext := range []string{".pub", ".key"} {
+		t.Run(ext+" is a directory", func(t *testing.T) {
+			dir := t.TempDir()
+			name := filepath.Join(dir, "k")
+			mustRun(t, "keygen", "-o", name)
+			sums := map[string][32]byte{}
+			for _, e := range []string{".key", ".pub"} {
+				sums[e] = fileSum(t, name+e)
+			}
+			if err := os.Remove(name + ext); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Mkdir(name+ext, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			r := run(t, "keygen", "--force", "-o", name)
+			if r.code == 0 {
+				t.Fatalf("keygen --force wrote over a directory at k%s", ext)
+			}
+			for e, sum := range sums {
+				if e != ext && fileSum(t, name+e) != sum {
+					t.Fatalf("keygen failed (%s) but replaced k%s", strings.TrimSpace(r.stderr), e)
+				}
+			}
+			if r.code != 1 || !strings.Contains(r.stderr, "is a directory") || strings.Contains(r.stderr, "use --force") {
+				t.Fatalf("keygen --force with a directory at k%s: %+v", ext, r)
+			}
+			if ents, _ := os.ReadDir(dir); len(ents) != 2 {
+				t.Fatalf("files after the refusal: %v", ents)
+			}
+		})
+	}
+}
+
 // TestKeygenRefusesSymlinks: keygen --force does not write a key through a symbolic link at
 // NAME.key or NAME.pub (it would overwrite whatever the link points at), and changes nothing.
 func TestKeygenRefusesSymlinks(t *testing.T) {
