@@ -94,8 +94,9 @@
 // hashes; every credential hash is kept in memory (loaded at start, added by enrollments, and
 // re-read from the database, at most once a second per machine, when a presented credential
 // matches nothing, as after an enrollment through another replica). Deleting a credential
-// (DELETE /api/v1/apps/{app}/hosts/{machine}/credential) bumps the store's credentials version;
-// every server polls it each Config.CachePoll and reloads the credentials when it changed.
+// (DELETE /api/v1/apps/{app}/hosts/{machine}/credential) or replacing it (enrolling its machine
+// id again) bumps the store's credentials version; every server polls it each Config.CachePoll
+// and reloads the credentials when it changed.
 //
 // A group whose policy has RequireEnrollment trusts an <app> of a request only when the request
 // carries "Authorization: Bearer <credential>" matching that app and machine id (and group), or,

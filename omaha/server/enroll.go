@@ -111,9 +111,10 @@ func (c *hostCreds) recheck(k instKey, now time.Time) bool {
 	return true
 }
 
-// reloadCredentials loads every host credential again when a credential was deleted (here or
-// through another server sharing the database) since the last load, or when force is set. A
-// credential enrolled meanwhile and missed by the load is read again at its host's next check.
+// reloadCredentials loads every host credential again when a credential was deleted or
+// replaced (here or through another server sharing the database) since the last load, or when
+// force is set. A credential enrolled meanwhile and missed by the load is read again at its
+// host's next check.
 func (s *Server) reloadCredentials(ctx context.Context, force bool) error {
 	v, err := s.db.CredentialsVersion(ctx)
 	if err != nil {

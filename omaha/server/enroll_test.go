@@ -411,8 +411,9 @@ func TestUnenroll(t *testing.T) {
 }
 
 // TestEnrollReplicasPostgres: two servers on one database. A host enrolled through A is trusted
-// by B (which reads the credential it does not know); unenrolled through A, B stops trusting it
-// once it polls the credentials version.
+// by B (which reads the credential it does not know); enrolled again through A (a reinstalled
+// host), B stops trusting the replaced credential and trusts the new one; unenrolled through A,
+// B stops trusting it. B learns of both changes when it polls the credentials version.
 func TestEnrollReplicasPostgres(t *testing.T) {
 	dsn := omahatest.PostgresDSN(t)
 	poll := omahatest.WithConfig(func(c *server.Config) { c.CachePoll = 10 * time.Millisecond })
@@ -430,15 +431,30 @@ func TestEnrollReplicasPostgres(t *testing.T) {
 	if hb.Check(t) == nil {
 		t.Fatal("replica B did not trust a host enrolled through A")
 	}
+	untrusted := func(why string) {
+		t.Helper()
+		trusted := true
+		for i := 0; i < 500 && trusted; i++ {
+			time.Sleep(10 * time.Millisecond)
+			trusted = hb.Check(t) != nil
+		}
+		if trusted {
+			t.Fatalf("replica B kept trusting a host %s", why)
+		}
+	}
+
+	cred2 := enroll(t, a, tok.Secret, h.MachineID)
+	if cred2 == h.Credential {
+		t.Fatal("enrolling again returned the same credential")
+	}
+	untrusted("with the credential replaced by enrolling again through A")
+	hb.Credential = cred2
+	if hb.Check(t) == nil {
+		t.Fatal("replica B did not trust the host's new credential")
+	}
+
 	if _, err := a.Admin.UnenrollHost(t.Context(), a.App, h.MachineID); err != nil {
 		t.Fatal(err)
 	}
-	trusted := true
-	for i := 0; i < 500 && trusted; i++ {
-		time.Sleep(10 * time.Millisecond)
-		trusted = hb.Check(t) != nil
-	}
-	if trusted {
-		t.Fatal("replica B kept trusting a host unenrolled through A")
-	}
+	untrusted("unenrolled through A")
 }

@@ -156,8 +156,8 @@ func (db *DB) RevokeEnrollToken(ctx context.Context, appID, id string, now time.
 // Enroll exchanges an enrollment token for a new host credential bound to the token's app and
 // group and to machineID, and returns the credential's secret (not stored) with the credential.
 // appID, when not "", must be the token's app. Enrolling a machine id again replaces its
-// credential (a reinstalled host). A token that cannot be used is an ErrEnrollRefused error
-// that says why, and changes nothing.
+// credential (a reinstalled host) and bumps the credentials version (CredentialsVersion). A
+// token that cannot be used is an ErrEnrollRefused error that says why, and changes nothing.
 func (db *DB) Enroll(ctx context.Context, token, appID, machineID string, now time.Time) (string, HostCredential, error) {
 	if token == "" || len(token) > MaxTokenLen || !strings.HasPrefix(token, enrollTokenPrefix) {
 		return "", HostCredential{}, fmt.Errorf("%w: this is not an enrollment token (they start with %q): ask the operator for one (releasectl enroll-token create)",
@@ -196,10 +196,24 @@ func (db *DB) Enroll(ctx context.Context, token, appID, machineID string, now ti
 		if n, _ := res.RowsAffected(); n == 0 {
 			return fmt.Errorf("%w: enrollment token %s used up: ask the operator for a new one", ErrEnrollRefused, t.ID)
 		}
-		_, err = tx.ExecContext(ctx, `INSERT INTO host_credentials (app_id, machine_id, hash, group_id, token_id, enrolled) VALUES ($1, $2, $3, $4, $5, $6)
+		// A new machine id is inserted. One that has a credential (here, or committed by a
+		// concurrent enrollment, which PostgreSQL's insert waits for) has it replaced, and the
+		// credentials version is bumped so that other servers drop the old one they cached.
+		const insert = `INSERT INTO host_credentials (app_id, machine_id, hash, group_id, token_id, enrolled) VALUES ($1, $2, $3, $4, $5, $6)`
+		args := []any{c.AppID, c.MachineID, c.Hash, c.GroupID, c.TokenID, ms(now)}
+		res, err = tx.ExecContext(ctx, insert+` ON CONFLICT (app_id, machine_id) DO NOTHING`, args...)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 1 {
+			return nil
+		}
+		if _, err := tx.ExecContext(ctx, insert+`
 ON CONFLICT (app_id, machine_id) DO UPDATE SET hash = excluded.hash, group_id = excluded.group_id, token_id = excluded.token_id, enrolled = excluded.enrolled`,
-			c.AppID, c.MachineID, c.Hash, c.GroupID, c.TokenID, ms(now))
-		return err
+			args...); err != nil {
+			return err
+		}
+		return bumpCredentials(ctx, tx)
 	})
 	if err != nil {
 		return "", HostCredential{}, err
@@ -267,15 +281,20 @@ func (db *DB) UnenrollHost(ctx context.Context, appID, machineID string) (HostCr
 		if _, err := tx.ExecContext(ctx, `DELETE FROM host_credentials WHERE app_id = $1 AND machine_id = $2`, appID, machineID); err != nil {
 			return err
 		}
-		_, err = tx.ExecContext(ctx, `INSERT INTO meta (key, value) VALUES ('credentials', 1)
-ON CONFLICT (key) DO UPDATE SET value = meta.value + 1`)
-		return err
+		return bumpCredentials(ctx, tx)
 	})
 	return c, err
 }
 
+// bumpCredentials records that a host credential was deleted or replaced (CredentialsVersion).
+func bumpCredentials(ctx context.Context, tx *sql.Tx) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO meta (key, value) VALUES ('credentials', 1)
+ON CONFLICT (key) DO UPDATE SET value = meta.value + 1`)
+	return err
+}
+
 // CredentialsVersion returns a number that changes whenever a host credential is deleted
-// (UnenrollHost); 0 before the first.
+// (UnenrollHost) or replaced (Enroll of an enrolled machine id); 0 before the first.
 func (db *DB) CredentialsVersion(ctx context.Context) (int64, error) {
 	var v int64
 	err := db.r.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = 'credentials'`).Scan(&v)

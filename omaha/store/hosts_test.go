@@ -66,13 +66,21 @@ func testEnrollment(t *testing.T, e env) {
 	if _, err := db.HostCredential(ctx, appID, machine(1)); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("HostCredential of an unenrolled host = %v", err)
 	}
-	// Enrolling again replaces the credential (a reinstalled host) and spends a use.
+	// A new credential leaves the credentials version alone: servers read it when it is presented.
+	if v, err := db.CredentialsVersion(ctx); err != nil || v != 0 {
+		t.Fatalf("CredentialsVersion after a first enrollment = %d, %v", v, err)
+	}
+	// Enrolling again replaces the credential (a reinstalled host), spends a use, and bumps the
+	// credentials version: servers that cached the old credential must stop trusting it.
 	cred2, _, err := db.Enroll(ctx, secret, "", machine(0), t0.Add(2*time.Minute))
 	if err != nil || cred2 == cred {
 		t.Fatalf("re-enroll = %q, %v", cred2, err)
 	}
 	if got, _ := db.HostCredential(ctx, appID, machine(0)); got.Hash != store.HashCredential(cred2) {
 		t.Fatal("re-enrolling kept the old credential")
+	}
+	if v, err := db.CredentialsVersion(ctx); err != nil || v != 1 {
+		t.Fatalf("CredentialsVersion after re-enrolling = %d, %v", v, err)
 	}
 	refused(secret, appID, machine(1), t0.Add(3*time.Minute), "used up (2 of 2 uses)")
 	if _, err := db.HostCredential(ctx, appID, machine(1)); !errors.Is(err, store.ErrNotFound) {
@@ -108,7 +116,7 @@ func testEnrollment(t *testing.T, e env) {
 	}
 
 	// Unenrolling deletes the credential and bumps the credentials version.
-	if v, err := db.CredentialsVersion(ctx); err != nil || v != 0 {
+	if v, err := db.CredentialsVersion(ctx); err != nil || v != 1 {
 		t.Fatalf("CredentialsVersion before = %d, %v", v, err)
 	}
 	if c, err := db.UnenrollHost(ctx, appID, machine(2)); err != nil || c.MachineID != machine(2) {
@@ -123,7 +131,7 @@ func testEnrollment(t *testing.T, e env) {
 	if _, err := db.UnenrollHost(ctx, appID, machine(0)); err != nil {
 		t.Fatal(err)
 	}
-	if v, err := db.CredentialsVersion(ctx); err != nil || v != 2 {
+	if v, err := db.CredentialsVersion(ctx); err != nil || v != 3 {
 		t.Fatalf("CredentialsVersion after two = %d, %v", v, err)
 	}
 }
