@@ -87,7 +87,13 @@ func inProgress(s store.State) bool {
 }
 
 // applyEvent updates an instance for one reported event and returns the event row to record.
-// Unknown (type, result) pairs are recorded and change nothing.
+// Unknown (type, result) pairs are recorded and change nothing. An error (3/0) is a failure of
+// the granted version (its target version, FailedAt, state error or rolledback) only while that
+// grant is outstanding: the host runs an older version (as after a rollback), or runs the
+// granted one but has not checked in since it reported installing it (the agent reports a
+// failed health gate from the new version before it rolls back). Once the host runs the granted
+// version and checked in on it, an error is about something else (update_engine reports a
+// failed update check as 3/0 with 2000+HTTP status) and only sets LastError.
 func applyEvent(in *store.Instance, ev *omaha.Event, now time.Time) store.Event {
 	row := store.Event{
 		AppID: in.AppID, MachineID: in.MachineID, GroupID: in.GroupID,
@@ -98,6 +104,7 @@ func applyEvent(in *store.Instance, ev *omaha.Event, now time.Time) store.Event 
 		// Every event but the routine 3/2 is about the update the host was granted.
 		row.TargetVersion = in.GrantedVersion
 	}
+	finished := in.GrantedVersion != "" && CompareVersions(in.Version, in.GrantedVersion) >= 0 && !inProgress(in.State)
 	switch {
 	case ev.Type == omaha.EventTypeUpdateDownloadStarted && ev.Result == omaha.EventResultSuccess:
 		in.State = store.StateDownloading
@@ -108,6 +115,8 @@ func applyEvent(in *store.Instance, ev *omaha.Event, now time.Time) store.Event 
 		if in.GrantedVersion != "" {
 			in.InstalledAt = now
 		}
+	case ev.Type == omaha.EventTypeUpdateComplete && ev.Result == omaha.EventResultError && finished:
+		in.LastError, row.TargetVersion = int64(ev.ErrorCode), ""
 	case ev.Type == omaha.EventTypeUpdateComplete && ev.Result == omaha.EventResultError:
 		in.LastError, in.FailedAt = int64(ev.ErrorCode), now
 		if ev.ErrorCode.Base() == omaha.ErrorCodeRollback {

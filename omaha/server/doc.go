@@ -26,7 +26,9 @@
 // is served the board of its os arch (arm64, aarch64, arm → arm64-usr), else amd64-usr. Otherwise events are
 // applied to the instance first (13/1 downloading, 14/1 downloaded, 3/1 installed, 3/0 error,
 // 3/0 with code 44 rolled back, 3/2 after an update complete; unknown pairs are recorded and
-// change nothing), then the update check is decided by plan:
+// change nothing; a 3/0 from a host that runs its granted version and checked in on it, such as
+// update_engine's 2000+HTTP status for a failed update check, only sets its last error and is
+// recorded with no target version), then the update check is decided by plan:
 //
 //   - no package for the host's board on the group's channel, or the host is not older
 //     (CompareVersions; never a downgrade): noupdate;

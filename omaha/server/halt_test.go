@@ -100,3 +100,59 @@ func TestHaltOnFailures(t *testing.T) {
 		t.Fatal("no offer after re-enabling")
 	}
 }
+
+// TestHaltIgnoresErrorsAfterUpdate: an error a host reports once it runs the version it was
+// granted and has checked in on it (update_engine reports an update check answered 503 as
+// 3/0 with 2000+HTTP status) is not a failure of that version: it neither counts toward
+// HaltOnFailures nor toward a gate's max_failures, and the host stays complete. An error a
+// host reports from the new version before that check (the agent's failed health gate, sent
+// before it rolls back) still is one.
+func TestHaltIgnoresErrorsAfterUpdate(t *testing.T) {
+	s, key := setup(t)
+	ctx, a := t.Context(), s.Admin
+	s.Publish(t, "beta", s.BuildPayload(t, "1.1.0", key))
+	s.CreateGroup(t, "fleet", "beta", admin.Policy{Enabled: true, HaltOnFailures: 2})
+	if _, err := a.SetGate(ctx, s.App, admin.Gate{Channel: "stable", MaxFailures: 0, MaxRollbacks: -1}); err != nil {
+		t.Fatal(err)
+	}
+	done, unhealthy := s.Host(t, "fleet", "1.0.0"), s.Host(t, "fleet", "1.0.0")
+	for _, h := range []*omahatest.Host{done, unhealthy} {
+		if h.Check(t) == nil {
+			t.Fatal("no offer")
+		}
+		h.Install(t)
+		h.Reboot("1.1.0")
+	}
+	if done.Check(t) != nil {
+		t.Fatal("offered again after the update")
+	}
+	if in := s.Instance(t, done.MachineID); in.State != "complete" {
+		t.Fatalf("state after the update: %q, want complete", in.State)
+	}
+	httpError := omaha.ErrorCodeOmahaRequestHTTPResponseBase + 503 | omaha.ErrorCodeFlagTestOmahaURL
+	done.Event(t, omaha.EventTypeUpdateComplete, omaha.EventResultError, httpError)
+	unhealthy.Event(t, omaha.EventTypeUpdateComplete, omaha.EventResultError, omaha.ErrorCodeHealthGateFailed)
+	s.Flush(t)
+
+	if g, err := a.Group(ctx, s.App, "fleet"); err != nil || !g.Policy.Enabled {
+		t.Errorf("halted by a host's error after its update: %+v %v", g.Policy, err)
+	}
+	if in := s.Instance(t, done.MachineID); in.State != "complete" || in.LastError != int64(httpError) {
+		t.Errorf("after its error: state %q, last error %d; want complete, %d", in.State, in.LastError, httpError)
+	}
+	if in := s.Instance(t, unhealthy.MachineID); in.State != "error" {
+		t.Errorf("after its failed health gate: state %q, want error", in.State)
+	}
+	for _, e := range s.Events(t, done.MachineID) {
+		if e.ErrorCode == int64(httpError) && e.TargetVersion != "" {
+			t.Errorf("the error after the update is recorded as a failure of %s", e.TargetVersion)
+		}
+	}
+	cs, err := a.CheckGate(ctx, s.App, admin.Promote{Version: "1.1.0", From: "beta", To: "stable"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := gateByName(t, cs, "max_failures"); c.Has != 1 {
+		t.Errorf("max_failures counts %d hosts, want 1 (the unhealthy one): %s", c.Has, c.Text)
+	}
+}

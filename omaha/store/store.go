@@ -200,7 +200,7 @@ type Event struct {
 	ErrorCode       int64
 	Version         string // the version the host ran when it reported
 	PreviousVersion string
-	TargetVersion   string // the version it was granted, if any: what a failure or rollback is about
+	TargetVersion   string // the version it was granted while that grant was outstanding: what a failure or rollback is about
 	At              time.Time
 }
 
