@@ -192,7 +192,7 @@ func holdsGrant(in store.Instance, version string, p store.Policy, now time.Time
 	if in.GrantedVersion != version || in.GrantedAt.IsZero() {
 		return false
 	}
-	if p.GrantStartTimeout > 0 && store.NotStarted(in.State) && !now.Before(in.GrantedAt.Add(p.GrantStartTimeout)) {
+	if p.GrantStartTimeout > 0 && store.NotStarted(in) && !now.Before(in.GrantedAt.Add(p.GrantStartTimeout)) {
 		return false
 	}
 	return p.UpdateTimeout == 0 || now.Before(in.GrantedAt.Add(p.UpdateTimeout)) ||

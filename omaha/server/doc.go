@@ -110,8 +110,9 @@
 // and one map lookup.
 //
 // GrantStartTimeout frees a grant's slot when its host has not reported 13/1 within it (the
-// instance is still granted, on hold or idle): store's active count leaves it out, and plan
-// treats the host as holding no grant, so its next check asks for a new slot.
+// instance is still granted, on hold or idle, and has reported neither installing nor failing
+// since the grant): store's active count leaves it out, and plan treats the host as holding no
+// grant, so its next check asks for a new slot.
 //
 // # Uploads
 //

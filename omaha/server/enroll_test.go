@@ -253,6 +253,43 @@ func TestGrantStartTimeout(t *testing.T) {
 	}
 }
 
+// TestGrantStartTimeoutKeepsFinishedSlot: a host that installed and committed its update within
+// the period keeps the slot it used when it is later answered onhold (here for a next version
+// outside the group's office hours): its grant started, though its state no longer shows it,
+// so a max-1 group grants nobody else in that period.
+func TestGrantStartTimeoutKeepsFinishedSlot(t *testing.T) {
+	c := newClock() // Monday 10:00 UTC
+	s, key := setup(t, omahatest.WithConfig(func(cfg *server.Config) { cfg.Now = c.Now }))
+	s.Publish(t, "stable", s.BuildPayload(t, "1.1.0", key))
+	s.CreateGroup(t, "fleet", "stable", admin.Policy{Enabled: true, MaxUpdates: 1, Period: admin.Duration(24 * time.Hour),
+		GrantStartTimeout: admin.Duration(10 * time.Minute)})
+	done, other := s.Host(t, "fleet", "1.0.0"), s.Host(t, "fleet", "1.0.0")
+	if done.Check(t) == nil {
+		t.Fatal("no first offer")
+	}
+	done.Install(t)
+	done.Reboot("1.1.0")
+	done.Check(t)
+	c.Add(time.Minute)
+	if other.Check(t) != nil {
+		t.Fatal("offered beyond max-updates 1")
+	}
+	s.UpdateGroup(t, "fleet", admin.GroupChange{OfficeHours: ptr("Sat 00:00-01:00")})
+	s.Publish(t, "stable", s.BuildPayload(t, "1.2.0", key))
+	c.Add(20 * time.Minute)
+	if done.Check(t) != nil {
+		t.Fatal("offered outside office hours")
+	}
+	if in := s.Instance(t, done.MachineID); in.State != "onhold" {
+		t.Fatalf("state outside office hours: %q, want onhold", in.State)
+	}
+	s.UpdateGroup(t, "fleet", admin.GroupChange{OfficeHours: ptr("")})
+	c.Add(time.Minute)
+	if u := other.Check(t); u != nil {
+		t.Errorf("granted %s 22 minutes after the period's only grant, which its host finished", u.Version)
+	}
+}
+
 // TestHaltCountsOnlyOfferedHosts keeps today's rule: a failure report from a host that was not
 // offered the version (held back by the budget) does not count toward halt_on_failures.
 func TestHaltCountsOnlyOfferedHosts(t *testing.T) {

@@ -53,6 +53,7 @@
 //     (migration 7, which also adds the group columns require_enrollment, anonymous and
 //     grant_start_timeout_ms).
 //   - With Policy.GrantStartTimeout, a grant whose instance is still granted, on hold or idle
-//     (no 13/1 since) after that time holds no slot ([NotStarted]).
+//     (no 13/1 since) and reported neither installing nor failing since the grant holds no slot
+//     after that time ([NotStarted]).
 //   - Bad input never changes the database: every write validates first and runs in a transaction.
 package store

@@ -137,7 +137,8 @@ func testEnrollment(t *testing.T, e env) {
 }
 
 // testGrantStartTimeout: a grant whose host did not report 13/1 within the group's grant start
-// timeout frees its slot; one that started keeps it.
+// timeout frees its slot; one that started keeps it, also once it finished (installed or failed)
+// and was answered onhold or idle since.
 func testGrantStartTimeout(t *testing.T, e env) {
 	ctx, db := t.Context(), e.db
 	createApp(t, db)
@@ -169,6 +170,31 @@ func testGrantStartTimeout(t *testing.T, e env) {
 	}
 	if r, err := db.Grant(ctx, candidate(g.ID, 2, at)); err != nil || !r.OK || r.Active != 1 {
 		t.Fatalf("grant after the start timeout = %+v, %v", r, err)
+	}
+	// Host 0 finishes, and is later held (a next version outside office hours, a pause): the
+	// state no longer shows it started, what it reported does.
+	for _, done := range []struct {
+		state             store.State
+		installed, failed time.Time
+	}{
+		{store.StateOnHold, t0.Add(5 * time.Minute), time.Time{}},
+		{store.StateIdle, time.Time{}, t0.Add(5 * time.Minute)},
+	} {
+		in := started
+		in.State, in.InstalledAt, in.FailedAt = done.state, done.installed, done.failed
+		if _, err := db.WriteCheckins(ctx, store.Batch{Instances: []store.Instance{in}}); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := db.ActiveGrants(ctx, g.ID, g.Policy, at); err != nil || n != 2 {
+			t.Fatalf("ActiveGrants with host 0 %s, installed %v, failed %v = %d, %v; want 2",
+				done.state, done.installed, done.failed, n, err)
+		}
+		if store.NotStarted(in) {
+			t.Fatalf("NotStarted(host 0 %s, installed %v, failed %v)", done.state, done.installed, done.failed)
+		}
+	}
+	if c := candidate(g.ID, 1, t0); !store.NotStarted(c) {
+		t.Fatal("NotStarted(a grant never started) = false")
 	}
 	// Host 1 can be granted again later, taking a slot again.
 	if r, _ := db.Grant(ctx, candidate(g.ID, 1, at)); r.OK {

@@ -427,23 +427,26 @@ func (p Policy) Allows(active int64) (bool, string) {
 
 // activeSQL counts hosts of a group holding a slot: granted after $2 (the period's start), and
 // either done (installed or failed), or without a timeout ($5), or granted after $6 (the timeout
-// cut-off); and, unless the group has no grant start timeout ($7), started (past the states
-// NotStarted lists) or granted after $8 (the start cut-off). $3/$4 exclude one instance (the
-// one asking).
+// cut-off); and, unless the group has no grant start timeout ($7), started (see NotStarted) or
+// granted after $8 (the start cut-off). $3/$4 exclude one instance (the one asking).
 const activeSQL = `SELECT count(*) FROM instances
 WHERE group_id = $1 AND granted_at > $2 AND NOT (app_id = $3 AND machine_id = $4)
 AND (installed_at >= granted_at OR failed_at >= granted_at OR $5 OR granted_at > $6)
-AND ($7 OR state NOT IN ('granted', 'onhold', 'idle') OR granted_at > $8)`
+AND ($7 OR state NOT IN ('granted', 'onhold', 'idle') OR installed_at >= granted_at OR failed_at >= granted_at OR granted_at > $8)`
 
 func activeArgs(groupID string, p Policy, now time.Time, appID, machineID string) []any {
 	return []any{groupID, ms(now.Add(-p.Period)), appID, machineID, p.UpdateTimeout == 0, ms(now.Add(-p.UpdateTimeout)),
 		p.GrantStartTimeout == 0, ms(now.Add(-p.GrantStartTimeout))}
 }
 
-// NotStarted reports whether an instance in state s holds a grant it has not started to
-// download (no 13/1 since): what Policy.GrantStartTimeout frees. activeSQL lists the same states.
-func NotStarted(s State) bool {
-	return s == StateGranted || s == StateOnHold || s == StateIdle
+// NotStarted reports whether in holds a grant it has not started to download: what
+// Policy.GrantStartTimeout frees. It is still granted, on hold or idle (no 13/1 since), and has
+// reported neither installing nor failing since the grant: a host that finished its update and
+// was later answered onhold or idle (office hours, waves, a pause) started it, and keeps the
+// slot it used. activeSQL decides the same.
+func NotStarted(in Instance) bool {
+	return (in.State == StateGranted || in.State == StateOnHold || in.State == StateIdle) &&
+		in.InstalledAt.Before(in.GrantedAt) && in.FailedAt.Before(in.GrantedAt)
 }
 
 // ActiveGrants returns how many hosts of a group hold a slot of its max-updates-per-period at now.
