@@ -101,7 +101,8 @@ func applyEvent(in *store.Instance, ev *omaha.Event, now time.Time) store.Event 
 		Version: in.Version, PreviousVersion: ev.PreviousVersion, At: now,
 	}
 	if !(ev.Type == omaha.EventTypeUpdateComplete && ev.Result == omaha.EventResultSuccessReboot) {
-		// Every event but the routine 3/2 is about the update the host was granted.
+		// Every event but the routine 3/2 is about the update the host was granted (and so
+		// is a 3/2 that completes it, below).
 		row.TargetVersion = in.GrantedVersion
 	}
 	finished := in.GrantedVersion != "" && CompareVersions(in.Version, in.GrantedVersion) >= 0 && !inProgress(in.State)
@@ -130,10 +131,11 @@ func applyEvent(in *store.Instance, ev *omaha.Event, now time.Time) store.Event 
 		in.LastError = int64(ev.ErrorCode)
 	case ev.Type == omaha.EventTypeUpdateComplete && ev.Result == omaha.EventResultSuccessReboot:
 		// The first check after an update carries the old version; the host now runs the
-		// one it was granted.
+		// one it was granted, and its commit counts toward that version's promotion gates.
 		if ev.PreviousVersion != "" && ev.PreviousVersion != "0.0.0.0" && in.GrantedVersion != "" &&
 			CompareVersions(in.Version, in.GrantedVersion) >= 0 {
 			in.State = store.StateComplete
+			row.TargetVersion = in.GrantedVersion
 		}
 	}
 	return row

@@ -139,7 +139,7 @@ func TestApplyEvent(t *testing.T) {
 		{"3/9", base, omaha.Event{Type: 3, Result: 9, ErrorCode: 40}, store.StateGranted, func(in store.Instance) bool { return in.LastError == 40 }, "1.1.0"},
 		{"3/2 routine", base, omaha.Event{Type: 3, Result: 2}, store.StateGranted, nil, ""},
 		{"3/2 after the update", func() store.Instance { in := base; in.Version = "1.1.0"; return in }(),
-			omaha.Event{Type: 3, Result: 2, PreviousVersion: "1.0.0"}, store.StateComplete, nil, ""},
+			omaha.Event{Type: 3, Result: 2, PreviousVersion: "1.0.0"}, store.StateComplete, nil, "1.1.0"},
 		{"3/2 with 0.0.0.0", func() store.Instance { in := base; in.Version = "1.1.0"; return in }(),
 			omaha.Event{Type: 3, Result: 2, PreviousVersion: "0.0.0.0"}, store.StateGranted, nil, ""},
 	} {

@@ -105,9 +105,9 @@
 // with Anonymous = flatcar, when it carries no credential and comes from update_engine. An
 // untrusted update check is answered noupdate (reason not-enrolled) and takes no slot; its
 // events are recorded with no target version and change nothing about the instance's grant
-// (so they never count toward HaltOnFailures nor in status failures); and when the machine id
-// is enrolled, the request does not change its instance row at all. The check costs one SHA-256
-// and one map lookup.
+// (so they never count toward HaltOnFailures, in status failures, nor toward a promotion gate's
+// min_committed); and when the machine id is enrolled, the request does not change its instance
+// row at all. The check costs one SHA-256 and one map lookup.
 //
 // GrantStartTimeout frees a grant's slot when its host has not reported 13/1 within it (the
 // instance is still granted, on hold or idle, and has reported neither installing nor failing

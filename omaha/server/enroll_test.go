@@ -205,6 +205,49 @@ func TestInventedHosts(t *testing.T) {
 	}
 }
 
+// TestUnenrolledCommitsDoNotCount: in a group that requires enrollment, hosts without a
+// credential that report having committed a version (3/2 naming the version they came from)
+// are not counted by the promotion gate's min_committed, so made-up machine ids cannot promote
+// it; an enrolled host that was granted it and committed it is.
+func TestUnenrolledCommitsDoNotCount(t *testing.T) {
+	s, key := setup(t)
+	ctx, a := t.Context(), s.Admin
+	s.Publish(t, "stable", s.BuildPayload(t, "1.0.0", key))
+	s.Publish(t, "beta", s.BuildPayload(t, "1.1.0", key))
+	s.CreateGroup(t, "fleet", "beta", admin.Policy{Enabled: true, RequireEnrollment: true})
+	if _, err := a.SetGate(ctx, s.App, admin.Gate{Channel: "stable", MinCommitted: 2, MaxFailures: -1, MaxRollbacks: -1}); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		h := s.Host(t, "fleet", "1.1.0")
+		h.Updater = omaha.DefaultUpdaterVersion // a twinslot agent without a credential
+		h.PreviousVersion = "1.0.0"
+		if h.Check(t) != nil {
+			t.Fatal("an unenrolled host was offered an update")
+		}
+	}
+	tok := enrollToken(t, s, admin.EnrollTokenCreate{})
+	h := enrolledHost(t, s, "fleet", tok.Secret)
+	if h.Check(t) == nil {
+		t.Fatal("no offer to an enrolled host")
+	}
+	h.Install(t)
+	h.Reboot("1.1.0")
+	h.Check(t)
+	s.Flush(t)
+	promote := admin.Promote{Version: "1.1.0", From: "beta", To: "stable"}
+	cs, err := a.CheckGate(ctx, s.App, promote)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := gateByName(t, cs, "min_committed"); c.Has != 1 {
+		t.Errorf("min_committed counts %d hosts, want 1 (the enrolled one): %s", c.Has, c.Text)
+	}
+	if _, err := a.Promote(ctx, s.App, promote); err == nil {
+		t.Error("1.1.0 was promoted to stable on the word of unenrolled hosts")
+	}
+}
+
 // TestGrantStartTimeout: a grant whose host does not report 13/1 within the group's grant
 // start timeout returns its slot; the host can be granted again later; a host that started
 // keeps its slot.

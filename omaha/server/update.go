@@ -72,8 +72,8 @@ type requester struct {
 // answer answers one <app> of a request and queues its check-in and events. In a group that
 // requires enrollment, a host whose credential does not prove its machine id is answered
 // noupdate; its events are recorded without a target version (so they never count toward the
-// halt rule) and change nothing about its grant; and the row of an enrolled machine id is not
-// touched by such a request at all.
+// halt rule nor a promotion gate) and change nothing about its grant; and the row of an
+// enrolled machine id is not touched by such a request at all.
 func (s *Server) answer(r *http.Request, resp *omaha.Response, os *omaha.OS, who requester, a *omaha.App, now time.Time) error {
 	ctx := r.Context()
 	id, err := omaha.ParseAppID(a.AppID)

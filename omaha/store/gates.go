@@ -13,8 +13,8 @@ import (
 // is promoted from before PromoteGated points this channel at it. Checks are against the source
 // channel's groups: how long the source has carried the version (its newest board's pointing),
 // how many distinct hosts committed it (reported event 3/1 or 3/2 running it after the reboot,
-// coming from another version), and how many distinct hosts reported it failed (3/0) or rolled
-// back (3/0 with error code 44).
+// coming from another version, completing their grant of it), and how many distinct hosts
+// reported it failed (3/0) or rolled back (3/0 with error code 44).
 type Gate struct {
 	AppID   string
 	Channel string // the channel promoted into
@@ -277,10 +277,11 @@ WHERE h.app_id = $1 AND h.channel = $2 AND p.version = $3 AND p.withdrawn = FALS
 	WHERE h2.app_id = h.app_id AND h2.channel = h.channel AND h2.board = h.board AND p2.withdrawn = FALSE)`
 
 // committedSQL counts the hosts of channel $2's groups that report running version $3 after
-// an update from another version (event 3/1 or 3/2 with a previous version).
+// an update from another version (event 3/1 or 3/2 with a previous version) that completed their
+// grant of it (target version $3; a request the server did not trust records none).
 const committedSQL = `SELECT count(DISTINCT e.machine_id) FROM events e JOIN update_groups g ON g.id = e.group_id
 WHERE e.app_id = $1 AND g.app_id = $1 AND g.channel = $2 AND e.type = 3 AND e.result IN (1, 2) AND e.version = $3
-AND e.previous_version NOT IN ('', '0.0.0.0') AND e.previous_version <> $3`
+AND e.previous_version NOT IN ('', '0.0.0.0') AND e.previous_version <> $3 AND e.target_version = $3`
 
 // gateFailuresSQL counts the hosts of channel $2's groups that failed version $3, and those
 // that rolled it back.

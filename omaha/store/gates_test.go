@@ -49,14 +49,16 @@ func testGates(t *testing.T, e env) {
 			Version: version, PreviousVersion: prev, TargetVersion: target, At: t0}
 	}
 	if _, err := db.WriteCheckins(ctx, store.Batch{Events: []store.Event{
-		ev(0, beta.ID, 3, 2, 0, "1.0.1", "1.0.0", ""),             // committed after the reboot
-		ev(0, beta.ID, 3, 2, 0, "1.0.1", "1.0.0", ""),             // the same host again
+		ev(0, beta.ID, 3, 2, 0, "1.0.1", "1.0.0", "1.0.1"),        // committed after the reboot
+		ev(0, beta.ID, 3, 2, 0, "1.0.1", "1.0.0", "1.0.1"),        // the same host again
 		ev(1, beta.ID, 3, 1, 0, "1.0.0", "", "1.0.1"),             // installed, not yet rebooted
 		ev(2, beta.ID, 3, 2, 0, "1.0.1", "0.0.0.0", ""),           // a fresh install, not an update
-		ev(3, stableGroup.ID, 3, 2, 0, "1.0.1", "1.0.0", ""),      // another channel's host
+		ev(3, stableGroup.ID, 3, 2, 0, "1.0.1", "1.0.0", "1.0.1"), // another channel's host
 		ev(4, beta.ID, 3, 0, 1001, "1.0.0", "", "1.0.1"),          // failed
 		ev(5, beta.ID, 3, 0, 44, "1.0.0", "", "1.0.1"),            // rolled back
 		ev(6, beta.ID, 3, 0, 0x20000000|44, "1.0.0", "", "1.0.1"), // rolled back, flag bit set
+		ev(7, beta.ID, 3, 2, 0, "1.0.1", "1.0.0", ""),             // claims it, granted nothing (untrusted)
+		ev(8, beta.ID, 3, 2, 0, "1.0.1", "1.0.0", "1.0.0"),        // completed another grant
 	}}); err != nil {
 		t.Fatal(err)
 	}

@@ -200,7 +200,7 @@ type Event struct {
 	ErrorCode       int64
 	Version         string // the version the host ran when it reported
 	PreviousVersion string
-	TargetVersion   string // the version it was granted while that grant was outstanding: what a failure or rollback is about
+	TargetVersion   string // the version it was granted, while outstanding or by the 3/2 that completes it: what a failure, rollback or commit is about
 	At              time.Time
 }
 
