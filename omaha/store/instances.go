@@ -195,7 +195,7 @@ type BatchResult struct {
 // WriteCheckins writes a batch in one transaction (group commit): it upserts instances,
 // appends events, halts the groups whose HaltOnFailures threshold the batch's failure events
 // reach (see haltOnFailures), then decides each grant candidate in order, seeing everything
-// written before it (see Grant).
+// written before it and the grants decided before it (see Grant).
 func (db *DB) WriteCheckins(ctx context.Context, b Batch) (BatchResult, error) {
 	if len(b.Instances) == 0 && len(b.Routine) == 0 && len(b.Events) == 0 && len(b.Grants) == 0 {
 		return BatchResult{}, nil
@@ -239,20 +239,28 @@ func (db *DB) WriteCheckins(ctx context.Context, b Batch) (BatchResult, error) {
 		if res.Halted, err = db.haltOnFailures(ctx, tx, groups, failures); err != nil {
 			return err
 		}
-		// Decide in order, then write every granted row in one statement: a capped group's
-		// count adds the hosts granted earlier in this batch, which are not written yet.
+		// Decide in order. A grant in a capped group is written at once, so the next decision
+		// counts it as a stored row: one that replaces the host's older row, which may hold a
+		// slot of the period itself (a host granted again counts once). The other grants do
+		// not change any count and are written in one statement at the end.
 		var granted []Instance
-		inBatch := map[string]int64{}
 		for i := range b.Grants {
-			r, err := db.decideGrant(ctx, tx, groups, &b.Grants[i], inBatch[b.Grants[i].GroupID])
+			in := &b.Grants[i]
+			r, err := db.decideGrant(ctx, tx, groups, in)
 			if err != nil {
 				return err
 			}
-			if r.OK {
-				granted = append(granted, b.Grants[i])
-				inBatch[b.Grants[i].GroupID]++
-			}
 			res.Grants = append(res.Grants, r)
+			switch {
+			case !r.OK:
+			case groups[in.GroupID].Policy.MaxUpdates > 0:
+				if err := db.insertRows(ctx, tx, 1, instNCols, `INSERT INTO instances (`+instCols+`) VALUES `, upsertInstances,
+					func(args []any, _ int) []any { return instArgs(args, in) }); err != nil {
+					return err
+				}
+			default:
+				granted = append(granted, *in)
+			}
 		}
 		return db.insertRows(ctx, tx, len(granted), instNCols, `INSERT INTO instances (`+instCols+`) VALUES `, upsertInstances,
 			func(args []any, i int) []any { return instArgs(args, &granted[i]) })
@@ -285,9 +293,8 @@ func (db *DB) lockGroups(ctx context.Context, tx *sql.Tx, ids []string) (map[str
 	return groups, nil
 }
 
-// decideGrant decides one grant candidate; earlier is how many hosts of its group this batch
-// granted before it. It writes nothing.
-func (db *DB) decideGrant(ctx context.Context, tx *sql.Tx, groups map[string]Group, in *Instance, earlier int64) (GrantResult, error) {
+// decideGrant decides one grant candidate against the rows written so far. It writes nothing.
+func (db *DB) decideGrant(ctx context.Context, tx *sql.Tx, groups map[string]Group, in *Instance) (GrantResult, error) {
 	g, ok := groups[in.GroupID]
 	if !ok || g.AppID != in.AppID {
 		return GrantResult{}, fmt.Errorf("group %s of app %s: %w", in.GroupID, in.AppID, ErrNotFound)
@@ -301,7 +308,6 @@ func (db *DB) decideGrant(ctx context.Context, tx *sql.Tx, groups map[string]Gro
 		if err := st.QueryRowContext(ctx, activeArgs(g.ID, g.Policy, in.GrantedAt, in.AppID, in.MachineID)...).Scan(&r.Active); err != nil {
 			return GrantResult{}, err
 		}
-		r.Active += earlier
 	}
 	r.OK, r.Reason = g.Policy.Allows(r.Active)
 	return r, nil

@@ -631,7 +631,7 @@ func testGrants(t *testing.T, e env) {
 }
 
 // testBatchGrants checks grants decided in one batch: in order, each seeing the rows and
-// grants before it.
+// grants before it, a host granted again counted once.
 func testBatchGrants(t *testing.T, e env) {
 	ctx, db := t.Context(), e.db
 	createApp(t, db)
@@ -655,6 +655,38 @@ func testBatchGrants(t *testing.T, e env) {
 	got := fmt.Sprint(rs.Grants)
 	if want := "[{true  1} {false rate-limited 2} {false rate-limited 2}]"; got != want {
 		t.Fatalf("batch grants = %s, want %s", got, want)
+	}
+	// Host 4 holds a slot of the period and is granted the channel's next version in the same
+	// batch as hosts 5 and 6: its new grant replaces the old one, so host 5 takes the second
+	// slot and host 6 none, as in separate batches. Host 7's group has no cap.
+	g2, err := db.CreateGroup(ctx, store.Group{AppID: appID, Name: "regrant", Channel: "stable",
+		Policy: store.Policy{Enabled: true, MaxUpdates: 2, Period: time.Hour}}, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	open, err := db.CreateGroup(ctx, store.Group{AppID: appID, Name: "open", Channel: "stable", Policy: store.Policy{Enabled: true}}, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := db.Grant(ctx, candidate(g2.ID, 4, t0)); err != nil || !r.OK {
+		t.Fatalf("first grant of host 4 = %+v, %v", r, err)
+	}
+	again := candidate(g2.ID, 4, at)
+	again.GrantedVersion = "1.2.0"
+	rs, err = db.WriteCheckins(ctx, store.Batch{Grants: []store.Instance{again, candidate(g2.ID, 5, at), candidate(g2.ID, 6, at), candidate(open.ID, 7, at)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := fmt.Sprint(rs.Grants), "[{true  0} {true  1} {false rate-limited 2} {true  0}]"; got != want {
+		t.Fatalf("batch with a host granted again = %s, want %s", got, want)
+	}
+	if n, err := db.ActiveGrants(ctx, g2.ID, g2.Policy, at); err != nil || n != 2 {
+		t.Fatalf("ActiveGrants after the batch = %d, %v; want 2", n, err)
+	}
+	for i, want := range map[int]string{4: "1.2.0", 5: "1.1.0", 6: "", 7: "1.1.0"} {
+		if in, err := db.Instance(ctx, appID, machine(i)); (want == "") != errors.Is(err, store.ErrNotFound) || in.GrantedVersion != want {
+			t.Errorf("host %d after the batch: %+v, %v; want granted %q", i, in, err, want)
+		}
 	}
 	if _, err := db.WriteCheckins(ctx, store.Batch{Grants: []store.Instance{{AppID: appID, MachineID: machine(9), GroupID: store.NewUUID(), GrantedVersion: "1", GrantedAt: at}}}); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("grant in an unknown group: %v", err)
