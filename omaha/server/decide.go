@@ -86,6 +86,12 @@ func inProgress(s store.State) bool {
 	return false
 }
 
+// finishedGrant reports whether in runs the version it was granted and has checked in on it
+// since (it is no longer between the grant and running it).
+func finishedGrant(in *store.Instance) bool {
+	return in.GrantedVersion != "" && CompareVersions(in.Version, in.GrantedVersion) >= 0 && !inProgress(in.State)
+}
+
 // applyEvent updates an instance for one reported event and returns the event row to record.
 // Unknown (type, result) pairs are recorded and change nothing. An error (3/0) is a failure of
 // the granted version (its target version, FailedAt, state error or rolledback) only while that
@@ -105,7 +111,6 @@ func applyEvent(in *store.Instance, ev *omaha.Event, now time.Time) store.Event 
 		// is a 3/2 that completes it, below).
 		row.TargetVersion = in.GrantedVersion
 	}
-	finished := in.GrantedVersion != "" && CompareVersions(in.Version, in.GrantedVersion) >= 0 && !inProgress(in.State)
 	switch {
 	case ev.Type == omaha.EventTypeUpdateDownloadStarted && ev.Result == omaha.EventResultSuccess:
 		in.State = store.StateDownloading
@@ -116,7 +121,7 @@ func applyEvent(in *store.Instance, ev *omaha.Event, now time.Time) store.Event 
 		if in.GrantedVersion != "" {
 			in.InstalledAt = now
 		}
-	case ev.Type == omaha.EventTypeUpdateComplete && ev.Result == omaha.EventResultError && finished:
+	case ev.Type == omaha.EventTypeUpdateComplete && ev.Result == omaha.EventResultError && finishedGrant(in):
 		in.LastError, row.TargetVersion = int64(ev.ErrorCode), ""
 	case ev.Type == omaha.EventTypeUpdateComplete && ev.Result == omaha.EventResultError:
 		in.LastError, in.FailedAt = int64(ev.ErrorCode), now

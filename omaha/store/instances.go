@@ -212,8 +212,7 @@ func (db *DB) WriteCheckins(ctx context.Context, b Batch) (BatchResult, error) {
 			rows   []Instance
 			upsert string
 		}{{b.Instances, upsertInstances}, {b.Routine, upsertRoutine}} {
-			if err := db.insertRows(ctx, tx, len(part.rows), instNCols, `INSERT INTO instances (`+instCols+`) VALUES `, part.upsert,
-				func(args []any, i int) []any { return instArgs(args, &part.rows[i]) }); err != nil {
+			if err := db.writeInstances(ctx, tx, part.rows, part.upsert); err != nil {
 				return fmt.Errorf("upsert %d instances: %w", len(part.rows), err)
 			}
 		}
@@ -254,16 +253,14 @@ func (db *DB) WriteCheckins(ctx context.Context, b Batch) (BatchResult, error) {
 			switch {
 			case !r.OK:
 			case groups[in.GroupID].Policy.MaxUpdates > 0:
-				if err := db.insertRows(ctx, tx, 1, instNCols, `INSERT INTO instances (`+instCols+`) VALUES `, upsertInstances,
-					func(args []any, _ int) []any { return instArgs(args, in) }); err != nil {
+				if err := db.writeInstances(ctx, tx, []Instance{*in}, upsertInstances); err != nil {
 					return err
 				}
 			default:
 				granted = append(granted, *in)
 			}
 		}
-		return db.insertRows(ctx, tx, len(granted), instNCols, `INSERT INTO instances (`+instCols+`) VALUES `, upsertInstances,
-			func(args []any, i int) []any { return instArgs(args, &granted[i]) })
+		return db.writeInstances(ctx, tx, granted, upsertInstances)
 	})
 	if err != nil {
 		return BatchResult{}, err
@@ -291,6 +288,12 @@ func (db *DB) lockGroups(ctx context.Context, tx *sql.Tx, ids []string) (map[str
 		groups[id] = g
 	}
 	return groups, nil
+}
+
+// writeInstances inserts rows into instances, resolving a conflict with upsert.
+func (db *DB) writeInstances(ctx context.Context, tx *sql.Tx, rows []Instance, upsert string) error {
+	return db.insertRows(ctx, tx, len(rows), instNCols, `INSERT INTO instances (`+instCols+`) VALUES `, upsert,
+		func(args []any, i int) []any { return instArgs(args, &rows[i]) })
 }
 
 // decideGrant decides one grant candidate against the rows written so far. It writes nothing.
