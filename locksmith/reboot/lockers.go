@@ -166,20 +166,30 @@ func (e *etcdLocker) release(ctx context.Context) error {
 	return nil
 }
 
-func (e *etcdLocker) releaseIfHeld(ctx context.Context) error {
+// heldNow reads the slot this host's id holds in the store now; nil, and e.lk forgotten, when
+// it holds none (never taken, released, or unlocked by an operator).
+func (e *etcdLocker) heldNow(ctx context.Context) (*locksmith.Lock, error) {
 	lk, err := e.store.Held(ctx, e.group, e.id)
 	if errors.Is(err, locksmith.ErrNotHeld) {
 		e.lk = nil
-		return nil
+		return nil, nil
 	}
 	if err != nil {
+		return nil, err
+	}
+	return &lk, nil
+}
+
+func (e *etcdLocker) releaseIfHeld(ctx context.Context) error {
+	lk, err := e.heldNow(ctx)
+	if err != nil || lk == nil {
 		return err
 	}
 	if lk.Slot.Holder.State == locksmith.HolderRolledBack {
-		e.lk = &lk
+		e.lk = lk
 		return nil
 	}
-	if err := e.store.Release(ctx, lk); err != nil && !errors.Is(err, locksmith.ErrLost) {
+	if err := e.store.Release(ctx, *lk); err != nil && !errors.Is(err, locksmith.ErrLost) {
 		return err
 	}
 	e.lk = nil
@@ -187,30 +197,20 @@ func (e *etcdLocker) releaseIfHeld(ctx context.Context) error {
 }
 
 func (e *etcdLocker) find(ctx context.Context) (locksmith.Holder, bool, error) {
-	lk, err := e.store.Held(ctx, e.group, e.id)
-	if errors.Is(err, locksmith.ErrNotHeld) {
-		return locksmith.Holder{}, false, nil
-	}
-	if err != nil {
+	lk, err := e.heldNow(ctx)
+	if err != nil || lk == nil {
 		return locksmith.Holder{}, false, err
 	}
-	e.lk = &lk
+	e.lk = lk
 	return lk.Slot.Holder, true, nil
 }
 
 func (e *etcdLocker) keptRolledBack(ctx context.Context) (string, bool, error) {
-	lk, err := e.store.Held(ctx, e.group, e.id)
-	if errors.Is(err, locksmith.ErrNotHeld) {
-		e.lk = nil // an operator unlocked it
-		return "", false, nil
-	}
-	if err != nil {
+	lk, err := e.heldNow(ctx)
+	if err != nil || lk == nil || lk.Slot.Holder.State != locksmith.HolderRolledBack {
 		return "", false, err
 	}
-	if lk.Slot.Holder.State != locksmith.HolderRolledBack {
-		return "", false, nil
-	}
-	e.lk = &lk
+	e.lk = lk
 	return lk.Slot.Holder.Note, true, nil
 }
 
