@@ -69,9 +69,6 @@ func (l AdminLocal) Publish(ctx context.Context, o *Offer, paths []string) error
 // the payload's manifest is checked against the offer first: bytes of another version, board
 // or app never reach the server.
 func (l AdminLocal) publishTwinslot(ctx context.Context, o *Offer, path string) error {
-	if err := checkManifest(o, path); err != nil {
-		return err
-	}
 	f, err := os.Open(path)
 	if err != nil {
 		return err
@@ -79,6 +76,9 @@ func (l AdminLocal) publishTwinslot(ctx context.Context, o *Offer, path string) 
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
+		return err
+	}
+	if err := checkManifest(o, f, st.Size()); err != nil {
 		return err
 	}
 	p, err := l.Client.Publish(ctx, o.Pair.App, f, st.Size(), admin.PublishOptions{Channel: o.Pair.Local, Name: o.Files[0].Name})
@@ -92,16 +92,15 @@ func (l AdminLocal) publishTwinslot(ctx context.Context, o *Offer, path string) 
 	return nil
 }
 
-// checkManifest refuses a twinslot payload whose manifest names another app, board or version
+// checkManifest refuses a twinslot payload (size bytes in r) whose manifest names another app, board or version
 // than the upstream offered. The manifest is read without checking its signature: that is safe
 // only because a match is never trusted here, the server verifies the same bytes before it
 // publishes anything; a mismatch is refused whether or not the signature is good.
-func checkManifest(o *Offer, path string) error {
-	f, err := payload.OpenFile(path)
+func checkManifest(o *Offer, r io.ReaderAt, size int64) error {
+	f, err := payload.Open(r, size)
 	if err != nil {
 		return fmt.Errorf("nothing was published: open %s: %w", o.Files[0].Name, err)
 	}
-	defer f.Close()
 	m, err := f.Unverified()
 	if err != nil {
 		return fmt.Errorf("nothing was published: %s: %w", o.Files[0].Name, err)
