@@ -10,3 +10,11 @@ type GPTWriter = gptWriter
 func WrapGPT(env *Env, wrap func(d *partition.Disk) GPTWriter) {
 	env.gpt = func(d *partition.Disk) gptWriter { return wrap(d) }
 }
+
+// AfterKeygenCheck makes env's keygen call f after it checked its output paths and before it
+// writes them.
+func AfterKeygenCheck(env *Env, f func()) { env.keygenChecked = f }
+
+// PlaceNoReplace and LinkNoReplace are keygen's no-overwrite placements: renameat2 with the
+// link(2) fallback, and the fallback alone.
+var PlaceNoReplace, LinkNoReplace = placeNoReplace, linkNoReplace

@@ -47,6 +47,9 @@ type Env struct {
 	// gpt, when set, wraps the disk apply changes the GPT through; tests make its writes fail
 	// (export_test.go).
 	gpt func(*partition.Disk) gptWriter
+	// keygenChecked, when set, runs after keygen checked its output paths and before it writes
+	// them; tests create a file there as another process could (export_test.go).
+	keygenChecked func()
 }
 
 // Main is the payload command line with env's dependencies (see Main).
@@ -131,7 +134,8 @@ func (c *cmd) keygen(ctx context.Context, stdio cli.IO, args []string) error {
 	// Both paths are checked before either is written, so a refusal changes nothing. Anything but
 	// an absent path or a regular file is refused even with --force: a directory, a device, and a
 	// symbolic link (whose target the operator may expect to be overwritten; the rename below
-	// would replace the link itself).
+	// would replace the link itself). Without --force this check only gives the clear message:
+	// another process may create either file after it, which writeNew below refuses.
 	for _, path := range []string{keyPath, pubPath} {
 		st, err := os.Lstat(path)
 		switch {
@@ -145,21 +149,59 @@ func (c *cmd) keygen(ctx context.Context, stdio cli.IO, args []string) error {
 		case !st.Mode().IsRegular():
 			return fmt.Errorf("keygen: %s is not a regular file: remove it or choose another -o", path)
 		case !*force:
-			return fmt.Errorf("keygen: %s exists (use --force to overwrite)", path)
+			return existsRefused(path)
 		}
 	}
-	// Each file is replaced atomically (temporary file, fsync, rename), NAME.pub first: whatever
-	// fails or crashes, NAME.key is either the old private key or the new one, never a torn file,
-	// and a new NAME.key always has its NAME.pub beside it.
-	if err := atomicfile.WriteFile(pubPath, pub, 0o644); err != nil {
-		return fmt.Errorf("keygen: %w", err)
+	if c.env.keygenChecked != nil {
+		c.env.keygenChecked()
 	}
-	if err := atomicfile.WriteFile(keyPath, priv, 0o600); err != nil {
-		return fmt.Errorf("keygen: wrote the new %s but not %s (%w): the two no longer belong together; fix the cause and run 'payload keygen --force -o %s' again",
-			pubPath, keyPath, err, *out)
+	if *force {
+		// Each file is replaced atomically (temporary file, fsync, rename), NAME.pub first:
+		// whatever fails or crashes, NAME.key is either the old private key or the new one, never
+		// a torn file, and a new NAME.key always has its NAME.pub beside it.
+		if err := atomicfile.WriteFile(pubPath, pub, 0o644); err != nil {
+			return fmt.Errorf("keygen: %w", err)
+		}
+		if err := atomicfile.WriteFile(keyPath, priv, 0o600); err != nil {
+			return fmt.Errorf("keygen: wrote the new %s but not %s (%w): the two no longer belong together; fix the cause and run 'payload keygen --force -o %s' again",
+				pubPath, keyPath, err, *out)
+		}
+	} else if err := writeNewPair(pubPath, pub, keyPath, priv); err != nil {
+		return err
 	}
 	fmt.Fprintf(stdio.Stdout, "wrote %s.key and %s.pub (%s)\nkey id %s\n", *out, *out, *kt, tk.ID)
 	return nil
+}
+
+// writeNewPair writes NAME.pub and then NAME.key, each only where nothing exists at the moment
+// it is placed (writeNew), so a key file another process creates at any time is never replaced.
+// When NAME.key cannot be placed, the NAME.pub placed just before is removed again: a refusal
+// leaves nothing behind.
+func writeNewPair(pubPath string, pub []byte, keyPath string, priv []byte) error {
+	placed, err := writeNew(pubPath, pub, 0o644)
+	if err != nil {
+		return newFileErr(pubPath, err)
+	}
+	if _, err := writeNew(keyPath, priv, 0o600); err != nil {
+		err = newFileErr(keyPath, err)
+		if rerr := removeIfSame(pubPath, placed); rerr != nil {
+			return fmt.Errorf("%w; the new %s it belongs with could not be removed again (%v): remove it by hand", err, pubPath, rerr)
+		}
+		return err
+	}
+	return nil
+}
+
+// newFileErr is keygen's error for a writeNew of path that failed with err.
+func newFileErr(path string, err error) error {
+	if errors.Is(err, fs.ErrExist) {
+		return existsRefused(path)
+	}
+	return fmt.Errorf("keygen: %w", err)
+}
+
+func existsRefused(path string) error {
+	return fmt.Errorf("keygen: %s exists: move it away or use --force to overwrite it", path)
 }
 
 func symlinkRefused(path string) error {
