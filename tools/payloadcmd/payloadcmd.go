@@ -10,6 +10,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -414,7 +415,8 @@ func openDeltaBases(args []string) (bases []payload.DeltaBase, closeAll func(), 
 func (c *cmd) sign(ctx context.Context, stdio cli.IO, args []string) error {
 	fs := stdio.FlagSet("payload sign", "--key NAME.key|KMS-URI p.tsp", `Adds a signature by the key to the payload (replacing an earlier one by the same key).
 A key that looks like a URI (awskms://…, gcpkms://…, hashivault://…) is a sigstore KMS key: it
-is used through a provider linked into this binary or a sigstore-kms-<provider> plugin on PATH.`)
+is used through a provider linked into this binary or a sigstore-kms-<provider> plugin on PATH.
+A symbolic link is followed: the payload it points at is signed and the link kept.`)
 	key := fs.String("key", "", "private key file, or a sigstore KMS key URI")
 	arg, err := parseOne(fs, args, "payload file")
 	if err != nil {
@@ -432,10 +434,17 @@ is used through a provider linked into this binary or a sigstore-kms-<provider> 
 	if err != nil {
 		return fmt.Errorf("signing key %s: %w", *key, err)
 	}
-	if err := payload.Sign(ctx, arg, s, ""); err != nil {
+	// payload.Sign replaces the file at the path it is given (temporary file, rename): given a
+	// symbolic link it would replace the link with a signed copy and leave the payload the link
+	// points at unsigned. Sign that payload and keep the link.
+	path, err := filepath.EvalSymlinks(arg)
+	if err != nil {
+		return fmt.Errorf("sign: %w", err)
+	}
+	if err := payload.Sign(ctx, path, s, ""); err != nil {
 		return err
 	}
-	f, err := payload.OpenFile(arg)
+	f, err := payload.OpenFile(path)
 	if err != nil {
 		return err
 	}

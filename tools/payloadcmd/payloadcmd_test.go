@@ -370,3 +370,45 @@ func TestKeygenRefusesSymlinks(t *testing.T) {
 		})
 	}
 }
+
+// TestSignThroughSymlink: 'payload sign LINK' signs the payload the symbolic link points at and
+// keeps the link, instead of replacing the link with a signed copy and leaving the target
+// unsigned.
+func TestSignThroughSymlink(t *testing.T) {
+	tests := []struct {
+		name   string
+		link   string // relative to the test directory
+		target string // as stored in the link
+	}{
+		{"absolute", "latest.tsp", ""},
+		{"relative, from another directory", "channel/stable.tsp", "../p.tsp"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			at := func(n string) string { return filepath.Join(dir, n) }
+			if err := os.WriteFile(at("usr.img"), payloadtest.Image(1<<20, 5), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			mustRun(t, "keygen", "-o", at("k"))
+			mustRun(t, "trust", "init", "--key", at("k.pub"), "-o", at("trust.json"))
+			mustRun(t, "build", "--image", at("usr.img"), "--version", "1.0.0", "--board", "amd64-usr", "-o", at("p.tsp"))
+			target := tc.target
+			if target == "" {
+				target = at("p.tsp")
+			}
+			link := at(tc.link)
+			if err := os.MkdirAll(filepath.Dir(link), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(target, link); err != nil {
+				t.Fatal(err)
+			}
+			mustRun(t, "sign", "--key", at("k.key"), link)
+			if got, err := os.Readlink(link); err != nil || got != target {
+				t.Fatalf("after sign, %s is no longer the link to %s: Readlink = %q, %v", tc.link, target, got, err)
+			}
+			mustRun(t, "verify", "--trust", at("trust.json"), at("p.tsp"))
+		})
+	}
+}
