@@ -154,6 +154,76 @@ func bareInstall(b *testing.B, url string, p *benchPayload, dir string) (wall, c
 	return timeWorkers(b, p, "bare", 2*runtime.GOMAXPROCS(0), work)
 }
 
+// copyFloor measures the byte moves that any install of p over HTTP makes on top of decoding and
+// hashing, each once, in their cheapest form: receive the data section from url in one request
+// into one reused buffer (the server's sendfile included), write the image's non-zero chunks
+// from memory (img) into a fresh file in dir in runs of up to 8 MiB at their image offsets, and
+// read those runs back (the design's final re-hash reads every byte of the slot again; here
+// without hashing, and without the zero areas the install also reads). It returns the CPU time
+// of the whole process over the three. The raw limit's CPU time plus this, spread perfectly over
+// every core, is the least wall time an install could take: the ceiling on %-of-raw-par that the
+// machine's copies leave to any installer, reported beside the install's figure.
+func copyFloor(b *testing.B, url string, p *benchPayload, dir string, img []byte) time.Duration {
+	b.Helper()
+	var r0, r1 syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &r0)
+	buf := make([]byte, 8<<20)
+	labelled("floor", func() {
+		dataOff := p.dataOffset(b)
+		req, _ := http.NewRequest(http.MethodGet, url, nil)
+		req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", dataOff, dataOff+p.m.DataSize-1))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		var got int64
+		for {
+			n, err := resp.Body.Read(buf)
+			got += int64(n)
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+		resp.Body.Close()
+		if got != p.m.DataSize {
+			b.Fatalf("copy floor: received %d bytes of %d", got, p.m.DataSize)
+		}
+		// Runs of neighbouring non-zero chunks, up to 8 MiB each.
+		var runs [][2]int64
+		for _, c := range p.m.Chunks {
+			if c.Encoding == payload.EncodingZero {
+				continue
+			}
+			end := c.Offset + int64(c.Length)
+			if k := len(runs) - 1; k >= 0 && runs[k][1] == c.Offset && end-runs[k][0] <= 8<<20 {
+				runs[k][1] = end
+				continue
+			}
+			runs = append(runs, [2]int64{c.Offset, end})
+		}
+		f, err := os.CreateTemp(dir, "floor")
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer func() { f.Close(); os.Remove(f.Name()) }()
+		for _, r := range runs {
+			if _, err := f.WriteAt(img[r[0]:r[1]], r[0]); err != nil {
+				b.Fatal(err)
+			}
+		}
+		for _, r := range runs {
+			if _, err := f.ReadAt(buf[:r[1]-r[0]], r[0]); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	syscall.Getrusage(syscall.RUSAGE_SELF, &r1)
+	return rusageCPU(r0, r1)
+}
+
 // benchDecoder decodes and checks stored chunks of one payload, one goroutine's worth.
 type benchDecoder struct {
 	dec *zstd.Decoder
