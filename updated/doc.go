@@ -78,7 +78,10 @@
 //
 // A slot on trial passes the gate of package health: systemd running with no failed units,
 // every /etc/twinslot/health.d executable exiting 0, every HEALTH_URLS URL answering 2xx,
-// within HEALTH_TIMEOUT (default 5 min). Only then is it marked good, the anti-rollback floor
+// within HEALTH_TIMEOUT (default 5 min). The deadline counts from the gate's first start in the
+// boot (Record.GateStarted): a restart of the agent (a crash, systemd's Restart=) gets only what
+// is left and fails at once when nothing is, so no restart extends the trial; a new boot starts
+// a fresh deadline. Only a slot that passed is marked good, the anti-rollback floor
 // advanced to its manifest's security version (TPM NV counter and floor.json, see package
 // floor) and its image digest extended into PCR 15 (once per boot). Payloads are verified
 // against the host trust root (/etc/twinslot/trust.json, else /usr/share/twinslot/trust.json;

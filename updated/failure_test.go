@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -365,6 +366,137 @@ func TestStaleAttemptUpdate(t *testing.T) {
 	case rec := <-r.states:
 		t.Fatalf("the agent left IDLE for %s on an AttemptUpdate made while it was downloading", rec.State)
 	case <-time.After(time.Second):
+	}
+	r.stop(t)
+}
+
+// gateClock moves the fake clock one pending wait at a time (the gate's retries) until the
+// agent asks for a reboot or the clock reaches until. It returns the clock's time then and
+// whether the agent asked for a reboot.
+func gateClock(t *testing.T, h *host, until time.Time) (time.Time, bool) {
+	t.Helper()
+	hang := time.After(2 * time.Minute)
+	for {
+		select {
+		case <-h.rebootCh:
+			return h.clk.Now(), true
+		case <-hang:
+			t.Fatalf("no reboot and no pending wait at %v (a hang)", h.clk.Now())
+		default:
+		}
+		if !h.clk.Now().Before(until) {
+			return h.clk.Now(), false
+		}
+		// Waits of earlier runs stay pending on the fake clock (45 min to the next check, say):
+		// move only to a retry of the gate. None: the agent is busy (running the check, rolling
+		// back); wait for its next wait.
+		ws := h.clk.Pending()
+		if slices.ContainsFunc(ws, func(d time.Duration) bool { return d <= time.Second }) {
+			h.clk.AdvanceToNext()
+			continue
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Millisecond)
+		h.clk.WaitFor(ctx, len(ws)+1)
+		cancel()
+	}
+}
+
+// healthTrial installs 2.0.0 with a health.d check that never passes and HEALTH_TIMEOUT=2m,
+// boots it (on trial) and starts the agent; it returns once the gate waits to retry, with the
+// time the agent started.
+func healthTrial(t *testing.T) (*host, *omahaServer, *run, time.Time) {
+	t.Helper()
+	h, srv := scenario(t, 3, false)
+	h.writeConf(srv.URL(), "HEALTH_TIMEOUT=2m")
+	toNeedReboot(t, h, srv)
+	if err := os.WriteFile(h.dir+"/etc/health.d/50-app", []byte("#!/bin/sh\necho app not answering >&2\nexit 1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	h.boot()
+	start := h.clk.Now()
+	r := h.start(srv.URL(), fast, 0)
+	waitState(t, r, "VERIFYING", inState(updated.Verifying))
+	if _, err := h.clk.WaitFor(t.Context(), 1); err != nil {
+		t.Fatal(err)
+	}
+	return h, srv, r, start
+}
+
+// wantGateRollback checks that the agent rolled back because the gate's deadline passed.
+func wantGateRollback(t *testing.T, r *run) {
+	t.Helper()
+	rec := r.agent.Record()
+	if rec.State != updated.RollingBack || rec.Failure == nil || rec.Failure.Code != updated.CodeHealthGateFailed ||
+		!strings.Contains(rec.Failure.Message, "deadline of 2m0s passed") {
+		t.Fatalf("%s: %+v; want ROLLING_BACK on the gate's deadline", rec.State, rec.Failure)
+	}
+}
+
+// A restart of the agent within the boot does not restart the health gate's deadline: an agent
+// that crash-loops (or is restarted by systemd) while its slot is on trial cannot keep the
+// trial going. The gate counts from when it first started in this boot and rolls back then.
+func TestHealthDeadlineSurvivesRestart(t *testing.T) {
+	h, srv, r, start := healthTrial(t)
+	deadline := start.Add(2 * time.Minute)
+	if _, rebooted := gateClock(t, h, start.Add(90*time.Second)); rebooted {
+		t.Fatal("rolled back after 90s of a 2m gate")
+	}
+	r.stop(t)
+	r = h.start(srv.URL(), fast, 0) // the same boot
+	at, rebooted := gateClock(t, h, deadline.Add(30*time.Second))
+	if !rebooted {
+		t.Fatalf("no rollback %v after the gate first started (HEALTH_TIMEOUT=2m): the restart gave the gate a fresh deadline", at.Sub(start))
+	}
+	if at.Before(deadline) || at.After(deadline.Add(time.Second)) {
+		t.Fatalf("rolled back %v after the gate first started, want at its deadline (2m)", at.Sub(start))
+	}
+	wantGateRollback(t, r)
+	r.stop(t)
+}
+
+// A new boot on a slot still on trial gets a fresh deadline: the time a gate ran in an earlier
+// boot does not count against this one.
+func TestHealthDeadlineFreshPerBoot(t *testing.T) {
+	h, srv, r, start := healthTrial(t)
+	if _, rebooted := gateClock(t, h, start.Add(90*time.Second)); rebooted {
+		t.Fatal("rolled back after 90s of a 2m gate")
+	}
+	r.stop(t)
+	h.mu.Lock()
+	h.bootID = uuid() // booted again into the same slot, still on trial (say, a kexec)
+	h.mu.Unlock()
+	restart := h.clk.Now()
+	r = h.start(srv.URL(), fast, 0)
+	waitState(t, r, "VERIFYING", inState(updated.Verifying))
+	at, rebooted := gateClock(t, h, restart.Add(2*time.Minute+30*time.Second))
+	if !rebooted {
+		t.Fatalf("no rollback %v into the new boot (HEALTH_TIMEOUT=2m)", at.Sub(restart))
+	}
+	if d := at.Sub(restart); d < 2*time.Minute || d > 2*time.Minute+time.Second {
+		t.Fatalf("rolled back %v into the new boot, want a fresh deadline of 2m", d)
+	}
+	wantGateRollback(t, r)
+	r.stop(t)
+}
+
+// An agent that comes back after the gate's deadline passed (it was down, or crash-looping,
+// meanwhile) fails the gate at once, without running the checks, and rolls back.
+func TestHealthDeadlinePassedWhileDown(t *testing.T) {
+	h, srv, r, start := healthTrial(t)
+	if _, rebooted := gateClock(t, h, start.Add(90*time.Second)); rebooted {
+		t.Fatal("rolled back after 90s of a 2m gate")
+	}
+	r.stop(t)
+	h.clk.Advance(time.Minute) // the agent is down past the deadline
+	r = h.start(srv.URL(), fast, 0)
+	select {
+	case <-h.rebootCh:
+	case <-time.After(30 * time.Second): // the fake clock stands still: only a prompt failure gets here
+		t.Fatal("no prompt rollback of a gate restarted after its deadline")
+	}
+	wantGateRollback(t, r)
+	if msg := r.agent.Record().Failure.Message; !strings.Contains(msg, "before a restart") || !strings.Contains(msg, "health.d/50-app: not run") {
+		t.Fatalf("failure %q; want the deadline passed before the restart, the check not run", msg)
 	}
 	r.stop(t)
 }

@@ -162,6 +162,15 @@ type Record struct {
 	LastError *Failure   `json:"last_error,omitempty"` // the last reported failure, for status
 	Boot      BootStatus `json:"boot"`                 // status of the boot BootID
 
+	// GateStarted is when the health gate of the boot BootID started (VERIFYING only; zero
+	// otherwise). Resume sets it when a boot enters VERIFYING and keeps it across restarts of
+	// the agent within that boot, so an agent that crash-loops or is restarted gets only what is
+	// left of the deadline; a new boot starts afresh. It is a wall clock reading, the one clock
+	// an earlier process of the same boot and this one share through the file; see Resume for
+	// how a clock step is handled. Optional: a record without it (an older agent's) loads, and
+	// an older agent ignores it.
+	GateStarted time.Time `json:"gate_started,omitzero"`
+
 	// SlotImages remembers what was installed in each slot (label → image), for the floor and
 	// the PCR measurement when that slot is booted.
 	SlotImages map[string]Image `json:"slot_images,omitempty"`
@@ -363,6 +372,7 @@ func Transition(r Record, ev Event) (Record, error) {
 			return to(Idle)
 		}
 	case Verifying:
+		n.GateStarted = time.Time{} // the gate is over
 		switch ev.Kind {
 		case EvHealthy:
 			return to(Committing)
@@ -533,8 +543,20 @@ func Resume(r Record, f BootFacts) Record {
 	}
 	if r.BootID == f.BootID && r.BootID != "" {
 		n.Boot.BootedVersion, n.Boot.Slot = f.Version, f.Slot
+		// A restart of the agent during the health gate keeps the gate's start, so the deadline
+		// is not extended. GateStarted and f.Now are wall clock readings of two processes
+		// (monotonic clocks do not survive the restart). A start missing (a record written
+		// without it) or in the future (the clock stepped back since) counts from now: the
+		// gate then gets at most one deadline more, never an unbounded one. A start that is far
+		// in the past is kept: the deadline passed, and the gate fails at once (health.Gate
+		// clamps too) — also after a large forward step of the clock, which errs on the side of
+		// the rollback rather than of a trial that does not end.
+		if n.State == Verifying && (n.GateStarted.IsZero() || n.GateStarted.After(f.Now)) {
+			n.GateStarted = f.Now
+		}
 		return n
 	}
+	n.GateStarted = time.Time{} // a new boot: its gate, if any, starts afresh
 
 	// A new boot. The slot that was on trial or about to be: the attempt's target, or (for an
 	// image installed by hand) the slot the previous boot was verifying.
@@ -568,6 +590,7 @@ func Resume(r Record, f BootFacts) Record {
 		}
 		n.Failure = nil
 		n.Boot = BootStatus{State: BootVerifying, BootedVersion: f.Version, PreviousVersion: from, Slot: f.Slot}
+		n.GateStarted = f.Now
 		return set(Verifying)
 
 	case trial != "" && !onTrial && pastPrepare:

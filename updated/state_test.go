@@ -322,6 +322,64 @@ func TestResume(t *testing.T) {
 	}
 }
 
+// The health gate's start is kept across restarts of the agent within a boot (so a restart
+// does not extend the deadline) and starts afresh with each boot; a clock that stepped back
+// never makes it later than now, and the gate's end clears it.
+func TestResumeGateStart(t *testing.T) {
+	installed, _ := run(t, NewRecord(), updateEvents()...)
+	installed.BootID = "boot-1"
+	trial := BootFacts{BootID: "boot-2", Slot: "USR-B", Version: "2.0.0", Now: t0}
+	verifying := Resume(installed, trial)
+	if verifying.State != Verifying || !verifying.GateStarted.Equal(t0) {
+		t.Fatalf("a boot on trial: %s, gate started %v; want VERIFYING from %v", verifying.State, verifying.GateStarted, t0)
+	}
+	at := func(d time.Duration) BootFacts { f := trial; f.Now = t0.Add(d); return f }
+	for _, tc := range []struct {
+		name  string
+		rec   func() Record
+		facts BootFacts
+		want  time.Time
+	}{
+		{"restart in the same boot keeps the start", func() Record { return verifying }, at(90 * time.Second), t0},
+		{"restart long after the deadline keeps the start", func() Record { return verifying }, at(48 * time.Hour), t0},
+		{"start in the future (clock stepped back) counts from now", func() Record { return verifying }, at(-time.Hour), t0.Add(-time.Hour)},
+		{"a record without the start (an older agent's) counts from now", func() Record {
+			r := verifying.clone()
+			r.GateStarted = time.Time{}
+			return r
+		}, at(time.Minute), t0.Add(time.Minute)},
+		{"a new boot on trial starts afresh", func() Record { return verifying },
+			func() BootFacts { f := at(90 * time.Second); f.BootID = "boot-3"; return f }(), t0.Add(90 * time.Second)},
+		{"a new boot on the old slot has no gate", func() Record { return verifying },
+			BootFacts{BootID: "boot-3", Slot: "USR-A", Version: "1.0.0", Successful: true, Now: t0.Add(time.Hour)}, time.Time{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := Resume(tc.rec(), tc.facts)
+			if !got.GateStarted.Equal(tc.want) {
+				t.Fatalf("gate started %v, want %v (state %s)", got.GateStarted, tc.want, got.State)
+			}
+		})
+	}
+
+	for _, ev := range []Event{{Kind: EvHealthy}, {Kind: EvUnhealthy, Failure: fail(CodeHealthGateFailed)}} {
+		r, _ := run(t, verifying, ev)
+		if !r.GateStarted.IsZero() {
+			t.Errorf("after %s: gate started %v, want none", ev.Kind, r.GateStarted)
+		}
+	}
+
+	// What an older agent wrote while verifying (no gate_started) loads, and the start is set.
+	old := []byte(`{"version":1,"state":"VERIFYING","seq":7,"boot_id":"boot-2","changed":"2026-11-22T10:00:00Z",` +
+		`"prev_version_pref":"1.0.0","boot":{"state":"verifying","booted_version":"2.0.0","previous_version":"1.0.0","slot":"USR-B"}}`)
+	r, err := ParseRecord(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r = Resume(r, at(time.Minute)); r.State != Verifying || !r.GateStarted.Equal(t0.Add(time.Minute)) {
+		t.Fatalf("an older record resumed: %s, gate started %v", r.State, r.GateStarted)
+	}
+}
+
 func TestHistoryBounded(t *testing.T) {
 	r := NewRecord()
 	for i := 0; i < MaxHistory+7; i++ {

@@ -30,7 +30,7 @@ const (
 func (a *Agent) gate(r Record) (*health.Gate, error) {
 	g := &health.Gate{
 		System: a.h.System, Dir: a.h.Paths.HealthDir, Deadline: a.c.HealthDeadline, Retry: a.c.HealthRetry,
-		Clock: a.clk, Logger: a.log.With("health_gate", r.Boot.Slot),
+		Clock: a.clk, Logger: a.log.With("health_gate", r.Boot.Slot), Started: r.GateStarted,
 		Env: []string{"TWINSLOT_VERSION=" + r.Boot.BootedVersion, "TWINSLOT_PREVIOUS_VERSION=" + r.Boot.PreviousVersion,
 			"TWINSLOT_SLOT=" + r.Boot.Slot},
 	}
@@ -55,7 +55,8 @@ func (a *Agent) verify(ctx context.Context, r Record) (Event, error) {
 		// A broken configuration must not commit an unchecked slot: fail the gate.
 		return Event{Kind: EvUnhealthy, Failure: &Failure{Code: CodeHealthGateFailed, Message: "health gate misconfigured: " + err.Error()}}, nil
 	}
-	a.log.Info("health gate running", "slot", r.Boot.Slot, "version", r.Boot.BootedVersion, "checks_dir", g.Dir, "urls", g.URLs)
+	a.log.Info("health gate running", "slot", r.Boot.Slot, "version", r.Boot.BootedVersion, "checks_dir", g.Dir, "urls", g.URLs,
+		"started", r.GateStarted)
 	res := g.Run(ctx)
 	if ctx.Err() != nil {
 		return Event{}, errStop // re-run after the restart

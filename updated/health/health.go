@@ -58,6 +58,12 @@ type Gate struct {
 	HTTP         *http.Client  // nil: a private client without proxy or keep-alive
 	Clock        Clock
 	Logger       *slog.Logger
+
+	// Started is when this gate first started, for a gate run again after its process
+	// restarted (zero: now). The deadline counts from Started, clamped so that the run gets at
+	// most Deadline (a Started in the future counts as now) and at least nothing; a gate whose
+	// deadline already passed fails at once, without running a check.
+	Started time.Time
 }
 
 // Check is one check's outcome.
@@ -72,7 +78,7 @@ type Check struct {
 type Result struct {
 	Passed  bool          `json:"passed"`
 	Checks  []Check       `json:"checks"`
-	Elapsed time.Duration `json:"elapsed"`
+	Elapsed time.Duration `json:"elapsed"`          // of this run only (see Gate.Started)
 	Reason  string        `json:"reason,omitempty"` // why it failed, one line
 }
 
@@ -113,7 +119,15 @@ func (g *Gate) Run(ctx context.Context) Result {
 	deadline := orDefault(g.Deadline, DefaultDeadline)
 	retry := orDefault(g.Retry, DefaultRetry)
 	start := clk.Now()
-	end := start.Add(deadline)
+	// What an earlier run of this gate used up. Started may come from another process (a wall
+	// clock reading): ran is clamped at 0 when it lies in the future, and Sub saturates, so an
+	// absurdly old Started leaves nothing rather than overflowing. end is derived from this
+	// process's clock reading, so the rest of the run is timed by its monotonic clock.
+	var ran time.Duration
+	if !g.Started.IsZero() {
+		ran = max(start.Sub(g.Started), 0)
+	}
+	end := start.Add(max(deadline-ran, 0))
 
 	hc := g.HTTP
 	if hc == nil {
@@ -136,6 +150,15 @@ func (g *Gate) Run(ctx context.Context) Result {
 		res.Reason = reason
 		res.Passed = reason == ""
 		return res
+	}
+	if !end.After(start) {
+		// Resumed after its deadline (its process was down or restarting meanwhile): a late
+		// pass must not commit the slot, so fail without running anything.
+		for i := range res.Checks {
+			res.Checks[i].Detail = "not run: the deadline passed before the gate resumed"
+		}
+		return done(fmt.Sprintf("deadline of %s passed with %d checks not passing (the gate started %s ago, before a restart)",
+			deadline, len(checks), ran.Round(time.Second)))
 	}
 	for {
 		pending := 0
