@@ -139,6 +139,13 @@ func New(h Host, c Config) (*Agent, error) {
 	}
 	if a.clk == nil {
 		a.clk = clock.Real{}
+		if a.h.Uptime == nil {
+			a.h.Uptime = bootTime
+		}
+	}
+	if a.h.Uptime == nil {
+		clk := a.clk
+		a.h.Uptime = func() time.Duration { return clk.Now().Sub(time.Unix(0, 0)) }
 	}
 	if a.rnd == nil {
 		a.rnd = func(n int64) int64 { return rand.Int64N(n) }
@@ -303,7 +310,8 @@ func (a *Agent) inspect(ctx context.Context, rec Record) (BootFacts, error) {
 		return BootFacts{}, fmt.Errorf("updated: find the booted slot: %w", err)
 	}
 	a.booted, a.release = slot, rel
-	f := BootFacts{BootID: a.h.BootID, Slot: slot.Label, Version: rel.Version, Successful: slot.Attr.Successful(), Now: a.clk.Now()}
+	f := BootFacts{BootID: a.h.BootID, Slot: slot.Label, Version: rel.Version, Successful: slot.Attr.Successful(), Now: a.clk.Now(),
+		Uptime: a.h.Uptime()}
 	if rec.Attempt != nil && rec.Attempt.TargetSlot != "" && rec.Attempt.TargetSlot != slot.Label {
 		if t, err := d.SlotByLabel(rec.Attempt.TargetSlot); err == nil {
 			f.TargetTried = t.Attr.Priority() > 0 && t.Attr.Tries() == 0 && !t.Attr.Successful()

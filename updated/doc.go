@@ -79,7 +79,8 @@
 // A slot on trial passes the gate of package health: systemd running with no failed units,
 // every /etc/twinslot/health.d executable exiting 0, every HEALTH_URLS URL answering 2xx,
 // within HEALTH_TIMEOUT (default 5 min). The deadline counts from the gate's first start in the
-// boot (Record.GateStarted): a restart of the agent (a crash, systemd's Restart=) gets only what
+// boot, timed by the boot's uptime (Record.GateUptime, CLOCK_BOOTTIME, which no step of the
+// wall clock moves): a restart of the agent (a crash, systemd's Restart=) gets only what
 // is left and fails at once when nothing is, so no restart extends the trial; a new boot starts
 // a fresh deadline. Only a slot that passed is marked good, the anti-rollback floor
 // advanced to its manifest's security version (TPM NV counter and floor.json, see package

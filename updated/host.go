@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/go-tpm/tpm2/transport"
+	"golang.org/x/sys/unix"
 
 	"github.com/twinslot/twinslot/partition"
 	"github.com/twinslot/twinslot/partition/osrelease"
@@ -34,6 +35,11 @@ type Host struct {
 	TPM transport.TPM
 	// Clock is the time source; nil: the real clock.
 	Clock Clock
+	// Uptime is the time since the machine booted, on a clock every process of one boot shares
+	// and no step of the wall clock moves (CLOCK_BOOTTIME): what times the health gate across
+	// restarts of the agent. nil: CLOCK_BOOTTIME with the real clock, else Clock's reading (a
+	// test's clock then times it alone).
+	Uptime func() time.Duration
 	// Rand returns a uniform int64 in [0, n) for schedule jitter; nil: math/rand/v2.
 	Rand Rand
 	// MachineID is /etc/machine-id (32 lowercase hex); BootID the kernel's boot id (a UUID,
@@ -181,4 +187,15 @@ func readLimited(root fs.FS, name string) ([]byte, error) {
 		return nil, fmt.Errorf("updated: /%s is larger than %d bytes", name, osrelease.MaxSize)
 	}
 	return b, nil
+}
+
+// bootTime reads CLOCK_BOOTTIME, the time since boot (suspend included), which every process of
+// a boot shares. Should the kernel refuse it, 0: a gate resumed then gets a fresh deadline, as
+// before gates were timed across restarts.
+func bootTime() time.Duration {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		return 0
+	}
+	return time.Duration(ts.Nano())
 }

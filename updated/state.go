@@ -162,14 +162,14 @@ type Record struct {
 	LastError *Failure   `json:"last_error,omitempty"` // the last reported failure, for status
 	Boot      BootStatus `json:"boot"`                 // status of the boot BootID
 
-	// GateStarted is when the health gate of the boot BootID started (VERIFYING only; zero
-	// otherwise). Resume sets it when a boot enters VERIFYING and keeps it across restarts of
-	// the agent within that boot, so an agent that crash-loops or is restarted gets only what is
-	// left of the deadline; a new boot starts afresh. It is a wall clock reading, the one clock
-	// an earlier process of the same boot and this one share through the file; see Resume for
-	// how a clock step is handled. Optional: a record without it (an older agent's) loads, and
-	// an older agent ignores it.
-	GateStarted time.Time `json:"gate_started,omitzero"`
+	// GateUptime is the boot's uptime (Host.Uptime, CLOCK_BOOTTIME) when the health gate of the
+	// boot BootID started (VERIFYING only; zero otherwise). Resume sets it when a boot enters
+	// VERIFYING and keeps it across restarts of the agent within that boot, so an agent that
+	// crash-loops or is restarted gets only what is left of the deadline; a new boot starts
+	// afresh. Uptime, not the wall clock: every process of the boot reads the same clock, and
+	// a step of the wall clock (a time sync after boot) neither ends nor extends a trial.
+	// Optional: a record without it (an older agent's) loads, and an older agent ignores it.
+	GateUptime time.Duration `json:"gate_uptime,omitzero"`
 
 	// SlotImages remembers what was installed in each slot (label → image), for the floor and
 	// the PCR measurement when that slot is booted.
@@ -372,7 +372,7 @@ func Transition(r Record, ev Event) (Record, error) {
 			return to(Idle)
 		}
 	case Verifying:
-		n.GateStarted = time.Time{} // the gate is over
+		n.GateUptime = 0 // the gate is over
 		switch ev.Kind {
 		case EvHealthy:
 			return to(Committing)
@@ -511,6 +511,7 @@ type BootFacts struct {
 	// boot loader and failed (priority > 0, tries 0, not successful). Only read for Finalizing.
 	TargetTried bool
 	Now         time.Time
+	Uptime      time.Duration // Host.Uptime: times the health gate across restarts of the agent
 }
 
 // Resume decides where the agent continues after a start. The same boot continues the recorded
@@ -544,19 +545,15 @@ func Resume(r Record, f BootFacts) Record {
 	if r.BootID == f.BootID && r.BootID != "" {
 		n.Boot.BootedVersion, n.Boot.Slot = f.Version, f.Slot
 		// A restart of the agent during the health gate keeps the gate's start, so the deadline
-		// is not extended. GateStarted and f.Now are wall clock readings of two processes
-		// (monotonic clocks do not survive the restart). A start missing (a record written
-		// without it) or in the future (the clock stepped back since) counts from now: the
-		// gate then gets at most one deadline more, never an unbounded one. A start that is far
-		// in the past is kept: the deadline passed, and the gate fails at once (health.Gate
-		// clamps too) — also after a large forward step of the clock, which errs on the side of
-		// the rollback rather than of a trial that does not end.
-		if n.State == Verifying && (n.GateStarted.IsZero() || n.GateStarted.After(f.Now)) {
-			n.GateStarted = f.Now
+		// is not extended. A start missing (a record written without it) or later than now
+		// (which one boot's uptime never is) counts from now: the gate then gets at most one
+		// deadline more, never an unbounded one.
+		if n.State == Verifying && (n.GateUptime <= 0 || n.GateUptime > f.Uptime) {
+			n.GateUptime = f.Uptime
 		}
 		return n
 	}
-	n.GateStarted = time.Time{} // a new boot: its gate, if any, starts afresh
+	n.GateUptime = 0 // a new boot: its gate, if any, starts afresh
 
 	// A new boot. The slot that was on trial or about to be: the attempt's target, or (for an
 	// image installed by hand) the slot the previous boot was verifying.
@@ -590,7 +587,7 @@ func Resume(r Record, f BootFacts) Record {
 		}
 		n.Failure = nil
 		n.Boot = BootStatus{State: BootVerifying, BootedVersion: f.Version, PreviousVersion: from, Slot: f.Slot}
-		n.GateStarted = f.Now
+		n.GateUptime = f.Uptime
 		return set(Verifying)
 
 	case trial != "" && !onTrial && pastPrepare:

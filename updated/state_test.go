@@ -322,61 +322,65 @@ func TestResume(t *testing.T) {
 	}
 }
 
-// The health gate's start is kept across restarts of the agent within a boot (so a restart
-// does not extend the deadline) and starts afresh with each boot; a clock that stepped back
-// never makes it later than now, and the gate's end clears it.
+// The health gate's start (the boot's uptime then) is kept across restarts of the agent within
+// a boot, so a restart does not extend the deadline, and starts afresh with each boot; a start
+// later than now never stands, a wall clock step changes nothing, and the gate's end clears it.
 func TestResumeGateStart(t *testing.T) {
 	installed, _ := run(t, NewRecord(), updateEvents()...)
 	installed.BootID = "boot-1"
-	trial := BootFacts{BootID: "boot-2", Slot: "USR-B", Version: "2.0.0", Now: t0}
+	const up0 = 40 * time.Second // the boot's uptime when the agent first resumed
+	trial := BootFacts{BootID: "boot-2", Slot: "USR-B", Version: "2.0.0", Now: t0, Uptime: up0}
 	verifying := Resume(installed, trial)
-	if verifying.State != Verifying || !verifying.GateStarted.Equal(t0) {
-		t.Fatalf("a boot on trial: %s, gate started %v; want VERIFYING from %v", verifying.State, verifying.GateStarted, t0)
+	if verifying.State != Verifying || verifying.GateUptime != up0 {
+		t.Fatalf("a boot on trial: %s, gate started at uptime %v; want VERIFYING from %v", verifying.State, verifying.GateUptime, up0)
 	}
-	at := func(d time.Duration) BootFacts { f := trial; f.Now = t0.Add(d); return f }
+	at := func(d time.Duration) BootFacts { f := trial; f.Now, f.Uptime = t0.Add(d), up0+d; return f }
 	for _, tc := range []struct {
 		name  string
 		rec   func() Record
 		facts BootFacts
-		want  time.Time
+		want  time.Duration
 	}{
-		{"restart in the same boot keeps the start", func() Record { return verifying }, at(90 * time.Second), t0},
-		{"restart long after the deadline keeps the start", func() Record { return verifying }, at(48 * time.Hour), t0},
-		{"start in the future (clock stepped back) counts from now", func() Record { return verifying }, at(-time.Hour), t0.Add(-time.Hour)},
+		{"restart in the same boot keeps the start", func() Record { return verifying }, at(90 * time.Second), up0},
+		{"restart long after the deadline keeps the start", func() Record { return verifying }, at(48 * time.Hour), up0},
+		{"a wall clock step changes nothing", func() Record { return verifying },
+			func() BootFacts { f := at(30 * time.Second); f.Now = t0.Add(9 * time.Hour); return f }(), up0},
+		{"a start later than now counts from now", func() Record { r := verifying.clone(); r.GateUptime = time.Hour; return r },
+			at(time.Minute), up0 + time.Minute},
 		{"a record without the start (an older agent's) counts from now", func() Record {
 			r := verifying.clone()
-			r.GateStarted = time.Time{}
+			r.GateUptime = 0
 			return r
-		}, at(time.Minute), t0.Add(time.Minute)},
+		}, at(time.Minute), up0 + time.Minute},
 		{"a new boot on trial starts afresh", func() Record { return verifying },
-			func() BootFacts { f := at(90 * time.Second); f.BootID = "boot-3"; return f }(), t0.Add(90 * time.Second)},
+			func() BootFacts { f := at(90 * time.Second); f.BootID, f.Uptime = "boot-3", 20*time.Second; return f }(), 20 * time.Second},
 		{"a new boot on the old slot has no gate", func() Record { return verifying },
-			BootFacts{BootID: "boot-3", Slot: "USR-A", Version: "1.0.0", Successful: true, Now: t0.Add(time.Hour)}, time.Time{}},
+			BootFacts{BootID: "boot-3", Slot: "USR-A", Version: "1.0.0", Successful: true, Now: t0.Add(time.Hour), Uptime: time.Minute}, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := Resume(tc.rec(), tc.facts)
-			if !got.GateStarted.Equal(tc.want) {
-				t.Fatalf("gate started %v, want %v (state %s)", got.GateStarted, tc.want, got.State)
+			if got.GateUptime != tc.want {
+				t.Fatalf("gate started at uptime %v, want %v (state %s)", got.GateUptime, tc.want, got.State)
 			}
 		})
 	}
 
 	for _, ev := range []Event{{Kind: EvHealthy}, {Kind: EvUnhealthy, Failure: fail(CodeHealthGateFailed)}} {
 		r, _ := run(t, verifying, ev)
-		if !r.GateStarted.IsZero() {
-			t.Errorf("after %s: gate started %v, want none", ev.Kind, r.GateStarted)
+		if r.GateUptime != 0 {
+			t.Errorf("after %s: gate started at uptime %v, want none", ev.Kind, r.GateUptime)
 		}
 	}
 
-	// What an older agent wrote while verifying (no gate_started) loads, and the start is set.
+	// What an older agent wrote while verifying (no gate_uptime) loads, and the start is set.
 	old := []byte(`{"version":1,"state":"VERIFYING","seq":7,"boot_id":"boot-2","changed":"2026-11-22T10:00:00Z",` +
 		`"prev_version_pref":"1.0.0","boot":{"state":"verifying","booted_version":"2.0.0","previous_version":"1.0.0","slot":"USR-B"}}`)
 	r, err := ParseRecord(old)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r = Resume(r, at(time.Minute)); r.State != Verifying || !r.GateStarted.Equal(t0.Add(time.Minute)) {
-		t.Fatalf("an older record resumed: %s, gate started %v", r.State, r.GateStarted)
+	if r = Resume(r, at(time.Minute)); r.State != Verifying || r.GateUptime != up0+time.Minute {
+		t.Fatalf("an older record resumed: %s, gate started at uptime %v", r.State, r.GateUptime)
 	}
 }
 

@@ -30,7 +30,7 @@ const (
 func (a *Agent) gate(r Record) (*health.Gate, error) {
 	g := &health.Gate{
 		System: a.h.System, Dir: a.h.Paths.HealthDir, Deadline: a.c.HealthDeadline, Retry: a.c.HealthRetry,
-		Clock: a.clk, Logger: a.log.With("health_gate", r.Boot.Slot), Started: r.GateStarted,
+		Clock: a.clk, Logger: a.log.With("health_gate", r.Boot.Slot), Used: a.gateUsed(r),
 		Env: []string{"TWINSLOT_VERSION=" + r.Boot.BootedVersion, "TWINSLOT_PREVIOUS_VERSION=" + r.Boot.PreviousVersion,
 			"TWINSLOT_SLOT=" + r.Boot.Slot},
 	}
@@ -49,6 +49,15 @@ func (a *Agent) gate(r Record) (*health.Gate, error) {
 	return g, nil
 }
 
+// gateUsed is how much of its deadline the health gate of r's boot used before this run: the
+// uptime since it started (Record.GateUptime), 0 when it has no start.
+func (a *Agent) gateUsed(r Record) time.Duration {
+	if r.GateUptime <= 0 {
+		return 0
+	}
+	return max(a.h.Uptime()-r.GateUptime, 0)
+}
+
 func (a *Agent) verify(ctx context.Context, r Record) (Event, error) {
 	g, err := a.gate(r)
 	if err != nil {
@@ -56,7 +65,7 @@ func (a *Agent) verify(ctx context.Context, r Record) (Event, error) {
 		return Event{Kind: EvUnhealthy, Failure: &Failure{Code: CodeHealthGateFailed, Message: "health gate misconfigured: " + err.Error()}}, nil
 	}
 	a.log.Info("health gate running", "slot", r.Boot.Slot, "version", r.Boot.BootedVersion, "checks_dir", g.Dir, "urls", g.URLs,
-		"started", r.GateStarted)
+		"already_used", g.Used)
 	res := g.Run(ctx)
 	if ctx.Err() != nil {
 		return Event{}, errStop // re-run after the restart

@@ -13,7 +13,7 @@
 //     Retry until the deadline, so a check may wait for a service to come up.
 //   - every configured URL: an HTTP GET answered 2xx passes (retried like executables).
 //
-// The deadline counts from Gate.Started when it is set: a gate run again after its process
+// Gate.Used is what earlier runs took of the deadline: a gate run again after its process
 // restarted gets only what is left, and fails at once when nothing is.
 //
 // The gate never passes by default: a probe error, a missing answer or the deadline are

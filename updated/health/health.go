@@ -59,11 +59,11 @@ type Gate struct {
 	Clock        Clock
 	Logger       *slog.Logger
 
-	// Started is when this gate first started, for a gate run again after its process
-	// restarted (zero: now). The deadline counts from Started, clamped so that the run gets at
-	// most Deadline (a Started in the future counts as now) and at least nothing; a gate whose
-	// deadline already passed fails at once, without running a check.
-	Started time.Time
+	// Used is how much of the deadline earlier runs of this gate took, for a gate run again
+	// after its process restarted (0: none). The run gets Deadline minus Used, at most Deadline
+	// and at least nothing; a gate whose deadline already passed fails at once, without running
+	// a check.
+	Used time.Duration
 }
 
 // Check is one check's outcome.
@@ -78,7 +78,7 @@ type Check struct {
 type Result struct {
 	Passed  bool          `json:"passed"`
 	Checks  []Check       `json:"checks"`
-	Elapsed time.Duration `json:"elapsed"`          // of this run only (see Gate.Started)
+	Elapsed time.Duration `json:"elapsed"`          // of this run only (see Gate.Used)
 	Reason  string        `json:"reason,omitempty"` // why it failed, one line
 }
 
@@ -119,15 +119,9 @@ func (g *Gate) Run(ctx context.Context) Result {
 	deadline := orDefault(g.Deadline, DefaultDeadline)
 	retry := orDefault(g.Retry, DefaultRetry)
 	start := clk.Now()
-	// What an earlier run of this gate used up. Started may come from another process (a wall
-	// clock reading): ran is clamped at 0 when it lies in the future, and Sub saturates, so an
-	// absurdly old Started leaves nothing rather than overflowing. end is derived from this
-	// process's clock reading, so the rest of the run is timed by its monotonic clock.
-	var ran time.Duration
-	if !g.Started.IsZero() {
-		ran = max(start.Sub(g.Started), 0)
-	}
-	end := start.Add(max(deadline-ran, 0))
+	// What earlier runs of this gate used up (never negative; a huge Used leaves nothing).
+	ran := max(g.Used, 0)
+	end := start.Add(max(deadline-min(ran, deadline), 0))
 
 	hc := g.HTTP
 	if hc == nil {

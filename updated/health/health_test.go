@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -157,38 +158,32 @@ func TestGateInterrupted(t *testing.T) {
 	})
 }
 
-// A gate run again after its process restarted counts its deadline from Started: it gets what
-// is left, fails at once (without running a check, even one that would pass) when nothing is,
-// and never gets more than Deadline, whatever Started says.
-func TestGateStarted(t *testing.T) {
+// A gate run again after its process restarted gets what is left of its deadline after Used:
+// it fails at once (without running a check, even one that would pass) when nothing is, and
+// never gets more than Deadline.
+func TestGateUsed(t *testing.T) {
 	for _, tc := range []struct {
 		name        string
-		started     func(now time.Time) time.Time
+		used        time.Duration
 		state       string // of the probe
 		wantElapsed time.Duration
 		wantReason  string
 		wantCalls   int // of the probe; -1: any
 	}{
-		{"deadline passed before the restart", func(now time.Time) time.Time { return now.Add(-61 * time.Second) },
+		{"deadline passed before the restart", 61 * time.Second,
 			"running", 0, "deadline of 1m0s passed with 1 checks not passing (the gate started 1m1s ago, before a restart)", 0},
-		{"deadline passed just now", func(now time.Time) time.Time { return now.Add(-time.Minute) },
-			"starting", 0, "deadline of 1m0s passed", 0},
-		{"absurdly old start", func(time.Time) time.Time { return time.Unix(1, 0) },
-			"running", 0, "deadline of 1m0s passed", 0},
-		{"part of the deadline left", func(now time.Time) time.Time { return now.Add(-40 * time.Second) },
+		{"deadline passed just now", time.Minute, "starting", 0, "deadline of 1m0s passed", 0},
+		{"absurdly long ago", math.MaxInt64, "running", 0, "deadline of 1m0s passed", 0},
+		{"part of the deadline left", 40 * time.Second,
 			"starting", 20 * time.Second, "deadline of 1m0s passed with 1 checks not passing", -1},
-		{"start in the future counts as now", func(now time.Time) time.Time { return now.Add(time.Hour) },
-			"starting", time.Minute, "deadline of 1m0s passed with 1 checks not passing", -1},
-		{"absurd future start", func(time.Time) time.Time { return time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC) },
-			"starting", time.Minute, "deadline of 1m0s passed with 1 checks not passing", -1},
-		{"zero start is now", func(time.Time) time.Time { return time.Time{} },
-			"starting", time.Minute, "deadline of 1m0s passed with 1 checks not passing", -1},
+		{"negative counts as none", -time.Hour, "starting", time.Minute, "deadline of 1m0s passed with 1 checks not passing", -1},
+		{"none", 0, "starting", time.Minute, "deadline of 1m0s passed with 1 checks not passing", -1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := &probe{states: []string{tc.state}}
 			var res Result
 			synctest.Test(t, func(t *testing.T) {
-				g := &Gate{System: p, Deadline: time.Minute, Retry: 10 * time.Second, Started: tc.started(time.Now())}
+				g := &Gate{System: p, Deadline: time.Minute, Retry: 10 * time.Second, Used: tc.used}
 				res = g.Run(t.Context())
 			})
 			if res.Passed || res.Reason != tc.wantReason && !strings.HasPrefix(res.Reason, tc.wantReason) {
