@@ -221,3 +221,37 @@ func TestCrashAtEveryTransition(t *testing.T) {
 	t.Run("healthy", func(t *testing.T) { crashScenario(t, false) })
 	t.Run("unhealthy", func(t *testing.T) { crashScenario(t, true) })
 }
+
+// A power loss while the old slot is committed after a failed health gate (COMMITTING, back on
+// USR-A) boots USR-A again: the rollback is finished with the health gate's failure, not with a
+// made-up "not marked good before the host rebooted", in the history.
+func TestPowerLossCommittingRollbackKeepsFailure(t *testing.T) {
+	rel := newRelease(t, 0)
+	payloadPath := rel.build(t, t.TempDir(), "2.0.0", 3, true)
+	setup := func(t *testing.T) (*host, *omahaServer) {
+		h := newHost(t, "1.0.0")
+		rel.install(t, h)
+		srv := newOmahaServer(t)
+		srv.set(func(s *omahaServer) { s.offer, s.payload = "2.0.0", payloadPath })
+		h.writeConf(srv.URL())
+		return h, srv
+	}
+	h, s := setup(t)
+	normal, _ := drive(t, h, s, crash{})
+	k := 0
+	for i, st := range normal {
+		if st == updated.Committing {
+			k = i + 1
+		}
+	}
+	if k == 0 {
+		t.Fatalf("no COMMITTING in the chain %v", normal)
+	}
+	h, s = setup(t)
+	_, rec := drive(t, h, s, crash{afterPersist: k, power: true})
+	last := rec.History[len(rec.History)-1]
+	if last.Outcome != updated.OutcomeRolledBack || last.ErrorCode != updated.CodeHealthGateFailed || !strings.Contains(last.Error, "app.service") {
+		t.Fatalf("after a power loss while committing the old slot: outcome %s, error %d %q; want the health gate's failure (%d, app.service)",
+			last.Outcome, last.ErrorCode, last.Error, updated.CodeHealthGateFailed)
+	}
+}

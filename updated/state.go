@@ -595,7 +595,10 @@ func Resume(r Record, f BootFacts) Record {
 		n.Rollback = &RollbackReport{FailedVersion: trialVersion, FellBackTo: f.Version}
 		n.addBad(trialVersion)
 		n.PrevVersionPref = ""
-		if r.State != RollingBack || n.Failure == nil {
+		// The failure that made the previous boot roll back (RollingBack, or the old slot's
+		// commit cut by a power loss) is the reason; only an unexplained fall-back gets code 44.
+		known := r.State == RollingBack || r.State == Committing && r.Boot.State == BootRolledBack
+		if !known || n.Failure == nil {
 			n.Failure = &Failure{Code: CodeRollback, Step: r.State, Message: fmt.Sprintf(
 				"version %s was not marked good before the host rebooted; running %s again", trialVersion, f.Version)}
 		}
