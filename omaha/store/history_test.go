@@ -156,3 +156,39 @@ func BenchmarkVersionHistory(b *testing.B) {
 		}
 	}
 }
+
+// testSearchInstancesNonASCII: a host's alias (machinealias) may be any printable UTF-8, and
+// the search finds it by its exact text and ignoring case on every backend alike.
+func testSearchInstancesNonASCII(t *testing.T, e env) {
+	ctx, db := t.Context(), e.db
+	createApp(t, db)
+	stable := groupByName(t, db, "stable")
+	var ins []store.Instance
+	for i, alias := range []string{"Büro-Ä1", "büro-ä2", "web-1"} {
+		ins = append(ins, store.Instance{AppID: appID, MachineID: machine(i), Alias: alias, GroupID: stable.ID, Version: "1.0.0",
+			State: store.StateIdle, FirstSeen: t0, LastCheck: t0})
+	}
+	if _, err := db.WriteCheckins(ctx, store.Batch{Instances: ins}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, search string
+		want         []string
+	}{
+		{"exact text", "Büro-Ä1", []string{"Büro-Ä1"}},
+		{"upper case", "BÜRO", []string{"Büro-Ä1", "büro-ä2"}},
+		{"lower case", "ä", []string{"Büro-Ä1", "büro-ä2"}},
+	} {
+		got, err := db.Instances(ctx, store.InstanceFilter{AppID: appID, Search: tc.search})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, in := range got {
+			names = append(names, in.Alias)
+		}
+		if !reflect.DeepEqual(names, tc.want) {
+			t.Errorf("%s: search %q = %q, want %q", tc.name, tc.search, names, tc.want)
+		}
+	}
+}

@@ -376,7 +376,7 @@ func (db *DB) Instances(ctx context.Context, f InstanceFilter) ([]Instance, erro
 	}
 	rows, err := db.r.QueryContext(ctx, `SELECT `+instCols+` FROM instances
 WHERE ($1 = '' OR app_id = $1) AND ($2 = '' OR group_id = $2) AND ($3 = '' OR version = $3) AND ($4 = '' OR state = $4) AND machine_id > $5
-	AND ($7 = '' OR lower(machine_id) LIKE $8 ESCAPE '\' OR lower(alias) LIKE $8 ESCAPE '\')
+	AND ($7 = '' OR `+db.d.lower+`(machine_id) LIKE $8 ESCAPE '\' OR `+db.d.lower+`(alias) LIKE $8 ESCAPE '\')
 ORDER BY machine_id, app_id LIMIT $6`, f.AppID, f.GroupID, f.Version, string(f.State), f.After, limit(f.Limit), f.Search, likePattern(f.Search))
 	if err != nil {
 		return nil, fmt.Errorf("store: list instances: %w", err)

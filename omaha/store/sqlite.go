@@ -3,13 +3,15 @@ package store
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
+	"modernc.org/sqlite" // registers the "sqlite" driver
 )
 
 // SQLite pool sizes: one writer (SQLite allows one anyway; queueing in Go is cheaper than
@@ -25,7 +27,26 @@ var sqliteDialect = dialect{
 	name:      "sqlite",
 	autoID:    "INTEGER PRIMARY KEY AUTOINCREMENT",
 	clustered: " WITHOUT ROWID",
+	lower:     sqliteLowerFunc,
 }
+
+// sqliteLowerFunc lower-cases text as strings.ToLower (and PostgreSQL's lower) does: SQLite's
+// own lower() changes only ASCII letters, so a search for a non-ASCII alias missed it.
+const sqliteLowerFunc = "twinslot_lower"
+
+// registerSQLiteLower adds sqliteLowerFunc to the connections the "sqlite" driver opens from
+// then on (the driver keeps one registry for the process).
+var registerSQLiteLower = sync.OnceValue(func() error {
+	return sqlite.RegisterDeterministicScalarFunction(sqliteLowerFunc, 1, func(_ *sqlite.FunctionContext, args []driver.Value) (driver.Value, error) {
+		switch v := args[0].(type) {
+		case string:
+			return strings.ToLower(v), nil
+		case []byte:
+			return strings.ToLower(string(v)), nil
+		}
+		return args[0], nil
+	})
+})
 
 func openSQLite(ctx context.Context, path string) (*DB, error) {
 	if path == "" {
@@ -36,6 +57,9 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 	}
 	if err := privateFiles(path); err != nil {
 		return nil, err
+	}
+	if err := registerSQLiteLower(); err != nil {
+		return nil, fmt.Errorf("store: register SQLite function %s: %w", sqliteLowerFunc, err)
 	}
 	// mmap lets reads hit the page cache without a pread per page; cache_size keeps hot
 	// index pages in each connection.

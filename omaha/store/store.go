@@ -254,6 +254,7 @@ type dialect struct {
 	clustered string // table option: rows stored in primary key order
 	forUpdate string // row lock suffix for SELECT inside a write transaction
 	lockMigr  string // statement that serialises migrations across processes ("" if not needed)
+	lower     string // SQL function that lower-cases any text as strings.ToLower does
 }
 
 // Open opens (creating if needed) the database named by dsn and applies missing migrations.

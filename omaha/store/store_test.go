@@ -137,6 +137,7 @@ func conformance(t *testing.T, open opener) {
 		{"GrantStartTimeout", testGrantStartTimeout},
 		{"History", testHistory},
 		{"SearchInstances", testSearchInstances},
+		{"SearchInstancesNonASCII", testSearchInstancesNonASCII},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
