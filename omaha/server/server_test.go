@@ -655,6 +655,33 @@ func TestAdminAPI(t *testing.T) {
 	}
 }
 
+// TestGroupDurationBelowMillisecond: a group's timeouts are stored in whole milliseconds, so a
+// positive one below 1ms would be stored as 0, which turns the timeout off; the admin API
+// refuses it and leaves the group as it was.
+func TestGroupDurationBelowMillisecond(t *testing.T) {
+	s, _ := setup(t)
+	ctx := t.Context()
+	g := s.CreateGroup(t, "canary", "alpha", admin.Policy{Enabled: true, MaxUpdates: 5, Period: admin.Duration(time.Hour),
+		UpdateTimeout: admin.Duration(time.Hour), GrantStartTimeout: admin.Duration(time.Minute)})
+	for _, c := range []admin.GroupChange{
+		{UpdateTimeout: ptr(admin.Duration(500 * time.Microsecond))},
+		{GrantStartTimeout: ptr(admin.Duration(999 * time.Microsecond))},
+	} {
+		got, err := s.Admin.UpdateGroup(ctx, s.App, g.ID, c)
+		if !errors.Is(err, admin.ErrBadRequest) {
+			t.Errorf("update %+v: %v (group now %+v), want a bad request", c, err, got.Policy)
+		}
+	}
+	if got, err := s.Admin.Group(ctx, s.App, g.ID); err != nil || time.Duration(got.Policy.UpdateTimeout) != time.Hour ||
+		time.Duration(got.Policy.GrantStartTimeout) != time.Minute {
+		t.Errorf("group after refused changes: %+v %v", got.Policy, err)
+	}
+	if _, err := s.Admin.CreateGroup(ctx, s.App, admin.Group{Name: "tiny", Channel: "alpha",
+		Policy: admin.Policy{Enabled: true, UpdateTimeout: admin.Duration(time.Microsecond)}}); !errors.Is(err, admin.ErrBadRequest) {
+		t.Errorf("create with a 1µs update timeout: %v, want a bad request", err)
+	}
+}
+
 func trustJSON(t *testing.T, keys ...*payloadtest.Key) []byte {
 	b, err := payloadtest.TrustRoot(t, 1, 0, keys...).Marshal()
 	if err != nil {

@@ -34,6 +34,16 @@ func (p Policy) Check() error {
 	case p.GrantStartTimeout < 0 || p.GrantStartTimeout > MaxPeriod:
 		return invalidf("grant start timeout %s is out of range 0..%s", p.GrantStartTimeout, MaxPeriod)
 	}
+	// Durations are stored in whole milliseconds: a positive one below 1ms would be stored
+	// as 0, which for a timeout means none at all.
+	for _, d := range []struct {
+		what string
+		v    time.Duration
+	}{{"period", p.Period}, {"update timeout", p.UpdateTimeout}, {"grant start timeout", p.GrantStartTimeout}} {
+		if d.v > 0 && d.v < time.Millisecond {
+			return invalidf("%s %s is below 1ms: give 0 (none) or at least 1ms", d.what, d.v)
+		}
+	}
 	return checkRollout(p)
 }
 
