@@ -255,3 +255,50 @@ func TestPowerLossCommittingRollbackKeepsFailure(t *testing.T) {
 			last.Outcome, last.ErrorCode, last.Error, updated.CodeHealthGateFailed)
 	}
 }
+
+// A version that once failed to boot, offered again after `updatectl reset`, is installed into
+// a slot that already holds it, so nothing is written and the slot keeps the bits of its failed
+// try (priority 1, tries 0, not successful). A power loss in FINALIZING, before the slot is made
+// the next boot, must continue the install, not take those stale bits for a new failed try:
+// that would report a rollback of a version that never booted and refuse it again.
+func TestPowerLossFinalizingReinstall(t *testing.T) {
+	h, srv := scenario(t, 3, false)
+	toNeedReboot(t, h, srv)
+	h.boot() // 2.0.0 on trial: the try is used, and the boot dies before the agent runs
+	h.boot() // back on USR-A 1.0.0
+	r := h.start(srv.URL(), fast, 0)
+	waitState(t, r, "2.0.0 refused after its failed boot", func(rec updated.Record) bool {
+		return rec.State == updated.Idle && rec.LastError != nil && rec.LastError.Code == 35
+	})
+	if err := r.agent.ResetStatus(); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, r, "the reset", func(rec updated.Record) bool { return rec.State == updated.Idle && len(rec.BadVersions) == 0 })
+	r.stop(t)
+
+	// Install 2.0.0 again; the power fails once FINALIZING is persisted.
+	r = h.start(srv.URL(), fast, 5)
+	var last updated.Record
+	for rec := range r.states {
+		last = rec
+		if rec.State == updated.Finalizing {
+			break
+		}
+	}
+	r.stop(t)
+	if last.State != updated.Finalizing || last.Attempt.Image.BytesFetched != 0 {
+		t.Fatalf("the run stopped in %s (image %+v); the test expects FINALIZING after an install that fetched nothing",
+			last.State, last.Attempt.Image)
+	}
+	h.boot()
+	if slot, _ := h.running(); slot != "USR-A" {
+		t.Fatalf("booted %s, want USR-A", slot)
+	}
+	r = h.start(srv.URL(), fast, 0)
+	rec := <-r.states
+	r.stop(t)
+	if rec.State != updated.Finalizing || rec.Rollback != nil || rec.IsBad("2.0.0") {
+		t.Fatalf("after a power loss in FINALIZING: state %s, rollback %+v, bad versions %v; want FINALIZING continued",
+			rec.State, rec.Rollback, rec.BadVersions)
+	}
+}

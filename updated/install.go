@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/twinslot/twinslot/omaha"
@@ -139,7 +140,11 @@ func (a *Agent) download(ctx context.Context, r Record) (Event, error) {
 	o.Logger = a.log
 	o.Now = a.clk.Now
 	g := a.gpt(d)
-	o.BeforeWrite = func() error { return a.inEffect(g, "begin install into "+t.Label, g.BeginInstall(t)) }
+	var begun atomic.Bool
+	o.BeforeWrite = func() error {
+		begun.Store(true)
+		return a.inEffect(g, "begin install into "+t.Label, g.BeginInstall(t))
+	}
 	o.Progress = func(p payload.Progress) {
 		if p.Total > 0 {
 			a.setProgress(float64(p.Done) / float64(p.Total))
@@ -163,6 +168,13 @@ func (a *Agent) download(ctx context.Context, r Record) (Event, error) {
 	}
 	if ctx.Err() != nil {
 		return Event{}, errStop // resumed after the restart: the payload reuses what is written
+	}
+	if lastErr == nil && !begun.Load() {
+		// Nothing was written: the slot already held the image (a version installed before, say
+		// one whose boot failed). Clear its bits all the same, so that until FINALIZING makes it
+		// the next boot they say nothing about this attempt: Resume takes a slot with priority,
+		// no tries left and not successful for one that was tried and failed.
+		lastErr = a.inEffect(g, "begin install into "+t.Label, g.BeginInstall(t))
 	}
 	if lastErr != nil {
 		return failed(installCode(lastErr), "%v", lastErr), nil
