@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twinslot/twinslot/partition"
 	"github.com/twinslot/twinslot/updated"
 )
 
@@ -300,5 +301,64 @@ func TestPowerLossFinalizingReinstall(t *testing.T) {
 	if rec.State != updated.Finalizing || rec.Rollback != nil || rec.IsBad("2.0.0") {
 		t.Fatalf("after a power loss in FINALIZING: state %s, rollback %+v, bad versions %v; want FINALIZING continued",
 			rec.State, rec.Rollback, rec.BadVersions)
+	}
+}
+
+// dieAfterMarkGood commits a slot, then the machine dies before the agent records it.
+type dieAfterMarkGood struct{ *partition.Disk }
+
+func (d dieAfterMarkGood) MarkGood(s partition.Slot) error {
+	if err := d.Disk.MarkGood(s); err != nil {
+		return err
+	}
+	return errCrash
+}
+
+// A slot kept although it failed its health gate (the rollback was refused; 3/0 reported) and
+// marked good just before a power loss boots again, now successful. That boot finishes the
+// commit of an unhealthy slot: the attempt stays kept-unhealthy, and the update is never
+// reported complete (previousversion) after its failure was reported.
+func TestPowerLossCommittingKeptUnhealthy(t *testing.T) {
+	h, srv := scenario(t, 3, true)
+	toNeedReboot(t, h, srv)
+	d, err := partition.Open(h.disk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := d.SlotByLabel("USR-A")
+	if err == nil {
+		err = d.MarkBad(a) // the old slot can no longer be rolled back to
+	}
+	d.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.boot()
+	cfg := fast
+	updated.WrapGPT(&cfg, func(d *partition.Disk) updated.GPTWriter { return dieAfterMarkGood{d} })
+	r := h.start(srv.URL(), cfg, 0)
+	if err := <-r.done; !errors.Is(err, errCrash) {
+		t.Fatalf("the agent ended with %v, want the crash after MarkGood", err)
+	}
+	r.done <- err
+	if rec := r.agent.Record(); rec.State != updated.Committing || rec.Failure == nil {
+		t.Fatalf("died in %s (failure %+v), want COMMITTING the kept slot", rec.State, rec.Failure)
+	}
+	h.boot()
+	if slot, v := h.running(); slot != "USR-B" || v != "2.0.0" {
+		t.Fatalf("booted %s %s after the power loss, want USR-B 2.0.0", slot, v)
+	}
+	r = h.start(srv.URL(), fast, 0)
+	checked := false
+	rec := waitState(t, r, "the commit finished and a check made", func(rec updated.Record) bool {
+		checked = checked || rec.State == updated.CheckingForUpdate
+		return checked && rec.State == updated.Idle
+	})
+	r.stop(t)
+	if o := rec.History[len(rec.History)-1].Outcome; o != updated.OutcomeKept {
+		t.Fatalf("outcome %q, want %q", o, updated.OutcomeKept)
+	}
+	if log := srv.log(); !contains(log, "event 3/0/1001") || contains(log, "check prev=1.0.0") {
+		t.Fatalf("server saw %v: the health gate's failure and then the update reported complete", log)
 	}
 }

@@ -607,8 +607,11 @@ func Resume(r Record, f BootFacts) Record {
 
 	case onTrial:
 		// On the new slot, already marked good (a commit cut by power loss, or marked good by
-		// hand): finish the commit.
-		n.Failure = nil
+		// hand): finish the commit. A slot kept although it failed its gate (its failure was
+		// reported) keeps that failure, so it is finished as kept, never as committed.
+		if r.State != Committing || r.Boot.State != BootVerifying {
+			n.Failure = nil
+		}
 		n.Boot = BootStatus{State: BootVerifying, BootedVersion: f.Version, PreviousVersion: from, Slot: f.Slot}
 		return set(Committing)
 
