@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/twinslot/twinslot/partition"
+	"github.com/twinslot/twinslot/testimages"
 	"github.com/twinslot/twinslot/updated"
 )
 
@@ -360,5 +361,118 @@ func TestPowerLossCommittingKeptUnhealthy(t *testing.T) {
 	}
 	if log := srv.log(); !contains(log, "event 3/0/1001") || contains(log, "check prev=1.0.0") {
 		t.Fatalf("server saw %v: the health gate's failure and then the update reported complete", log)
+	}
+}
+
+// dieInMarkBad is a disk on which the power fails in the first MarkBad: before the write
+// (write false), or after it (write true). With backupOnly the write stops after the backup
+// copy and the primary's entries: the primary is damaged and the disk reads the new table.
+type dieInMarkBad struct {
+	*partition.Disk
+	write, backupOnly bool
+}
+
+func (d dieInMarkBad) MarkBad(s partition.Slot) error {
+	switch {
+	case d.backupOnly:
+		if err := testimages.FailGPTWrite(d.Disk, true, func() error { return d.Disk.MarkBad(s) }); !errors.Is(err, partition.ErrWriteApplied) {
+			return fmt.Errorf("the half-done write: %v", err)
+		}
+	case d.write:
+		if err := d.Disk.MarkBad(s); err != nil {
+			return err
+		}
+	}
+	return errCrash
+}
+
+// `updatectl reset` in UPDATED_NEED_REBOOT cancels the installed update. A power loss at any
+// point of RESETTING must leave the host on its old slot with the update cancelled: a boot of the
+// new slot, on trial because its GPT change had not been made yet, is no update to verify and
+// commit. The cancelled version is never committed, never raises the floor and is never
+// reported complete, failed or rolled back.
+func TestPowerLossResetting(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		stopAt int // the crash after the stopAt-th persist of the run that resets (2: RESETTING)
+		die    *dieInMarkBad
+	}{
+		{name: "after RESETTING persisted", stopAt: 2},
+		{name: "in MarkBad, before the write", die: &dieInMarkBad{}},
+		{name: "in MarkBad, backup written", die: &dieInMarkBad{backupOnly: true}},
+		{name: "in MarkBad, after the write", die: &dieInMarkBad{write: true}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h, srv := scenario(t, 3, false)
+			toNeedReboot(t, h, srv)
+			cfg := fast
+			if tc.die != nil {
+				updated.WrapGPT(&cfg, func(d *partition.Disk) updated.GPTWriter { die := *tc.die; die.Disk = d; return die })
+			}
+			r := h.start(srv.URL(), cfg, tc.stopAt)
+			waitState(t, r, "UPDATED_NEED_REBOOT", inState(updated.UpdatedNeedReboot))
+			if err := r.agent.ResetStatus(); err != nil {
+				t.Fatal(err)
+			}
+			if err := <-r.done; !errors.Is(err, errCrash) {
+				t.Fatalf("the agent ended with %v, want the power loss in RESETTING", err)
+			} else {
+				r.done <- err
+			}
+			if rec := r.agent.Record(); rec.State != updated.Resetting {
+				t.Fatalf("the power failed in %s, want RESETTING", rec.State)
+			}
+
+			// The power comes back: run the host until a check after the reset is done, rebooting
+			// it whenever the agent asks. The server no longer offers 2.0.0, so that the check
+			// ends in IDLE and not in a new install.
+			srv.set(func(s *omahaServer) { s.offer = "" })
+			var rec updated.Record
+			for boots := 0; ; boots++ {
+				if boots == 4 {
+					t.Fatalf("no check after the reset within %d boots", boots)
+				}
+				h.boot()
+				r := h.start(srv.URL(), fast, 0)
+				checked, done := false, false
+				for !done {
+					select {
+					case rec = <-r.states:
+						checked = checked || rec.State == updated.CheckingForUpdate
+						done = checked && rec.State == updated.Idle
+					case <-h.rebootCh:
+						done = true
+					case err := <-r.done:
+						r.done <- err
+						t.Fatalf("agent stopped: %v", err)
+					case <-time.After(2 * time.Minute):
+						t.Fatal("hang")
+					}
+				}
+				r.stop(t)
+				if checked {
+					break
+				}
+			}
+			slot, version := h.running()
+			sl := h.slots()
+			if slot != "USR-A" || version != "1.0.0" || sl["USR-B"].Attr.Successful() || sl["USR-B"].Attr.Priority() != 0 {
+				t.Fatalf("after the cancelled update: running %s %s, USR-B %v; want USR-A 1.0.0 and USR-B unbootable", slot, version, sl["USR-B"].Attr)
+			}
+			if len(rec.History) == 0 || rec.History[len(rec.History)-1].Outcome != updated.OutcomeCancelled {
+				t.Fatalf("history %+v, want the attempt cancelled", rec.History)
+			}
+			if rec.Rollback != nil || rec.IsBad("2.0.0") || rec.LastError != nil {
+				t.Fatalf("rollback %+v, bad versions %v, last error %+v: the cancel was taken for a failure", rec.Rollback, rec.BadVersions, rec.LastError)
+			}
+			if b, _ := os.ReadFile(h.dir + "/state/floor.json"); strings.Contains(string(b), `"floor":3`) {
+				t.Fatalf("the cancelled 2.0.0 raised the floor: %s", b)
+			}
+			for _, e := range srv.log() {
+				if e == "check prev=1.0.0" || e == "check rollback" || strings.HasPrefix(e, "event 3/0") {
+					t.Fatalf("server saw %q for a cancelled update: %v", e, srv.log())
+				}
+			}
+		})
 	}
 }

@@ -26,7 +26,9 @@
 // Re-entry after a crash: a check or an event is simply sent again (the server accepts
 // repeats); DOWNLOADING runs payload.Install again, which reuses every chunk the target slot
 // already holds; PrepareInstall, MarkGood, MarkBad and Rollback are idempotent. After a power
-// loss Resume looks at the GPT: a slot on trial (successful=0) is verified; the old slot
+// loss Resume looks at the GPT: a slot on trial (successful=0) is verified, unless it is an
+// update cancelled by ResetStatus whose MarkBad the power loss cut (RESETTING): RESETTING
+// then marks it bad and reboots into the old slot, which finishes the reset; the old slot
 // running after the new one was in the boot order is a rollback; a download or a FINALIZING
 // cut before the flip continues. FINALIZING first copies the new slot's kernel and initrd to
 // the ESP when the host has the layout (Paths.ESPDir, partition/esp), then flips; the copy

@@ -297,13 +297,22 @@ func (a *Agent) undoInstall(ctx context.Context, r Record) (Event, error) {
 	if err != nil {
 		return Event{}, fmt.Errorf("updated: reset: open the disk: %w", err)
 	}
-	defer d.Close()
-	if t, err := d.SlotByLabel(r.Attempt.TargetSlot); err == nil && t.Number != booted.Number && t.Attr.Priority() > 0 {
+	t, err := d.SlotByLabel(r.Attempt.TargetSlot)
+	onTrial := err == nil && t.Number == booted.Number
+	if err == nil && t.Attr.Priority() > 0 {
 		g := a.gpt(d)
 		if err := a.inEffect(g, "mark "+t.Label+" bad", g.MarkBad(t)); err != nil {
+			d.Close()
 			return Event{}, fmt.Errorf("updated: reset: %w", err)
 		}
-		a.log.Info("cancelled the installed update; the running slot boots next", "cancelled_slot", t.Label)
+		a.log.Info("cancelled the installed update; the old slot boots next", "cancelled_slot", t.Label)
+	}
+	d.Close()
+	if onTrial {
+		// A power loss before the reset marked the slot bad booted it (Resume): the reset ends
+		// on the old slot, after this reboot.
+		a.log.Warn("booted the slot of a cancelled update; rebooting into the old slot", "cancelled_slot", t.Label)
+		return a.rebootNow(ctx)
 	}
 	return Event{Kind: EvResetDone}, nil
 }

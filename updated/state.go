@@ -517,7 +517,8 @@ type BootFacts struct {
 // Resume decides where the agent continues after a start. The same boot continues the recorded
 // state (every state is re-entrant). A new boot is classified from the GPT and the record:
 //
-//   - the booted slot is on trial (successful=0) → Verifying (the health gate);
+//   - the booted slot is on trial (successful=0) → Verifying (the health gate), unless it is an
+//     update cancelled by ResetStatus (Resetting): then Resetting, which takes it back;
 //   - back on the old slot after a new one reached the boot order → a rollback: Committing the
 //     old slot, then report 3/0/44;
 //   - on the new slot, already marked good (a commit cut by power loss) → Committing;
@@ -579,6 +580,14 @@ func Resume(r Record, f BootFacts) Record {
 	n.Boot = BootStatus{State: BootSteady, BootedVersion: f.Version, Slot: f.Slot}
 
 	switch {
+	case r.State == Resetting && onTrial && !f.Successful:
+		// The update was cancelled, but the host lost power before its slot was made unbootable,
+		// and the boot loader tried it. It is no update to verify and commit: RESETTING goes on,
+		// marks the slot bad and reboots into the old one. The boot is on trial until then.
+		n.Failure = nil
+		n.Boot = BootStatus{State: BootVerifying, BootedVersion: f.Version, PreviousVersion: from, Slot: f.Slot}
+		return set(Resetting)
+
 	case !f.Successful:
 		// A slot on trial: run the health gate.
 		if a != nil && !onTrial {

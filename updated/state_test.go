@@ -299,6 +299,7 @@ func TestResume(t *testing.T) {
 		{"committing, new slot already good", at(Committing, "USR-B"), BootFacts{BootID: "boot-2", Slot: "USR-B", Version: "2.0.0", Successful: true}, Committing, BootVerifying, false},
 		{"reporting an error continues", func() Record { r := at(ReportingErrorEvent, "USR-B"); r.Failure = fail(9); return r }(), oldSlot, ReportingErrorEvent, BootSteady, false},
 		{"resetting continues", at(Resetting, "USR-B"), oldSlot, Resetting, BootSteady, false},
+		{"resetting, the cancelled slot booted on trial", at(Resetting, "USR-B"), newTrial, Resetting, BootVerifying, false},
 		{"a download on a slot that is now booted on trial is dropped", at(Downloading, "USR-A"), BootFacts{BootID: "boot-2", Slot: "USR-A", Version: "3.0.0"}, Verifying, BootVerifying, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

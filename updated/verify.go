@@ -179,6 +179,12 @@ func (a *Agent) rollBack(ctx context.Context, r Record) (Event, error) {
 		return Event{}, fmt.Errorf("updated: roll back from %s: %w", booted.Label, err)
 	}
 	a.log.Error("health gate failed: rebooting into the previous slot", "bad_slot", booted.Label, "next", next.Label)
+	return a.rebootNow(ctx)
+}
+
+// rebootNow asks for a reboot until the host accepts it, then waits to be stopped by it; it
+// returns only when ctx ends.
+func (a *Agent) rebootNow(ctx context.Context) (Event, error) {
 	for {
 		if err := a.h.Reboot.Reboot(ctx); err != nil {
 			a.log.Error("reboot refused; retrying", "error", err)
