@@ -135,12 +135,10 @@ func TestUnhealthyRollsBack(t *testing.T) {
 	}
 }
 
-// A slot that failed its health gate and was kept because the rollback was refused is committed
-// without advancing the floor, and no later start of the agent (in that boot or a later one)
-// raises the floor to its security version either.
-func TestKeptUnhealthyNeverRaisesFloor(t *testing.T) {
-	h, srv := scenario(t, 3, true)
-	toNeedReboot(t, h, srv)
+// markOldSlotBad marks USR-A bad on h's disk: a rollback to it is then refused, and a slot that
+// fails its health gate is kept.
+func markOldSlotBad(t *testing.T, h *host) {
+	t.Helper()
 	d, err := partition.Open(h.disk)
 	if err != nil {
 		t.Fatal(err)
@@ -153,6 +151,15 @@ func TestKeptUnhealthyNeverRaisesFloor(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// A slot that failed its health gate and was kept because the rollback was refused is committed
+// without advancing the floor, and no later start of the agent (in that boot or a later one)
+// raises the floor to its security version either.
+func TestKeptUnhealthyNeverRaisesFloor(t *testing.T) {
+	h, srv := scenario(t, 3, true)
+	toNeedReboot(t, h, srv)
+	markOldSlotBad(t, h)
 	h.boot()
 	r := h.start(srv.URL(), fast, 0)
 	rec := waitState(t, r, "the unhealthy slot kept", func(rec updated.Record) bool {

@@ -322,23 +322,13 @@ func (d dieAfterMarkGood) MarkGood(s partition.Slot) error {
 func TestPowerLossCommittingKeptUnhealthy(t *testing.T) {
 	h, srv := scenario(t, 3, true)
 	toNeedReboot(t, h, srv)
-	d, err := partition.Open(h.disk)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := d.SlotByLabel("USR-A")
-	if err == nil {
-		err = d.MarkBad(a) // the old slot can no longer be rolled back to
-	}
-	d.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	markOldSlotBad(t, h)
 	h.boot()
 	cfg := fast
 	updated.WrapGPT(&cfg, func(d *partition.Disk) updated.GPTWriter { return dieAfterMarkGood{d} })
 	r := h.start(srv.URL(), cfg, 0)
-	if err := <-r.done; !errors.Is(err, errCrash) {
+	err := <-r.done
+	if !errors.Is(err, errCrash) {
 		t.Fatalf("the agent ended with %v, want the crash after MarkGood", err)
 	}
 	r.done <- err
